@@ -1,0 +1,5 @@
+//! The ACME front end (RFC 8555): the web front end of Boulder/Pebble's split.
+//! It parses and authenticates requests, validates challenges, and asks
+//! `tenure_engine` for every decision. It knows no SQL and no wasmtime.
+
+pub mod problem;

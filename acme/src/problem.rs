@@ -1,0 +1,179 @@
+//! RFC 7807 problem documents with the ACME error types of RFC 8555 §6.7.
+//!
+//! Every failure on the wire is one of these; handlers return `Result<_, Problem>`
+//! and the server turns the error into `application/problem+json`.
+
+use http::StatusCode;
+use serde::Serialize;
+
+/// The ACME error types (RFC 8555 §6.7, RFC 9773 adds none we need).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProblemType {
+    AccountDoesNotExist,
+    AlreadyRevoked,
+    BadCsr,
+    BadNonce,
+    BadPublicKey,
+    BadRevocationReason,
+    BadSignatureAlgorithm,
+    Caa,
+    Compound,
+    Connection,
+    Dns,
+    ExternalAccountRequired,
+    IncorrectResponse,
+    InvalidContact,
+    Malformed,
+    OrderNotReady,
+    RateLimited,
+    RejectedIdentifier,
+    ServerInternal,
+    Tls,
+    Unauthorized,
+    UnsupportedContact,
+    UnsupportedIdentifier,
+    UserActionRequired,
+    InvalidProfile,
+}
+
+impl ProblemType {
+    /// The last part of `urn:ietf:params:acme:error:…`.
+    pub fn name(self) -> &'static str {
+        use ProblemType::*;
+        match self {
+            AccountDoesNotExist => "accountDoesNotExist",
+            AlreadyRevoked => "alreadyRevoked",
+            BadCsr => "badCSR",
+            BadNonce => "badNonce",
+            BadPublicKey => "badPublicKey",
+            BadRevocationReason => "badRevocationReason",
+            BadSignatureAlgorithm => "badSignatureAlgorithm",
+            Caa => "caa",
+            Compound => "compound",
+            Connection => "connection",
+            Dns => "dns",
+            ExternalAccountRequired => "externalAccountRequired",
+            IncorrectResponse => "incorrectResponse",
+            InvalidContact => "invalidContact",
+            Malformed => "malformed",
+            OrderNotReady => "orderNotReady",
+            RateLimited => "rateLimited",
+            RejectedIdentifier => "rejectedIdentifier",
+            ServerInternal => "serverInternal",
+            Tls => "tls",
+            Unauthorized => "unauthorized",
+            UnsupportedContact => "unsupportedContact",
+            UnsupportedIdentifier => "unsupportedIdentifier",
+            UserActionRequired => "userActionRequired",
+            InvalidProfile => "invalidProfile",
+        }
+    }
+
+    pub fn urn(self) -> String {
+        format!("urn:ietf:params:acme:error:{}", self.name())
+    }
+
+    /// The HTTP status that goes with the type (RFC 8555 and Boulder's practice).
+    pub fn status(self) -> StatusCode {
+        use ProblemType::*;
+        match self {
+            AccountDoesNotExist | AlreadyRevoked | BadCsr | BadNonce | BadPublicKey
+            | BadRevocationReason | BadSignatureAlgorithm | Malformed | InvalidContact
+            | UnsupportedContact | UnsupportedIdentifier | RejectedIdentifier | InvalidProfile
+            | Caa | Compound | Connection | Dns | IncorrectResponse | Tls => StatusCode::BAD_REQUEST,
+            Unauthorized | ExternalAccountRequired | UserActionRequired => StatusCode::FORBIDDEN,
+            OrderNotReady => StatusCode::FORBIDDEN,
+            RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            ServerInternal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+/// An identifier a subproblem is about (RFC 8555 §6.7.1).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ProblemIdentifier {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub value: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub kind: ProblemType,
+    pub detail: String,
+    /// Overrides the type's usual status (e.g. 404 for an unknown order, 405, 413).
+    pub status: Option<StatusCode>,
+    pub subproblems: Vec<(ProblemType, String, Option<ProblemIdentifier>)>,
+}
+
+impl Problem {
+    pub fn new(kind: ProblemType, detail: impl Into<String>) -> Self {
+        Problem { kind, detail: detail.into(), status: None, subproblems: Vec::new() }
+    }
+    pub fn malformed(detail: impl Into<String>) -> Self {
+        Self::new(ProblemType::Malformed, detail)
+    }
+    pub fn unauthorized(detail: impl Into<String>) -> Self {
+        Self::new(ProblemType::Unauthorized, detail)
+    }
+    pub fn internal(detail: impl Into<String>) -> Self {
+        Self::new(ProblemType::ServerInternal, detail)
+    }
+    pub fn not_found(detail: impl Into<String>) -> Self {
+        Self::new(ProblemType::Malformed, detail).with_status(StatusCode::NOT_FOUND)
+    }
+    pub fn with_status(mut self, status: StatusCode) -> Self {
+        self.status = Some(status);
+        self
+    }
+    pub fn status(&self) -> StatusCode {
+        self.status.unwrap_or_else(|| self.kind.status())
+    }
+
+    /// The JSON body, `application/problem+json`.
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut doc = serde_json::json!({
+            "type": self.kind.urn(),
+            "detail": self.detail,
+            "status": self.status().as_u16(),
+        });
+        if !self.subproblems.is_empty() {
+            let subs: Vec<_> = self
+                .subproblems
+                .iter()
+                .map(|(kind, detail, id)| {
+                    let mut s = serde_json::json!({ "type": kind.urn(), "detail": detail });
+                    if let Some(id) = id {
+                        s["identifier"] = serde_json::json!(id);
+                    }
+                    s
+                })
+                .collect();
+            doc["subproblems"] = serde_json::Value::Array(subs);
+        }
+        doc
+    }
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.kind.name(), self.detail)
+    }
+}
+
+impl std::error::Error for Problem {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urn_and_status_follow_rfc8555() {
+        let p = Problem::new(ProblemType::BadNonce, "stale");
+        let j = p.to_json();
+        assert_eq!(j["type"], "urn:ietf:params:acme:error:badNonce");
+        assert_eq!(j["status"], 400);
+        assert_eq!(Problem::unauthorized("x").status(), StatusCode::FORBIDDEN);
+        assert_eq!(ProblemType::BadCsr.urn(), "urn:ietf:params:acme:error:badCSR");
+    }
+}

@@ -1,0 +1,8 @@
+//! tenure's decision core. No HTTP here: the front end (`tenure_acme`) asks,
+//! the engine decides, signs and stores.
+
+pub mod error;
+pub mod identifier;
+
+pub use error::{Error, ErrorKind, Result};
+pub use identifier::{Identifier, IdentifierKind};
