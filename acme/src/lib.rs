@@ -2,4 +2,6 @@
 //! It parses and authenticates requests, validates challenges, and asks
 //! `tenure_engine` for every decision. It knows no SQL and no wasmtime.
 
+pub mod jws;
 pub mod problem;
+pub mod validation;

@@ -1,6 +1,7 @@
 //! tenure's decision core. No HTTP here: the front end (`tenure_acme`) asks,
 //! the engine decides, signs and stores.
 
+pub mod ca;
 pub mod error;
 pub mod identifier;
 

@@ -1,0 +1,1 @@
+//! Challenge validation (the VA role): http-01, dns-01, tls-alpn-01.

@@ -1,0 +1,1 @@
+//! The CA hierarchy: root, per-tenant name-constrained intermediates, leaves.
