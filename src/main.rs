@@ -1,1 +1,217 @@
-fn main() {}
+//! `tenure`: the command line. Thin wiring over `tenure_engine` and `tenure_acme`.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use tenure_acme::validation::{ValidationConfig, Validator};
+use tenure_engine::Identifier;
+use tenure_engine::authority::{Authority, Config};
+
+#[derive(Parser)]
+#[command(name = "tenure", version, about = "An ACME certificate authority for platforms that already know who controls which resource")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Clone)]
+struct DataDir {
+    /// The data directory (database, root certificate); created on first use.
+    #[arg(long = "data", default_value = "./tenure-data", env = "TENURE_DATA")]
+    dir: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the CA: the ACME server over HTTPS.
+    Serve(ServeArgs),
+    /// Manage tenants.
+    Tenant {
+        #[command(subcommand)]
+        command: TenantCommand,
+    },
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    data: DataDir,
+    /// Where the ACME server listens.
+    #[arg(long, default_value = "127.0.0.1:14000")]
+    listen: SocketAddr,
+    /// Where the admin API listens.
+    #[arg(long, default_value = "127.0.0.1:14001")]
+    admin_listen: SocketAddr,
+    /// The port http-01 validation connects to.
+    #[arg(long, default_value_t = 80)]
+    http01_port: u16,
+    /// The port tls-alpn-01 validation connects to.
+    #[arg(long, default_value_t = 443)]
+    tlsalpn01_port: u16,
+    /// A DNS server (ADDR:PORT) for every validation lookup; the system resolver if unset.
+    #[arg(long)]
+    dns_resolver: Option<SocketAddr>,
+    /// Extra names for the server's own TLS certificate (localhost and loopback are always in it).
+    #[arg(long = "hostname")]
+    hostnames: Vec<String>,
+    /// Refuse accounts without External Account Binding.
+    #[arg(long)]
+    eab_required: bool,
+}
+
+#[derive(Subcommand)]
+enum TenantCommand {
+    /// Create a tenant with an intermediate CA constrained to its names, and an EAB key.
+    Add {
+        name: String,
+        /// A domain (permits it and every name under it) or an address range (CIDR).
+        #[arg(long = "permit", required = true, num_args = 1..)]
+        permits: Vec<String>,
+        #[command(flatten)]
+        data: DataDir,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List tenants and what they may be issued.
+    List {
+        #[command(flatten)]
+        data: DataDir,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("TENURE_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    if let Err(e) = run(cli) {
+        eprintln!("tenure: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Serve(args) => serve(args),
+        Command::Tenant { command } => tenant(command),
+    }
+}
+
+fn open(data: &DataDir) -> Result<Authority> {
+    Authority::open(&data.dir, Config::default()).with_context(|| format!("opening {}", data.dir.display()))
+}
+
+fn serve(args: ServeArgs) -> Result<()> {
+    let config = Config { eab_required: args.eab_required, ..Config::default() };
+    let authority = Arc::new(
+        Authority::open(&args.data.dir, config).with_context(|| format!("opening {}", args.data.dir.display()))?,
+    );
+    let mut names = vec![
+        Identifier::dns("localhost"),
+        Identifier::ip(IpAddr::from([127, 0, 0, 1])),
+        Identifier::ip("::1".parse()?),
+    ];
+    if !args.listen.ip().is_unspecified() && !args.listen.ip().is_loopback() {
+        names.push(Identifier::ip(args.listen.ip()));
+    }
+    for h in &args.hostnames {
+        names.push(Identifier::parse("dns", h).with_context(|| format!("--hostname {h}"))?);
+    }
+    let (chain, key) = authority.server_identity(&names)?;
+    let tls = tenure_acme::server::tls_config(chain, key)?;
+    let validator = Validator::new(ValidationConfig {
+        http01_port: args.http01_port,
+        tlsalpn01_port: args.tlsalpn01_port,
+        dns_resolver: args.dns_resolver,
+        timeout: Duration::from_secs(10),
+    })
+    .map_err(|e| anyhow::anyhow!("validation: {e}"))?;
+
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("binding {}", args.listen))?;
+        let addr = listener.local_addr()?;
+        let host = if addr.ip().is_unspecified() { "localhost".to_string() } else { addr.to_string() };
+        let host = if addr.ip().is_unspecified() { format!("{host}:{}", addr.port()) } else { host };
+        println!("ACME directory: https://{host}/directory");
+        println!("root certificate: {}", authority.root_pem_path().display());
+        let fe = tenure_acme::FrontEnd::new(authority, validator, tenure_acme::Options::default());
+        tokio::select! {
+            r = tenure_acme::serve(fe, listener, tls) => r.context("serving ACME")?,
+            _ = shutdown_signal() => tracing::info!("shutting down"),
+        }
+        Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+fn tenant(command: TenantCommand) -> Result<()> {
+    match command {
+        TenantCommand::Add { name, permits, data, json } => {
+            let authority = open(&data)?;
+            let created = authority.create_tenant(&name, Some(&permits))?;
+            let hmac = base64_url(&created.eab_hmac);
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "tenant": created.tenant.name, "eab_kid": created.eab_kid, "eab_hmac": hmac, "permits": created.tenant.permits })
+                );
+            } else {
+                println!("tenant:   {}", created.tenant.name);
+                println!("permits:  {}", created.tenant.permits.join(", "));
+                println!("eab kid:  {}", created.eab_kid);
+                println!("eab hmac: {hmac}");
+            }
+            Ok(())
+        }
+        TenantCommand::List { data, json } => {
+            let authority = open(&data)?;
+            for t in authority.tenants()? {
+                if json {
+                    println!("{}", serde_json::json!({ "tenant": t.name, "permits": t.permits }));
+                } else if t.permits.is_empty() {
+                    println!("{}\t(unconstrained, challenges required)", t.name);
+                } else {
+                    println!("{}\t{}", t.name, t.permits.join(" "));
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+fn base64_url(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+

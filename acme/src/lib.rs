@@ -2,6 +2,13 @@
 //! It parses and authenticates requests, validates challenges, and asks
 //! `tenure_engine` for every decision. It knows no SQL and no wasmtime.
 
+mod handlers;
 pub mod jws;
+pub mod nonce;
 pub mod problem;
+mod request;
+pub mod resources;
+pub mod server;
 pub mod validation;
+
+pub use server::{FrontEnd, Options, serve};

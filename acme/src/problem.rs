@@ -177,3 +177,38 @@ mod tests {
         assert_eq!(ProblemType::BadCsr.urn(), "urn:ietf:params:acme:error:badCSR");
     }
 }
+
+/// Engine errors carry ACME meaning already; this names it on the wire.
+impl From<tenure_engine::Error> for Problem {
+    fn from(e: tenure_engine::Error) -> Self {
+        use tenure_engine::ErrorKind as K;
+        let kind = match e.kind {
+            K::Malformed => ProblemType::Malformed,
+            K::NotFound => return Problem::not_found(e.detail),
+            K::Unauthorized => ProblemType::Unauthorized,
+            K::AccountDoesNotExist => ProblemType::AccountDoesNotExist,
+            K::ExternalAccountRequired => ProblemType::ExternalAccountRequired,
+            K::RejectedIdentifier => ProblemType::RejectedIdentifier,
+            K::UnsupportedIdentifier => ProblemType::UnsupportedIdentifier,
+            K::OrderNotReady => ProblemType::OrderNotReady,
+            K::BadCsr => ProblemType::BadCsr,
+            K::BadPublicKey => ProblemType::BadPublicKey,
+            K::AlreadyRevoked => ProblemType::AlreadyRevoked,
+            K::BadRevocationReason => ProblemType::BadRevocationReason,
+            K::InvalidProfile => ProblemType::InvalidProfile,
+            K::InvalidContact => ProblemType::InvalidContact,
+            K::Conflict => return Problem::malformed(e.detail).with_status(StatusCode::CONFLICT),
+            K::Internal => {
+                // Internal details (SQL, file paths) stay in the log, not on the wire.
+                tracing::error!(error = %e.detail, "internal error");
+                return Problem::internal("the server hit an internal error; it has been logged");
+            }
+        };
+        Problem::new(kind, e.detail)
+    }
+}
+
+/// The problem type named by a recorded error's kind (e.g. "unauthorized").
+pub fn urn_of(kind_name: &str) -> String {
+    format!("urn:ietf:params:acme:error:{kind_name}")
+}

@@ -1,9 +1,12 @@
 //! tenure's decision core. No HTTP here: the front end (`tenure_acme`) asks,
 //! the engine decides, signs and stores.
 
+pub mod authority;
 pub mod ca;
 pub mod error;
 pub mod identifier;
+pub mod model;
+pub mod store;
 
 pub use error::{Error, ErrorKind, Result};
 pub use identifier::{Identifier, IdentifierKind};

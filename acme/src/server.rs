@@ -1,0 +1,229 @@
+//! The HTTPS listener and the router: TLS via rustls, HTTP/1.1 and HTTP/2 via
+//! hyper, every response carrying `Replay-Nonce` and `Link: rel="index"`.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tenure_engine::authority::Authority;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+
+use crate::handlers;
+use crate::nonce::NonceStore;
+use crate::problem::Problem;
+use crate::resources::Urls;
+use crate::validation::Validator;
+
+/// Requests larger than this are refused (413) before parsing.
+pub const MAX_BODY: usize = 64 * 1024;
+
+pub struct Options {
+    /// Advertised in the directory's `meta.termsOfService`.
+    pub terms_of_service: String,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { terms_of_service: "tenure issues short-lived certificates for names your tenant holds.".into() }
+    }
+}
+
+/// Everything a request handler can reach.
+pub struct FrontEnd {
+    pub authority: Arc<Authority>,
+    pub nonces: NonceStore,
+    pub validator: Validator,
+    pub options: Options,
+}
+
+impl FrontEnd {
+    pub fn new(authority: Arc<Authority>, validator: Validator, options: Options) -> Arc<FrontEnd> {
+        Arc::new(FrontEnd {
+            authority,
+            nonces: NonceStore::new(Duration::from_secs(3600), 1_000_000),
+            validator,
+            options,
+        })
+    }
+
+    /// Runs an engine call on a blocking thread: the engine does SQLite and
+    /// signing, which must not stall the async workers.
+    pub async fn blocking<T, F>(&self, f: F) -> Result<T, Problem>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Authority) -> tenure_engine::Result<T> + Send + 'static,
+    {
+        let authority = self.authority.clone();
+        match tokio::task::spawn_blocking(move || f(&authority)).await {
+            Ok(result) => result.map_err(Problem::from),
+            Err(e) => {
+                tracing::error!(error = %e, "engine task failed");
+                Err(Problem::internal("the server hit an internal error; it has been logged"))
+            }
+        }
+    }
+}
+
+/// Serves ACME over TLS on `listener` until the task is dropped.
+pub async fn serve(fe: Arc<FrontEnd>, listener: TcpListener, tls: Arc<rustls::ServerConfig>) -> std::io::Result<()> {
+    handlers::resume_interrupted_validations(&fe).await;
+    let acceptor = TlsAcceptor::from(tls);
+    loop {
+        let (tcp, peer) = match listener.accept().await {
+            Ok(conn) => conn,
+            Err(e) => {
+                // Out of file descriptors and the like: back off, keep serving.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let fe = fe.clone();
+        let acceptor = acceptor.clone();
+        tokio::spawn(async move {
+            let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => return,
+            };
+            let service = hyper::service::service_fn(move |req| {
+                let fe = fe.clone();
+                async move { Ok::<_, Infallible>(handle(&fe, req, peer).await) }
+            });
+            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            if let Err(e) = builder.serve_connection(TokioIo::new(tls), service).await {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+}
+
+/// A response under construction; `finish` adds the headers every ACME response carries.
+pub struct Reply {
+    pub status: StatusCode,
+    pub body: Bytes,
+    pub content_type: &'static str,
+    pub headers: Vec<(header::HeaderName, String)>,
+}
+
+impl Reply {
+    pub fn json(status: StatusCode, value: &serde_json::Value) -> Reply {
+        Reply {
+            status,
+            body: Bytes::from(serde_json::to_vec(value).unwrap_or_default()),
+            content_type: "application/json",
+            headers: Vec::new(),
+        }
+    }
+    pub fn empty(status: StatusCode) -> Reply {
+        Reply { status, body: Bytes::new(), content_type: "", headers: Vec::new() }
+    }
+    pub fn problem(p: &Problem) -> Reply {
+        let mut r = Reply::json(p.status(), &p.to_json());
+        r.content_type = "application/problem+json";
+        r
+    }
+    pub fn header(mut self, name: header::HeaderName, value: impl Into<String>) -> Reply {
+        self.headers.push((name, value.into()));
+        self
+    }
+    pub fn location(self, url: impl Into<String>) -> Reply {
+        self.header(header::LOCATION, url)
+    }
+    pub fn link(self, url: &str, rel: &str) -> Reply {
+        self.header(header::LINK, format!("<{url}>;rel=\"{rel}\""))
+    }
+}
+
+async fn handle(fe: &FrontEnd, req: Request<Incoming>, peer: SocketAddr) -> Response<Full<Bytes>> {
+    let urls = match base_urls(&req) {
+        Ok(u) => u,
+        Err(p) => return finish(fe, None, Reply::problem(&p)),
+    };
+    let (parts, body) = req.into_parts();
+    let body = match Limited::new(body, MAX_BODY).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => {
+            let p = if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+                Problem::malformed(format!("the request body exceeds {MAX_BODY} bytes")).with_status(StatusCode::PAYLOAD_TOO_LARGE)
+            } else {
+                Problem::malformed("the request body could not be read")
+            };
+            return finish(fe, Some(&urls), Reply::problem(&p));
+        }
+    };
+    let reply = match handlers::route(fe, &urls, &parts, &body).await {
+        Ok(r) => r,
+        Err(p) => {
+            tracing::debug!(%peer, method = %parts.method, path = parts.uri.path(), problem = %p, "request refused");
+            Reply::problem(&p)
+        }
+    };
+    let mut response = finish(fe, Some(&urls), reply);
+    if parts.method == Method::HEAD {
+        *response.body_mut() = Full::new(Bytes::new());
+    }
+    response
+}
+
+/// The base URL the client addressed us by: `https://` + Host (or the HTTP/2 authority).
+fn base_urls(req: &Request<Incoming>) -> Result<Urls, Problem> {
+    let host = req
+        .uri()
+        .authority()
+        .map(|a| a.as_str().to_string())
+        .or_else(|| req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).map(str::to_string))
+        .ok_or_else(|| Problem::malformed("the request has no Host"))?;
+    let valid = !host.is_empty()
+        && host.len() <= 255
+        && host.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b));
+    if !valid {
+        return Err(Problem::malformed("the Host header is not a host name"));
+    }
+    Ok(Urls { base: format!("https://{}", host.to_ascii_lowercase()) })
+}
+
+fn finish(fe: &FrontEnd, urls: Option<&Urls>, reply: Reply) -> Response<Full<Bytes>> {
+    let mut builder = Response::builder().status(reply.status);
+    if !reply.content_type.is_empty() {
+        builder = builder.header(header::CONTENT_TYPE, reply.content_type);
+    }
+    for (name, value) in &reply.headers {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            builder = builder.header(name, v);
+        }
+    }
+    builder = builder.header("Replay-Nonce", fe.nonces.issue());
+    if let Some(urls) = urls {
+        builder = builder.header(header::LINK, format!("<{}>;rel=\"index\"", urls.directory()));
+    }
+    builder
+        .body(Full::new(reply.body))
+        .unwrap_or_else(|_| Response::new(Full::new(Bytes::from_static(b"internal error"))))
+}
+
+/// The server's rustls configuration: its chain and key, HTTP/2 and HTTP/1.1 by ALPN.
+pub fn tls_config(chain: Vec<Vec<u8>>, key_pkcs8: Vec<u8>) -> Result<Arc<rustls::ServerConfig>, rustls::Error> {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(
+            chain.into_iter().map(CertificateDer::from).collect(),
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key_pkcs8)),
+        )?;
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(cfg))
+}

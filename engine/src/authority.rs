@@ -1,0 +1,646 @@
+//! The registration authority (the RA role): every ACME state change is decided
+//! here and written through the store in one transaction. The front end calls
+//! these methods after it has authenticated the request; they block (SQLite,
+//! signing), so async callers run them on a blocking thread.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use ring::rand::{SecureRandom, SystemRandom};
+
+use crate::ca::{self, CaMaterial, Permit};
+use crate::error::{Error, ErrorKind, Result};
+use crate::identifier::{Identifier, IdentifierKind};
+use crate::model::*;
+use crate::store::Store;
+
+/// The tenant of accounts registered without External Account Binding.
+pub const PUBLIC_TENANT: &str = "public";
+
+/// Lifetimes may never exceed this, whatever a profile or policy says.
+pub const MAX_CERT_LIFETIME: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// At most this many identifiers in one order.
+pub const MAX_IDENTIFIERS: usize = 100;
+
+#[derive(Debug, Clone)]
+pub struct Profile {
+    pub name: String,
+    pub description: String,
+    pub lifetime: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub profiles: Vec<Profile>,
+    pub default_profile: String,
+    /// How long a new order (and its authorizations) stays pending.
+    pub order_lifetime: Duration,
+    /// How long a valid authorization may be reused for revocation.
+    pub authorization_lifetime: Duration,
+    pub eab_required: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            profiles: vec![
+                Profile { name: "default".into(), description: "24-hour certificates".into(), lifetime: Duration::from_secs(24 * 3600) },
+                Profile { name: "shortlived".into(), description: "6-hour certificates".into(), lifetime: Duration::from_secs(6 * 3600) },
+            ],
+            default_profile: "default".into(),
+            order_lifetime: Duration::from_secs(7 * 24 * 3600),
+            authorization_lifetime: Duration::from_secs(30 * 24 * 3600),
+            eab_required: false,
+        }
+    }
+}
+
+/// What a new account request carries once the front end has checked its JWS (and EAB).
+pub struct NewAccount {
+    pub jwk: String,
+    pub thumbprint: String,
+    pub contact: Vec<String>,
+    pub tos_agreed: bool,
+    /// The EAB key id, verified by the front end.
+    pub eab_kid: Option<String>,
+}
+
+pub struct NewOrder {
+    pub identifiers: Vec<Identifier>,
+    pub profile: Option<String>,
+    pub replaces: Option<String>,
+}
+
+/// Who asks to revoke (RFC 8555 §7.6).
+pub enum Revoker<'a> {
+    /// An account, by its id.
+    Account(&'a str),
+    /// Whoever holds the certificate's key; the SubjectPublicKeyInfo of the JWS key.
+    CertificateKey(&'a [u8]),
+}
+
+/// A created tenant and its first EAB credentials.
+pub struct TenantCreated {
+    pub tenant: Tenant,
+    pub eab_kid: String,
+    pub eab_hmac: Vec<u8>,
+}
+
+/// The challenge types offered, in order of preference.
+pub const HTTP_01: &str = "http-01";
+pub const DNS_01: &str = "dns-01";
+pub const TLS_ALPN_01: &str = "tls-alpn-01";
+
+pub struct Authority {
+    store: Store,
+    config: Config,
+    data_dir: PathBuf,
+    root: CaMaterial,
+    issuers: RwLock<HashMap<i64, Arc<CaMaterial>>>,
+    rng: SystemRandom,
+}
+
+impl Authority {
+    /// Opens the data directory, initializing it on first use: the database,
+    /// the root CA (written to `root.pem`), and the public tenant.
+    pub fn open(data_dir: &Path, config: Config) -> Result<Authority> {
+        std::fs::create_dir_all(data_dir)
+            .map_err(|e| Error::internal(format!("cannot create data directory {}: {e}", data_dir.display())))?;
+        let store = Store::open(&data_dir.join("tenure.db"))?;
+        let root = match store.root()? {
+            Some(r) => r,
+            None => {
+                let fresh = ca::new_root("tenure root CA")?;
+                store.insert_root(&fresh.cert_der, &fresh.key_pkcs8)?
+            }
+        };
+        let root = CaMaterial { cert_der: root.cert_der, key_pkcs8: root.key_pkcs8 };
+        write_file_atomically(&data_dir.join("root.pem"), root.cert_pem().as_bytes(), false)?;
+        let authority = Authority {
+            store,
+            config,
+            data_dir: data_dir.to_path_buf(),
+            root,
+            issuers: RwLock::new(HashMap::new()),
+            rng: SystemRandom::new(),
+        };
+        if authority.store.tenant(PUBLIC_TENANT)?.is_none() {
+            match authority.create_tenant(PUBLIC_TENANT, None) {
+                Ok(_) => {}
+                // Another process initialized it at the same moment.
+                Err(e) if e.kind == ErrorKind::Conflict => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(authority)
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    pub fn root_pem(&self) -> String {
+        self.root.cert_pem()
+    }
+
+    pub fn root_pem_path(&self) -> PathBuf {
+        self.data_dir.join("root.pem")
+    }
+
+    /// A TLS identity for the ACME server itself, chaining to the root:
+    /// (certificate chain DER, private key PKCS#8 DER).
+    pub fn server_identity(&self, names: &[Identifier]) -> Result<(Vec<Vec<u8>>, Vec<u8>)> {
+        let (cert, key) = ca::server_certificate(&self.root, names)?;
+        Ok((vec![cert], key))
+    }
+
+    // ---- tenants ------------------------------------------------------------
+
+    /// Creates a tenant, its name-constrained intermediate and an EAB key.
+    /// `permits` = None only for the public tenant (an unconstrained intermediate).
+    pub fn create_tenant(&self, name: &str, permits: Option<&[String]>) -> Result<TenantCreated> {
+        validate_tenant_name(name)?;
+        let parsed = match permits {
+            Some(list) => {
+                if list.is_empty() {
+                    return Err(Error::malformed("a tenant needs at least one --permit (a domain or an address range)"));
+                }
+                Some(list.iter().map(|p| Permit::parse(p)).collect::<Result<Vec<_>>>()?)
+            }
+            None => None,
+        };
+        let intermediate = ca::new_intermediate(&self.root, &format!("tenure {name} CA"), parsed.as_deref())?;
+        let eab_kid = format!("{name}-{}", self.random_id(9));
+        let mut eab_hmac = vec![0u8; 32];
+        self.rng.fill(&mut eab_hmac).map_err(|_| Error::internal("no randomness"))?;
+        let normalized: Vec<String> = parsed.iter().flatten().map(|p| p.to_string()).collect();
+        let tenant = self.store.insert_tenant(
+            name,
+            &normalized,
+            &intermediate.cert_der,
+            &intermediate.key_pkcs8,
+            Some((&eab_kid, &eab_hmac)),
+        )?;
+        Ok(TenantCreated { tenant, eab_kid, eab_hmac })
+    }
+
+    pub fn tenant(&self, name: &str) -> Result<Option<Tenant>> {
+        self.store.tenant(name)
+    }
+
+    pub fn tenants(&self) -> Result<Vec<Tenant>> {
+        self.store.tenants()
+    }
+
+    /// The tenant and HMAC key of an EAB key id.
+    pub fn eab_key(&self, kid: &str) -> Result<Option<(String, Vec<u8>)>> {
+        self.store.eab_key(kid)
+    }
+
+    fn issuer(&self, id: i64) -> Result<Arc<CaMaterial>> {
+        if let Some(found) = self.issuers.read().ok().and_then(|m| m.get(&id).cloned()) {
+            return Ok(found);
+        }
+        let rec = self.store.issuer(id)?.ok_or_else(|| Error::internal(format!("issuer {id} is missing")))?;
+        let material = Arc::new(CaMaterial { cert_der: rec.cert_der, key_pkcs8: rec.key_pkcs8 });
+        if let Ok(mut m) = self.issuers.write() {
+            m.insert(id, material.clone());
+        }
+        Ok(material)
+    }
+
+    /// The issuing intermediate's certificate (DER), for chains.
+    pub fn issuer_certificate(&self, id: i64) -> Result<Vec<u8>> {
+        Ok(self.issuer(id)?.cert_der.clone())
+    }
+
+    // ---- accounts -----------------------------------------------------------
+
+    pub fn account(&self, id: &str) -> Result<Option<Account>> {
+        self.store.account(id)
+    }
+
+    pub fn account_by_thumbprint(&self, thumbprint: &str) -> Result<Option<Account>> {
+        self.store.account_by_thumbprint(thumbprint)
+    }
+
+    /// Registers an account, or returns the one already holding the key (`false`).
+    pub fn create_account(&self, req: NewAccount) -> Result<(Account, bool)> {
+        validate_contacts(&req.contact)?;
+        let tenant = match &req.eab_kid {
+            Some(kid) => {
+                let (tenant, _) =
+                    self.store.eab_key(kid)?.ok_or_else(|| Error::new(ErrorKind::Unauthorized, format!("unknown EAB key id {kid:?}")))?;
+                tenant
+            }
+            None if self.config.eab_required => {
+                return Err(Error::new(ErrorKind::ExternalAccountRequired, "this server requires External Account Binding"));
+            }
+            None => PUBLIC_TENANT.to_string(),
+        };
+        let account = Account {
+            id: self.random_id(12),
+            thumbprint: req.thumbprint,
+            jwk: req.jwk,
+            status: AccountStatus::Valid,
+            contact: req.contact,
+            tenant,
+            eab_kid: req.eab_kid,
+            tos_agreed: req.tos_agreed,
+            created_at: now(),
+        };
+        self.store.insert_account(&account)
+    }
+
+    pub fn update_contact(&self, account: &Account, contact: Vec<String>) -> Result<Account> {
+        validate_contacts(&contact)?;
+        self.store.update_account_contact(&account.id, &contact)?;
+        Ok(Account { contact, ..account.clone() })
+    }
+
+    pub fn deactivate_account(&self, account: &Account) -> Result<Account> {
+        self.store.deactivate_account(&account.id)?;
+        Ok(Account { status: AccountStatus::Deactivated, ..account.clone() })
+    }
+
+    /// Key rollover (RFC 8555 §7.3.5). A new key already in use is a Conflict
+    /// whose detail is the id of the account holding it.
+    pub fn change_key(&self, account: &Account, new_jwk: String, new_thumbprint: String) -> Result<Account> {
+        self.store.change_account_key(&account.id, &account.thumbprint, &new_thumbprint, &new_jwk)?;
+        Ok(Account { jwk: new_jwk, thumbprint: new_thumbprint, ..account.clone() })
+    }
+
+    // ---- orders -------------------------------------------------------------
+
+    pub fn new_order(&self, account: &Account, req: NewOrder) -> Result<Order> {
+        if req.identifiers.is_empty() {
+            return Err(Error::malformed("an order needs at least one identifier"));
+        }
+        if req.identifiers.len() > MAX_IDENTIFIERS {
+            return Err(Error::new(ErrorKind::RejectedIdentifier, format!("an order may hold at most {MAX_IDENTIFIERS} identifiers")));
+        }
+        let profile = match req.profile {
+            Some(p) => {
+                if !self.config.profiles.iter().any(|x| x.name == p) {
+                    return Err(Error::new(ErrorKind::InvalidProfile, format!("unknown profile {p:?}")));
+                }
+                p
+            }
+            None => self.config.default_profile.clone(),
+        };
+        let identifiers: Vec<Identifier> = req.identifiers.into_iter().collect::<BTreeSet<_>>().into_iter().collect();
+        self.check_identifiers_permitted(&account.tenant, &identifiers)?;
+
+        let t = now();
+        let expires = t + self.config.order_lifetime.as_secs() as i64;
+        let order_id = self.random_id(12);
+        // One authorization per name to prove: a wildcard and its base share one
+        // target but need different challenges, so they stay separate.
+        let mut targets: Vec<(Identifier, bool)> = identifiers.iter().map(|i| (i.authorization_target(), i.is_wildcard())).collect();
+        targets.dedup();
+        let authzs: Vec<Authorization> = targets
+            .into_iter()
+            .map(|(identifier, wildcard)| {
+                let authz_id = self.random_id(12);
+                let kinds: &[&str] = match (identifier.kind, wildcard) {
+                    (_, true) => &[DNS_01],
+                    (IdentifierKind::Dns, false) => &[HTTP_01, DNS_01, TLS_ALPN_01],
+                    (IdentifierKind::Ip, false) => &[HTTP_01, TLS_ALPN_01],
+                };
+                let challenges = kinds
+                    .iter()
+                    .map(|k| Challenge {
+                        id: self.random_id(12),
+                        authz_id: authz_id.clone(),
+                        kind: k.to_string(),
+                        token: self.random_id(32),
+                        status: ChallengeStatus::Pending,
+                        validated: None,
+                        error: None,
+                    })
+                    .collect();
+                Authorization {
+                    id: authz_id,
+                    order_id: order_id.clone(),
+                    account_id: account.id.clone(),
+                    identifier,
+                    wildcard,
+                    status: AuthorizationStatus::Pending,
+                    expires,
+                    challenges,
+                }
+            })
+            .collect();
+        let order = Order {
+            id: order_id,
+            account_id: account.id.clone(),
+            status: OrderStatus::Pending,
+            expires,
+            identifiers,
+            profile,
+            error: None,
+            certificate: None,
+            replaces: req.replaces,
+            created_at: t,
+            authorizations: authzs.iter().map(|a| a.id.clone()).collect(),
+        };
+        self.store.insert_order(&order, &authzs)?;
+        Ok(order)
+    }
+
+    /// Refuses identifiers outside the tenant's intermediate's constraints, at
+    /// newOrder already, so nothing is validated that could never be issued.
+    fn check_identifiers_permitted(&self, tenant_name: &str, identifiers: &[Identifier]) -> Result<()> {
+        let tenant = self
+            .store
+            .tenant(tenant_name)?
+            .ok_or_else(|| Error::internal(format!("tenant {tenant_name:?} is missing")))?;
+        if tenant.name == PUBLIC_TENANT {
+            return Ok(());
+        }
+        let permits = tenant.permits.iter().map(|p| Permit::parse(p)).collect::<Result<Vec<_>>>()?;
+        let outside: Vec<String> = identifiers.iter().filter(|id| !ca::permitted(&permits, id)).map(|id| id.value.clone()).collect();
+        if !outside.is_empty() {
+            return Err(Error::new(
+                ErrorKind::RejectedIdentifier,
+                format!("tenant {:?} may not be issued certificates for {}", tenant.name, outside.join(", ")),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The order as a client should see it now (pending past expiry is invalid).
+    pub fn order(&self, id: &str) -> Result<Option<Order>> {
+        Ok(self.store.order(id)?.map(|mut o| {
+            if matches!(o.status, OrderStatus::Pending | OrderStatus::Ready) && o.expires <= now() {
+                o.status = OrderStatus::Invalid;
+            }
+            o
+        }))
+    }
+
+    pub fn orders_of(&self, account: &Account) -> Result<Vec<String>> {
+        self.store.order_ids_of_account(&account.id)
+    }
+
+    pub fn authorization(&self, id: &str) -> Result<Option<Authorization>> {
+        Ok(self.store.authorization(id)?.map(|mut a| {
+            if matches!(a.status, AuthorizationStatus::Pending | AuthorizationStatus::Valid) && a.expires <= now() {
+                a.status = AuthorizationStatus::Expired;
+            }
+            a
+        }))
+    }
+
+    pub fn deactivate_authorization(&self, account: &Account, authz: &Authorization) -> Result<Authorization> {
+        if authz.account_id != account.id {
+            return Err(Error::new(ErrorKind::Unauthorized, "this authorization belongs to another account"));
+        }
+        if !matches!(authz.status, AuthorizationStatus::Pending | AuthorizationStatus::Valid) {
+            return Err(Error::malformed(format!("an authorization in state {} cannot be deactivated", authz.status.as_str())));
+        }
+        self.store.deactivate_authorization(&authz.id)?;
+        self.authorization(&authz.id)?.ok_or_else(|| Error::internal("authorization vanished"))
+    }
+
+    pub fn challenge(&self, id: &str) -> Result<Option<(Challenge, Authorization)>> {
+        self.store.challenge(id)
+    }
+
+    /// A client said it is ready for validation (RFC 8555 §7.5.1). Returns true
+    /// when the caller must now validate; false when there is nothing to do
+    /// (already processing, valid or invalid).
+    pub fn begin_challenge(&self, account: &Account, challenge: &Challenge, authz: &Authorization) -> Result<bool> {
+        if authz.account_id != account.id {
+            return Err(Error::new(ErrorKind::Unauthorized, "this challenge belongs to another account"));
+        }
+        if authz.expires <= now() {
+            return Err(Error::malformed("the authorization has expired"));
+        }
+        self.store.begin_challenge(&challenge.id)
+    }
+
+    /// Records what validating a challenge found.
+    pub fn finish_challenge(&self, challenge_id: &str, outcome: std::result::Result<(), RecordedError>) -> Result<()> {
+        self.store.finish_challenge(challenge_id, outcome)
+    }
+
+    /// Challenges that were being validated when the server last stopped.
+    pub fn interrupted_challenges(&self) -> Result<Vec<(Challenge, Authorization, Account)>> {
+        let mut out = Vec::new();
+        for (ch, authz) in self.store.processing_challenges()? {
+            if let Some(acct) = self.store.account(&authz.account_id)? {
+                out.push((ch, authz, acct));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Finalizes a ready order with the client's CSR (RFC 8555 §7.4) and issues.
+    /// `account_key_spki` is the account key's SubjectPublicKeyInfo, which the
+    /// certificate may not reuse.
+    pub fn finalize(&self, account: &Account, order: &Order, csr_der: &[u8], account_key_spki: &[u8]) -> Result<Order> {
+        if order.account_id != account.id {
+            return Err(Error::new(ErrorKind::Unauthorized, "this order belongs to another account"));
+        }
+        if order.status != OrderStatus::Ready {
+            return Err(Error::new(
+                ErrorKind::OrderNotReady,
+                format!("the order is {}, not ready; finalize needs every authorization valid", order.status.as_str()),
+            ));
+        }
+        let csr = ca::parse_csr(csr_der)?;
+        let asked: BTreeSet<&Identifier> = csr.identifiers.iter().collect();
+        let ordered: BTreeSet<&Identifier> = order.identifiers.iter().collect();
+        if asked != ordered {
+            return Err(Error::new(
+                ErrorKind::BadCsr,
+                format!(
+                    "the CSR names {} but the order is for {}",
+                    list(asked.iter().copied()),
+                    list(ordered.iter().copied())
+                ),
+            ));
+        }
+        if account_key_spki == csr.spki_der.as_slice() {
+            return Err(Error::new(ErrorKind::BadCsr, "the certificate key must not be the account key"));
+        }
+        let tenant = self
+            .store
+            .tenant(&account.tenant)?
+            .ok_or_else(|| Error::internal(format!("tenant {:?} is missing", account.tenant)))?;
+        let lifetime = self.profile_lifetime(&order.profile)?;
+        let issuer = self.issuer(tenant.issuer_id)?;
+
+        if !self.store.begin_finalize(&order.id)? {
+            return Err(Error::new(ErrorKind::OrderNotReady, "the order is already being finalized"));
+        }
+        let issued = (|| {
+            // Backdate a minute for clients whose clocks run slightly behind.
+            let not_before = SystemTime::now() - Duration::from_secs(60);
+            let not_after = not_before + lifetime + Duration::from_secs(60);
+            let leaf = ca::issue_leaf(
+                &issuer,
+                &ca::LeafRequest { spki_der: &csr.spki_der, identifiers: &order.identifiers, not_before, not_after, crl_url: None },
+            )?;
+            let cert = Certificate {
+                serial: leaf.serial_hex.clone(),
+                account_id: account.id.clone(),
+                order_id: order.id.clone(),
+                tenant: tenant.name.clone(),
+                issuer_id: tenant.issuer_id,
+                der: leaf.der,
+                identifiers: order.identifiers.clone(),
+                not_before: unix(leaf.not_before),
+                not_after: unix(leaf.not_after),
+                revoked_at: None,
+                revocation_reason: None,
+            };
+            self.store.complete_order(&cert)
+        })();
+        if let Err(e) = issued {
+            let _ = self.store.abort_finalize(&order.id);
+            return Err(e);
+        }
+        self.order(&order.id)?.ok_or_else(|| Error::internal("order vanished"))
+    }
+
+    fn profile_lifetime(&self, name: &str) -> Result<Duration> {
+        let p = self
+            .config
+            .profiles
+            .iter()
+            .find(|p| p.name == name)
+            .ok_or_else(|| Error::new(ErrorKind::InvalidProfile, format!("unknown profile {name:?}")))?;
+        Ok(p.lifetime.min(MAX_CERT_LIFETIME))
+    }
+
+    // ---- certificates ---------------------------------------------------------
+
+    pub fn certificate(&self, serial: &str) -> Result<Option<Certificate>> {
+        self.store.certificate(serial)
+    }
+
+    /// The PEM chain a client downloads: leaf, then its intermediate.
+    pub fn certificate_chain_pem(&self, cert: &Certificate) -> Result<String> {
+        let issuer = self.issuer(cert.issuer_id)?;
+        Ok(format!("{}{}", ca::to_pem("CERTIFICATE", &cert.der), ca::to_pem("CERTIFICATE", &issuer.cert_der)))
+    }
+
+    /// Revokes a certificate we issued (RFC 8555 §7.6).
+    pub fn revoke(&self, revoker: Revoker<'_>, cert_der: &[u8], reason: Option<u8>) -> Result<Certificate> {
+        let reason = reason.unwrap_or(0);
+        // RFC 5280 §5.3.1: 7 is unused; 8 (removeFromCRL) is for delta CRLs;
+        // a subscriber may not claim a CA compromise (2) or privilegeWithdrawn/aACompromise (9, 10).
+        if !matches!(reason, 0 | 1 | 3 | 4 | 5) {
+            return Err(Error::new(
+                ErrorKind::BadRevocationReason,
+                format!("revocation reason {reason} is not accepted; use 0, 1, 3, 4 or 5"),
+            ));
+        }
+        let info = ca::cert_info(cert_der).map_err(|e| Error::malformed(format!("certificate: {}", e.detail)))?;
+        let cert = self
+            .store
+            .certificate(&info.serial_hex)?
+            .filter(|c| c.der == cert_der)
+            .ok_or_else(|| Error::not_found("this server did not issue that certificate"))?;
+        match revoker {
+            Revoker::CertificateKey(spki) => {
+                if spki != info.spki_der.as_slice() {
+                    return Err(Error::new(ErrorKind::Unauthorized, "the request is not signed with the certificate's key"));
+                }
+            }
+            Revoker::Account(account_id) => {
+                let allowed = cert.account_id == account_id
+                    || self.store.account_holds_authorizations(account_id, &cert.identifiers, now())?;
+                if !allowed {
+                    return Err(Error::new(
+                        ErrorKind::Unauthorized,
+                        "the account neither holds this certificate nor controls all of its identifiers",
+                    ));
+                }
+            }
+        }
+        if cert.revoked_at.is_some() || !self.store.revoke_certificate(&cert.serial, reason)? {
+            return Err(Error::new(ErrorKind::AlreadyRevoked, format!("certificate {} is already revoked", cert.serial)));
+        }
+        self.store.certificate(&cert.serial)?.ok_or_else(|| Error::internal("certificate vanished"))
+    }
+
+    // ---- helpers ----------------------------------------------------------------
+
+    /// A random URL-safe id with `bytes` bytes of entropy.
+    pub fn random_id(&self, bytes: usize) -> String {
+        let mut buf = vec![0u8; bytes];
+        // SystemRandom only fails if the OS has no randomness, where nothing is safe.
+        if self.rng.fill(&mut buf).is_err() {
+            panic!("the operating system's random number generator failed");
+        }
+        URL_SAFE_NO_PAD.encode(buf)
+    }
+}
+
+fn list<'a>(ids: impl Iterator<Item = &'a Identifier>) -> String {
+    let v: Vec<String> = ids.map(|i| i.value.clone()).collect();
+    if v.is_empty() { "nothing".into() } else { v.join(", ") }
+}
+
+fn unix(t: SystemTime) -> UnixTime {
+    t.duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+fn validate_tenant_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        && !name.starts_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::malformed(format!(
+            "tenant name {name:?} must be 1-63 characters of lowercase letters, digits, '-' and '_'"
+        )))
+    }
+}
+
+fn validate_contacts(contact: &[String]) -> Result<()> {
+    for c in contact {
+        let Some(addr) = c.strip_prefix("mailto:") else {
+            return Err(Error::new(ErrorKind::InvalidContact, format!("contact {c:?}: only mailto: URLs are supported")));
+        };
+        let valid = addr.split_once('@').is_some_and(|(l, d)| !l.is_empty() && d.contains('.') && !d.contains(',') && !addr.contains(['?', ' ']));
+        if !valid {
+            return Err(Error::new(ErrorKind::InvalidContact, format!("contact {c:?} is not a valid email address")));
+        }
+    }
+    Ok(())
+}
+
+/// Writes a file by rename so readers never see it half-written; `secret` makes it 0600.
+pub fn write_file_atomically(path: &Path, contents: &[u8], secret: bool) -> Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("tmp");
+    let io = |e: std::io::Error| Error::internal(format!("writing {}: {e}", path.display()));
+    {
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        if secret {
+            use std::os::unix::fs::OpenOptionsExt;
+            opts.mode(0o600);
+        }
+        let mut f = opts.open(&tmp).map_err(io)?;
+        f.write_all(contents).map_err(io)?;
+        f.sync_all().map_err(io)?;
+    }
+    std::fs::rename(&tmp, path).map_err(io)
+}

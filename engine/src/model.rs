@@ -1,0 +1,134 @@
+//! The ACME objects as the engine keeps them (RFC 8555 §7.1). The front end
+//! renders them; the store persists them; only the authority changes them.
+
+use serde::{Deserialize, Serialize};
+
+use crate::identifier::Identifier;
+
+/// Seconds since the Unix epoch; every time in the engine is one of these.
+pub type UnixTime = i64;
+
+pub fn now() -> UnixTime {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+macro_rules! status_enum {
+    ($name:ident { $($variant:ident => $text:literal),* $(,)? }) => {
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name { $($variant),* }
+        impl $name {
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),* }
+            }
+            pub fn parse(s: &str) -> Option<Self> {
+                match s { $($text => Some($name::$variant),)* _ => None }
+            }
+        }
+    };
+}
+
+status_enum!(AccountStatus { Valid => "valid", Deactivated => "deactivated", Revoked => "revoked" });
+status_enum!(OrderStatus {
+    Pending => "pending", Ready => "ready", Processing => "processing", Valid => "valid", Invalid => "invalid"
+});
+status_enum!(AuthorizationStatus {
+    Pending => "pending", Valid => "valid", Invalid => "invalid", Deactivated => "deactivated",
+    Expired => "expired", Revoked => "revoked"
+});
+status_enum!(ChallengeStatus { Pending => "pending", Processing => "processing", Valid => "valid", Invalid => "invalid" });
+
+/// An error recorded on an order or challenge: the ACME problem type name
+/// (e.g. "unauthorized") and a human detail.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordedError {
+    pub kind: String,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Account {
+    pub id: String,
+    pub thumbprint: String,
+    /// The public JWK exactly as the front end canonicalized it.
+    pub jwk: String,
+    pub status: AccountStatus,
+    pub contact: Vec<String>,
+    pub tenant: String,
+    pub eab_kid: Option<String>,
+    pub tos_agreed: bool,
+    pub created_at: UnixTime,
+}
+
+#[derive(Debug, Clone)]
+pub struct Order {
+    pub id: String,
+    pub account_id: String,
+    pub status: OrderStatus,
+    pub expires: UnixTime,
+    pub identifiers: Vec<Identifier>,
+    pub profile: String,
+    pub error: Option<RecordedError>,
+    pub certificate: Option<String>,
+    pub replaces: Option<String>,
+    pub created_at: UnixTime,
+    pub authorizations: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Authorization {
+    pub id: String,
+    pub order_id: String,
+    pub account_id: String,
+    pub identifier: Identifier,
+    pub wildcard: bool,
+    pub status: AuthorizationStatus,
+    pub expires: UnixTime,
+    pub challenges: Vec<Challenge>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Challenge {
+    pub id: String,
+    pub authz_id: String,
+    pub kind: String,
+    pub token: String,
+    pub status: ChallengeStatus,
+    pub validated: Option<UnixTime>,
+    pub error: Option<RecordedError>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Certificate {
+    pub serial: String,
+    pub account_id: String,
+    pub order_id: String,
+    pub tenant: String,
+    pub issuer_id: i64,
+    pub der: Vec<u8>,
+    pub identifiers: Vec<Identifier>,
+    pub not_before: UnixTime,
+    pub not_after: UnixTime,
+    pub revoked_at: Option<UnixTime>,
+    pub revocation_reason: Option<u8>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Tenant {
+    pub name: String,
+    /// Permitted subtrees as written (`example.com`, `10.0.0.0/8`); empty for
+    /// the public tenant, whose intermediate is unconstrained.
+    pub permits: Vec<String>,
+    pub issuer_id: i64,
+}
+
+/// A CA certificate and its key, as stored.
+#[derive(Debug, Clone)]
+pub struct IssuerRecord {
+    pub id: i64,
+    pub tenant: Option<String>,
+    pub cert_der: Vec<u8>,
+    pub key_pkcs8: Vec<u8>,
+}

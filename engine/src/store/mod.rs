@@ -1,0 +1,706 @@
+//! Storage (the SA role): SQLite in WAL mode behind one narrow interface.
+//!
+//! Every method is one whole state change or one read; a method that writes
+//! several rows does so in one transaction, so a crash leaves either all of a
+//! change or none of it. Nothing outside this module sees SQL, which keeps a
+//! move to PostgreSQL a matter of a second implementation of these methods.
+
+mod schema;
+
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
+
+use crate::error::{Error, Result};
+use crate::identifier::Identifier;
+use crate::model::*;
+
+pub struct Store {
+    conn: Mutex<Connection>,
+}
+
+fn json<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string(v).unwrap_or_else(|_| "null".into())
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(s: &str) -> Result<T> {
+    serde_json::from_str(s).map_err(|e| Error::internal(format!("stored JSON is corrupt: {e}")))
+}
+
+fn bad_status(what: &str, s: &str) -> Error {
+    Error::internal(format!("stored {what} status {s:?} is unknown"))
+}
+
+impl Store {
+    /// Opens (creating if needed) the database and brings its schema up to date.
+    pub fn open(path: &Path) -> Result<Store> {
+        let conn = Connection::open(path)?;
+        Self::configure(conn)
+    }
+
+    /// An in-memory store, for unit tests.
+    pub fn open_in_memory() -> Result<Store> {
+        Self::configure(Connection::open_in_memory()?)
+    }
+
+    fn configure(mut conn: Connection) -> Result<Store> {
+        // WAL with synchronous=NORMAL survives a process crash (the OS has the
+        // log); the CLI writes while the server runs, hence the busy timeout.
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.busy_timeout(Duration::from_secs(10))?;
+        migrate(&mut conn)?;
+        Ok(Store { conn: Mutex::new(conn) })
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T>) -> Result<T> {
+        let mut conn = self.conn.lock().map_err(|_| Error::internal("storage lock poisoned"))?;
+        f(&mut conn)
+    }
+
+    fn tx<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
+        self.with(|conn| {
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let out = f(&tx)?;
+            tx.commit()?;
+            Ok(out)
+        })
+    }
+
+    // ---- settings -------------------------------------------------------
+
+    pub fn setting(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        self.with(|c| {
+            Ok(c.query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| r.get(0)).optional()?)
+        })
+    }
+
+    /// Sets `key` only if it is not set yet; returns the value that holds afterwards.
+    pub fn setting_or_insert(&self, key: &str, value: &[u8]) -> Result<Vec<u8>> {
+        self.tx(|tx| {
+            tx.execute("INSERT OR IGNORE INTO settings (key, value) VALUES (?1, ?2)", params![key, value])?;
+            Ok(tx.query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| r.get(0))?)
+        })
+    }
+
+    // ---- issuers and tenants ---------------------------------------------
+
+    pub fn root(&self) -> Result<Option<IssuerRecord>> {
+        self.with(|c| {
+            Ok(c.query_row(
+                "SELECT id, tenant, cert_der, key_pkcs8 FROM issuers WHERE role = 'root' ORDER BY id LIMIT 1",
+                [],
+                issuer_row,
+            )
+            .optional()?)
+        })
+    }
+
+    /// Stores the root unless another process stored one first; returns the one that holds.
+    pub fn insert_root(&self, cert_der: &[u8], key_pkcs8: &[u8]) -> Result<IssuerRecord> {
+        self.tx(|tx| {
+            let existing = tx
+                .query_row(
+                    "SELECT id, tenant, cert_der, key_pkcs8 FROM issuers WHERE role = 'root' ORDER BY id LIMIT 1",
+                    [],
+                    issuer_row,
+                )
+                .optional()?;
+            if let Some(root) = existing {
+                return Ok(root);
+            }
+            tx.execute(
+                "INSERT INTO issuers (role, tenant, cert_der, key_pkcs8, created_at) VALUES ('root', NULL, ?1, ?2, ?3)",
+                params![cert_der, key_pkcs8, now()],
+            )?;
+            Ok(IssuerRecord { id: tx.last_insert_rowid(), tenant: None, cert_der: cert_der.to_vec(), key_pkcs8: key_pkcs8.to_vec() })
+        })
+    }
+
+    pub fn issuer(&self, id: i64) -> Result<Option<IssuerRecord>> {
+        self.with(|c| {
+            Ok(c.query_row("SELECT id, tenant, cert_der, key_pkcs8 FROM issuers WHERE id = ?1", [id], issuer_row)
+                .optional()?)
+        })
+    }
+
+    pub fn issuers(&self) -> Result<Vec<IssuerRecord>> {
+        self.with(|c| {
+            let mut st = c.prepare("SELECT id, tenant, cert_der, key_pkcs8 FROM issuers ORDER BY id")?;
+            let rows = st.query_map([], issuer_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+    }
+
+    /// Creates a tenant with its intermediate and (optionally) its first EAB key, in one transaction.
+    pub fn insert_tenant(
+        &self,
+        name: &str,
+        permits: &[String],
+        intermediate_der: &[u8],
+        intermediate_key: &[u8],
+        eab: Option<(&str, &[u8])>,
+    ) -> Result<Tenant> {
+        self.tx(|tx| {
+            let exists: Option<String> =
+                tx.query_row("SELECT name FROM tenants WHERE name = ?1", [name], |r| r.get(0)).optional()?;
+            if exists.is_some() {
+                return Err(Error::new(crate::ErrorKind::Conflict, format!("tenant {name:?} already exists")));
+            }
+            let t = now();
+            tx.execute(
+                "INSERT INTO issuers (role, tenant, cert_der, key_pkcs8, created_at) VALUES ('intermediate', ?1, ?2, ?3, ?4)",
+                params![name, intermediate_der, intermediate_key, t],
+            )?;
+            let issuer_id = tx.last_insert_rowid();
+            tx.execute(
+                "INSERT INTO tenants (name, permits, issuer_id, created_at) VALUES (?1, ?2, ?3, ?4)",
+                params![name, json(&permits), issuer_id, t],
+            )?;
+            if let Some((kid, key)) = eab {
+                tx.execute(
+                    "INSERT INTO eab_keys (kid, tenant, hmac_key, created_at) VALUES (?1, ?2, ?3, ?4)",
+                    params![kid, name, key, t],
+                )?;
+            }
+            Ok(Tenant { name: name.to_string(), permits: permits.to_vec(), issuer_id })
+        })
+    }
+
+    pub fn tenant(&self, name: &str) -> Result<Option<Tenant>> {
+        self.with(|c| {
+            c.query_row("SELECT name, permits, issuer_id FROM tenants WHERE name = ?1", [name], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?))
+            })
+            .optional()?
+            .map(|(name, permits, issuer_id)| Ok(Tenant { name, permits: from_json(&permits)?, issuer_id }))
+            .transpose()
+        })
+    }
+
+    pub fn tenants(&self) -> Result<Vec<Tenant>> {
+        self.with(|c| {
+            let mut st = c.prepare("SELECT name, permits, issuer_id FROM tenants ORDER BY name")?;
+            let rows = st
+                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?)))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            rows.into_iter()
+                .map(|(name, permits, issuer_id)| Ok(Tenant { name, permits: from_json(&permits)?, issuer_id }))
+                .collect()
+        })
+    }
+
+    /// The tenant and HMAC key behind an EAB key id.
+    pub fn eab_key(&self, kid: &str) -> Result<Option<(String, Vec<u8>)>> {
+        self.with(|c| {
+            Ok(c.query_row("SELECT tenant, hmac_key FROM eab_keys WHERE kid = ?1", [kid], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()?)
+        })
+    }
+
+    // ---- accounts ---------------------------------------------------------
+
+    pub fn account(&self, id: &str) -> Result<Option<Account>> {
+        self.with(|c| account_where(c, "id = ?1", id))
+    }
+
+    pub fn account_by_thumbprint(&self, thumbprint: &str) -> Result<Option<Account>> {
+        self.with(|c| account_where(c, "thumbprint = ?1", thumbprint))
+    }
+
+    /// Inserts the account unless its key is already registered, in which case
+    /// the existing account is returned with `false`.
+    pub fn insert_account(&self, a: &Account) -> Result<(Account, bool)> {
+        self.tx(|tx| {
+            if let Some(existing) = account_where(tx, "thumbprint = ?1", &a.thumbprint)? {
+                return Ok((existing, false));
+            }
+            tx.execute(
+                "INSERT INTO accounts (id, thumbprint, jwk, status, contact, tenant, eab_kid, tos_agreed, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                params![a.id, a.thumbprint, a.jwk, a.status.as_str(), json(&a.contact), a.tenant, a.eab_kid, a.tos_agreed, a.created_at],
+            )?;
+            Ok((a.clone(), true))
+        })
+    }
+
+    pub fn update_account_contact(&self, id: &str, contact: &[String]) -> Result<()> {
+        self.with(|c| {
+            c.execute("UPDATE accounts SET contact = ?2 WHERE id = ?1", params![id, json(&contact)])?;
+            Ok(())
+        })
+    }
+
+    /// Deactivates the account and, as RFC 8555 §7.3.6 asks, its pending authorizations.
+    pub fn deactivate_account(&self, id: &str) -> Result<()> {
+        self.tx(|tx| {
+            tx.execute("UPDATE accounts SET status = 'deactivated' WHERE id = ?1", [id])?;
+            tx.execute(
+                "UPDATE authorizations SET status = 'deactivated' WHERE account_id = ?1 AND status IN ('pending', 'valid')",
+                [id],
+            )?;
+            tx.execute(
+                "UPDATE orders SET status = 'invalid' WHERE account_id = ?1 AND status IN ('pending', 'ready')",
+                [id],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Replaces the account key; fails with Conflict (and the holder's id) if the new key is taken.
+    pub fn change_account_key(&self, id: &str, old_thumbprint: &str, new_thumbprint: &str, new_jwk: &str) -> Result<()> {
+        self.tx(|tx| {
+            let holder: Option<String> =
+                tx.query_row("SELECT id FROM accounts WHERE thumbprint = ?1", [new_thumbprint], |r| r.get(0)).optional()?;
+            if let Some(holder) = holder {
+                return Err(Error::new(crate::ErrorKind::Conflict, holder));
+            }
+            let n = tx.execute(
+                "UPDATE accounts SET thumbprint = ?3, jwk = ?4 WHERE id = ?1 AND thumbprint = ?2",
+                params![id, old_thumbprint, new_thumbprint, new_jwk],
+            )?;
+            if n != 1 {
+                return Err(Error::new(crate::ErrorKind::Unauthorized, "the account key changed concurrently"));
+            }
+            Ok(())
+        })
+    }
+
+    // ---- orders, authorizations, challenges ----------------------------------
+
+    /// Stores a new order with all its authorizations and challenges at once.
+    pub fn insert_order(&self, order: &Order, authzs: &[Authorization]) -> Result<()> {
+        self.tx(|tx| {
+            tx.execute(
+                "INSERT INTO orders (id, account_id, status, expires, identifiers, profile, error, certificate, replaces, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, NULL, NULL, ?7, ?8)",
+                params![order.id, order.account_id, order.status.as_str(), order.expires, json(&order.identifiers), order.profile, order.replaces, order.created_at],
+            )?;
+            for a in authzs {
+                tx.execute(
+                    "INSERT INTO authorizations (id, order_id, account_id, id_type, id_value, wildcard, status, expires)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                    params![a.id, a.order_id, a.account_id, a.identifier.kind.as_str(), a.identifier.value, a.wildcard, a.status.as_str(), a.expires],
+                )?;
+                for ch in &a.challenges {
+                    tx.execute(
+                        "INSERT INTO challenges (id, authz_id, type, token, status, validated, error) VALUES (?1, ?2, ?3, ?4, ?5, NULL, NULL)",
+                        params![ch.id, ch.authz_id, ch.kind, ch.token, ch.status.as_str()],
+                    )?;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    pub fn order(&self, id: &str) -> Result<Option<Order>> {
+        self.with(|c| order_by_id(c, id))
+    }
+
+    pub fn order_ids_of_account(&self, account_id: &str) -> Result<Vec<String>> {
+        self.with(|c| {
+            let mut st = c.prepare("SELECT id FROM orders WHERE account_id = ?1 ORDER BY created_at, id")?;
+            let ids = st.query_map([account_id], |r| r.get(0))?.collect::<rusqlite::Result<Vec<String>>>()?;
+            Ok(ids)
+        })
+    }
+
+    pub fn authorization(&self, id: &str) -> Result<Option<Authorization>> {
+        self.with(|c| authorization_by_id(c, id))
+    }
+
+    pub fn authorizations_of_order(&self, order_id: &str) -> Result<Vec<Authorization>> {
+        self.with(|c| {
+            let ids: Vec<String> = {
+                let mut st = c.prepare("SELECT id FROM authorizations WHERE order_id = ?1 ORDER BY rowid")?;
+                st.query_map([order_id], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?
+            };
+            ids.iter().filter_map(|id| authorization_by_id(c, id).transpose()).collect()
+        })
+    }
+
+    /// The challenge and its authorization.
+    pub fn challenge(&self, id: &str) -> Result<Option<(Challenge, Authorization)>> {
+        self.with(|c| {
+            let authz_id: Option<String> =
+                c.query_row("SELECT authz_id FROM challenges WHERE id = ?1", [id], |r| r.get(0)).optional()?;
+            let Some(authz_id) = authz_id else { return Ok(None) };
+            let Some(authz) = authorization_by_id(c, &authz_id)? else { return Ok(None) };
+            let ch = authz.challenges.iter().find(|ch| ch.id == id).cloned();
+            Ok(ch.map(|ch| (ch, authz)))
+        })
+    }
+
+    /// Moves a pending challenge of a pending authorization to `processing`.
+    /// Returns false when another request got there first or the state forbids it.
+    pub fn begin_challenge(&self, challenge_id: &str) -> Result<bool> {
+        self.tx(|tx| {
+            let n = tx.execute(
+                "UPDATE challenges SET status = 'processing' WHERE id = ?1 AND status = 'pending'
+                   AND authz_id IN (SELECT id FROM authorizations WHERE status = 'pending')
+                   AND NOT EXISTS (SELECT 1 FROM challenges c2 WHERE c2.authz_id = challenges.authz_id AND c2.status = 'processing')",
+                [challenge_id],
+            )?;
+            Ok(n == 1)
+        })
+    }
+
+    /// Records a validation outcome on the challenge, its authorization and its order, atomically.
+    pub fn finish_challenge(&self, challenge_id: &str, outcome: std::result::Result<(), RecordedError>) -> Result<()> {
+        self.tx(|tx| {
+            let (authz_id, order_id): (String, String) = tx.query_row(
+                "SELECT a.id, a.order_id FROM challenges c JOIN authorizations a ON a.id = c.authz_id WHERE c.id = ?1",
+                [challenge_id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
+            let t = now();
+            match &outcome {
+                Ok(()) => {
+                    tx.execute(
+                        "UPDATE challenges SET status = 'valid', validated = ?2, error = NULL WHERE id = ?1 AND status = 'processing'",
+                        params![challenge_id, t],
+                    )?;
+                    tx.execute("UPDATE authorizations SET status = 'valid' WHERE id = ?1 AND status = 'pending'", [&authz_id])?;
+                }
+                Err(err) => {
+                    tx.execute(
+                        "UPDATE challenges SET status = 'invalid', error = ?2 WHERE id = ?1 AND status = 'processing'",
+                        params![challenge_id, json(err)],
+                    )?;
+                    tx.execute("UPDATE authorizations SET status = 'invalid' WHERE id = ?1 AND status = 'pending'", [&authz_id])?;
+                }
+            }
+            refresh_order_status(tx, &order_id, outcome.err())?;
+            Ok(())
+        })
+    }
+
+    /// Challenges left `processing` (e.g. by a restart), to validate again.
+    pub fn processing_challenges(&self) -> Result<Vec<(Challenge, Authorization)>> {
+        let ids: Vec<String> = self.with(|c| {
+            let mut st = c.prepare("SELECT id FROM challenges WHERE status = 'processing'")?;
+            let ids = st.query_map([], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
+            Ok(ids)
+        })?;
+        let mut out = Vec::new();
+        for id in ids {
+            if let Some(pair) = self.challenge(&id)? {
+                out.push(pair);
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn deactivate_authorization(&self, authz_id: &str) -> Result<()> {
+        self.tx(|tx| {
+            let order_id: String = tx.query_row("SELECT order_id FROM authorizations WHERE id = ?1", [authz_id], |r| r.get(0))?;
+            tx.execute(
+                "UPDATE authorizations SET status = 'deactivated' WHERE id = ?1 AND status IN ('pending', 'valid')",
+                [authz_id],
+            )?;
+            refresh_order_status(tx, &order_id, None)
+        })
+    }
+
+    /// Marks a ready order `processing` so only one finalize issues for it.
+    pub fn begin_finalize(&self, order_id: &str) -> Result<bool> {
+        self.with(|c| {
+            Ok(c.execute("UPDATE orders SET status = 'processing' WHERE id = ?1 AND status = 'ready'", [order_id])? == 1)
+        })
+    }
+
+    /// Puts a processing order back to ready (a finalize that failed before signing).
+    pub fn abort_finalize(&self, order_id: &str) -> Result<()> {
+        self.with(|c| {
+            c.execute("UPDATE orders SET status = 'ready' WHERE id = ?1 AND status = 'processing'", [order_id])?;
+            Ok(())
+        })
+    }
+
+    /// Stores the certificate and marks its order valid, atomically.
+    pub fn complete_order(&self, cert: &Certificate) -> Result<()> {
+        self.tx(|tx| {
+            tx.execute(
+                "INSERT INTO certificates (serial, account_id, order_id, tenant, issuer_id, der, identifiers, not_before, not_after, revoked_at, revocation_reason, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, NULL, NULL, ?10)",
+                params![cert.serial, cert.account_id, cert.order_id, cert.tenant, cert.issuer_id, cert.der, json(&cert.identifiers), cert.not_before, cert.not_after, now()],
+            )?;
+            let n = tx.execute(
+                "UPDATE orders SET status = 'valid', certificate = ?2 WHERE id = ?1 AND status = 'processing'",
+                params![cert.order_id, cert.serial],
+            )?;
+            if n != 1 {
+                return Err(Error::internal("order left the processing state during issuance"));
+            }
+            Ok(())
+        })
+    }
+
+    /// Records a finalize that failed for good (e.g. a policy denial): the order becomes invalid.
+    pub fn fail_order(&self, order_id: &str, err: &RecordedError) -> Result<()> {
+        self.with(|c| {
+            c.execute("UPDATE orders SET status = 'invalid', error = ?2 WHERE id = ?1", params![order_id, json(err)])?;
+            Ok(())
+        })
+    }
+
+    /// Whether the account holds valid, unexpired authorizations for every identifier.
+    pub fn account_holds_authorizations(&self, account_id: &str, identifiers: &[Identifier], at: UnixTime) -> Result<bool> {
+        self.with(|c| {
+            for id in identifiers {
+                let target = id.authorization_target();
+                let found: Option<i64> = c
+                    .query_row(
+                        "SELECT 1 FROM authorizations WHERE account_id = ?1 AND id_type = ?2 AND id_value = ?3
+                         AND status = 'valid' AND expires > ?4 LIMIT 1",
+                        params![account_id, target.kind.as_str(), target.value, at],
+                        |r| r.get(0),
+                    )
+                    .optional()?;
+                if found.is_none() {
+                    return Ok(false);
+                }
+            }
+            Ok(true)
+        })
+    }
+
+    // ---- certificates -----------------------------------------------------
+
+    pub fn certificate(&self, serial: &str) -> Result<Option<Certificate>> {
+        self.with(|c| {
+            Ok(c.query_row(
+                "SELECT serial, account_id, order_id, tenant, issuer_id, der, identifiers, not_before, not_after, revoked_at, revocation_reason
+                 FROM certificates WHERE serial = ?1",
+                [serial],
+                certificate_row,
+            )
+            .optional()?
+            .transpose()?)
+        })
+    }
+
+    /// Revokes unless already revoked; returns false if it was.
+    pub fn revoke_certificate(&self, serial: &str, reason: u8) -> Result<bool> {
+        self.with(|c| {
+            Ok(c.execute(
+                "UPDATE certificates SET revoked_at = ?2, revocation_reason = ?3 WHERE serial = ?1 AND revoked_at IS NULL",
+                params![serial, now(), reason],
+            )? == 1)
+        })
+    }
+}
+
+fn migrate(conn: &mut Connection) -> Result<()> {
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    let version = usize::try_from(version).map_err(|_| Error::internal("negative schema version"))?;
+    if version > schema::MIGRATIONS.len() {
+        return Err(Error::internal(format!(
+            "the database is at schema version {version}, newer than this tenure ({}); refusing to touch it",
+            schema::MIGRATIONS.len()
+        )));
+    }
+    for (i, sql) in schema::MIGRATIONS.iter().enumerate().skip(version) {
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Exclusive)?;
+        // Another process may have migrated while we waited for the lock.
+        let now_at: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if now_at as usize > i {
+            continue;
+        }
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+fn issuer_row(r: &Row<'_>) -> rusqlite::Result<IssuerRecord> {
+    Ok(IssuerRecord { id: r.get(0)?, tenant: r.get(1)?, cert_der: r.get(2)?, key_pkcs8: r.get(3)? })
+}
+
+fn account_where(c: &Connection, cond: &str, arg: &str) -> Result<Option<Account>> {
+    let sql = format!(
+        "SELECT id, thumbprint, jwk, status, contact, tenant, eab_kid, tos_agreed, created_at FROM accounts WHERE {cond}"
+    );
+    let row = c
+        .query_row(&sql, [arg], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, String>(4)?,
+                r.get::<_, String>(5)?,
+                r.get::<_, Option<String>>(6)?,
+                r.get::<_, bool>(7)?,
+                r.get::<_, i64>(8)?,
+            ))
+        })
+        .optional()?;
+    row.map(|(id, thumbprint, jwk, status, contact, tenant, eab_kid, tos_agreed, created_at)| {
+        Ok(Account {
+            status: AccountStatus::parse(&status).ok_or_else(|| bad_status("account", &status))?,
+            contact: from_json(&contact)?,
+            id,
+            thumbprint,
+            jwk,
+            tenant,
+            eab_kid,
+            tos_agreed,
+            created_at,
+        })
+    })
+    .transpose()
+}
+
+fn order_by_id(c: &Connection, id: &str) -> Result<Option<Order>> {
+    let row = c
+        .query_row(
+            "SELECT id, account_id, status, expires, identifiers, profile, error, certificate, replaces, created_at FROM orders WHERE id = ?1",
+            [id],
+            |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, String>(4)?,
+                    r.get::<_, String>(5)?,
+                    r.get::<_, Option<String>>(6)?,
+                    r.get::<_, Option<String>>(7)?,
+                    r.get::<_, Option<String>>(8)?,
+                    r.get::<_, i64>(9)?,
+                ))
+            },
+        )
+        .optional()?;
+    let Some((id, account_id, status, expires, identifiers, profile, error, certificate, replaces, created_at)) = row else {
+        return Ok(None);
+    };
+    let authorizations = {
+        let mut st = c.prepare("SELECT id FROM authorizations WHERE order_id = ?1 ORDER BY rowid")?;
+        st.query_map([&id], |r| r.get(0))?.collect::<rusqlite::Result<Vec<String>>>()?
+    };
+    Ok(Some(Order {
+        status: OrderStatus::parse(&status).ok_or_else(|| bad_status("order", &status))?,
+        identifiers: from_json(&identifiers)?,
+        error: error.as_deref().map(from_json).transpose()?,
+        id,
+        account_id,
+        expires,
+        profile,
+        certificate,
+        replaces,
+        created_at,
+        authorizations,
+    }))
+}
+
+fn authorization_by_id(c: &Connection, id: &str) -> Result<Option<Authorization>> {
+    let row = c
+        .query_row(
+            "SELECT id, order_id, account_id, id_type, id_value, wildcard, status, expires FROM authorizations WHERE id = ?1",
+            [id],
+            |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, String>(4)?,
+                    r.get::<_, bool>(5)?,
+                    r.get::<_, String>(6)?,
+                    r.get::<_, i64>(7)?,
+                ))
+            },
+        )
+        .optional()?;
+    let Some((id, order_id, account_id, id_type, id_value, wildcard, status, expires)) = row else {
+        return Ok(None);
+    };
+    let mut st = c.prepare("SELECT id, authz_id, type, token, status, validated, error FROM challenges WHERE authz_id = ?1 ORDER BY rowid")?;
+    let raw = st
+        .query_map([&id], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, String>(4)?,
+                r.get::<_, Option<i64>>(5)?,
+                r.get::<_, Option<String>>(6)?,
+            ))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let challenges = raw
+        .into_iter()
+        .map(|(id, authz_id, kind, token, status, validated, error)| {
+            Ok(Challenge {
+                status: ChallengeStatus::parse(&status).ok_or_else(|| bad_status("challenge", &status))?,
+                error: error.as_deref().map(from_json).transpose()?,
+                id,
+                authz_id,
+                kind,
+                token,
+                validated,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let identifier = Identifier::parse(&id_type, &id_value).map_err(|e| Error::internal(format!("stored identifier: {e}")))?;
+    Ok(Some(Authorization {
+        status: AuthorizationStatus::parse(&status).ok_or_else(|| bad_status("authorization", &status))?,
+        id,
+        order_id,
+        account_id,
+        identifier,
+        wildcard,
+        expires,
+        challenges,
+    }))
+}
+
+/// Recomputes a pending order's status from its authorizations (RFC 8555 §7.1.6):
+/// all valid → ready; any invalid/deactivated → invalid.
+fn refresh_order_status(tx: &Transaction<'_>, order_id: &str, cause: Option<RecordedError>) -> Result<()> {
+    let statuses: Vec<String> = {
+        let mut st = tx.prepare("SELECT status FROM authorizations WHERE order_id = ?1")?;
+        st.query_map([order_id], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?
+    };
+    if statuses.iter().all(|s| s == "valid") {
+        tx.execute("UPDATE orders SET status = 'ready' WHERE id = ?1 AND status = 'pending'", [order_id])?;
+    } else if statuses.iter().any(|s| s != "valid" && s != "pending") {
+        let err = cause.unwrap_or(RecordedError {
+            kind: "unauthorized".into(),
+            detail: "an authorization of this order is no longer pending or valid".into(),
+        });
+        tx.execute(
+            "UPDATE orders SET status = 'invalid', error = ?2 WHERE id = ?1 AND status IN ('pending', 'ready')",
+            params![order_id, json(&err)],
+        )?;
+    }
+    Ok(())
+}
+
+fn certificate_row(r: &Row<'_>) -> rusqlite::Result<Result<Certificate>> {
+    let identifiers: String = r.get(6)?;
+    let reason: Option<i64> = r.get(10)?;
+    let cert = Certificate {
+        serial: r.get(0)?,
+        account_id: r.get(1)?,
+        order_id: r.get(2)?,
+        tenant: r.get(3)?,
+        issuer_id: r.get(4)?,
+        der: r.get(5)?,
+        identifiers: Vec::new(),
+        not_before: r.get(7)?,
+        not_after: r.get(8)?,
+        revoked_at: r.get(9)?,
+        revocation_reason: reason.and_then(|r| u8::try_from(r).ok()),
+    };
+    Ok(from_json(&identifiers).map(|identifiers| Certificate { identifiers, ..cert }))
+}

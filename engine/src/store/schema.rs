@@ -1,0 +1,95 @@
+//! Embedded migrations. Each entry moves the schema one version forward; the
+//! version lives in `PRAGMA user_version`, so a data directory from any earlier
+//! release upgrades in place on start.
+
+pub const MIGRATIONS: &[&str] = &[
+    // 1: the ACME CA.
+    r#"
+    CREATE TABLE settings (
+        key   TEXT PRIMARY KEY,
+        value BLOB NOT NULL
+    );
+    CREATE TABLE issuers (
+        id         INTEGER PRIMARY KEY,
+        role       TEXT NOT NULL CHECK (role IN ('root', 'intermediate')),
+        tenant     TEXT,
+        cert_der   BLOB NOT NULL,
+        key_pkcs8  BLOB NOT NULL,
+        created_at INTEGER NOT NULL
+    );
+    CREATE TABLE tenants (
+        name       TEXT PRIMARY KEY,
+        permits    TEXT NOT NULL,          -- JSON array of permitted subtrees; NULL-free, [] = none
+        issuer_id  INTEGER NOT NULL REFERENCES issuers(id),
+        created_at INTEGER NOT NULL
+    );
+    CREATE TABLE eab_keys (
+        kid        TEXT PRIMARY KEY,
+        tenant     TEXT NOT NULL REFERENCES tenants(name),
+        hmac_key   BLOB NOT NULL,
+        created_at INTEGER NOT NULL
+    );
+    CREATE TABLE accounts (
+        id          TEXT PRIMARY KEY,
+        thumbprint  TEXT NOT NULL UNIQUE,
+        jwk         TEXT NOT NULL,
+        status      TEXT NOT NULL,
+        contact     TEXT NOT NULL,         -- JSON array
+        tenant      TEXT NOT NULL REFERENCES tenants(name),
+        eab_kid     TEXT,
+        tos_agreed  INTEGER NOT NULL,
+        created_at  INTEGER NOT NULL
+    );
+    CREATE TABLE orders (
+        id          TEXT PRIMARY KEY,
+        account_id  TEXT NOT NULL REFERENCES accounts(id),
+        status      TEXT NOT NULL,
+        expires     INTEGER NOT NULL,
+        identifiers TEXT NOT NULL,         -- JSON array of {type, value}
+        profile     TEXT NOT NULL,
+        error       TEXT,                  -- JSON {type, detail}
+        certificate TEXT,                  -- serial of the issued certificate
+        replaces    TEXT,
+        created_at  INTEGER NOT NULL
+    );
+    CREATE INDEX orders_by_account ON orders(account_id, created_at);
+    CREATE TABLE authorizations (
+        id          TEXT PRIMARY KEY,
+        order_id    TEXT NOT NULL REFERENCES orders(id),
+        account_id  TEXT NOT NULL REFERENCES accounts(id),
+        id_type     TEXT NOT NULL,
+        id_value    TEXT NOT NULL,
+        wildcard    INTEGER NOT NULL,
+        status      TEXT NOT NULL,
+        expires     INTEGER NOT NULL
+    );
+    CREATE INDEX authorizations_by_order ON authorizations(order_id);
+    CREATE INDEX authorizations_by_account ON authorizations(account_id, id_type, id_value);
+    CREATE TABLE challenges (
+        id         TEXT PRIMARY KEY,
+        authz_id   TEXT NOT NULL REFERENCES authorizations(id),
+        type       TEXT NOT NULL,
+        token      TEXT NOT NULL,
+        status     TEXT NOT NULL,
+        validated  INTEGER,
+        error      TEXT
+    );
+    CREATE INDEX challenges_by_authz ON challenges(authz_id);
+    CREATE INDEX challenges_by_status ON challenges(status);
+    CREATE TABLE certificates (
+        serial      TEXT PRIMARY KEY,
+        account_id  TEXT NOT NULL REFERENCES accounts(id),
+        order_id    TEXT NOT NULL REFERENCES orders(id),
+        tenant      TEXT NOT NULL,
+        issuer_id   INTEGER NOT NULL REFERENCES issuers(id),
+        der         BLOB NOT NULL,
+        identifiers TEXT NOT NULL,
+        not_before  INTEGER NOT NULL,
+        not_after   INTEGER NOT NULL,
+        revoked_at  INTEGER,
+        revocation_reason INTEGER,
+        created_at  INTEGER NOT NULL
+    );
+    CREATE INDEX certificates_by_expiry ON certificates(not_after);
+    "#,
+];

@@ -1,0 +1,203 @@
+//! Shared pieces of the end-to-end tests: a real `tenure serve` process, free
+//! ports, a mock DNS server, and a bare ACME client for what no client sends.
+#![allow(dead_code)]
+
+pub mod dns;
+pub mod raw;
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Once;
+use std::time::{Duration, Instant};
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    l.local_addr().expect("local addr").port()
+}
+
+pub fn install_crypto_provider() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
+/// The tenure binary under test.
+pub fn tenure_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_tenure")
+}
+
+/// Runs a `tenure` CLI command against a data directory and returns stdout.
+pub fn tenure_cli(data: &Path, args: &[&str]) -> String {
+    let out = Command::new(tenure_bin())
+        .args(args)
+        .arg("--data")
+        .arg(data)
+        .output()
+        .expect("run tenure");
+    assert!(
+        out.status.success(),
+        "tenure {args:?} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A tenant created with `tenure tenant add --json`.
+pub struct TenantCreds {
+    pub tenant: String,
+    pub eab_kid: String,
+    pub eab_hmac: String,
+}
+
+pub fn add_tenant(data: &Path, name: &str, permits: &[&str]) -> TenantCreds {
+    let mut args = vec!["tenant", "add", name];
+    for p in permits {
+        args.push("--permit");
+        args.push(p);
+    }
+    args.push("--json");
+    let out = tenure_cli(data, &args);
+    let v: serde_json::Value = serde_json::from_str(out.trim()).expect("tenant add --json prints JSON");
+    TenantCreds {
+        tenant: v["tenant"].as_str().expect("tenant").to_string(),
+        eab_kid: v["eab_kid"].as_str().expect("eab_kid").to_string(),
+        eab_hmac: v["eab_hmac"].as_str().expect("eab_hmac").to_string(),
+    }
+}
+
+/// Ports and resolver a server validates against.
+#[derive(Clone)]
+pub struct ServeOptions {
+    pub http01_port: u16,
+    pub tlsalpn01_port: u16,
+    pub dns_resolver: Option<SocketAddr>,
+    pub extra: Vec<String>,
+}
+
+impl ServeOptions {
+    pub fn new(dns: Option<SocketAddr>) -> Self {
+        ServeOptions { http01_port: free_port(), tlsalpn01_port: free_port(), dns_resolver: dns, extra: Vec::new() }
+    }
+}
+
+/// A running `tenure serve`; killed when dropped.
+pub struct Server {
+    pub child: Child,
+    pub data: PathBuf,
+    pub listen: SocketAddr,
+    pub options: ServeOptions,
+    log: PathBuf,
+}
+
+impl Server {
+    pub fn start(data: &Path, options: ServeOptions) -> Server {
+        Self::start_on(data, options, SocketAddr::from(([127, 0, 0, 1], free_port())))
+    }
+
+    pub fn start_on(data: &Path, options: ServeOptions, listen: SocketAddr) -> Server {
+        let log = data.with_extension(format!("{}.log", listen.port()));
+        let log_file = std::fs::File::create(&log).expect("server log");
+        let mut cmd = Command::new(tenure_bin());
+        cmd.arg("serve")
+            .arg("--data")
+            .arg(data)
+            .arg("--listen")
+            .arg(listen.to_string())
+            .arg("--admin-listen")
+            .arg(format!("127.0.0.1:{}", free_port()))
+            .arg("--http01-port")
+            .arg(options.http01_port.to_string())
+            .arg("--tlsalpn01-port")
+            .arg(options.tlsalpn01_port.to_string());
+        if let Some(dns) = options.dns_resolver {
+            cmd.arg("--dns-resolver").arg(dns.to_string());
+        }
+        cmd.args(&options.extra);
+        let mut child = cmd
+            .env("TENURE_LOG", "tenure=debug,tenure_acme=debug,tenure_engine=debug,info")
+            .stdout(Stdio::piped())
+            .stderr(log_file)
+            .spawn()
+            .expect("start tenure serve");
+        // The directory line means the listener is bound.
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if line.starts_with("ACME directory:") {
+                    let _ = tx.send(line);
+                }
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if rx.recv_timeout(Duration::from_millis(100)).is_ok() {
+                break;
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("tenure serve exited with {status}:\n{}", std::fs::read_to_string(&log).unwrap_or_default());
+            }
+            assert!(Instant::now() < deadline, "tenure serve did not start in time");
+        }
+        Server { child, data: data.to_path_buf(), listen, options, log }
+    }
+
+    pub fn directory_url(&self) -> String {
+        format!("https://{}/directory", self.listen)
+    }
+
+    pub fn root_pem(&self) -> PathBuf {
+        self.data.join("root.pem")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGKILL: no shutdown path runs.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Asserts `openssl verify` accepts `chain_pem` (leaf first) against the root.
+pub fn openssl_verify(root: &Path, chain_pem: &str, work: &Path) {
+    let certs: Vec<&str> = chain_pem.split_inclusive("-----END CERTIFICATE-----\n").collect();
+    assert!(certs.len() >= 2, "the chain must hold a leaf and its intermediate:\n{chain_pem}");
+    let leaf = work.join("leaf.pem");
+    let untrusted = work.join("untrusted.pem");
+    std::fs::write(&leaf, certs[0]).expect("write leaf");
+    std::fs::write(&untrusted, certs[1..].concat()).expect("write chain");
+    let out = Command::new("openssl")
+        .arg("verify")
+        .arg("-CAfile")
+        .arg(root)
+        .arg("-untrusted")
+        .arg(&untrusted)
+        .arg(&leaf)
+        .output()
+        .expect("openssl is installed");
+    assert!(
+        out.status.success(),
+        "openssl verify failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
