@@ -1,1 +1,28 @@
 //! The CA hierarchy: root, per-tenant name-constrained intermediates, leaves.
+//!
+//! Every certificate is built with rcgen and read back with x509-parser. The
+//! rule that matters most — a leaf never names anything outside its issuer's
+//! nameConstraints — is enforced from the issuer certificate itself, so it holds
+//! whatever the caller believes the tenant's permits to be.
+
+mod authority;
+mod constraints;
+mod csr;
+mod info;
+mod issue;
+mod keys;
+mod material;
+mod util;
+
+#[cfg(test)]
+mod openssl_tests;
+#[cfg(test)]
+mod testdata;
+
+pub use authority::{new_intermediate, new_root};
+pub use constraints::{Permit, permitted};
+pub use csr::{Csr, parse_csr};
+pub use info::{CertInfo, cert_info};
+pub use issue::{IssuedLeaf, LeafRequest, issue_leaf, server_certificate};
+pub use keys::KeyType;
+pub use material::{CaMaterial, to_pem};

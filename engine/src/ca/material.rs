@@ -1,0 +1,102 @@
+//! Issuing material (certificate + key) and loading it into something that signs.
+
+use base64::Engine as _;
+use rcgen::{Issuer, KeyPair, PublicKeyData as _};
+use x509_parser::certificate::X509Certificate;
+use x509_parser::prelude::FromDer as _;
+
+use super::util::rcgen_err;
+use crate::error::Error;
+
+/// One issuing CA: certificate DER + its private key (PKCS#8 DER). Used for
+/// the root and each intermediate.
+#[derive(Clone)]
+pub struct CaMaterial {
+    pub cert_der: Vec<u8>,
+    pub key_pkcs8: Vec<u8>, // zeroize not required yet
+}
+
+impl CaMaterial {
+    pub fn cert_pem(&self) -> String {
+        to_pem("CERTIFICATE", &self.cert_der)
+    }
+
+    /// Parses the certificate and key and checks they belong together and may
+    /// sign certificates: a mismatch would yield certificates nobody can verify.
+    pub(super) fn signer(&self) -> Result<Signer<'_>, Error> {
+        let bad = |why: String| Error::internal(format!("issuing CA material: {why}"));
+        let (rest, cert) = X509Certificate::from_der(&self.cert_der)
+            .map_err(|e| bad(format!("certificate: {e}")))?;
+        if !rest.is_empty() {
+            return Err(bad("trailing data after the certificate".into()));
+        }
+        let key = KeyPair::try_from(self.key_pkcs8.as_slice())
+            .map_err(|e| bad(format!("private key: {e}")))?;
+        if key.subject_public_key_info() != cert.public_key().raw {
+            return Err(bad("the private key does not match the certificate".into()));
+        }
+        let bc = cert
+            .basic_constraints()
+            .map_err(|e| bad(format!("basicConstraints: {e}")))?;
+        if !bc.is_some_and(|bc| bc.value.ca) {
+            return Err(bad("the certificate is not a CA".into()));
+        }
+        let ku = cert
+            .key_usage()
+            .map_err(|e| bad(format!("keyUsage: {e}")))?;
+        if ku.is_some_and(|ku| !ku.value.key_cert_sign()) {
+            return Err(bad("the certificate may not sign certificates".into()));
+        }
+        // rcgen panics on an empty RDN and refuses multi-valued ones; say so
+        // plainly instead.
+        if cert.subject().iter().any(|rdn| rdn.iter().count() != 1) {
+            return Err(bad("subject RDNs must hold exactly one attribute".into()));
+        }
+        let issuer = Issuer::from_ca_cert_der(&self.cert_der.as_slice().into(), key)
+            .map_err(rcgen_err("issuing CA material"))?;
+        Ok(Signer { cert, issuer })
+    }
+}
+
+impl std::fmt::Debug for CaMaterial {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CaMaterial")
+            .field("cert_der", &format_args!("{} bytes", self.cert_der.len()))
+            .field("key_pkcs8", &"[elided]")
+            .finish()
+    }
+}
+
+/// A CA ready to sign: its parsed certificate (for constraints, validity and
+/// name checks) and the rcgen issuer (DN, key identifier, key).
+pub(super) struct Signer<'a> {
+    pub cert: X509Certificate<'a>,
+    pub issuer: Issuer<'static, KeyPair>,
+}
+
+/// PEM armour with 64-column lines (RFC 7468).
+pub fn to_pem(tag: &str, der: &[u8]) -> String {
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = format!("-----BEGIN {tag}-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        // base64 output is ASCII, so every chunk is valid UTF-8.
+        out.push_str(std::str::from_utf8(line).unwrap_or_default());
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {tag}-----\n"));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pem_wraps_at_64() {
+        let pem = to_pem("CERTIFICATE", &[0u8; 100]);
+        let lines: Vec<&str> = pem.lines().collect();
+        assert_eq!(lines[0], "-----BEGIN CERTIFICATE-----");
+        assert_eq!(lines[1].len(), 64);
+        assert_eq!(lines.last(), Some(&"-----END CERTIFICATE-----"));
+    }
+}
