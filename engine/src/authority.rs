@@ -368,7 +368,7 @@ impl Authority {
             return Ok(());
         }
         let permits = tenant.permits.iter().map(|p| Permit::parse(p)).collect::<Result<Vec<_>>>()?;
-        let outside: Vec<String> = identifiers.iter().filter(|id| !ca::permitted(&permits, id)).map(|id| id.value.clone()).collect();
+        let outside: Vec<String> = identifiers.iter().filter(|id| !ca::permitted(Some(&permits), id)).map(|id| id.value.clone()).collect();
         if !outside.is_empty() {
             return Err(Error::new(
                 ErrorKind::RejectedIdentifier,
