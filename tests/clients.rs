@@ -190,3 +190,49 @@ async fn an_order_survives_a_restart_and_completes() {
     support::openssl_verify(&root, &chain, dir.path());
     drop(server);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenant_added_by_the_cli_while_serving_is_effective_at_once() {
+    use base64::Engine as _;
+    use instant_acme::{Account, ChallengeType, ExternalAccountKey, Identifier, NewAccount, NewOrder, OrderStatus, RetryPolicy};
+    support::install_crypto_provider();
+    let dns = TestDns::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(&data, ServeOptions::new(Some(dns.addr)));
+
+    let creds = support::add_tenant(&data, "shop", &["shop.example", "10.9.0.0/16"]);
+    assert_eq!(creds.tenant, "shop");
+    let hmac = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(&creds.eab_hmac).unwrap();
+    let eab = ExternalAccountKey::new(creds.eab_kid.clone(), &hmac);
+    let (account, _) = Account::builder_with_root(server.root_pem())
+        .unwrap()
+        .create(
+            &NewAccount { contact: &[], terms_of_service_agreed: true, only_return_existing: false },
+            server.directory_url(),
+            Some(&eab),
+        )
+        .await
+        .unwrap();
+
+    let outside = [Identifier::Dns("www.not-the-shop.example".into())];
+    let err = account.new_order(&NewOrder::new(&outside)).await.err().expect("refused");
+    assert!(err.to_string().contains("rejectedIdentifier"), "{err}");
+    let outside_ip = [Identifier::Ip("10.10.0.1".parse().unwrap())];
+    let err = account.new_order(&NewOrder::new(&outside_ip)).await.err().expect("refused");
+    assert!(err.to_string().contains("rejectedIdentifier"), "{err}");
+
+    let ids = [Identifier::Dns("www.shop.example".into())];
+    let mut order = account.new_order(&NewOrder::new(&ids)).await.unwrap();
+    let mut authzs = order.authorizations();
+    let mut authz = authzs.next().await.unwrap().unwrap();
+    let mut ch = authz.challenge(ChallengeType::Dns01).unwrap();
+    dns.set_txt("_acme-challenge.www.shop.example", vec![ch.key_authorization().dns_value()]);
+    ch.set_ready().await.unwrap();
+    drop(authzs);
+    let retry = RetryPolicy::new().timeout(Duration::from_secs(30));
+    assert_eq!(order.poll_ready(&retry).await.unwrap(), OrderStatus::Ready);
+    order.finalize().await.unwrap();
+    let chain = order.poll_certificate(&retry).await.unwrap();
+    support::openssl_verify(&server.root_pem(), &chain, dir.path());
+}

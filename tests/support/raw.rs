@@ -76,7 +76,8 @@ impl RawClient {
         }
         let tls = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
         let http = reqwest::Client::builder().tls_backend_preconfigured(tls).build().expect("client");
-        let directory = http.get(directory_url).send().await.expect("directory").json().await.expect("json");
+        let body = http.get(directory_url).send().await.expect("directory").bytes().await.expect("body");
+        let directory: Value = serde_json::from_slice(&body).expect("directory is JSON");
         RawClient { http, directory, key: EcKey::generate(), kid: None }
     }
 
