@@ -107,7 +107,10 @@ async fn certbot_standalone_http01_then_revoke_by_certificate_key() {
         .unwrap();
     assert!(!out.status.success());
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(text.contains("lready revoked") || text.contains("alreadyRevoked"), "{text}");
+    // Debian's certbot 2.1 trips over josepy while printing the error, so
+    // read the server's answer from certbot's own log.
+    let log = std::fs::read_to_string(work.join("logs/letsencrypt.log")).unwrap_or_default();
+    assert!(log.contains("urn:ietf:params:acme:error:alreadyRevoked"), "{text}\n{log}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -61,6 +61,7 @@ pub fn issue_leaf(issuer: &CaMaterial, req: &LeafRequest<'_>) -> Result<IssuedLe
             not_before: to_datetime(req.not_before)?,
             not_after: to_datetime(req.not_after)?,
             crl_url: req.crl_url.as_deref(),
+            public_names_only: true,
         },
     )
 }
@@ -86,6 +87,9 @@ pub fn server_certificate(
             not_before,
             not_after,
             crl_url: None,
+            // The server's own names come from the operator and include
+            // single-label ones such as "localhost".
+            public_names_only: false,
         },
     )?;
     Ok((issued.der, key.serialize_der()))
@@ -97,6 +101,8 @@ struct EndEntity<'a> {
     not_before: OffsetDateTime,
     not_after: OffsetDateTime,
     crl_url: Option<&'a str>,
+    /// Whether DNS names must be names a public CA could certify (two labels or more).
+    public_names_only: bool,
 }
 
 fn sign_end_entity(
@@ -104,7 +110,7 @@ fn sign_end_entity(
     public_key: &impl PublicKeyData,
     ee: &EndEntity<'_>,
 ) -> Result<IssuedLeaf, Error> {
-    let identifiers = renormalize(ee.identifiers)?;
+    let identifiers = renormalize(ee.identifiers, ee.public_names_only)?;
     if let Some(constraints) = IssuerConstraints::from_cert(&signer.cert)?
         && let Some(outside) = identifiers.iter().find(|id| !constraints.allows(id))
     {
@@ -175,13 +181,29 @@ fn sign_end_entity(
     })
 }
 
+/// A host name for the server's own certificate: LDH labels, any count.
+fn local_dns_name(value: &str) -> Result<String, Error> {
+    let name = value.strip_suffix('.').unwrap_or(value).to_ascii_lowercase();
+    let ok = !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|l| {
+            !l.is_empty() && l.len() <= 63 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        });
+    if ok {
+        Ok(name)
+    } else {
+        Err(Error::malformed(format!("{value:?} is not a host name")))
+    }
+}
+
 /// Normalizes again (the caller's identifiers are trusted for nothing),
 /// dropping duplicates and refusing an empty list.
-fn renormalize(identifiers: &[Identifier]) -> Result<Vec<Identifier>, Error> {
+fn renormalize(identifiers: &[Identifier], public_names_only: bool) -> Result<Vec<Identifier>, Error> {
     let mut out: Vec<Identifier> = Vec::with_capacity(identifiers.len());
     for id in identifiers {
         let id = match id.kind {
-            IdentifierKind::Dns => Identifier::dns(&normalize_dns(&id.value)?),
+            IdentifierKind::Dns if public_names_only => Identifier::dns(&normalize_dns(&id.value)?),
+            IdentifierKind::Dns => Identifier::dns(&local_dns_name(&id.value)?),
             IdentifierKind::Ip => Identifier::ip(id.value.parse::<IpAddr>().map_err(|_| {
                 Error::new(
                     ErrorKind::RejectedIdentifier,
