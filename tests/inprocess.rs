@@ -267,3 +267,30 @@ fn hex(bytes: &[u8]) -> String {
     };
     trimmed.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+#[tokio::test]
+async fn finalize_refuses_a_csr_that_differs_from_the_order() {
+    let h = start().await;
+    let account = h.account(None).await;
+    let ids = [Identifier::Dns("csr.example.test".into())];
+    let mut order = account.new_order(&NewOrder::new(&ids)).await.expect("order");
+    let mut authzs = order.authorizations();
+    let mut authz = authzs.next().await.unwrap().unwrap();
+    let mut ch = authz.challenge(ChallengeType::Http01).unwrap();
+    h.http01.set(&ch.token, ch.key_authorization().as_str());
+    ch.set_ready().await.unwrap();
+    drop(authzs);
+    let retry = RetryPolicy::new().timeout(Duration::from_secs(30));
+    assert_eq!(order.poll_ready(&retry).await.unwrap(), OrderStatus::Ready);
+
+    let key = rcgen::KeyPair::generate().unwrap();
+    let params = rcgen::CertificateParams::new(vec!["csr.example.test".into(), "extra.example.test".into()]).unwrap();
+    let csr = params.serialize_request(&key).unwrap();
+    let err = order.finalize_csr(csr.der()).await.unwrap_err();
+    assert!(err.to_string().contains("badCSR"), "{err}");
+    // The order is still ready: a correct CSR then succeeds.
+    let params = rcgen::CertificateParams::new(vec!["csr.example.test".into()]).unwrap();
+    let csr = params.serialize_request(&key).unwrap();
+    order.finalize_csr(csr.der()).await.expect("finalize");
+    order.poll_certificate(&retry).await.expect("certificate");
+}
