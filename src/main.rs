@@ -34,6 +34,68 @@ enum Command {
         #[command(subcommand)]
         command: TenantCommand,
     },
+    /// The resource registry: what each tenant holds.
+    Resource {
+        #[command(subcommand)]
+        command: ResourceCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ResourceCommand {
+    /// Register a resource a tenant holds; prints its id.
+    Add {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        kind: String,
+        /// A DNS name the resource answers to.
+        #[arg(long = "name")]
+        names: Vec<String>,
+        /// A DNS zone: every name under it is held.
+        #[arg(long = "zone")]
+        zones: Vec<String>,
+        /// An IP address of the resource.
+        #[arg(long = "address")]
+        addresses: Vec<String>,
+        /// An attribute KEY=VALUE (e.g. lifetime-seconds=3600).
+        #[arg(long = "attr")]
+        attrs: Vec<String>,
+        /// The resource whose tenure this one's certificates follow.
+        #[arg(long)]
+        anchor: Option<String>,
+        #[command(flatten)]
+        data: DataDir,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The tenant lets go of the resource.
+    Release {
+        id: String,
+        #[command(flatten)]
+        data: DataDir,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Hand the resource to another tenant.
+    Transfer {
+        id: String,
+        #[arg(long)]
+        to: String,
+        #[command(flatten)]
+        data: DataDir,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List resources (one JSON object per line with --json).
+    List {
+        #[arg(long)]
+        tenant: Option<String>,
+        #[command(flatten)]
+        data: DataDir,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Args)]
@@ -103,6 +165,7 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Serve(args) => serve(args),
         Command::Tenant { command } => tenant(command),
+        Command::Resource { command } => resource(command),
     }
 }
 
@@ -208,6 +271,40 @@ fn tenant(command: TenantCommand) -> Result<()> {
             Ok(())
         }
     }
+}
+
+fn resource(command: ResourceCommand) -> Result<()> {
+    use tenure_engine::registry::{NewResource, Resource, parse_attribute};
+    let print = |r: &Resource, json: bool| {
+        if json {
+            println!("{}", serde_json::to_string(r).unwrap_or_default());
+        } else {
+            let mut held: Vec<String> = r.names.clone();
+            held.extend(r.zones.iter().map(|z| format!("*.{z}")));
+            held.extend(r.addresses.iter().cloned());
+            println!("{}\t{}\t{}\t{}\t{}", r.id, r.tenant, r.kind, r.state.as_str(), held.join(" "));
+        }
+    };
+    match command {
+        ResourceCommand::Add { tenant, kind, names, zones, addresses, attrs, anchor, data, json } => {
+            let attributes = attrs.iter().map(|a| parse_attribute(a)).collect::<Result<_, _>>()?;
+            let authority = open(&data)?;
+            let r = authority.add_resource(NewResource { tenant, kind, names, zones, addresses, attributes, anchor })?;
+            if json {
+                println!("{}", serde_json::json!({ "id": r.id }));
+            } else {
+                println!("{}", r.id);
+            }
+        }
+        ResourceCommand::Release { id, data, json } => print(&open(&data)?.release_resource(&id)?, json),
+        ResourceCommand::Transfer { id, to, data, json } => print(&open(&data)?.transfer_resource(&id, &to)?, json),
+        ResourceCommand::List { tenant, data, json } => {
+            for r in open(&data)?.resources(tenant.as_deref())? {
+                print(&r, json);
+            }
+        }
+    }
+    Ok(())
 }
 
 fn base64_url(bytes: &[u8]) -> String {

@@ -5,7 +5,12 @@
 //! change or none of it. Nothing outside this module sees SQL, which keeps a
 //! move to PostgreSQL a matter of a second implementation of these methods.
 
+mod registry;
 mod schema;
+
+pub use registry::AuditRecord;
+#[allow(unused_imports)]
+pub(crate) use registry::append_audit;
 
 use std::path::Path;
 use std::sync::Mutex;

@@ -92,4 +92,66 @@ pub const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX certificates_by_expiry ON certificates(not_after);
     "#,
+    // 2: the resource registry, installed plugins and the decision audit log.
+    r#"
+    CREATE TABLE resources (
+        id          TEXT PRIMARY KEY,
+        tenant      TEXT NOT NULL REFERENCES tenants(name),
+        kind        TEXT NOT NULL,
+        names       TEXT NOT NULL,          -- JSON arrays, as given
+        zones       TEXT NOT NULL,
+        addresses   TEXT NOT NULL,
+        state       TEXT NOT NULL CHECK (state IN ('active', 'suspended', 'released')),
+        attributes  TEXT NOT NULL,          -- JSON object
+        anchor      TEXT REFERENCES resources(id),
+        created_at  INTEGER NOT NULL,
+        updated_at  INTEGER NOT NULL
+    );
+    CREATE INDEX resources_by_tenant ON resources(tenant, id);
+    -- Lookup tables: a name or zone, an address, to the resources holding it.
+    CREATE TABLE resource_names (
+        name        TEXT NOT NULL,
+        zone        INTEGER NOT NULL,       -- 1: every name under `name` is held
+        resource_id TEXT NOT NULL REFERENCES resources(id),
+        PRIMARY KEY (name, zone, resource_id)
+    ) WITHOUT ROWID;
+    CREATE TABLE resource_addresses (
+        address     TEXT NOT NULL,
+        resource_id TEXT NOT NULL REFERENCES resources(id),
+        PRIMARY KEY (address, resource_id)
+    ) WITHOUT ROWID;
+    CREATE TABLE resource_events (
+        seq         INTEGER PRIMARY KEY,
+        resource_id TEXT NOT NULL REFERENCES resources(id),
+        tenant      TEXT NOT NULL,
+        kind        TEXT NOT NULL CHECK (kind IN ('created', 'transferred', 'suspended', 'resumed', 'released')),
+        at          INTEGER NOT NULL,
+        detail      TEXT NOT NULL
+    );
+    CREATE INDEX resource_events_by_resource ON resource_events(resource_id, seq);
+    CREATE TABLE plugins (
+        scope        TEXT NOT NULL,         -- 'operator', or 'tenant:<name>'
+        digest       TEXT NOT NULL,
+        wasm         BLOB NOT NULL,
+        installed_at INTEGER NOT NULL,
+        PRIMARY KEY (scope)
+    );
+    CREATE TABLE audit (
+        seq          INTEGER PRIMARY KEY,
+        at           INTEGER NOT NULL,
+        hook         TEXT NOT NULL,
+        tenant       TEXT NOT NULL,
+        account      TEXT,
+        plugins      TEXT NOT NULL,         -- JSON array of plugin digests, in chain order
+        input_digest TEXT NOT NULL,
+        input        TEXT NOT NULL,
+        outcome      TEXT NOT NULL CHECK (outcome IN ('allow', 'deny')),
+        reason       TEXT,
+        grant_json   TEXT,
+        duration_us  INTEGER NOT NULL
+    );
+    CREATE INDEX audit_by_tenant ON audit(tenant, seq);
+    ALTER TABLE orders ADD COLUMN lifetime_seconds INTEGER;
+    "#,
 ];
+

@@ -18,6 +18,8 @@ use crate::identifier::{Identifier, IdentifierKind};
 use crate::model::*;
 use crate::store::Store;
 
+mod registry;
+
 /// The tenant of accounts registered without External Account Binding.
 pub const PUBLIC_TENANT: &str = "public";
 

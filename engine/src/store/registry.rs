@@ -1,0 +1,436 @@
+//! Registry, plugin and audit queries.
+
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
+
+use super::{Store, from_json, json};
+use crate::error::{Error, ErrorKind, Result};
+use crate::model::now;
+use crate::registry::*;
+
+const RESOURCE_COLUMNS: &str = "id, tenant, kind, names, zones, addresses, state, attributes, anchor, created_at, updated_at";
+
+/// An audit record: one decision of the policy chain.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AuditRecord {
+    pub seq: i64,
+    pub at: i64,
+    pub hook: String,
+    pub tenant: String,
+    pub account: Option<String>,
+    pub plugins: Vec<String>,
+    pub input_digest: String,
+    pub input: serde_json::Value,
+    pub outcome: String,
+    pub reason: Option<String>,
+    pub grant: Option<serde_json::Value>,
+    pub duration_us: i64,
+}
+
+impl Store {
+    /// Adds a resource and its `created` event. Refuses names, zones or
+    /// addresses another tenant's live resource already holds.
+    pub fn insert_resource(&self, id: &str, r: &NewResource) -> Result<Resource> {
+        self.tx(|tx| {
+            if let Some(anchor) = &r.anchor {
+                let anchor_tenant: Option<String> =
+                    tx.query_row("SELECT tenant FROM resources WHERE id = ?1", [anchor], |row| row.get(0)).optional()?;
+                match anchor_tenant {
+                    None => return Err(Error::malformed(format!("anchor resource {anchor} does not exist"))),
+                    Some(t) if t != r.tenant => {
+                        return Err(Error::malformed(format!("anchor resource {anchor} belongs to another tenant")));
+                    }
+                    Some(_) => {}
+                }
+            }
+            check_not_held_elsewhere(tx, &r.tenant, &r.identifiers_for_conflict(), None)?;
+            let t = now();
+            tx.execute(
+                &format!("INSERT INTO resources ({RESOURCE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'active', ?7, ?8, ?9, ?9)"),
+                params![id, r.tenant, r.kind, json(&r.names), json(&r.zones), json(&r.addresses), json(&r.attributes), r.anchor, t],
+            )?;
+            index_resource(tx, id, r)?;
+            event(tx, id, &r.tenant, EventKind::Created, serde_json::json!({ "kind": r.kind }))?;
+            resource_by_id(tx, id)?.ok_or_else(|| Error::internal("resource vanished"))
+        })
+    }
+
+    pub fn resource(&self, id: &str) -> Result<Option<Resource>> {
+        self.with(|c| resource_by_id(c, id))
+    }
+
+    pub fn resources(&self, tenant: Option<&str>) -> Result<Vec<Resource>> {
+        self.with(|c| {
+            let (sql, arg) = match tenant {
+                Some(t) => (format!("SELECT {RESOURCE_COLUMNS} FROM resources WHERE tenant = ?1 ORDER BY created_at, id"), t.to_string()),
+                None => (format!("SELECT {RESOURCE_COLUMNS} FROM resources WHERE ?1 = ?1 ORDER BY created_at, id"), String::new()),
+            };
+            let mut st = c.prepare_cached(&sql)?;
+            let rows = st.query_map([arg], raw_resource)?.collect::<rusqlite::Result<Vec<_>>>()?;
+            rows.into_iter().map(RawResource::into_resource).collect()
+        })
+    }
+
+    /// Live (not released) resources of `tenant` holding a DNS name, exactly or through a zone.
+    pub fn resources_holding_name(&self, tenant: Option<&str>, name: &str) -> Result<Vec<Resource>> {
+        self.with(|c| holding_name(c, tenant, name))
+    }
+
+    pub fn resources_holding_address(&self, tenant: Option<&str>, address: &str) -> Result<Vec<Resource>> {
+        self.with(|c| holding_address(c, tenant, address))
+    }
+
+    /// Changes a resource's state (suspend, resume, release) and logs the event.
+    pub fn set_resource_state(&self, id: &str, state: ResourceState, kind: EventKind) -> Result<Resource> {
+        self.tx(|tx| {
+            let current = resource_by_id(tx, id)?.ok_or_else(|| Error::not_found(format!("no resource {id}")))?;
+            if current.state == ResourceState::Released {
+                return Err(Error::new(ErrorKind::Conflict, format!("resource {id} is released already")));
+            }
+            tx.execute("UPDATE resources SET state = ?2, updated_at = ?3 WHERE id = ?1", params![id, state.as_str(), now()])?;
+            event(tx, id, &current.tenant, kind, serde_json::json!({ "from": current.state.as_str() }))?;
+            resource_by_id(tx, id)?.ok_or_else(|| Error::internal("resource vanished"))
+        })
+    }
+
+    /// Moves a resource to another tenant and logs the event.
+    pub fn transfer_resource(&self, id: &str, to: &str) -> Result<Resource> {
+        self.tx(|tx| {
+            let current = resource_by_id(tx, id)?.ok_or_else(|| Error::not_found(format!("no resource {id}")))?;
+            if current.state == ResourceState::Released {
+                return Err(Error::new(ErrorKind::Conflict, format!("resource {id} is released")));
+            }
+            if current.tenant == to {
+                return Err(Error::malformed(format!("resource {id} already belongs to {to}")));
+            }
+            let nr = NewResource {
+                tenant: to.to_string(),
+                kind: current.kind.clone(),
+                names: current.names.clone(),
+                zones: current.zones.clone(),
+                addresses: current.addresses.clone(),
+                ..Default::default()
+            };
+            check_not_held_elsewhere(tx, to, &nr.identifiers_for_conflict(), Some(id))?;
+            // An anchor in the old tenant makes no sense in the new one.
+            tx.execute(
+                "UPDATE resources SET tenant = ?2, anchor = NULL, updated_at = ?3 WHERE id = ?1",
+                params![id, to, now()],
+            )?;
+            event(tx, id, to, EventKind::Transferred, serde_json::json!({ "from": current.tenant, "to": to }))?;
+            resource_by_id(tx, id)?.ok_or_else(|| Error::internal("resource vanished"))
+        })
+    }
+
+    pub fn resource_events(&self, id: &str) -> Result<Vec<Event>> {
+        self.with(|c| {
+            let mut st = c.prepare_cached(
+                "SELECT seq, resource_id, tenant, kind, at, detail FROM resource_events WHERE resource_id = ?1 ORDER BY seq",
+            )?;
+            let rows = st
+                .query_map([id], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get::<_, String>(5)?))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            rows.into_iter()
+                .map(|(seq, resource_id, tenant, kind, at, detail)| {
+                    Ok(Event { seq, resource_id, tenant, kind, at, detail: from_json(&detail)? })
+                })
+                .collect()
+        })
+    }
+
+    // ---- plugins ----------------------------------------------------------
+
+    /// Installs (or replaces) the plugin of a scope and bumps the plugin generation.
+    pub fn install_plugin(&self, scope: &str, digest: &str, wasm: &[u8]) -> Result<()> {
+        self.tx(|tx| {
+            tx.execute(
+                "INSERT INTO plugins (scope, digest, wasm, installed_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (scope) DO UPDATE SET digest = excluded.digest, wasm = excluded.wasm, installed_at = excluded.installed_at",
+                params![scope, digest, wasm, now()],
+            )?;
+            bump_generation(tx)
+        })
+    }
+
+    pub fn remove_plugin(&self, scope: &str) -> Result<bool> {
+        self.tx(|tx| {
+            let n = tx.execute("DELETE FROM plugins WHERE scope = ?1", [scope])?;
+            bump_generation(tx)?;
+            Ok(n == 1)
+        })
+    }
+
+    /// (scope, digest, installed_at) of every installed plugin.
+    pub fn plugins(&self) -> Result<Vec<(String, String, i64)>> {
+        self.with(|c| {
+            let mut st = c.prepare("SELECT scope, digest, installed_at FROM plugins ORDER BY scope")?;
+            let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+    }
+
+    pub fn plugin_wasm(&self, scope: &str) -> Result<Option<(String, Vec<u8>)>> {
+        self.with(|c| {
+            Ok(c.query_row("SELECT digest, wasm FROM plugins WHERE scope = ?1", [scope], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?)
+        })
+    }
+
+    /// A counter bumped by every plugin change, so servers notice installs made by the CLI.
+    pub fn plugin_generation(&self) -> Result<i64> {
+        self.with(|c| {
+            let v: Option<Vec<u8>> = c
+                .prepare_cached("SELECT value FROM settings WHERE key = 'plugin_generation'")?
+                .query_row([], |r| r.get(0))
+                .optional()?;
+            Ok(v.and_then(|b| String::from_utf8(b).ok()).and_then(|s| s.parse().ok()).unwrap_or(0))
+        })
+    }
+
+    // ---- audit --------------------------------------------------------------
+
+    pub fn audit(&self, tenant: Option<&str>, limit: i64) -> Result<Vec<AuditRecord>> {
+        self.with(|c| {
+            let sql = "SELECT seq, at, hook, tenant, account, plugins, input_digest, input, outcome, reason, grant_json, duration_us
+                       FROM audit WHERE (?1 IS NULL OR tenant = ?1) ORDER BY seq DESC LIMIT ?2";
+            let mut st = c.prepare_cached(sql)?;
+            let rows = st
+                .query_map(params![tenant, limit], |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, String>(3)?,
+                        r.get::<_, Option<String>>(4)?,
+                        r.get::<_, String>(5)?,
+                        r.get::<_, String>(6)?,
+                        r.get::<_, String>(7)?,
+                        r.get::<_, String>(8)?,
+                        r.get::<_, Option<String>>(9)?,
+                        r.get::<_, Option<String>>(10)?,
+                        r.get::<_, i64>(11)?,
+                    ))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let mut out = rows
+                .into_iter()
+                .map(|(seq, at, hook, tenant, account, plugins, input_digest, input, outcome, reason, grant, duration_us)| {
+                    Ok(AuditRecord {
+                        seq,
+                        at,
+                        hook,
+                        tenant,
+                        account,
+                        plugins: from_json(&plugins)?,
+                        input_digest,
+                        input: from_json(&input)?,
+                        outcome,
+                        reason,
+                        grant: grant.as_deref().map(from_json).transpose()?,
+                        duration_us,
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            out.reverse();
+            Ok(out)
+        })
+    }
+}
+
+/// Appends an audit record inside the caller's transaction, so a decision is
+/// logged exactly when the state change it allowed (or refused) is.
+pub(crate) fn append_audit(tx: &Transaction<'_>, rec: &AuditRecord) -> Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO audit (at, hook, tenant, account, plugins, input_digest, input, outcome, reason, grant_json, duration_us)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+    )?
+    .execute(params![
+        rec.at,
+        rec.hook,
+        rec.tenant,
+        rec.account,
+        json(&rec.plugins),
+        rec.input_digest,
+        rec.input.to_string(),
+        rec.outcome,
+        rec.reason,
+        rec.grant.as_ref().map(|g| g.to_string()),
+        rec.duration_us
+    ])?;
+    Ok(())
+}
+
+impl Store {
+    /// Appends an audit record on its own (a denial that changes no other state).
+    pub fn record_audit(&self, rec: &AuditRecord) -> Result<()> {
+        self.tx(|tx| append_audit(tx, rec))
+    }
+}
+
+fn bump_generation(tx: &Transaction<'_>) -> Result<()> {
+    let current: i64 = tx
+        .query_row("SELECT value FROM settings WHERE key = 'plugin_generation'", [], |r| r.get::<_, Vec<u8>>(0))
+        .optional()?
+        .and_then(|b| String::from_utf8(b).ok())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    tx.execute(
+        "INSERT INTO settings (key, value) VALUES ('plugin_generation', ?1)
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        [(current + 1).to_string().into_bytes()],
+    )?;
+    Ok(())
+}
+
+impl NewResource {
+    fn identifiers_for_conflict(&self) -> Vec<(bool, String)> {
+        let mut v: Vec<(bool, String)> = self.names.iter().map(|n| (false, n.clone())).collect();
+        v.extend(self.zones.iter().map(|z| (true, z.clone())));
+        v.extend(self.addresses.iter().map(|a| (false, format!("ip:{a}"))));
+        v
+    }
+}
+
+/// Refuses a name, zone or address that a live resource of another tenant holds
+/// (a zone conflicts with any name or zone inside it, and with any zone above it).
+fn check_not_held_elsewhere(c: &Connection, tenant: &str, items: &[(bool, String)], except: Option<&str>) -> Result<()> {
+    for (is_zone, item) in items {
+        let holders = if let Some(addr) = item.strip_prefix("ip:") {
+            holding_address(c, None, addr)?
+        } else {
+            let mut h = holding_name(c, None, item)?;
+            if *is_zone {
+                // Anything held inside the new zone conflicts too.
+                let like = format!("%.{item}");
+                let mut st = c.prepare_cached(
+                    "SELECT DISTINCT resource_id FROM resource_names WHERE name LIKE ?1",
+                )?;
+                let ids = st.query_map([like], |r| r.get::<_, String>(0))?.collect::<rusqlite::Result<Vec<_>>>()?;
+                for id in ids {
+                    if let Some(r) = resource_by_id(c, &id)? {
+                        if r.state != ResourceState::Released {
+                            h.push(r);
+                        }
+                    }
+                }
+            }
+            h
+        };
+        if let Some(other) = holders.iter().find(|r| r.tenant != tenant && Some(r.id.as_str()) != except) {
+            return Err(Error::new(
+                ErrorKind::Conflict,
+                format!("{} is held by resource {} of tenant {}", item.trim_start_matches("ip:"), other.id, other.tenant),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn index_resource(tx: &Transaction<'_>, id: &str, r: &NewResource) -> Result<()> {
+    let mut names = tx.prepare_cached("INSERT OR IGNORE INTO resource_names (name, zone, resource_id) VALUES (?1, ?2, ?3)")?;
+    for n in &r.names {
+        names.execute(params![n, false, id])?;
+    }
+    for z in &r.zones {
+        names.execute(params![z, true, id])?;
+    }
+    let mut addrs = tx.prepare_cached("INSERT OR IGNORE INTO resource_addresses (address, resource_id) VALUES (?1, ?2)")?;
+    for a in &r.addresses {
+        addrs.execute(params![a, id])?;
+    }
+    Ok(())
+}
+
+fn event(tx: &Transaction<'_>, id: &str, tenant: &str, kind: EventKind, detail: serde_json::Value) -> Result<()> {
+    tx.prepare_cached("INSERT INTO resource_events (resource_id, tenant, kind, at, detail) VALUES (?1, ?2, ?3, ?4, ?5)")?
+        .execute(params![id, tenant, kind.as_str(), now(), detail.to_string()])?;
+    Ok(())
+}
+
+fn holding_name(c: &Connection, tenant: Option<&str>, name: &str) -> Result<Vec<Resource>> {
+    let name = name.strip_prefix("*.").unwrap_or(name);
+    let mut ids: Vec<String> = Vec::new();
+    {
+        let mut exact = c.prepare_cached("SELECT resource_id FROM resource_names WHERE name = ?1 AND zone = 0")?;
+        ids.extend(exact.query_map([name], |r| r.get(0))?.collect::<rusqlite::Result<Vec<String>>>()?);
+        let mut zone = c.prepare_cached("SELECT resource_id FROM resource_names WHERE name = ?1 AND zone = 1")?;
+        for z in enclosing_zones(name) {
+            ids.extend(zone.query_map([z], |r| r.get(0))?.collect::<rusqlite::Result<Vec<String>>>()?);
+        }
+    }
+    collect_live(c, tenant, ids)
+}
+
+fn holding_address(c: &Connection, tenant: Option<&str>, address: &str) -> Result<Vec<Resource>> {
+    let mut st = c.prepare_cached("SELECT resource_id FROM resource_addresses WHERE address = ?1")?;
+    let ids = st.query_map([address], |r| r.get(0))?.collect::<rusqlite::Result<Vec<String>>>()?;
+    collect_live(c, tenant, ids)
+}
+
+fn collect_live(c: &Connection, tenant: Option<&str>, mut ids: Vec<String>) -> Result<Vec<Resource>> {
+    ids.sort();
+    ids.dedup();
+    let mut out = Vec::new();
+    for id in ids {
+        if let Some(r) = resource_by_id(c, &id)? {
+            if r.state != ResourceState::Released && tenant.is_none_or(|t| t == r.tenant) {
+                out.push(r);
+            }
+        }
+    }
+    Ok(out)
+}
+
+struct RawResource {
+    id: String,
+    tenant: String,
+    kind: String,
+    names: String,
+    zones: String,
+    addresses: String,
+    state: String,
+    attributes: String,
+    anchor: Option<String>,
+    created_at: i64,
+    updated_at: i64,
+}
+
+fn raw_resource(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawResource> {
+    Ok(RawResource {
+        id: r.get(0)?,
+        tenant: r.get(1)?,
+        kind: r.get(2)?,
+        names: r.get(3)?,
+        zones: r.get(4)?,
+        addresses: r.get(5)?,
+        state: r.get(6)?,
+        attributes: r.get(7)?,
+        anchor: r.get(8)?,
+        created_at: r.get(9)?,
+        updated_at: r.get(10)?,
+    })
+}
+
+impl RawResource {
+    fn into_resource(self) -> Result<Resource> {
+        Ok(Resource {
+            state: ResourceState::parse(&self.state).ok_or_else(|| Error::internal(format!("stored resource state {:?}", self.state)))?,
+            names: from_json(&self.names)?,
+            zones: from_json(&self.zones)?,
+            addresses: from_json(&self.addresses)?,
+            attributes: from_json(&self.attributes)?,
+            id: self.id,
+            tenant: self.tenant,
+            kind: self.kind,
+            anchor: self.anchor,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        })
+    }
+}
+
+fn resource_by_id(c: &Connection, id: &str) -> Result<Option<Resource>> {
+    let mut st = c.prepare_cached(&format!("SELECT {RESOURCE_COLUMNS} FROM resources WHERE id = ?1"))?;
+    st.query_row([id], raw_resource).optional()?.map(RawResource::into_resource).transpose()
+}
