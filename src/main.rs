@@ -207,11 +207,20 @@ fn serve(args: ServeArgs) -> Result<()> {
         let addr = listener.local_addr()?;
         let host = if addr.ip().is_unspecified() { "localhost".to_string() } else { addr.to_string() };
         let host = if addr.ip().is_unspecified() { format!("{host}:{}", addr.port()) } else { host };
+        let admin_listener = tokio::net::TcpListener::bind(args.admin_listen)
+            .await
+            .with_context(|| format!("binding the admin API on {}", args.admin_listen))?;
         println!("ACME directory: https://{host}/directory");
         println!("root certificate: {}", authority.root_pem_path().display());
-        let fe = tenure_acme::FrontEnd::new(authority, validator, tenure_acme::Options::default());
+        println!(
+            "admin API: https://{} (bearer token in {})",
+            admin_listener.local_addr()?,
+            authority.data_dir().join("admin-token").display()
+        );
+        let fe = tenure_acme::FrontEnd::new(authority.clone(), validator, tenure_acme::Options::default());
         tokio::select! {
-            r = tenure_acme::serve(fe, listener, tls) => r.context("serving ACME")?,
+            r = tenure_acme::serve(fe, listener, tls.clone()) => r.context("serving ACME")?,
+            r = tenure_acme::admin::serve_admin(authority, admin_listener, tls) => r.context("serving the admin API")?,
             _ = shutdown_signal() => tracing::info!("shutting down"),
         }
         Ok(())

@@ -2,6 +2,7 @@
 //! It parses and authenticates requests, validates challenges, and asks
 //! `tenure_engine` for every decision. It knows no SQL and no wasmtime.
 
+pub mod admin;
 mod handlers;
 pub mod jws;
 pub mod nonce;

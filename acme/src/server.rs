@@ -74,6 +74,19 @@ impl FrontEnd {
 /// Serves ACME over TLS on `listener` until the task is dropped.
 pub async fn serve(fe: Arc<FrontEnd>, listener: TcpListener, tls: Arc<rustls::ServerConfig>) -> std::io::Result<()> {
     handlers::resume_interrupted_validations(&fe).await;
+    serve_https(listener, tls, move |req, peer| {
+        let fe = fe.clone();
+        async move { handle(&fe, req, peer).await }
+    })
+    .await
+}
+
+/// Accepts TLS connections and serves HTTP/1.1 and HTTP/2 on them with `handler`.
+pub async fn serve_https<H, F>(listener: TcpListener, tls: Arc<rustls::ServerConfig>, handler: H) -> std::io::Result<()>
+where
+    H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
+    F: std::future::Future<Output = Response<Full<Bytes>>> + Send + 'static,
+{
     let acceptor = TlsAcceptor::from(tls);
     loop {
         let (tcp, peer) = match listener.accept().await {
@@ -86,8 +99,8 @@ pub async fn serve(fe: Arc<FrontEnd>, listener: TcpListener, tls: Arc<rustls::Se
             }
         };
         let _ = tcp.set_nodelay(true);
-        let fe = fe.clone();
         let acceptor = acceptor.clone();
+        let handler = handler.clone();
         tokio::spawn(async move {
             let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
                 Ok(Ok(tls)) => tls,
@@ -98,8 +111,8 @@ pub async fn serve(fe: Arc<FrontEnd>, listener: TcpListener, tls: Arc<rustls::Se
                 Err(_) => return,
             };
             let service = hyper::service::service_fn(move |req| {
-                let fe = fe.clone();
-                async move { Ok::<_, Infallible>(handle(&fe, req, peer).await) }
+                let fut = handler(req, peer);
+                async move { Ok::<_, Infallible>(fut.await) }
             });
             let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             if let Err(e) = builder.serve_connection(TokioIo::new(tls), service).await {

@@ -123,6 +123,12 @@ impl Authority {
         };
         let root = CaMaterial { cert_der: root.cert_der, key_pkcs8: root.key_pkcs8 };
         write_file_atomically(&data_dir.join("root.pem"), root.cert_pem().as_bytes(), false)?;
+        let token_path = data_dir.join("admin-token");
+        if !token_path.exists() {
+            let mut raw = [0u8; 32];
+            SystemRandom::new().fill(&mut raw).map_err(|_| Error::internal("no randomness"))?;
+            write_file_atomically(&token_path, URL_SAFE_NO_PAD.encode(raw).as_bytes(), true)?;
+        }
         let authority = Authority {
             store,
             config,
@@ -152,6 +158,14 @@ impl Authority {
 
     pub fn root_pem(&self) -> String {
         self.root.cert_pem()
+    }
+
+    /// The bearer token of the admin API (created at init, `DIR/admin-token`).
+    pub fn admin_token(&self) -> Result<String> {
+        let path = self.data_dir.join("admin-token");
+        std::fs::read_to_string(&path)
+            .map(|s| s.trim().to_string())
+            .map_err(|e| Error::internal(format!("reading {}: {e}", path.display())))
     }
 
     pub fn root_pem_path(&self) -> PathBuf {

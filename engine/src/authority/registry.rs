@@ -79,3 +79,10 @@ impl Authority {
         Ok(())
     }
 }
+
+impl Authority {
+    /// The newest `limit` decisions, oldest first, optionally of one tenant.
+    pub fn audit(&self, tenant: Option<&str>, limit: i64) -> Result<Vec<crate::store::AuditRecord>> {
+        self.store.audit(tenant, limit)
+    }
+}
