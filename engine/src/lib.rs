@@ -4,6 +4,7 @@
 pub mod ca;
 pub mod error;
 pub mod identifier;
+pub mod policy;
 
 pub use error::{Error, ErrorKind, Result};
 pub use identifier::{Identifier, IdentifierKind};
