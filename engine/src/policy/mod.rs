@@ -27,7 +27,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::component::{Component, ComponentExportIndex, HasSelf, Instance, Linker, TypedFunc};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap};
 
 pub use chain::chain;
@@ -40,6 +40,7 @@ pub use types::{
 
 use cache::DiskCache;
 use chain::{Hook, validate};
+use host_state::tenure::policy::types as w;
 use host_state::{HostState, MemoryLimiter, Policy, PolicyPre};
 
 /// The WIT package plugins are built against; imports must come from its interfaces.
@@ -115,7 +116,15 @@ pub struct Plugin {
     /// Whether the compiled code came from the disk cache rather than the compiler.
     pub from_disk_cache: bool,
     pre: PolicyPre<HostState>,
+    exports: Exports,
     digest8: Arc<str>,
+}
+
+/// The world's three exports, found once at load.
+struct Exports {
+    issuance: ComponentExportIndex,
+    renewal: ComponentExportIndex,
+    distribution: ComponentExportIndex,
 }
 
 impl Plugin {
@@ -182,6 +191,37 @@ fn sha256_hex(bytes: &[u8]) -> String {
         let _ = write!(s, "{b:02x}");
     }
     s
+}
+
+fn export(
+    store: &mut Store<HostState>,
+    instance: &Instance,
+    index: &ComponentExportIndex,
+) -> wasmtime::Result<wasmtime::component::Func> {
+    instance
+        .get_func(&mut *store, index)
+        .ok_or_else(|| wasmtime::format_err!("the export is not a function"))
+}
+
+/// The registry of a load-time check: no tenant, nothing held.
+struct NoRegistry;
+
+impl RegistryView for NoRegistry {
+    fn resource_by_name(&self, _: &str, _: &str) -> Option<Resource> {
+        None
+    }
+    fn resource_by_address(&self, _: &str, _: &str) -> Option<Resource> {
+        None
+    }
+    fn resource_by_id(&self, _: &str, _: &str) -> Option<Resource> {
+        None
+    }
+    fn resources(&self, _: &str) -> Vec<Resource> {
+        Vec::new()
+    }
+    fn tenant(&self, _: &str) -> Option<TenantInfo> {
+        None
+    }
 }
 
 fn allowed_import(name: &str) -> bool {
@@ -318,13 +358,60 @@ impl PolicyHost {
         Ok(info)
     }
 
-    fn prepare(&self, digest: &str, component: &Component) -> Result<PolicyPre<HostState>, PolicyError> {
+    /// Links the component and checks its exports' types, once: a decision then calls
+    /// them unchecked.
+    fn prepare(
+        &self,
+        digest: &str,
+        component: &Component,
+    ) -> Result<(PolicyPre<HostState>, Exports), PolicyError> {
         let not_policy = |e: wasmtime::Error| PolicyError::NotAPolicy {
             digest8: digest[..8].to_owned(),
             detail: format!("{e:#}"),
         };
         let pre = self.linker.instantiate_pre(component).map_err(not_policy)?;
-        PolicyPre::new(pre).map_err(not_policy)
+        let pre = PolicyPre::new(pre).map_err(not_policy)?;
+        let index = |name: &str| {
+            component.get_export_index(None, name).ok_or_else(|| PolicyError::NotAPolicy {
+                digest8: digest[..8].to_owned(),
+                detail: format!("no export {name}"),
+            })
+        };
+        let exports = Exports {
+            issuance: index("decide-issuance")?,
+            renewal: index("decide-renewal")?,
+            distribution: index("decide-distribution")?,
+        };
+        // The bindings' own instantiation type-checks all three exports against the
+        // world. It runs no export, but may run a start function: under the limits.
+        let mut store = self.store(Arc::new(NoRegistry), "", Arc::from(&digest[..8]));
+        if let Err(e) = pre.instantiate(&mut store) {
+            let why = self.explain(&store, true, &e);
+            return Err(PolicyError::NotAPolicy { digest8: digest[..8].to_owned(), detail: why });
+        }
+        Ok((pre, exports))
+    }
+
+    /// A fresh store with this host's limits.
+    fn store(&self, registry: Arc<dyn RegistryView>, tenant: &str, digest8: Arc<str>) -> Store<HostState> {
+        let state = HostState {
+            tenant: tenant.to_owned(),
+            registry,
+            digest8,
+            limiter: MemoryLimiter { memory_bytes: self.limits.memory_bytes, hit: false },
+            log_lines: 0,
+            last_error: None,
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limiter);
+        if self.limits.fuel > 0 {
+            // Fails only when fuel is not enabled in the config, and it is.
+            let _ = store.set_fuel(self.limits.fuel);
+        }
+        // +1: the current epoch may end at once.
+        let ticks = self.limits.deadline.as_nanos().div_ceil(self.tick.as_nanos().max(1)) as u64 + 1;
+        store.set_epoch_deadline(ticks);
+        store
     }
 
     /// Loads a plugin: once per distinct bytes (by SHA-256), from the disk cache when it
@@ -336,13 +423,14 @@ impl PolicyHost {
             return Ok(p);
         }
         let (component, info, from_disk_cache) = self.component(&digest, bytes)?;
-        let pre = self.prepare(&digest, &component)?;
+        let (pre, exports) = self.prepare(&digest, &component)?;
         let plugin = Arc::new(Plugin {
             digest8: digest[..8].into(),
             digest: digest.clone(),
             info,
             from_disk_cache,
             pre,
+            exports,
         });
         let mut loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
         loaded.retain(|_, w| w.strong_count() > 0);
@@ -363,8 +451,11 @@ impl PolicyHost {
         req: &IssuanceRequest,
     ) -> Verdict {
         let hook = Hook::Issuance(&req.identifiers, req.requested_lifetime_seconds);
-        self.decide(plugin, registry, tenant, &req.tenant, hook, |p, store| {
-            p.call_decide_issuance(store, &host_state::issuance_in(req))
+        self.decide(plugin, registry, tenant, &req.tenant, hook, |store, instance| {
+            let f = export(store, instance, &plugin.exports.issuance)?;
+            // SAFETY: `prepare` type-checked this export of this component.
+            let f = unsafe { TypedFunc::<(&w::IssuanceRequest,), (w::Decision,)>::new_unchecked(f) };
+            Ok(f.call(store, (&host_state::issuance_in(req),))?.0)
         })
     }
 
@@ -376,8 +467,11 @@ impl PolicyHost {
         req: &RenewalRequest,
     ) -> Verdict {
         let hook = Hook::Renewal(&req.certificate.identifiers);
-        self.decide(plugin, registry, tenant, &req.tenant, hook, |p, store| {
-            p.call_decide_renewal(store, &host_state::renewal_in(req))
+        self.decide(plugin, registry, tenant, &req.tenant, hook, |store, instance| {
+            let f = export(store, instance, &plugin.exports.renewal)?;
+            // SAFETY: `prepare` type-checked this export of this component.
+            let f = unsafe { TypedFunc::<(&w::RenewalRequest,), (w::Decision,)>::new_unchecked(f) };
+            Ok(f.call(store, (&host_state::renewal_in(req),))?.0)
         })
     }
 
@@ -388,8 +482,11 @@ impl PolicyHost {
         tenant: &str,
         req: &DistributionRequest,
     ) -> Verdict {
-        self.decide(plugin, registry, tenant, &req.tenant, Hook::Distribution, |p, store| {
-            p.call_decide_distribution(store, &host_state::distribution_in(req))
+        self.decide(plugin, registry, tenant, &req.tenant, Hook::Distribution, |store, instance| {
+            let f = export(store, instance, &plugin.exports.distribution)?;
+            // SAFETY: `prepare` type-checked this export of this component.
+            let f = unsafe { TypedFunc::<(&w::DistributionRequest,), (w::Decision,)>::new_unchecked(f) };
+            Ok(f.call(store, (&host_state::distribution_in(req),))?.0)
         })
     }
 
@@ -443,7 +540,7 @@ impl PolicyHost {
         tenant: &str,
         req_tenant: &str,
         hook: Hook<'_>,
-        call: impl FnOnce(&Policy, &mut Store<HostState>) -> wasmtime::Result<host_state::tenure::policy::types::Decision>,
+        call: impl FnOnce(&mut Store<HostState>, &Instance) -> wasmtime::Result<w::Decision>,
     ) -> Verdict {
         let started = Instant::now();
         let outcome = if tenant != req_tenant {
@@ -467,30 +564,17 @@ impl PolicyHost {
         plugin: &Plugin,
         registry: Arc<dyn RegistryView>,
         tenant: &str,
-        call: impl FnOnce(&Policy, &mut Store<HostState>) -> wasmtime::Result<host_state::tenure::policy::types::Decision>,
+        call: impl FnOnce(&mut Store<HostState>, &Instance) -> wasmtime::Result<w::Decision>,
     ) -> Result<Decision, String> {
-        let state = HostState {
-            tenant: tenant.to_owned(),
-            registry,
-            digest8: Arc::clone(&plugin.digest8),
-            limiter: MemoryLimiter { memory_bytes: self.limits.memory_bytes, hit: false },
-            log_lines: 0,
-            last_error: None,
-        };
-        let mut store = Store::new(&self.engine, state);
-        store.limiter(|s| &mut s.limiter);
-        if self.limits.fuel > 0 {
-            store.set_fuel(self.limits.fuel).map_err(|e| format!("cannot set fuel: {e}"))?;
-        }
-        // +1: the current epoch may end at once.
-        let ticks = self.limits.deadline.as_nanos().div_ceil(self.tick.as_nanos().max(1)) as u64 + 1;
-        store.set_epoch_deadline(ticks);
-
+        let mut store = self.store(registry, tenant, Arc::clone(&plugin.digest8));
+        // Straight from the InstancePre: the bindings' `instantiate` would type-check
+        // every export again, on every decision.
         let result = plugin
             .pre
+            .instance_pre()
             .instantiate(&mut store)
             .map_err(|e| (true, e))
-            .and_then(|policy| call(&policy, &mut store).map_err(|e| (false, e)));
+            .and_then(|instance| call(&mut store, &instance).map_err(|e| (false, e)));
         match result {
             Ok(d) => Ok(host_state::decision_out(d)),
             Err((instantiating, e)) => Err(self.explain(&store, instantiating, &e)),
