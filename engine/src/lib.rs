@@ -6,6 +6,7 @@ pub mod ca;
 pub mod error;
 pub mod identifier;
 pub mod model;
+pub mod policy;
 pub mod registry;
 pub mod store;
 

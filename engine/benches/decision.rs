@@ -1,0 +1,131 @@
+//! One policy decision through the real host: a fresh instance of registry-control
+//! from its template, one registry lookup, the answer checked. Then a chain of two.
+//!
+//!     cargo bench -p tenure-engine --bench decision
+//!
+//! Target (DESIGN.md): p50 ≤ 10 µs, p99 ≤ 50 µs on a 2-core machine.
+
+use std::collections::HashMap;
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tenure_engine::policy::builtin::{PUBLIC_CHALLENGE, REGISTRY_CONTROL};
+use tenure_engine::policy::{
+    Identifier, IssuanceRequest, KeyType, Limits, PolicyHost, RegistryView, Resource,
+    ResourceState, TenantInfo,
+};
+
+const N: usize = 20_000;
+const WARMUP: usize = 2_000;
+
+struct Registry {
+    by_name: HashMap<String, Resource>,
+}
+
+impl RegistryView for Registry {
+    fn resource_by_name(&self, tenant: &str, name: &str) -> Option<Resource> {
+        self.by_name.get(name).filter(|r| r.tenant == tenant).cloned()
+    }
+    fn resource_by_address(&self, _: &str, _: &str) -> Option<Resource> {
+        None
+    }
+    fn resource_by_id(&self, _: &str, _: &str) -> Option<Resource> {
+        None
+    }
+    fn resources(&self, _: &str) -> Vec<Resource> {
+        Vec::new()
+    }
+    fn tenant(&self, _: &str) -> Option<TenantInfo> {
+        None
+    }
+}
+
+fn report(label: &str, mut samples: Vec<Duration>) {
+    // This machine's speed drifts by tens of percent over tens of milliseconds (other
+    // tenants of the host): the p50 of each fifth of the run shows how much.
+    let rounds: Vec<String> = samples
+        .chunks(samples.len() / 5)
+        .map(|c| {
+            let mut c = c.to_vec();
+            c.sort();
+            format!("{:.1}", c[c.len() / 2].as_secs_f64() * 1e6)
+        })
+        .collect();
+    samples.sort();
+    let us = |d: Duration| d.as_secs_f64() * 1e6;
+    let pct = |p: f64| us(samples[((samples.len() as f64 * p) as usize).min(samples.len() - 1)]);
+    let mean = samples.iter().map(|d| us(*d)).sum::<f64>() / samples.len() as f64;
+    println!(
+        "{label:<44} n={} p50={:>7.2}µs p90={:>7.2}µs p99={:>7.2}µs mean={:>7.2}µs max={:>8.1}µs",
+        samples.len(),
+        pct(0.50),
+        pct(0.90),
+        pct(0.99),
+        mean,
+        us(*samples.last().unwrap()),
+    );
+    println!("{:<44} p50 by fifth of the run: {} µs", "", rounds.join(" / "));
+}
+
+fn run(label: &str, limits: Limits) {
+    let host = PolicyHost::new(limits, None).expect("policy host");
+    let rc = host.load(REGISTRY_CONTROL).expect("registry-control");
+    let pc = host.load(PUBLIC_CHALLENGE).expect("public-challenge");
+    let mut vm = Resource {
+        id: "vm-1".into(),
+        tenant: "acme".into(),
+        kind: "vm".into(),
+        names: vec!["www.acme.test".into()],
+        state: ResourceState::Active,
+        attributes: vec![("lifetime-seconds".into(), "3600".into())],
+        ..Resource::default()
+    };
+    vm.addresses.push("192.0.2.10".into());
+    let registry: Arc<dyn RegistryView> = Arc::new(Registry {
+        by_name: HashMap::from([("www.acme.test".to_owned(), vm)]),
+    });
+    let req = IssuanceRequest {
+        account: "acct-1".into(),
+        tenant: "acme".into(),
+        identifiers: vec![Identifier::dns("www.acme.test")],
+        key_type: KeyType::EcdsaP256,
+        key_bits: 256,
+        profile: String::new(),
+        requested_lifetime_seconds: 0,
+    };
+
+    let one = || host.decide_issuance(&rc, Arc::clone(&registry), "acme", &req);
+    let v = one();
+    assert!(v.decision.is_allow(), "{:?}", v.decision);
+    for _ in 0..WARMUP {
+        black_box(one());
+    }
+    let mut samples = Vec::with_capacity(N);
+    for _ in 0..N {
+        let t = Instant::now();
+        black_box(one());
+        samples.push(t.elapsed());
+    }
+    report(&format!("{label}: decide_issuance"), samples);
+
+    let plugins = [Arc::clone(&rc), Arc::clone(&pc)];
+    let two = || host.chain_issuance(&plugins, Arc::clone(&registry), "acme", &req);
+    assert!(two().decision.is_allow());
+    for _ in 0..WARMUP {
+        black_box(two());
+    }
+    let mut samples = Vec::with_capacity(N);
+    for _ in 0..N {
+        let t = Instant::now();
+        black_box(two());
+        samples.push(t.elapsed());
+    }
+    report(&format!("{label}: chain of 2"), samples);
+}
+
+fn main() {
+    println!("policy decision, registry-control with one registry lookup, fresh instance each");
+    run("epoch deadline", Limits::default());
+    run("epoch deadline + fuel", Limits { fuel: 10_000_000, ..Limits::default() });
+}

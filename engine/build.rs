@@ -1,0 +1,111 @@
+//! Builds the policy plugins (`plugins/`, a workspace of its own) for wasm32-wasip2 and
+//! leaves the components in `$OUT_DIR/plugins/`, where `policy::builtin` includes them.
+//! A failure fails the engine's build: there is no fallback plugin.
+
+use std::env;
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+/// Must match `policy::builtin::BUILT_PLUGINS`.
+const PLUGINS: &[&str] = &[
+    "registry-control",
+    "public-challenge",
+    "deny-all",
+    "infinite-loop",
+    "memory-hog",
+    "trap",
+    "huge-answer",
+    "uses-fs",
+];
+
+/// Inherited variables the nested cargo may keep: where crates come from, how to reach
+/// them, and the jobserver (so the nested build shares the outer `-j`). Everything else
+/// of cargo's (target dir, profile, features, rustflags for the host...) would break it.
+fn keep(var: &str) -> bool {
+    var == "CARGO_HOME"
+        || var == "CARGO_MAKEFLAGS"
+        || var.starts_with("CARGO_NET_")
+        || var.starts_with("CARGO_HTTP_")
+        || var.starts_with("CARGO_REGISTRIES_")
+        || var.starts_with("CARGO_REGISTRY_")
+}
+
+fn fail(msg: &str) -> ! {
+    panic!(
+        "\n\ntenure-engine: building the policy plugins failed: {msg}\n\
+         The plugins are WebAssembly components built from plugins/ for wasm32-wasip2;\n\
+         install the target with `rustup target add wasm32-wasip2`, or reproduce with\n\
+         `cd plugins && cargo build --release`.\n"
+    )
+}
+
+fn main() {
+    let manifest = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
+    let root = manifest.parent().expect("engine/ has a parent").to_path_buf();
+    let plugins = root.join("plugins");
+    let out = PathBuf::from(env::var_os("OUT_DIR").expect("OUT_DIR"));
+
+    println!("cargo:rerun-if-changed={}", root.join("wit").display());
+    for f in ["Cargo.toml", "Cargo.lock", ".cargo/config.toml", "sdk"] {
+        println!("cargo:rerun-if-changed={}", plugins.join(f).display());
+    }
+    for p in PLUGINS {
+        println!("cargo:rerun-if-changed={}", plugins.join(p).display());
+    }
+
+    let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let target_dir = out.join("plugins-target");
+    let mut cmd = Command::new(&cargo);
+    // The plugins' .cargo/config.toml (linker flags) is found from the working directory.
+    cmd.current_dir(&plugins).args([
+        OsStr::new("build"),
+        OsStr::new("--release"),
+        OsStr::new("--locked"),
+        OsStr::new("--target"),
+        OsStr::new("wasm32-wasip2"),
+        OsStr::new("--manifest-path"),
+        plugins.join("Cargo.toml").as_os_str(),
+        OsStr::new("--target-dir"),
+        target_dir.as_os_str(),
+    ]);
+    for (k, _) in env::vars_os() {
+        let Some(k) = k.to_str() else { continue };
+        if (k.starts_with("CARGO") || k.starts_with("__CARGO")) && !keep(k)
+            || matches!(
+                k,
+                "RUSTFLAGS" | "RUSTDOCFLAGS" | "RUSTC_WRAPPER" | "RUSTC_WORKSPACE_WRAPPER"
+            )
+        {
+            cmd.env_remove(k);
+        }
+    }
+    let started = Instant::now();
+    let status = cmd
+        .status()
+        .unwrap_or_else(|e| fail(&format!("could not run {}: {e}", Path::new(&cargo).display())));
+    if !status.success() {
+        fail(&format!("`cargo build` in {} exited with {status}", plugins.display()));
+    }
+
+    let built = target_dir.join("wasm32-wasip2").join("release");
+    let dest = out.join("plugins");
+    std::fs::create_dir_all(&dest)
+        .unwrap_or_else(|e| fail(&format!("cannot create {}: {e}", dest.display())));
+    for p in PLUGINS {
+        let file = format!("{}.wasm", p.replace('-', "_"));
+        let bytes = std::fs::read(built.join(&file))
+            .unwrap_or_else(|e| fail(&format!("{file} was not built: {e}")));
+        // Components (layer 1), not core modules: rustc's wasm32-wasip2 linker wraps them.
+        if bytes.get(..8) != Some(&[0x00, 0x61, 0x73, 0x6d, 0x0d, 0x00, 0x01, 0x00]) {
+            fail(&format!("{file} is not a WebAssembly component"));
+        }
+        std::fs::write(dest.join(&file), &bytes)
+            .unwrap_or_else(|e| fail(&format!("cannot write {file}: {e}")));
+    }
+    println!(
+        "cargo:rustc-env=TENURE_PLUGINS_BUILD_MS={}",
+        started.elapsed().as_millis()
+    );
+}

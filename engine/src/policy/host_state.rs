@@ -1,0 +1,255 @@
+//! The per-decision state of a `Store`, the host functions the plugin may call
+//! (registry, log, clock), and the conversions between the wasmtime bindings of
+//! `wit/` and the plain types of `types.rs`.
+
+use std::sync::Arc;
+
+use wasmtime::ResourceLimiter;
+
+use super::RegistryView;
+use super::types as t;
+
+wasmtime::component::bindgen!({
+    path: "../wit",
+    world: "tenure:policy/policy",
+});
+
+use tenure::policy::types as w;
+
+/// Log lines kept per decision, and the bytes kept of each: a plugin cannot flood the log.
+const MAX_LOG_LINES: u32 = 32;
+const MAX_LOG_BYTES: usize = 1024;
+
+pub(super) struct HostState {
+    pub tenant: String,
+    pub registry: Arc<dyn RegistryView>,
+    /// First 8 hex digits of the plugin's digest, for log lines.
+    pub digest8: Arc<str>,
+    pub limiter: MemoryLimiter,
+    pub log_lines: u32,
+    /// The last error-level line the plugin logged (the SDK logs its panic message
+    /// there just before trapping), to explain a trap.
+    pub last_error: Option<String>,
+}
+
+/// Caps linear memory below the pool's hard limit, and remembers that it did, so a
+/// trap that follows can be reported as the memory cap rather than a bare trap.
+pub(super) struct MemoryLimiter {
+    pub memory_bytes: usize,
+    pub hit: bool,
+}
+
+impl ResourceLimiter for MemoryLimiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.memory_bytes {
+            self.hit = true;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        // Tables hold function references; nothing a policy needs many of.
+        Ok(desired <= 65536)
+    }
+}
+
+impl HostState {
+    /// The registry view is trusted to scope by tenant; this checks it anyway, so a
+    /// bug there cannot show a plugin another tenant's resource.
+    fn scoped(&self, r: Option<t::Resource>) -> Option<w::Resource> {
+        r.filter(|r| r.tenant == self.tenant).map(Into::into)
+    }
+}
+
+impl w::Host for HostState {}
+
+impl tenure::policy::registry::Host for HostState {
+    fn resource_by_name(&mut self, name: String) -> Option<w::Resource> {
+        let r = self.registry.resource_by_name(&self.tenant, &name);
+        self.scoped(r)
+    }
+
+    fn resource_by_address(&mut self, address: String) -> Option<w::Resource> {
+        let r = self.registry.resource_by_address(&self.tenant, &address);
+        self.scoped(r)
+    }
+
+    fn resource_by_id(&mut self, id: String) -> Option<w::Resource> {
+        let r = self.registry.resource_by_id(&self.tenant, &id);
+        self.scoped(r)
+    }
+
+    fn resources(&mut self) -> Vec<w::Resource> {
+        self.registry
+            .resources(&self.tenant)
+            .into_iter()
+            .filter(|r| r.tenant == self.tenant)
+            .map(Into::into)
+            .collect()
+    }
+
+    fn tenant(&mut self) -> w::Tenant {
+        match self.registry.tenant(&self.tenant) {
+            Some(info) if info.name == self.tenant => info.into(),
+            _ => w::Tenant { name: self.tenant.clone(), permits: Vec::new() },
+        }
+    }
+}
+
+impl tenure::policy::log::Host for HostState {
+    fn log(&mut self, level: tenure::policy::log::Level, message: String) {
+        use tenure::policy::log::Level;
+        let mut message = message;
+        if message.len() > MAX_LOG_BYTES {
+            let mut cut = MAX_LOG_BYTES;
+            while !message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            message.truncate(cut);
+            message.push('…');
+        }
+        if matches!(level, Level::Error) {
+            self.last_error = Some(message.clone());
+        }
+        self.log_lines += 1;
+        if self.log_lines > MAX_LOG_LINES {
+            return;
+        }
+        let (plugin, tenant) = (&*self.digest8, &self.tenant);
+        match level {
+            Level::Debug => tracing::debug!(plugin, tenant, "{message}"),
+            Level::Info => tracing::info!(plugin, tenant, "{message}"),
+            Level::Warn => tracing::warn!(plugin, tenant, "{message}"),
+            Level::Error => tracing::error!(plugin, tenant, "{message}"),
+        }
+    }
+}
+
+impl tenure::policy::clock::Host for HostState {
+    fn now(&mut self) -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0)
+    }
+}
+
+// ---- conversions: moves, no copies of the strings ----
+
+fn kind_in(k: t::IdentifierKind) -> w::IdentifierKind {
+    match k {
+        t::IdentifierKind::Dns => w::IdentifierKind::Dns,
+        t::IdentifierKind::Ip => w::IdentifierKind::Ip,
+    }
+}
+
+fn kind_out(k: w::IdentifierKind) -> t::IdentifierKind {
+    match k {
+        w::IdentifierKind::Dns => t::IdentifierKind::Dns,
+        w::IdentifierKind::Ip => t::IdentifierKind::Ip,
+    }
+}
+
+fn ids_in(ids: &[t::Identifier]) -> Vec<w::Identifier> {
+    ids.iter()
+        .map(|i| w::Identifier { kind: kind_in(i.kind), value: i.value.clone() })
+        .collect()
+}
+
+fn ids_out(ids: Vec<w::Identifier>) -> Vec<t::Identifier> {
+    ids.into_iter()
+        .map(|i| t::Identifier { kind: kind_out(i.kind), value: i.value })
+        .collect()
+}
+
+impl From<t::Resource> for w::Resource {
+    fn from(r: t::Resource) -> Self {
+        w::Resource {
+            id: r.id,
+            tenant: r.tenant,
+            kind: r.kind,
+            names: r.names,
+            zones: r.zones,
+            addresses: r.addresses,
+            state: match r.state {
+                t::ResourceState::Active => w::ResourceState::Active,
+                t::ResourceState::Suspended => w::ResourceState::Suspended,
+                t::ResourceState::Released => w::ResourceState::Released,
+            },
+            attributes: r.attributes,
+            anchor: r.anchor,
+        }
+    }
+}
+
+impl From<t::TenantInfo> for w::Tenant {
+    fn from(t: t::TenantInfo) -> Self {
+        w::Tenant { name: t.name, permits: t.permits }
+    }
+}
+
+pub(super) fn issuance_in(r: &t::IssuanceRequest) -> w::IssuanceRequest {
+    w::IssuanceRequest {
+        account: r.account.clone(),
+        tenant: r.tenant.clone(),
+        identifiers: ids_in(&r.identifiers),
+        key_type: match r.key_type {
+            t::KeyType::EcdsaP256 => w::KeyType::EcdsaP256,
+            t::KeyType::EcdsaP384 => w::KeyType::EcdsaP384,
+            t::KeyType::Rsa => w::KeyType::Rsa,
+            t::KeyType::Ed25519 => w::KeyType::Ed25519,
+            t::KeyType::Unknown => w::KeyType::Unknown,
+        },
+        key_bits: r.key_bits,
+        profile: r.profile.clone(),
+        requested_lifetime_seconds: r.requested_lifetime_seconds,
+    }
+}
+
+pub(super) fn renewal_in(r: &t::RenewalRequest) -> w::RenewalRequest {
+    let c = &r.certificate;
+    w::RenewalRequest {
+        tenant: r.tenant.clone(),
+        certificate: w::CertificateInfo {
+            serial: c.serial.clone(),
+            identifiers: ids_in(&c.identifiers),
+            not_before: c.not_before,
+            not_after: c.not_after,
+            resources: c.resources.clone(),
+        },
+        profile: r.profile.clone(),
+    }
+}
+
+pub(super) fn distribution_in(r: &t::DistributionRequest) -> w::DistributionRequest {
+    w::DistributionRequest {
+        tenant: r.tenant.clone(),
+        key_id: r.key_id.clone(),
+        source_hsm: r.source_hsm.clone(),
+        target_hsm: r.target_hsm.clone(),
+    }
+}
+
+pub(super) fn decision_out(d: w::Decision) -> t::Decision {
+    match d {
+        w::Decision::Allow(g) => t::Decision::Allow(t::Grant {
+            identifiers: ids_out(g.identifiers),
+            lifetime_seconds: g.lifetime_seconds,
+            profile: g.profile,
+            authorize_by_control: ids_out(g.authorize_by_control),
+            rekey: g.rekey,
+        }),
+        w::Decision::Deny(reason) => t::Decision::Deny(reason),
+    }
+}

@@ -1,0 +1,170 @@
+//! Plain Rust mirrors of the WIT records (`wit/policy.wit`), with serde for audit logs
+//! and `plugin eval --input REQUEST.json`. The wasmtime bindings stay private; these are
+//! what the rest of the engine sees.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+pub use crate::identifier::{Identifier, IdentifierKind};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum KeyType {
+    EcdsaP256,
+    EcdsaP384,
+    Rsa,
+    Ed25519,
+    #[default]
+    Unknown,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum ResourceState {
+    #[default]
+    Active,
+    Suspended,
+    Released,
+}
+
+/// A resource of the registry, as a plugin sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct Resource {
+    pub id: String,
+    pub tenant: String,
+    pub kind: String,
+    pub names: Vec<String>,
+    pub zones: Vec<String>,
+    pub addresses: Vec<String>,
+    pub state: ResourceState,
+    pub attributes: Vec<(String, String)>,
+    pub anchor: Option<String>,
+}
+
+impl Resource {
+    pub fn attribute(&self, key: &str) -> Option<&str> {
+        self.attributes.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+}
+
+/// The WIT `tenant` record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct TenantInfo {
+    pub name: String,
+    pub permits: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IssuanceRequest {
+    pub account: String,
+    pub tenant: String,
+    pub identifiers: Vec<Identifier>,
+    #[serde(default)]
+    pub key_type: KeyType,
+    #[serde(default)]
+    pub key_bits: u32,
+    /// "" for the default profile.
+    #[serde(default)]
+    pub profile: String,
+    /// 0 when the client asked for no particular lifetime.
+    #[serde(default)]
+    pub requested_lifetime_seconds: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CertificateInfo {
+    pub serial: String,
+    pub identifiers: Vec<Identifier>,
+    pub not_before: u64,
+    pub not_after: u64,
+    /// Ids of the registry resources the certificate is bound to.
+    #[serde(default)]
+    pub resources: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RenewalRequest {
+    pub tenant: String,
+    pub certificate: CertificateInfo,
+    #[serde(default)]
+    pub profile: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DistributionRequest {
+    pub tenant: String,
+    pub key_id: String,
+    pub source_hsm: String,
+    pub target_hsm: String,
+}
+
+/// What an allow grants; see `record grant` in the WIT.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct Grant {
+    pub identifiers: Vec<Identifier>,
+    pub lifetime_seconds: u64,
+    pub profile: Option<String>,
+    pub authorize_by_control: Vec<Identifier>,
+    pub rekey: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Decision {
+    Allow(Grant),
+    Deny(String),
+}
+
+impl Decision {
+    pub fn is_allow(&self) -> bool {
+        matches!(self, Decision::Allow(_))
+    }
+    pub fn grant(&self) -> Option<&Grant> {
+        match self {
+            Decision::Allow(g) => Some(g),
+            Decision::Deny(_) => None,
+        }
+    }
+    pub fn deny_reason(&self) -> Option<&str> {
+        match self {
+            Decision::Allow(_) => None,
+            Decision::Deny(r) => Some(r),
+        }
+    }
+}
+
+/// One plugin's decision, as written to the audit log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Verdict {
+    pub decision: Decision,
+    /// Hex SHA-256 of the plugin's bytes.
+    pub plugin_digest: String,
+    #[serde(rename = "duration_us", with = "micros")]
+    pub duration: Duration,
+}
+
+/// What `PolicyHost::check` reports of a component.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PluginInfo {
+    pub digest: String,
+    /// Every import of the component, e.g. `tenure:policy/registry@0.1.0`.
+    pub imports: Vec<String>,
+    pub exports: Vec<String>,
+}
+
+mod micros {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        u64::deserialize(d).map(Duration::from_micros)
+    }
+}

@@ -1,0 +1,9 @@
+//! Test plugin: implements nothing, so every hook keeps the SDK's default, deny.
+#![no_std]
+
+use tenure_policy_sdk::prelude::*;
+
+struct DenyAll;
+impl Policy for DenyAll {}
+
+tenure_policy_sdk::policy!(DenyAll);

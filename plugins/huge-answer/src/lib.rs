@@ -1,0 +1,24 @@
+//! Test plugin: answers far more than the host accepts.
+//! Issuance: a 4 MiB deny reason. Renewal: an allow naming 100,000 identifiers.
+#![no_std]
+
+use tenure_policy_sdk::prelude::*;
+
+struct HugeAnswer;
+
+impl Policy for HugeAnswer {
+    fn decide_issuance(_req: IssuanceRequest) -> Decision {
+        deny("x".repeat(4 << 20))
+    }
+    fn decide_renewal(req: RenewalRequest) -> Decision {
+        let name = req
+            .certificate
+            .identifiers
+            .first()
+            .cloned()
+            .unwrap_or(Identifier { kind: IdentifierKind::Dns, value: "example.com".into() });
+        allow(vec![name; 100_000], 3600)
+    }
+}
+
+tenure_policy_sdk::policy!(HugeAnswer);

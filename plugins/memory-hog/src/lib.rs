@@ -1,0 +1,25 @@
+//! Test plugin: allocates (and touches) memory until the host's cap stops it.
+#![no_std]
+
+use tenure_policy_sdk::prelude::*;
+
+struct MemoryHog;
+
+fn hog() -> Decision {
+    let mut blocks: Vec<Vec<u8>> = Vec::new();
+    loop {
+        blocks.push(vec![0xA5; 1 << 20]);
+        core::hint::black_box(&blocks);
+    }
+}
+
+impl Policy for MemoryHog {
+    fn decide_issuance(_req: IssuanceRequest) -> Decision {
+        hog()
+    }
+    fn decide_renewal(_req: RenewalRequest) -> Decision {
+        hog()
+    }
+}
+
+tenure_policy_sdk::policy!(MemoryHog);

@@ -1,0 +1,17 @@
+//! Test plugin: panics on issuance, executes `unreachable` on renewal.
+#![no_std]
+
+use tenure_policy_sdk::prelude::*;
+
+struct Trap;
+
+impl Policy for Trap {
+    fn decide_issuance(req: IssuanceRequest) -> Decision {
+        panic!("deliberate panic for {}", req.tenant)
+    }
+    fn decide_renewal(_req: RenewalRequest) -> Decision {
+        core::arch::wasm32::unreachable()
+    }
+}
+
+tenure_policy_sdk::policy!(Trap);
