@@ -25,7 +25,10 @@ struct Registry {
 
 impl RegistryView for Registry {
     fn resource_by_name(&self, tenant: &str, name: &str) -> Option<Resource> {
-        self.by_name.get(name).filter(|r| r.tenant == tenant).cloned()
+        self.by_name
+            .get(name)
+            .filter(|r| r.tenant == tenant)
+            .cloned()
     }
     fn resource_by_address(&self, _: &str, _: &str) -> Option<Resource> {
         None
@@ -65,7 +68,11 @@ fn report(label: &str, mut samples: Vec<Duration>) {
         mean,
         us(*samples.last().unwrap()),
     );
-    println!("{:<44} p50 by fifth of the run: {} µs", "", rounds.join(" / "));
+    println!(
+        "{:<44} p50 by fifth of the run: {} µs",
+        "",
+        rounds.join(" / ")
+    );
 }
 
 fn run(label: &str, limits: Limits) {
@@ -127,5 +134,11 @@ fn run(label: &str, limits: Limits) {
 fn main() {
     println!("policy decision, registry-control with one registry lookup, fresh instance each");
     run("epoch deadline", Limits::default());
-    run("epoch deadline + fuel", Limits { fuel: 10_000_000, ..Limits::default() });
+    run(
+        "epoch deadline + fuel",
+        Limits {
+            fuel: 10_000_000,
+            ..Limits::default()
+        },
+    );
 }
