@@ -10,7 +10,7 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tenure_engine::policy::builtin::{PUBLIC_CHALLENGE, REGISTRY_CONTROL};
+use tenure_engine::policy::builtin::{PUBLIC_CHALLENGE, REGISTRY_CONTROL, built_plugin_path};
 use tenure_engine::policy::{
     Identifier, IssuanceRequest, KeyType, Limits, PolicyHost, RegistryView, Resource,
     ResourceState, TenantInfo,
@@ -115,6 +115,20 @@ fn run(label: &str, limits: Limits) {
         samples.push(t.elapsed());
     }
     report(&format!("{label}: decide_issuance"), samples);
+
+    // The floor: a plugin that only denies (no registry call, nothing allocated).
+    let deny_all = std::fs::read(built_plugin_path("deny-all")).expect("deny-all built");
+    let da = host.load(&deny_all).expect("deny-all");
+    for _ in 0..WARMUP {
+        black_box(host.decide_issuance(&da, Arc::clone(&registry), "acme", &req));
+    }
+    let mut samples = Vec::with_capacity(N);
+    for _ in 0..N {
+        let t = Instant::now();
+        black_box(host.decide_issuance(&da, Arc::clone(&registry), "acme", &req));
+        samples.push(t.elapsed());
+    }
+    report(&format!("{label}: deny-all (floor)"), samples);
 
     let plugins = [Arc::clone(&rc), Arc::clone(&pc)];
     let two = || host.chain_issuance(&plugins, Arc::clone(&registry), "acme", &req);
