@@ -43,7 +43,10 @@ fn fail(msg: &str) -> ! {
 
 fn main() {
     let manifest = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
-    let root = manifest.parent().expect("engine/ has a parent").to_path_buf();
+    let root = manifest
+        .parent()
+        .expect("engine/ has a parent")
+        .to_path_buf();
     let plugins = root.join("plugins");
     let out = PathBuf::from(env::var_os("OUT_DIR").expect("OUT_DIR"));
 
@@ -81,12 +84,21 @@ fn main() {
             cmd.env_remove(k);
         }
     }
+    // Whatever the nested build prints must not reach our stdout, where cargo reads
+    // `cargo:` directives.
+    cmd.stdout(std::io::stderr());
     let started = Instant::now();
-    let status = cmd
-        .status()
-        .unwrap_or_else(|e| fail(&format!("could not run {}: {e}", Path::new(&cargo).display())));
+    let status = cmd.status().unwrap_or_else(|e| {
+        fail(&format!(
+            "could not run {}: {e}",
+            Path::new(&cargo).display()
+        ))
+    });
     if !status.success() {
-        fail(&format!("`cargo build` in {} exited with {status}", plugins.display()));
+        fail(&format!(
+            "`cargo build` in {} exited with {status}",
+            plugins.display()
+        ));
     }
 
     let built = target_dir.join("wasm32-wasip2").join("release");

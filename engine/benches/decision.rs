@@ -10,7 +10,7 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tenure_engine::policy::builtin::{PUBLIC_CHALLENGE, REGISTRY_CONTROL};
+use tenure_engine::policy::builtin::{PUBLIC_CHALLENGE, REGISTRY_CONTROL, built_plugin_path};
 use tenure_engine::policy::{
     Identifier, IssuanceRequest, KeyType, Limits, PolicyHost, RegistryView, Resource,
     ResourceState, TenantInfo,
@@ -25,7 +25,10 @@ struct Registry {
 
 impl RegistryView for Registry {
     fn resource_by_name(&self, tenant: &str, name: &str) -> Option<Resource> {
-        self.by_name.get(name).filter(|r| r.tenant == tenant).cloned()
+        self.by_name
+            .get(name)
+            .filter(|r| r.tenant == tenant)
+            .cloned()
     }
     fn resource_by_address(&self, _: &str, _: &str) -> Option<Resource> {
         None
@@ -65,7 +68,11 @@ fn report(label: &str, mut samples: Vec<Duration>) {
         mean,
         us(*samples.last().unwrap()),
     );
-    println!("{:<44} p50 by fifth of the run: {} µs", "", rounds.join(" / "));
+    println!(
+        "{:<44} p50 by fifth of the run: {} µs",
+        "",
+        rounds.join(" / ")
+    );
 }
 
 fn run(label: &str, limits: Limits) {
@@ -109,6 +116,20 @@ fn run(label: &str, limits: Limits) {
     }
     report(&format!("{label}: decide_issuance"), samples);
 
+    // The floor: a plugin that only denies (no registry call, nothing allocated).
+    let deny_all = std::fs::read(built_plugin_path("deny-all")).expect("deny-all built");
+    let da = host.load(&deny_all).expect("deny-all");
+    for _ in 0..WARMUP {
+        black_box(host.decide_issuance(&da, Arc::clone(&registry), "acme", &req));
+    }
+    let mut samples = Vec::with_capacity(N);
+    for _ in 0..N {
+        let t = Instant::now();
+        black_box(host.decide_issuance(&da, Arc::clone(&registry), "acme", &req));
+        samples.push(t.elapsed());
+    }
+    report(&format!("{label}: deny-all (floor)"), samples);
+
     let plugins = [Arc::clone(&rc), Arc::clone(&pc)];
     let two = || host.chain_issuance(&plugins, Arc::clone(&registry), "acme", &req);
     assert!(two().decision.is_allow());
@@ -127,5 +148,11 @@ fn run(label: &str, limits: Limits) {
 fn main() {
     println!("policy decision, registry-control with one registry lookup, fresh instance each");
     run("epoch deadline", Limits::default());
-    run("epoch deadline + fuel", Limits { fuel: 10_000_000, ..Limits::default() });
+    run(
+        "epoch deadline + fuel",
+        Limits {
+            fuel: 10_000_000,
+            ..Limits::default()
+        },
+    );
 }

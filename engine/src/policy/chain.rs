@@ -27,7 +27,10 @@ fn answer_size(g: &Grant) -> usize {
 
 /// Keeps log lines and reasons printable.
 fn sanitize(reason: &str) -> String {
-    reason.chars().map(|c| if c.is_control() { ' ' } else { c }).collect()
+    reason
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
 }
 
 /// Checks a plugin's answer. `Err` is the reason it is malformed, which denies.
@@ -70,7 +73,12 @@ pub(super) fn validate(
             if !g.identifiers.is_empty() || !g.authorize_by_control.is_empty() {
                 return Err("malformed answer: a distribution grant names identifiers".to_owned());
             }
-            return Ok(Decision::Allow(Grant { lifetime_seconds: 0, profile: None, rekey: false, ..g }));
+            return Ok(Decision::Allow(Grant {
+                lifetime_seconds: 0,
+                profile: None,
+                rekey: false,
+                ..g
+            }));
         }
         Hook::Issuance(ids, lifetime) => (ids, lifetime),
         Hook::Renewal(ids) => (ids, 0),
@@ -129,7 +137,10 @@ pub fn chain(verdicts: &[Verdict]) -> Decision {
     if verdicts.is_empty() {
         return Decision::Deny("no policy plugin decided".to_owned());
     }
-    let denials: Vec<&str> = verdicts.iter().filter_map(|v| v.decision.deny_reason()).collect();
+    let denials: Vec<&str> = verdicts
+        .iter()
+        .filter_map(|v| v.decision.deny_reason())
+        .collect();
     if !denials.is_empty() {
         return Decision::Deny(denials.join("; "));
     }
@@ -137,18 +148,20 @@ pub fn chain(verdicts: &[Verdict]) -> Decision {
     let mut chooser: Option<&str> = None;
     let mut names_any = false;
     for v in verdicts {
-        let Decision::Allow(g) = &v.decision else { continue };
+        let Decision::Allow(g) = &v.decision else {
+            continue;
+        };
         names_any |= !g.identifiers.is_empty();
         if let Some(p) = &g.profile {
-            if let (Some(prev), Some(who)) = (acc.as_ref().and_then(|a| a.profile.as_ref()), chooser)
+            if let (Some(prev), Some(who)) =
+                (acc.as_ref().and_then(|a| a.profile.as_ref()), chooser)
+                && prev != p
             {
-                if prev != p {
-                    return Decision::Deny(format!(
-                        "plugins disagree on the profile: {} chose {prev:?}, {} chose {p:?}",
-                        short(who),
-                        short(&v.plugin_digest)
-                    ));
-                }
+                return Decision::Deny(format!(
+                    "plugins disagree on the profile: {} chose {prev:?}, {} chose {p:?}",
+                    short(who),
+                    short(&v.plugin_digest)
+                ));
             }
             chooser = Some(&v.plugin_digest);
         }

@@ -102,7 +102,10 @@ impl tenure::policy::registry::Host for HostState {
     fn tenant(&mut self) -> w::Tenant {
         match self.registry.tenant(&self.tenant) {
             Some(info) if info.name == self.tenant => info.into(),
-            _ => w::Tenant { name: self.tenant.clone(), permits: Vec::new() },
+            _ => w::Tenant {
+                name: self.tenant.clone(),
+                permits: Vec::new(),
+            },
         }
     }
 }
@@ -163,13 +166,19 @@ fn kind_out(k: w::IdentifierKind) -> t::IdentifierKind {
 
 fn ids_in(ids: &[t::Identifier]) -> Vec<w::Identifier> {
     ids.iter()
-        .map(|i| w::Identifier { kind: kind_in(i.kind), value: i.value.clone() })
+        .map(|i| w::Identifier {
+            kind: kind_in(i.kind),
+            value: i.value.clone(),
+        })
         .collect()
 }
 
 fn ids_out(ids: Vec<w::Identifier>) -> Vec<t::Identifier> {
     ids.into_iter()
-        .map(|i| t::Identifier { kind: kind_out(i.kind), value: i.value })
+        .map(|i| t::Identifier {
+            kind: kind_out(i.kind),
+            value: i.value,
+        })
         .collect()
 }
 
@@ -195,7 +204,10 @@ impl From<t::Resource> for w::Resource {
 
 impl From<t::TenantInfo> for w::Tenant {
     fn from(t: t::TenantInfo) -> Self {
-        w::Tenant { name: t.name, permits: t.permits }
+        w::Tenant {
+            name: t.name,
+            permits: t.permits,
+        }
     }
 }
 

@@ -84,7 +84,11 @@ pub enum PolicyError {
     #[error("plugin {digest8} is not a valid component: {detail}")]
     Invalid { digest8: String, detail: String },
     #[error("plugin {digest8} imports what a policy may not use: {}", forbidden.join(", "))]
-    ForbiddenImports { digest8: String, forbidden: Vec<String>, imports: Vec<String> },
+    ForbiddenImports {
+        digest8: String,
+        forbidden: Vec<String>,
+        imports: Vec<String>,
+    },
     #[error("plugin {digest8} does not implement the tenure:policy/policy world: {detail}")]
     NotAPolicy { digest8: String, detail: String },
 }
@@ -136,7 +140,9 @@ impl Plugin {
 
 impl std::fmt::Debug for Plugin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Plugin").field("digest", &self.digest).finish_non_exhaustive()
+        f.debug_struct("Plugin")
+            .field("digest", &self.digest)
+            .finish_non_exhaustive()
     }
 }
 
@@ -225,7 +231,10 @@ impl RegistryView for NoRegistry {
 }
 
 fn allowed_import(name: &str) -> bool {
-    let Some(rest) = name.strip_prefix(WIT_PACKAGE).and_then(|r| r.strip_prefix('/')) else {
+    let Some(rest) = name
+        .strip_prefix(WIT_PACKAGE)
+        .and_then(|r| r.strip_prefix('/'))
+    else {
         return false;
     };
     let (iface, version) = rest.split_once('@').unwrap_or((rest, ""));
@@ -274,7 +283,8 @@ impl PolicyHost {
         };
 
         // Deadline granularity: a tenth of the deadline, between 1 and 10 ms.
-        let tick = (limits.deadline / 10).clamp(Duration::from_millis(1), Duration::from_millis(10));
+        let tick =
+            (limits.deadline / 10).clamp(Duration::from_millis(1), Duration::from_millis(10));
         let stop = Arc::new(AtomicBool::new(false));
         let weak = engine.weak();
         let flag = Arc::clone(&stop);
@@ -300,7 +310,10 @@ impl PolicyHost {
             loaded: Mutex::new(HashMap::new()),
             compiled: AtomicU64::new(0),
             disk_hits: AtomicU64::new(0),
-            _ticker: Ticker { stop, thread: Some(thread) },
+            _ticker: Ticker {
+                stop,
+                thread: Some(thread),
+            },
         })
     }
 
@@ -316,9 +329,16 @@ impl PolicyHost {
     }
 
     /// Compiles (or finds in the disk cache) and inspects a component.
-    fn component(&self, digest: &str, bytes: &[u8]) -> Result<(Component, PluginInfo, bool), PolicyError> {
+    fn component(
+        &self,
+        digest: &str,
+        bytes: &[u8],
+    ) -> Result<(Component, PluginInfo, bool), PolicyError> {
         let digest8 = digest[..8].to_owned();
-        let cached = self.cache.as_ref().and_then(|c| c.get(&self.engine, digest));
+        let cached = self
+            .cache
+            .as_ref()
+            .and_then(|c| c.get(&self.engine, digest));
         let from_cache = cached.is_some();
         let component = match cached {
             Some(c) => {
@@ -335,19 +355,39 @@ impl PolicyHost {
             }
         };
         let ty = component.component_type();
-        let imports: Vec<String> = ty.imports(&self.engine).map(|(n, _)| n.to_owned()).collect();
-        let exports: Vec<String> = ty.exports(&self.engine).map(|(n, _)| n.to_owned()).collect();
-        let forbidden: Vec<String> = imports.iter().filter(|n| !allowed_import(n)).cloned().collect();
+        let imports: Vec<String> = ty
+            .imports(&self.engine)
+            .map(|(n, _)| n.to_owned())
+            .collect();
+        let exports: Vec<String> = ty
+            .exports(&self.engine)
+            .map(|(n, _)| n.to_owned())
+            .collect();
+        let forbidden: Vec<String> = imports
+            .iter()
+            .filter(|n| !allowed_import(n))
+            .cloned()
+            .collect();
         if !forbidden.is_empty() {
-            return Err(PolicyError::ForbiddenImports { digest8, forbidden, imports });
+            return Err(PolicyError::ForbiddenImports {
+                digest8,
+                forbidden,
+                imports,
+            });
         }
         // Cache only what passed the import check: the cache never holds a refused plugin.
-        if !from_cache {
-            if let Some(cache) = &self.cache {
-                cache.put(digest, &component);
-            }
+        if let (false, Some(cache)) = (from_cache, &self.cache) {
+            cache.put(digest, &component);
         }
-        Ok((component, PluginInfo { digest: digest.to_owned(), imports, exports }, from_cache))
+        Ok((
+            component,
+            PluginInfo {
+                digest: digest.to_owned(),
+                imports,
+                exports,
+            },
+            from_cache,
+        ))
     }
 
     /// Reports a component's digest, imports and exports; refuses what `load` refuses.
@@ -372,10 +412,12 @@ impl PolicyHost {
         let pre = self.linker.instantiate_pre(component).map_err(not_policy)?;
         let pre = PolicyPre::new(pre).map_err(not_policy)?;
         let index = |name: &str| {
-            component.get_export_index(None, name).ok_or_else(|| PolicyError::NotAPolicy {
-                digest8: digest[..8].to_owned(),
-                detail: format!("no export {name}"),
-            })
+            component
+                .get_export_index(None, name)
+                .ok_or_else(|| PolicyError::NotAPolicy {
+                    digest8: digest[..8].to_owned(),
+                    detail: format!("no export {name}"),
+                })
         };
         let exports = Exports {
             issuance: index("decide-issuance")?,
@@ -387,18 +429,29 @@ impl PolicyHost {
         let mut store = self.store(Arc::new(NoRegistry), "", Arc::from(&digest[..8]));
         if let Err(e) = pre.instantiate(&mut store) {
             let why = self.explain(&store, true, &e);
-            return Err(PolicyError::NotAPolicy { digest8: digest[..8].to_owned(), detail: why });
+            return Err(PolicyError::NotAPolicy {
+                digest8: digest[..8].to_owned(),
+                detail: why,
+            });
         }
         Ok((pre, exports))
     }
 
     /// A fresh store with this host's limits.
-    fn store(&self, registry: Arc<dyn RegistryView>, tenant: &str, digest8: Arc<str>) -> Store<HostState> {
+    fn store(
+        &self,
+        registry: Arc<dyn RegistryView>,
+        tenant: &str,
+        digest8: Arc<str>,
+    ) -> Store<HostState> {
         let state = HostState {
             tenant: tenant.to_owned(),
             registry,
             digest8,
-            limiter: MemoryLimiter { memory_bytes: self.limits.memory_bytes, hit: false },
+            limiter: MemoryLimiter {
+                memory_bytes: self.limits.memory_bytes,
+                hit: false,
+            },
             log_lines: 0,
             last_error: None,
         };
@@ -409,7 +462,12 @@ impl PolicyHost {
             let _ = store.set_fuel(self.limits.fuel);
         }
         // +1: the current epoch may end at once.
-        let ticks = self.limits.deadline.as_nanos().div_ceil(self.tick.as_nanos().max(1)) as u64 + 1;
+        let ticks = self
+            .limits
+            .deadline
+            .as_nanos()
+            .div_ceil(self.tick.as_nanos().max(1)) as u64
+            + 1;
         store.set_epoch_deadline(ticks);
         store
     }
@@ -451,12 +509,21 @@ impl PolicyHost {
         req: &IssuanceRequest,
     ) -> Verdict {
         let hook = Hook::Issuance(&req.identifiers, req.requested_lifetime_seconds);
-        self.decide(plugin, registry, tenant, &req.tenant, hook, |store, instance| {
-            let f = export(store, instance, &plugin.exports.issuance)?;
-            // SAFETY: `prepare` type-checked this export of this component.
-            let f = unsafe { TypedFunc::<(&w::IssuanceRequest,), (w::Decision,)>::new_unchecked(f) };
-            Ok(f.call(store, (&host_state::issuance_in(req),))?.0)
-        })
+        self.decide(
+            plugin,
+            registry,
+            tenant,
+            &req.tenant,
+            hook,
+            |store, instance| {
+                let f = export(store, instance, &plugin.exports.issuance)?;
+                // SAFETY: `prepare` type-checked this export of this component.
+                let f = unsafe {
+                    TypedFunc::<(&w::IssuanceRequest,), (w::Decision,)>::new_unchecked(f)
+                };
+                Ok(f.call(store, (&host_state::issuance_in(req),))?.0)
+            },
+        )
     }
 
     pub fn decide_renewal(
@@ -467,12 +534,20 @@ impl PolicyHost {
         req: &RenewalRequest,
     ) -> Verdict {
         let hook = Hook::Renewal(&req.certificate.identifiers);
-        self.decide(plugin, registry, tenant, &req.tenant, hook, |store, instance| {
-            let f = export(store, instance, &plugin.exports.renewal)?;
-            // SAFETY: `prepare` type-checked this export of this component.
-            let f = unsafe { TypedFunc::<(&w::RenewalRequest,), (w::Decision,)>::new_unchecked(f) };
-            Ok(f.call(store, (&host_state::renewal_in(req),))?.0)
-        })
+        self.decide(
+            plugin,
+            registry,
+            tenant,
+            &req.tenant,
+            hook,
+            |store, instance| {
+                let f = export(store, instance, &plugin.exports.renewal)?;
+                // SAFETY: `prepare` type-checked this export of this component.
+                let f =
+                    unsafe { TypedFunc::<(&w::RenewalRequest,), (w::Decision,)>::new_unchecked(f) };
+                Ok(f.call(store, (&host_state::renewal_in(req),))?.0)
+            },
+        )
     }
 
     pub fn decide_distribution(
@@ -482,12 +557,21 @@ impl PolicyHost {
         tenant: &str,
         req: &DistributionRequest,
     ) -> Verdict {
-        self.decide(plugin, registry, tenant, &req.tenant, Hook::Distribution, |store, instance| {
-            let f = export(store, instance, &plugin.exports.distribution)?;
-            // SAFETY: `prepare` type-checked this export of this component.
-            let f = unsafe { TypedFunc::<(&w::DistributionRequest,), (w::Decision,)>::new_unchecked(f) };
-            Ok(f.call(store, (&host_state::distribution_in(req),))?.0)
-        })
+        self.decide(
+            plugin,
+            registry,
+            tenant,
+            &req.tenant,
+            Hook::Distribution,
+            |store, instance| {
+                let f = export(store, instance, &plugin.exports.distribution)?;
+                // SAFETY: `prepare` type-checked this export of this component.
+                let f = unsafe {
+                    TypedFunc::<(&w::DistributionRequest,), (w::Decision,)>::new_unchecked(f)
+                };
+                Ok(f.call(store, (&host_state::distribution_in(req),))?.0)
+            },
+        )
     }
 
     /// Runs every plugin of the chain (in order) and chains their verdicts.
@@ -502,7 +586,10 @@ impl PolicyHost {
             .iter()
             .map(|p| self.decide_issuance(p, Arc::clone(&registry), tenant, req))
             .collect();
-        Chained { decision: chain(&verdicts), verdicts }
+        Chained {
+            decision: chain(&verdicts),
+            verdicts,
+        }
     }
 
     pub fn chain_renewal(
@@ -516,7 +603,10 @@ impl PolicyHost {
             .iter()
             .map(|p| self.decide_renewal(p, Arc::clone(&registry), tenant, req))
             .collect();
-        Chained { decision: chain(&verdicts), verdicts }
+        Chained {
+            decision: chain(&verdicts),
+            verdicts,
+        }
     }
 
     pub fn chain_distribution(
@@ -530,7 +620,10 @@ impl PolicyHost {
             .iter()
             .map(|p| self.decide_distribution(p, Arc::clone(&registry), tenant, req))
             .collect();
-        Chained { decision: chain(&verdicts), verdicts }
+        Chained {
+            decision: chain(&verdicts),
+            verdicts,
+        }
     }
 
     fn decide(
@@ -545,17 +638,25 @@ impl PolicyHost {
         let started = Instant::now();
         let outcome = if tenant != req_tenant {
             // A caller bug, but the registry is scoped by `tenant`: fail closed.
-            Err(format!("request for tenant {req_tenant:?} decided for tenant {tenant:?}"))
+            Err(format!(
+                "request for tenant {req_tenant:?} decided for tenant {tenant:?}"
+            ))
         } else {
             self.run(plugin, registry, tenant, call)
                 .and_then(|d| validate(d, hook, self.limits.max_answer_bytes))
         };
         let decision = match outcome {
-            Ok(Decision::Deny(reason)) => Decision::Deny(format!("plugin {}: {reason}", plugin.digest8)),
+            Ok(Decision::Deny(reason)) => {
+                Decision::Deny(format!("plugin {}: {reason}", plugin.digest8))
+            }
             Ok(allow) => allow,
             Err(why) => Decision::Deny(format!("plugin {}: {why}", plugin.digest8)),
         };
-        Verdict { decision, plugin_digest: plugin.digest.clone(), duration: started.elapsed() }
+        Verdict {
+            decision,
+            plugin_digest: plugin.digest.clone(),
+            duration: started.elapsed(),
+        }
     }
 
     /// One fresh instance, one call. `Err` is why the plugin gave no usable answer.
@@ -581,7 +682,12 @@ impl PolicyHost {
         }
     }
 
-    fn explain(&self, store: &Store<HostState>, instantiating: bool, e: &wasmtime::Error) -> String {
+    fn explain(
+        &self,
+        store: &Store<HostState>,
+        instantiating: bool,
+        e: &wasmtime::Error,
+    ) -> String {
         let state = store.data();
         let said = state
             .last_error

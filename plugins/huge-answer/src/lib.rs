@@ -1,5 +1,5 @@
 //! Test plugin: answers far more than the host accepts.
-//! Issuance: a 4 MiB deny reason. Renewal: an allow naming 100,000 identifiers.
+//! Issuance: a 4 MiB deny reason. Renewal: an allow naming 20,000 identifiers.
 #![no_std]
 
 use tenure_policy_sdk::prelude::*;
@@ -16,8 +16,11 @@ impl Policy for HugeAnswer {
             .identifiers
             .first()
             .cloned()
-            .unwrap_or(Identifier { kind: IdentifierKind::Dns, value: "example.com".into() });
-        allow(vec![name; 100_000], 3600)
+            .unwrap_or(Identifier {
+                kind: IdentifierKind::Dns,
+                value: "example.com".into(),
+            });
+        allow(vec![name; 20_000], 3600)
     }
 }
 

@@ -155,7 +155,7 @@ macro_rules! policy {
                     <$policy as $crate::Policy>::decide_distribution(request)
                 }
             }
-            $crate::bindings::__export_policy!(__TenurePolicyExport with_types_in $crate::bindings);
+    $crate::bindings::__export_policy!(__TenurePolicyExport with_types_in $crate::bindings);
         };
     };
 }

@@ -4,7 +4,6 @@
 
 wit_bindgen::generate!({ path: "../../wit", world: "tenure:policy/policy" });
 
-
 struct UsesFs;
 
 impl Guest for UsesFs {
