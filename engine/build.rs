@@ -12,6 +12,7 @@ use std::time::Instant;
 const PLUGINS: &[&str] = &[
     "registry-control",
     "public-challenge",
+    "control-or-challenge",
     "deny-all",
     "infinite-loop",
     "memory-hog",

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tenure_engine::authority::Authority;
@@ -165,16 +165,9 @@ async fn handle(fe: &FrontEnd, req: Request<Incoming>, peer: SocketAddr) -> Resp
         Err(p) => return finish(fe, None, Reply::problem(&p)),
     };
     let (parts, body) = req.into_parts();
-    let body = match Limited::new(body, MAX_BODY).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(e) => {
-            let p = if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
-                Problem::malformed(format!("the request body exceeds {MAX_BODY} bytes")).with_status(StatusCode::PAYLOAD_TOO_LARGE)
-            } else {
-                Problem::malformed("the request body could not be read")
-            };
-            return finish(fe, Some(&urls), Reply::problem(&p));
-        }
+    let body = match read_body(body).await {
+        Ok(b) => b,
+        Err(p) => return finish(fe, Some(&urls), Reply::problem(&p)),
     };
     let reply = match handlers::route(fe, &urls, &parts, &body).await {
         Ok(r) => r,
@@ -188,6 +181,29 @@ async fn handle(fe: &FrontEnd, req: Request<Incoming>, peer: SocketAddr) -> Resp
         *response.body_mut() = Full::new(Bytes::new());
     }
     response
+}
+
+/// Reads at most `MAX_BODY` bytes. A larger body is drained (up to a bound)
+/// before the 413 goes out, so the client sees the answer instead of a reset.
+async fn read_body(mut body: Incoming) -> Result<Bytes, Problem> {
+    const DRAIN_LIMIT: usize = 4 * 1024 * 1024;
+    let mut buf = bytes::BytesMut::new();
+    let mut seen = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|_| Problem::malformed("the request body could not be read"))?;
+        if let Ok(data) = frame.into_data() {
+            seen += data.len();
+            if seen <= MAX_BODY {
+                buf.extend_from_slice(&data);
+            } else if seen > DRAIN_LIMIT {
+                break;
+            }
+        }
+    }
+    if seen > MAX_BODY {
+        return Err(Problem::malformed(format!("the request body exceeds {MAX_BODY} bytes")).with_status(StatusCode::PAYLOAD_TOO_LARGE));
+    }
+    Ok(buf.freeze())
 }
 
 /// The base URL the client addressed us by: `https://` + Host (or the HTTP/2 authority).

@@ -75,6 +75,8 @@ pub struct Order {
     pub replaces: Option<String>,
     pub created_at: UnixTime,
     pub authorizations: Vec<String>,
+    /// The lifetime the policy granted, capping the profile's.
+    pub lifetime_seconds: Option<i64>,
 }
 
 #[derive(Debug, Clone)]

@@ -18,7 +18,10 @@ use crate::identifier::{Identifier, IdentifierKind};
 use crate::model::*;
 use crate::store::Store;
 
+mod policy;
 mod registry;
+
+pub use policy::{Decided, PluginScope};
 
 /// The tenant of accounts registered without External Account Binding.
 pub const PUBLIC_TENANT: &str = "public";
@@ -99,8 +102,9 @@ pub const DNS_01: &str = "dns-01";
 pub const TLS_ALPN_01: &str = "tls-alpn-01";
 
 pub struct Authority {
-    store: Store,
+    store: Arc<Store>,
     config: Config,
+    policies: policy::Policies,
     data_dir: PathBuf,
     root: CaMaterial,
     issuers: RwLock<HashMap<i64, Arc<CaMaterial>>>,
@@ -113,7 +117,7 @@ impl Authority {
     pub fn open(data_dir: &Path, config: Config) -> Result<Authority> {
         std::fs::create_dir_all(data_dir)
             .map_err(|e| Error::internal(format!("cannot create data directory {}: {e}", data_dir.display())))?;
-        let store = Store::open(&data_dir.join("tenure.db"))?;
+        let store = Arc::new(Store::open(&data_dir.join("tenure.db"))?);
         let root = match store.root()? {
             Some(r) => r,
             None => {
@@ -132,6 +136,7 @@ impl Authority {
         let authority = Authority {
             store,
             config,
+            policies: policy::Policies::new(data_dir.join("plugin-cache")),
             data_dir: data_dir.to_path_buf(),
             root,
             issuers: RwLock::new(HashMap::new()),
@@ -315,6 +320,44 @@ impl Authority {
         };
         let identifiers: Vec<Identifier> = req.identifiers.into_iter().collect::<BTreeSet<_>>().into_iter().collect();
         self.check_identifiers_permitted(&account.tenant, &identifiers)?;
+        self.check_not_held_by_others(&account.tenant, &identifiers)?;
+
+        // The policy chain decides before anything is stored.
+        let profile_lifetime = self.profile_lifetime(&profile)?;
+        let request = crate::policy::IssuanceRequest {
+            account: account.id.clone(),
+            tenant: account.tenant.clone(),
+            identifiers: identifiers.clone(),
+            key_type: crate::policy::KeyType::Unknown,
+            key_bits: 0,
+            profile: profile.clone(),
+            requested_lifetime_seconds: profile_lifetime.as_secs(),
+        };
+        let decided = self.decide_issuance(&account.tenant, Some(&account.id), &request)?;
+        let grant = match &decided.decision {
+            crate::policy::Decision::Allow(g) => g.clone(),
+            crate::policy::Decision::Deny(reason) => {
+                // The denial is audited even though nothing else is written.
+                self.store.record_audit(&decided.audit)?;
+                return Err(Error::new(ErrorKind::Unauthorized, format!("policy denied the order: {reason}")));
+            }
+        };
+        let granted: BTreeSet<&Identifier> = grant.identifiers.iter().collect();
+        let refused: Vec<String> = identifiers.iter().filter(|i| !granted.contains(i)).map(|i| i.value.clone()).collect();
+        if !refused.is_empty() {
+            let mut audit = decided.audit.clone();
+            audit.outcome = "deny".into();
+            audit.reason = Some(format!("the grant leaves out {}", refused.join(", ")));
+            self.store.record_audit(&audit)?;
+            return Err(Error::new(ErrorKind::RejectedIdentifier, format!("policy does not grant {}", refused.join(", "))));
+        }
+        let profile = match &grant.profile {
+            Some(p) if self.config.profiles.iter().any(|x| &x.name == p) => p.clone(),
+            Some(p) => return Err(Error::internal(format!("policy chose the unknown profile {p:?}"))),
+            None => profile,
+        };
+        let lifetime_seconds = (grant.lifetime_seconds as i64).min(self.profile_lifetime(&profile)?.as_secs() as i64).max(1);
+        let by_control: BTreeSet<Identifier> = grant.authorize_by_control.iter().map(|i| i.authorization_target()).collect();
 
         let t = now();
         let expires = t + self.config.order_lifetime.as_secs() as i64;
@@ -344,22 +387,25 @@ impl Authority {
                         error: None,
                     })
                     .collect();
+                // Held in the registry and granted by control: valid with no challenge.
+                let status = if by_control.contains(&identifier) { AuthorizationStatus::Valid } else { AuthorizationStatus::Pending };
                 Authorization {
                     id: authz_id,
                     order_id: order_id.clone(),
                     account_id: account.id.clone(),
                     identifier,
                     wildcard,
-                    status: AuthorizationStatus::Pending,
+                    status,
                     expires,
                     challenges,
                 }
             })
             .collect();
+        let all_valid = authzs.iter().all(|a| a.status == AuthorizationStatus::Valid);
         let order = Order {
             id: order_id,
             account_id: account.id.clone(),
-            status: OrderStatus::Pending,
+            status: if all_valid { OrderStatus::Ready } else { OrderStatus::Pending },
             expires,
             identifiers,
             profile,
@@ -368,8 +414,9 @@ impl Authority {
             replaces: req.replaces,
             created_at: t,
             authorizations: authzs.iter().map(|a| a.id.clone()).collect(),
+            lifetime_seconds: Some(lifetime_seconds),
         };
-        self.store.insert_order(&order, &authzs)?;
+        self.store.insert_order(&order, &authzs, Some(&decided.audit))?;
         Ok(order)
     }
 
@@ -390,6 +437,22 @@ impl Authority {
                 ErrorKind::RejectedIdentifier,
                 format!("tenant {:?} may not be issued certificates for {}", tenant.name, outside.join(", ")),
             ));
+        }
+        Ok(())
+    }
+
+    /// Refuses names another tenant holds in the registry: a tenant may not be
+    /// issued what someone else controls, whatever its plugins say.
+    fn check_not_held_by_others(&self, tenant: &str, identifiers: &[Identifier]) -> Result<()> {
+        for id in identifiers {
+            let target = id.authorization_target();
+            let holders = match target.kind {
+                IdentifierKind::Dns => self.store.resources_holding_name(None, &target.value)?,
+                IdentifierKind::Ip => self.store.resources_holding_address(None, &target.value)?,
+            };
+            if holders.iter().any(|r| r.tenant != tenant) {
+                return Err(Error::new(ErrorKind::RejectedIdentifier, format!("{} is held by another tenant", id.value)));
+            }
         }
         Ok(())
     }
@@ -494,7 +557,10 @@ impl Authority {
             .store
             .tenant(&account.tenant)?
             .ok_or_else(|| Error::internal(format!("tenant {:?} is missing", account.tenant)))?;
-        let lifetime = self.profile_lifetime(&order.profile)?;
+        let mut lifetime = self.profile_lifetime(&order.profile)?;
+        if let Some(granted) = order.lifetime_seconds {
+            lifetime = lifetime.min(Duration::from_secs(granted.max(1) as u64));
+        }
         let issuer = self.issuer(tenant.issuer_id)?;
 
         if !self.store.begin_finalize(&order.id)? {

@@ -10,6 +10,10 @@ pub const PUBLIC_CHALLENGE: &[u8] =
 pub const REGISTRY_CONTROL: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/plugins/registry_control.wasm"));
 
+/// The default policy of every other tenant: names it holds by control, the rest by challenge.
+pub const CONTROL_OR_CHALLENGE: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/plugins/control_or_challenge.wasm"));
+
 /// Where the build left every plugin of `plugins/`, test plugins included.
 pub const PLUGINS_DIR: &str = concat!(env!("OUT_DIR"), "/plugins");
 
@@ -17,6 +21,7 @@ pub const PLUGINS_DIR: &str = concat!(env!("OUT_DIR"), "/plugins");
 pub const BUILT_PLUGINS: &[&str] = &[
     "registry-control",
     "public-challenge",
+    "control-or-challenge",
     "deny-all",
     "infinite-loop",
     "memory-hog",

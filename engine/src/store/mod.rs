@@ -9,7 +9,6 @@ mod registry;
 mod schema;
 
 pub use registry::AuditRecord;
-#[allow(unused_imports)]
 pub(crate) use registry::append_audit;
 
 use std::path::Path;
@@ -279,13 +278,17 @@ impl Store {
     // ---- orders, authorizations, challenges ----------------------------------
 
     /// Stores a new order with all its authorizations and challenges at once.
-    pub fn insert_order(&self, order: &Order, authzs: &[Authorization]) -> Result<()> {
+    /// The decision that allowed it is audited in the same transaction.
+    pub fn insert_order(&self, order: &Order, authzs: &[Authorization], audit: Option<&AuditRecord>) -> Result<()> {
         self.tx(|tx| {
             tx.execute(
-                "INSERT INTO orders (id, account_id, status, expires, identifiers, profile, error, certificate, replaces, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, NULL, NULL, ?7, ?8)",
-                params![order.id, order.account_id, order.status.as_str(), order.expires, json(&order.identifiers), order.profile, order.replaces, order.created_at],
+                "INSERT INTO orders (id, account_id, status, expires, identifiers, profile, error, certificate, replaces, created_at, lifetime_seconds)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, NULL, NULL, ?7, ?8, ?9)",
+                params![order.id, order.account_id, order.status.as_str(), order.expires, json(&order.identifiers), order.profile, order.replaces, order.created_at, order.lifetime_seconds],
             )?;
+            if let Some(rec) = audit {
+                append_audit(tx, rec)?;
+            }
             for a in authzs {
                 tx.execute(
                     "INSERT INTO authorizations (id, order_id, account_id, id_type, id_value, wildcard, status, expires)
@@ -566,7 +569,7 @@ fn account_where(c: &Connection, cond: &str, arg: &str) -> Result<Option<Account
 fn order_by_id(c: &Connection, id: &str) -> Result<Option<Order>> {
     let row = c
         .query_row(
-            "SELECT id, account_id, status, expires, identifiers, profile, error, certificate, replaces, created_at FROM orders WHERE id = ?1",
+            "SELECT id, account_id, status, expires, identifiers, profile, error, certificate, replaces, created_at, lifetime_seconds FROM orders WHERE id = ?1",
             [id],
             |r| {
                 Ok((
@@ -580,11 +583,12 @@ fn order_by_id(c: &Connection, id: &str) -> Result<Option<Order>> {
                     r.get::<_, Option<String>>(7)?,
                     r.get::<_, Option<String>>(8)?,
                     r.get::<_, i64>(9)?,
+                    r.get::<_, Option<i64>>(10)?,
                 ))
             },
         )
         .optional()?;
-    let Some((id, account_id, status, expires, identifiers, profile, error, certificate, replaces, created_at)) = row else {
+    let Some((id, account_id, status, expires, identifiers, profile, error, certificate, replaces, created_at, lifetime_seconds)) = row else {
         return Ok(None);
     };
     let authorizations = {
@@ -603,6 +607,7 @@ fn order_by_id(c: &Connection, id: &str) -> Result<Option<Order>> {
         replaces,
         created_at,
         authorizations,
+        lifetime_seconds,
     }))
 }
 

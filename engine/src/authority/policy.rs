@@ -1,0 +1,214 @@
+//! Where the authority meets the policy host: which plugins decide for a
+//! tenant, the registry as plugins see it, and the audit record of each decision.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Instant;
+
+use ring::digest::{SHA256, digest};
+
+use super::{Authority, PUBLIC_TENANT};
+use crate::error::{Error, Result};
+use crate::model::now;
+use crate::policy::{self, Chained, Decision, IssuanceRequest, Limits, Plugin, PluginInfo, PolicyHost, RegistryView};
+use crate::registry::{Resource, ResourceState};
+use crate::store::{AuditRecord, Store};
+
+/// The scope of an installed plugin: every tenant, or one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PluginScope {
+    Operator,
+    Tenant(String),
+}
+
+impl PluginScope {
+    pub fn key(&self) -> String {
+        match self {
+            PluginScope::Operator => "operator".into(),
+            PluginScope::Tenant(t) => format!("tenant:{t}"),
+        }
+    }
+}
+
+/// Loaded plugins, reloaded whenever the store's plugin generation moves
+/// (an install by the CLI or the admin API), so changes take effect at once.
+/// In-flight decisions keep the `Arc`s they started with.
+pub(super) struct Policies {
+    host: OnceLock<std::result::Result<PolicyHost, String>>,
+    loaded: Mutex<(i64, Arc<HashMap<String, Arc<Plugin>>>)>,
+    cache_dir: std::path::PathBuf,
+}
+
+impl Policies {
+    pub(super) fn new(cache_dir: std::path::PathBuf) -> Self {
+        Policies { host: OnceLock::new(), loaded: Mutex::new((-1, Arc::new(HashMap::new()))), cache_dir }
+    }
+}
+
+/// The registry as a plugin sees it: the store, scoped to the calling tenant.
+struct StoreView(Arc<Store>);
+
+fn to_policy(r: Resource) -> policy::Resource {
+    policy::Resource {
+        id: r.id,
+        tenant: r.tenant,
+        kind: r.kind,
+        names: r.names,
+        zones: r.zones,
+        addresses: r.addresses,
+        state: match r.state {
+            ResourceState::Active => policy::ResourceState::Active,
+            ResourceState::Suspended => policy::ResourceState::Suspended,
+            ResourceState::Released => policy::ResourceState::Released,
+        },
+        attributes: r.attributes.into_iter().collect(),
+        anchor: r.anchor,
+    }
+}
+
+impl RegistryView for StoreView {
+    fn resource_by_name(&self, tenant: &str, name: &str) -> Option<policy::Resource> {
+        self.0.resources_holding_name(Some(tenant), name).ok()?.into_iter().next().map(to_policy)
+    }
+    fn resource_by_address(&self, tenant: &str, addr: &str) -> Option<policy::Resource> {
+        self.0.resources_holding_address(Some(tenant), addr).ok()?.into_iter().next().map(to_policy)
+    }
+    fn resource_by_id(&self, tenant: &str, id: &str) -> Option<policy::Resource> {
+        self.0.resource(id).ok()?.filter(|r| r.tenant == tenant).map(to_policy)
+    }
+    fn resources(&self, tenant: &str) -> Vec<policy::Resource> {
+        self.0.resources(Some(tenant)).unwrap_or_default().into_iter().map(to_policy).collect()
+    }
+    fn tenant(&self, tenant: &str) -> Option<policy::TenantInfo> {
+        self.0.tenant(tenant).ok()?.map(|t| policy::TenantInfo { name: t.name, permits: t.permits })
+    }
+}
+
+/// A chain's outcome with its audit record, ready to be stored with the state change.
+pub struct Decided {
+    pub decision: Decision,
+    pub audit: AuditRecord,
+}
+
+impl Authority {
+    pub(super) fn policy_host(&self) -> Result<&PolicyHost> {
+        self.policies
+            .host
+            .get_or_init(|| {
+                let _ = std::fs::create_dir_all(&self.policies.cache_dir);
+                PolicyHost::new(Limits::default(), Some(self.policies.cache_dir.clone())).map_err(|e| e.to_string())
+            })
+            .as_ref()
+            .map_err(|e| Error::internal(format!("policy host: {e}")))
+    }
+
+    /// The plugins that decide for `tenant`, in chain order: the operator's
+    /// plugin (or the built-in default), then the tenant's own, if any.
+    pub fn plugin_chain(&self, tenant: &str) -> Result<Vec<Arc<Plugin>>> {
+        let host = self.policy_host()?;
+        let generation = self.store.plugin_generation()?;
+        let installed = {
+            let mut loaded = self.policies.loaded.lock().map_err(|_| Error::internal("plugin lock poisoned"))?;
+            if loaded.0 != generation {
+                let mut map = HashMap::new();
+                for (scope, _, _) in self.store.plugins()? {
+                    if let Some((_, wasm)) = self.store.plugin_wasm(&scope)? {
+                        // A stored plugin that no longer loads fails every decision
+                        // of its scope: closed, never open.
+                        let plugin = host.load(&wasm).map_err(|e| Error::internal(format!("loading plugin {scope}: {e}")))?;
+                        map.insert(scope, plugin);
+                    }
+                }
+                *loaded = (generation, Arc::new(map));
+            }
+            loaded.1.clone()
+        };
+        let mut chain = Vec::with_capacity(2);
+        match installed.get(&PluginScope::Operator.key()) {
+            Some(p) => chain.push(p.clone()),
+            None => {
+                let default = if tenant == PUBLIC_TENANT { policy::builtin::PUBLIC_CHALLENGE } else { policy::builtin::CONTROL_OR_CHALLENGE };
+                chain.push(host.load(default).map_err(|e| Error::internal(format!("built-in plugin: {e}")))?);
+            }
+        }
+        if let Some(p) = installed.get(&PluginScope::Tenant(tenant.to_string()).key()) {
+            chain.push(p.clone());
+        }
+        Ok(chain)
+    }
+
+    /// Runs decide-issuance through the tenant's chain. Never fails open: a
+    /// fault anywhere is a denial.
+    pub fn decide_issuance(&self, tenant: &str, account: Option<&str>, req: &IssuanceRequest) -> Result<Decided> {
+        let started = Instant::now();
+        let chain = self.plugin_chain(tenant)?;
+        let host = self.policy_host()?;
+        let view: Arc<dyn RegistryView> = Arc::new(StoreView(self.store.clone()));
+        let Chained { decision, verdicts } = host.chain_issuance(&chain, view, tenant, req);
+        let input = serde_json::to_value(req).unwrap_or_default();
+        Ok(Decided { audit: audit_record("issuance", tenant, account, &input, &decision, &verdicts, started), decision })
+    }
+
+    /// Checks a plugin against the world without installing it.
+    pub fn check_plugin(&self, wasm: &[u8]) -> Result<PluginInfo> {
+        self.policy_host()?.check(wasm).map_err(|e| Error::malformed(e.to_string()))
+    }
+
+    /// Runs one issuance decision of `wasm` alone against the live registry.
+    pub fn eval_issuance(&self, wasm: &[u8], req: &IssuanceRequest) -> Result<policy::Verdict> {
+        let host = self.policy_host()?;
+        let plugin = host.load(wasm).map_err(|e| Error::malformed(e.to_string()))?;
+        let view: Arc<dyn RegistryView> = Arc::new(StoreView(self.store.clone()));
+        Ok(host.decide_issuance(&plugin, view, &req.tenant, req))
+    }
+
+    /// Installs (replacing) the plugin of a scope after checking it loads. Returns its digest.
+    pub fn install_plugin(&self, scope: PluginScope, wasm: &[u8]) -> Result<String> {
+        if let PluginScope::Tenant(t) = &scope {
+            self.store.tenant(t)?.ok_or_else(|| Error::not_found(format!("no tenant {t:?}")))?;
+        }
+        let plugin = self.policy_host()?.load(wasm).map_err(|e| Error::malformed(e.to_string()))?;
+        self.store.install_plugin(&scope.key(), &plugin.digest, wasm)?;
+        Ok(plugin.digest.clone())
+    }
+
+    pub fn remove_plugin(&self, scope: PluginScope) -> Result<bool> {
+        self.store.remove_plugin(&scope.key())
+    }
+
+    /// (scope, digest, installed at) of every installed plugin.
+    pub fn plugins(&self) -> Result<Vec<(String, String, i64)>> {
+        self.store.plugins()
+    }
+}
+
+fn audit_record(
+    hook: &str,
+    tenant: &str,
+    account: Option<&str>,
+    input: &serde_json::Value,
+    decision: &Decision,
+    verdicts: &[policy::Verdict],
+    started: Instant,
+) -> AuditRecord {
+    let input_text = input.to_string();
+    let input_digest: String = digest(&SHA256, input_text.as_bytes()).as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    let (outcome, reason, grant) = match decision {
+        Decision::Allow(g) => ("allow", None, serde_json::to_value(g).ok()),
+        Decision::Deny(r) => ("deny", Some(r.clone()), None),
+    };
+    AuditRecord {
+        seq: 0,
+        at: now(),
+        hook: hook.into(),
+        tenant: tenant.into(),
+        account: account.map(str::to_string),
+        plugins: verdicts.iter().map(|v| v.plugin_digest.clone()).collect(),
+        input_digest,
+        input: input.clone(),
+        outcome: outcome.into(),
+        reason,
+        grant,
+        duration_us: started.elapsed().as_micros() as i64,
+    }
+}

@@ -1,0 +1,76 @@
+//! The default for a tenant: identifiers the registry shows the tenant holding
+//! (active) are authorized by control, with the shortest `lifetime-seconds`
+//! attribute among their resources; every other identifier inside the tenant's
+//! constraints is allowed too, but must be proven with an ACME challenge.
+//! Renewal: every bound resource must still be held and active.
+#![no_std]
+
+use tenure_policy_sdk::prelude::*;
+
+const DEFAULT_LIFETIME: u64 = 24 * 3600;
+
+struct ControlOrChallenge;
+
+fn lifetime_of(resource: &Resource) -> u64 {
+    resource
+        .attributes
+        .iter()
+        .find(|(k, _)| k == "lifetime-seconds")
+        .and_then(|(_, v)| v.parse::<u64>().ok())
+        .filter(|&s| s > 0)
+        .unwrap_or(DEFAULT_LIFETIME)
+}
+
+fn active(found: Option<Resource>) -> Option<Resource> {
+    found.filter(|r| r.state == ResourceState::Active)
+}
+
+impl Policy for ControlOrChallenge {
+    fn decide_issuance(req: IssuanceRequest) -> Decision {
+        if req.identifiers.is_empty() {
+            return deny("no identifiers requested");
+        }
+        let mut lifetime: Option<u64> = None;
+        let mut held = Vec::new();
+        for id in &req.identifiers {
+            if let Some(r) = active(registry::resource_for(id)) {
+                let l = lifetime_of(&r);
+                lifetime = Some(lifetime.map_or(l, |x| x.min(l)));
+                held.push(id.clone());
+            }
+        }
+        let lifetime = lifetime.unwrap_or(DEFAULT_LIFETIME);
+        let lifetime = match req.requested_lifetime_seconds {
+            0 => lifetime,
+            n => lifetime.min(n),
+        };
+        let mut g = grant(req.identifiers, lifetime);
+        g.authorize_by_control = held;
+        Decision::Allow(g)
+    }
+
+    fn decide_renewal(req: RenewalRequest) -> Decision {
+        let cert = req.certificate;
+        if cert.identifiers.is_empty() {
+            return deny("certificate names no identifiers");
+        }
+        let mut lifetime: Option<u64> = None;
+        for rid in &cert.resources {
+            match active(registry::resource_by_id(rid)) {
+                Some(r) => {
+                    let l = lifetime_of(&r);
+                    lifetime = Some(lifetime.map_or(l, |x| x.min(l)));
+                }
+                None => return deny(format!("resource {rid} is no longer held by tenant {}", req.tenant)),
+            }
+        }
+        if cert.resources.is_empty() {
+            return deny("the certificate is bound to no resource; its client renews it");
+        }
+        let mut g = grant(cert.identifiers.clone(), lifetime.unwrap_or(DEFAULT_LIFETIME));
+        g.authorize_by_control = cert.identifiers;
+        Decision::Allow(g)
+    }
+}
+
+tenure_policy_sdk::policy!(ControlOrChallenge);
