@@ -42,6 +42,20 @@ fn fail(msg: &str) -> ! {
     )
 }
 
+/// A newcomer's `cargo run` must just work: add the wasm32-wasip2 target
+/// through rustup when it is missing (rustup is how this toolchain came).
+fn ensure_wasm_target() {
+    let Ok(out) = Command::new("rustup").args(["target", "list", "--installed"]).output() else { return };
+    if String::from_utf8_lossy(&out.stdout).lines().any(|l| l.trim() == "wasm32-wasip2") {
+        return;
+    }
+    println!("cargo:warning=adding the wasm32-wasip2 target with rustup (the policy plugins need it)");
+    let ok = Command::new("rustup").args(["target", "add", "wasm32-wasip2"]).status().map(|s| s.success()).unwrap_or(false);
+    if !ok {
+        fail("`rustup target add wasm32-wasip2` failed");
+    }
+}
+
 fn main() {
     let manifest = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
     let root = manifest
@@ -59,6 +73,7 @@ fn main() {
         println!("cargo:rerun-if-changed={}", plugins.join(p).display());
     }
 
+    ensure_wasm_target();
     let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let target_dir = out.join("plugins-target");
     let mut cmd = Command::new(&cargo);

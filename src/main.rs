@@ -39,6 +39,61 @@ enum Command {
         #[command(subcommand)]
         command: ResourceCommand,
     },
+    /// Policy plugins (WebAssembly components built against wit/).
+    Plugin {
+        #[command(subcommand)]
+        command: PluginCommand,
+    },
+    /// The decision audit log, oldest first.
+    Audit {
+        #[arg(long)]
+        tenant: Option<String>,
+        /// At most this many of the newest records.
+        #[arg(long, default_value_t = 1000)]
+        limit: i64,
+        #[command(flatten)]
+        data: DataDir,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum PluginCommand {
+    /// Install (replacing) the operator's plugin or a tenant's; prints the digest.
+    Install {
+        file: PathBuf,
+        #[arg(long, conflicts_with = "tenant", required_unless_present = "tenant")]
+        operator: bool,
+        #[arg(long)]
+        tenant: Option<String>,
+        #[command(flatten)]
+        data: DataDir,
+    },
+    /// List installed plugins.
+    List {
+        #[command(flatten)]
+        data: DataDir,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Validate a plugin against the world; print its digest and imports.
+    Check {
+        file: PathBuf,
+        #[command(flatten)]
+        data: DataDir,
+    },
+    /// Run one decision of a plugin against the live registry and print it.
+    Eval {
+        file: PathBuf,
+        #[arg(long, value_parser = ["issuance"])]
+        hook: String,
+        /// The request as JSON (e.g. {"account":"a","tenant":"t","identifiers":[{"type":"dns","value":"x.example"}]}).
+        #[arg(long)]
+        input: PathBuf,
+        #[command(flatten)]
+        data: DataDir,
+    },
 }
 
 #[derive(Subcommand)]
@@ -166,6 +221,28 @@ fn run(cli: Cli) -> Result<()> {
         Command::Serve(args) => serve(args),
         Command::Tenant { command } => tenant(command),
         Command::Resource { command } => resource(command),
+        Command::Plugin { command } => plugin(command),
+        Command::Audit { tenant, limit, data, json } => {
+            for r in open(&data)?.audit(tenant.as_deref(), limit)? {
+                if json {
+                    println!("{}", serde_json::to_string(&r)?);
+                } else {
+                    let plugins: Vec<&str> = r.plugins.iter().map(|d| &d[..d.len().min(12)]).collect();
+                    println!(
+                        "{}\t{}\t{}\t{}\t{}\t{}µs\t[{}]\t{}",
+                        r.seq,
+                        r.at,
+                        r.hook,
+                        r.tenant,
+                        r.outcome,
+                        r.duration_us,
+                        plugins.join(","),
+                        r.reason.unwrap_or_default()
+                    );
+                }
+            }
+            Ok(())
+        }
     }
 }
 
@@ -311,6 +388,47 @@ fn resource(command: ResourceCommand) -> Result<()> {
             for r in open(&data)?.resources(tenant.as_deref())? {
                 print(&r, json);
             }
+        }
+    }
+    Ok(())
+}
+
+fn plugin(command: PluginCommand) -> Result<()> {
+    use tenure_engine::authority::PluginScope;
+    let read = |f: &PathBuf| std::fs::read(f).with_context(|| format!("reading {}", f.display()));
+    match command {
+        PluginCommand::Install { file, operator, tenant, data } => {
+            let scope = match (operator, tenant) {
+                (true, _) => PluginScope::Operator,
+                (false, Some(t)) => PluginScope::Tenant(t),
+                (false, None) => anyhow::bail!("say --operator or --tenant T"),
+            };
+            println!("{}", open(&data)?.install_plugin(scope, &read(&file)?)?);
+        }
+        PluginCommand::List { data, json } => {
+            for (scope, digest, at) in open(&data)?.plugins()? {
+                if json {
+                    println!("{}", serde_json::json!({ "scope": scope, "digest": digest, "installed_at": at }));
+                } else {
+                    println!("{scope}\t{digest}\t{at}");
+                }
+            }
+        }
+        PluginCommand::Check { file, data } => {
+            let info = open(&data)?.check_plugin(&read(&file)?)?;
+            println!("digest: {}", info.digest);
+            for i in &info.imports {
+                println!("import: {i}");
+            }
+            for e in &info.exports {
+                println!("export: {e}");
+            }
+        }
+        PluginCommand::Eval { file, hook: _, input, data } => {
+            let req: tenure_engine::policy::IssuanceRequest =
+                serde_json::from_slice(&read(&input)?).with_context(|| format!("{} is not an issuance request", input.display()))?;
+            let verdict = open(&data)?.eval_issuance(&read(&file)?, &req)?;
+            println!("{}", serde_json::to_string_pretty(&verdict)?);
         }
     }
     Ok(())

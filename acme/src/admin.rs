@@ -10,7 +10,7 @@ use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use serde_json::{Value, json};
-use tenure_engine::authority::Authority;
+use tenure_engine::authority::{Authority, PluginScope};
 use tenure_engine::registry::NewResource;
 use tokio::net::TcpListener;
 
@@ -137,6 +137,24 @@ impl Admin {
                 let to = str_field(&json_body(&body)?, "to")?;
                 let id = id.to_string();
                 Ok((StatusCode::OK, json!(blocking(move || a.transfer_resource(&id, &to)).await?)))
+            }
+            (&Method::GET, ["v1", "plugins"]) => {
+                let list = blocking(move || a.plugins()).await?;
+                Ok((
+                    StatusCode::OK,
+                    json!(list.iter().map(|(scope, digest, at)| json!({ "scope": scope, "digest": digest, "installed_at": at })).collect::<Vec<_>>()),
+                ))
+            }
+            (&Method::PUT, ["v1", "plugins", "operator"]) => {
+                let wasm = body.to_vec();
+                let digest = blocking(move || a.install_plugin(PluginScope::Operator, &wasm)).await?;
+                Ok((StatusCode::OK, json!({ "scope": "operator", "digest": digest })))
+            }
+            (&Method::PUT, ["v1", "plugins", "tenant", tenant]) => {
+                let (wasm, tenant) = (body.to_vec(), tenant.to_string());
+                let scope = PluginScope::Tenant(tenant.clone());
+                let digest = blocking(move || a.install_plugin(scope, &wasm)).await?;
+                Ok((StatusCode::OK, json!({ "scope": format!("tenant:{tenant}"), "digest": digest })))
             }
             (&Method::GET, ["v1", "audit"]) => {
                 let tenant = param("tenant");
