@@ -1,0 +1,195 @@
+//! Decisions by WebAssembly policy plugins against a real `tenure serve`:
+//! authorization by control, challenges for unheld names, names of other
+//! tenants refused, malicious plugins denied (server keeps serving), audit log,
+//! and a plugin swapped at run time with no failed request.
+
+mod support;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use instant_acme::{Account, AuthorizationStatus, ExternalAccountKey, Identifier, NewAccount, NewOrder, OrderStatus, RetryPolicy};
+use support::dns::TestDns;
+use support::{ServeOptions, Server, TenantCreds};
+use tenure_engine::policy::builtin::built_plugin_path;
+
+async fn account(server: &Server, creds: &TenantCreds) -> Account {
+    let hmac = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(&creds.eab_hmac).unwrap();
+    let eab = ExternalAccountKey::new(creds.eab_kid.clone(), &hmac);
+    let (account, _) = Account::builder_with_root(server.root_pem())
+        .unwrap()
+        .create(&NewAccount { contact: &[], terms_of_service_agreed: true, only_return_existing: false }, server.directory_url(), Some(&eab))
+        .await
+        .unwrap();
+    account
+}
+
+/// Orders a held name and downloads the certificate without touching a challenge.
+async fn issue_by_control(account: &Account, name: &str) -> Result<String, String> {
+    let ids = [Identifier::Dns(name.into())];
+    let mut order = account.new_order(&NewOrder::new(&ids)).await.map_err(|e| e.to_string())?;
+    if order.state().status != OrderStatus::Ready {
+        return Err(format!("order is {:?}, not ready", order.state().status));
+    }
+    order.finalize().await.map_err(|e| e.to_string())?;
+    order.poll_certificate(&RetryPolicy::new().timeout(Duration::from_secs(20))).await.map_err(|e| e.to_string())
+}
+
+fn install(data: &Path, plugin: &str, tenant: &str) -> String {
+    let path = built_plugin_path(plugin);
+    support::tenure_cli(data, &["plugin", "install", path.to_str().unwrap(), "--tenant", tenant]).trim().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_names_need_no_challenge_and_plugins_fail_closed() {
+    support::install_crypto_provider();
+    let dns = TestDns::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(&data, ServeOptions::new(Some(dns.addr)));
+
+    let corp = support::add_tenant(&data, "corp", &["corp.example"]);
+    let rival = support::add_tenant(&data, "rival", &["corp.example", "rival.example"]);
+    let out = support::tenure_cli(
+        &data,
+        &["resource", "add", "--tenant", "corp", "--kind", "vm", "--name", "www.corp.example", "--attr", "lifetime-seconds=3600", "--json"],
+    );
+    let resource: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert!(resource["id"].as_str().unwrap().starts_with("res_"));
+    support::tenure_cli(&data, &["resource", "add", "--tenant", "rival", "--kind", "lb", "--zone", "rival.example"]);
+
+    let corp_account = account(&server, &corp).await;
+    let rival_account = account(&server, &rival).await;
+
+    // Held: ready at once, certificate with the resource's lifetime.
+    let chain = issue_by_control(&corp_account, "www.corp.example").await.expect("issued by control");
+    support::openssl_verify(&server.root_pem(), &chain, dir.path());
+    let der = rustls::pki_types::CertificateDer::from(
+        x509_parser::pem::parse_x509_pem(chain.as_bytes()).unwrap().1.contents,
+    );
+    let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
+    let lifetime = cert.validity().not_after.timestamp() - cert.validity().not_before.timestamp();
+    assert!(lifetime <= 3600 + 120, "lifetime {lifetime}s follows the resource attribute");
+
+    // Not held: the order waits for a challenge, and finalize before it fails.
+    let ids = [Identifier::Dns("api.corp.example".into())];
+    let mut order = corp_account.new_order(&NewOrder::new(&ids)).await.unwrap();
+    assert_eq!(order.state().status, OrderStatus::Pending);
+    let mut authzs = order.authorizations();
+    let authz = authzs.next().await.unwrap().unwrap();
+    assert_eq!(authz.status, AuthorizationStatus::Pending);
+    drop(authzs);
+    let err = order.finalize().await.err().expect("finalize before validation is refused");
+    assert!(err.to_string().contains("orderNotReady"), "{err}");
+
+    // Held by another tenant: refused, whatever plugins say.
+    let err = rival_account.new_order(&NewOrder::new(&[Identifier::Dns("www.corp.example".into())])).await.err().expect("refused");
+    assert!(err.to_string().contains("rejectedIdentifier"), "{err}");
+    // ...and the rival's own zone works by control.
+    issue_by_control(&rival_account, "a.b.rival.example").await.expect("zone held by control");
+
+    // Malicious tenant plugins: each denies with its reason; other tenants keep being served.
+    let rival_account = Arc::new(rival_account);
+    for (plugin, expected) in [
+        ("deny-all", "does not allow"),
+        ("infinite-loop", "deadline"),
+        ("memory-hog", "memory"),
+        ("trap", "trapped"),
+        ("huge-answer", "oversized"),
+    ] {
+        let digest = install(&data, plugin, "corp");
+        let ra = rival_account.clone();
+        let good = tokio::spawn(async move {
+            for i in 0..3 {
+                issue_by_control(&ra, &format!("n{i}.rival.example")).await.expect("other tenants keep being served");
+            }
+        });
+        let err = corp_account.new_order(&NewOrder::new(&[Identifier::Dns("www.corp.example".into())])).await.err();
+        let err = err.unwrap_or_else(|| panic!("{plugin} must deny")).to_string();
+        assert!(err.contains("unauthorized") && err.to_lowercase().contains(expected), "{plugin}: {err}");
+        good.await.unwrap();
+        let audit = support::tenure_cli(&data, &["audit", "--tenant", "corp", "--json", "--limit", "1"]);
+        let rec: serde_json::Value = serde_json::from_str(audit.lines().last().unwrap()).unwrap();
+        assert_eq!(rec["outcome"], "deny", "{plugin}");
+        assert!(rec["plugins"].as_array().unwrap().iter().any(|d| d == &serde_json::json!(digest)), "{plugin}: {rec}");
+        assert!(rec["reason"].as_str().unwrap().to_lowercase().contains(expected), "{plugin}: {rec}");
+    }
+    // Back to a good plugin: issuance resumes.
+    install(&data, "registry-control", "corp");
+    issue_by_control(&corp_account, "www.corp.example").await.expect("good plugin allows again");
+    let audit = support::tenure_cli(&data, &["audit", "--tenant", "corp", "--json", "--limit", "1"]);
+    let rec: serde_json::Value = serde_json::from_str(audit.lines().last().unwrap()).unwrap();
+    assert_eq!(rec["outcome"], "allow");
+    assert_eq!(rec["hook"], "issuance");
+    drop(server);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_swapped_at_run_time_drops_no_request() {
+    support::install_crypto_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(&data, ServeOptions::new(None));
+    let shop = support::add_tenant(&data, "shop", &["shop.example"]);
+    support::tenure_cli(&data, &["resource", "add", "--tenant", "shop", "--kind", "lb", "--zone", "shop.example"]);
+    let account = Arc::new(account(&server, &shop).await);
+
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut workers = Vec::new();
+    for w in 0..4 {
+        let (account, stop) = (account.clone(), stop.clone());
+        workers.push(tokio::spawn(async move {
+            let mut n = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                issue_by_control(&account, &format!("w{w}-{n}.shop.example")).await.expect("no request fails during a swap");
+                n += 1;
+            }
+            n
+        }));
+    }
+    let data2 = data.clone();
+    tokio::task::spawn_blocking(move || {
+        for i in 0..6 {
+            install(&data2, if i % 2 == 0 { "registry-control" } else { "control-or-challenge" }, "shop");
+            std::thread::sleep(Duration::from_millis(150));
+        }
+    })
+    .await
+    .unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut total = 0;
+    for w in workers {
+        total += w.await.unwrap();
+    }
+    assert!(total > 0);
+    let list = support::tenure_cli(&data, &["plugin", "list", "--json"]);
+    assert!(list.contains("tenant:shop"));
+    drop(server);
+}
+
+#[test]
+fn plugin_check_reports_imports_and_refuses_wasi() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let out = support::tenure_cli(&data, &["plugin", "check", built_plugin_path("registry-control").to_str().unwrap()]);
+    assert!(out.contains("digest: ") && out.contains("import: tenure:policy/registry@0.1.0"), "{out}");
+    let bad = std::process::Command::new(support::tenure_bin())
+        .args(["plugin", "check", built_plugin_path("uses-fs").to_str().unwrap(), "--data"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("wasi"), "{}", String::from_utf8_lossy(&bad.stderr));
+
+    support::add_tenant(&data, "eval", &["eval.example"]);
+    support::tenure_cli(&data, &["resource", "add", "--tenant", "eval", "--kind", "vm", "--name", "a.eval.example"]);
+    let input = dir.path().join("req.json");
+    std::fs::write(&input, r#"{"account":"acct","tenant":"eval","identifiers":[{"type":"dns","value":"a.eval.example"},{"type":"dns","value":"b.eval.example"}]}"#).unwrap();
+    let out = support::tenure_cli(
+        &data,
+        &["plugin", "eval", built_plugin_path("registry-control").to_str().unwrap(), "--hook", "issuance", "--input", input.to_str().unwrap()],
+    );
+    assert!(out.contains("b.eval.example") && out.contains("deny"), "{out}");
+}
