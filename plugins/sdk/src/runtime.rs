@@ -162,3 +162,26 @@ pub unsafe extern "C" fn cabi_realloc(
     }
     ptr
 }
+
+// A `no_std` guest links no libc, and compiler-builtins does not export these
+// two for wasm32-wasip2: without them any longer string comparison (`==`,
+// `contains`) leaves an `env::memcmp` import and the component fails to link.
+#[unsafe(no_mangle)]
+unsafe extern "C" fn memcmp(a: *const u8, b: *const u8, n: usize) -> i32 {
+    let mut i = 0;
+    while i < n {
+        // SAFETY: the caller guarantees both ranges are readable for n bytes.
+        let (x, y) = unsafe { (*a.add(i), *b.add(i)) };
+        if x != y {
+            return x as i32 - y as i32;
+        }
+        i += 1;
+    }
+    0
+}
+
+#[unsafe(no_mangle)]
+unsafe extern "C" fn bcmp(a: *const u8, b: *const u8, n: usize) -> i32 {
+    // SAFETY: same contract as memcmp.
+    unsafe { memcmp(a, b, n) }
+}
