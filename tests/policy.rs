@@ -193,3 +193,23 @@ fn plugin_check_reports_imports_and_refuses_wasi() {
     );
     assert!(out.contains("b.eval.example") && out.contains("deny"), "{out}");
 }
+
+/// The example tenant plugin a newcomer copies must build and pass the check.
+#[test]
+fn the_example_tenant_plugin_builds_and_checks() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let example = root.join("examples/tenant-plugin");
+    let target = root.join("target/example-tenant-plugin");
+    let status = std::process::Command::new(env!("CARGO"))
+        .current_dir(&example)
+        .args(["build", "--release", "--locked", "--target-dir"])
+        .arg(&target)
+        .env_remove("RUSTFLAGS")
+        .status()
+        .expect("cargo runs");
+    assert!(status.success(), "examples/tenant-plugin does not build");
+    let wasm = target.join("wasm32-wasip2/release/tenant_plugin.wasm");
+    let dir = tempfile::tempdir().unwrap();
+    let out = support::tenure_cli(&dir.path().join("data"), &["plugin", "check", wasm.to_str().unwrap()]);
+    assert!(out.contains("export: decide-issuance"), "{out}");
+}
