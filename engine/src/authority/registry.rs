@@ -46,14 +46,7 @@ impl Authority {
     /// Hands the resource to another tenant, whose permits must cover it.
     pub fn transfer_resource(&self, id: &str, to: &str) -> Result<Resource> {
         let current = self.store.resource(id)?.ok_or_else(|| Error::not_found(format!("no resource {id}")))?;
-        let moved = NewResource {
-            tenant: to.to_string(),
-            kind: current.kind.clone(),
-            names: current.names.clone(),
-            zones: current.zones.clone(),
-            addresses: current.addresses.clone(),
-            ..Default::default()
-        };
+        let moved = current.moved_to(to);
         self.check_inside_permits(to, &moved)?;
         self.store.transfer_resource(id, to)
     }

@@ -67,6 +67,21 @@ impl Resource {
     }
 }
 
+impl Resource {
+    /// What this resource would be as another tenant's: same names, zones and
+    /// addresses (for checking the new tenant's permits and conflicts).
+    pub fn moved_to(&self, tenant: &str) -> NewResource {
+        NewResource {
+            tenant: tenant.to_string(),
+            kind: self.kind.clone(),
+            names: self.names.clone(),
+            zones: self.zones.clone(),
+            addresses: self.addresses.clone(),
+            ..Default::default()
+        }
+    }
+}
+
 /// `name` equals `zone` or lies under it.
 pub fn name_in_zone(name: &str, zone: &str) -> bool {
     name == zone || name.strip_suffix(zone).is_some_and(|head| head.ends_with('.'))

@@ -102,14 +102,7 @@ impl Store {
             if current.tenant == to {
                 return Err(Error::malformed(format!("resource {id} already belongs to {to}")));
             }
-            let nr = NewResource {
-                tenant: to.to_string(),
-                kind: current.kind.clone(),
-                names: current.names.clone(),
-                zones: current.zones.clone(),
-                addresses: current.addresses.clone(),
-                ..Default::default()
-            };
+            let nr = current.moved_to(to);
             check_not_held_elsewhere(tx, to, &nr.identifiers_for_conflict(), Some(id))?;
             // An anchor in the old tenant makes no sense in the new one.
             tx.execute(
