@@ -90,6 +90,7 @@ pub struct Server {
     pub child: Child,
     pub data: PathBuf,
     pub listen: SocketAddr,
+    pub admin: SocketAddr,
     pub options: ServeOptions,
     log: PathBuf,
 }
@@ -100,6 +101,7 @@ impl Server {
     }
 
     pub fn start_on(data: &Path, options: ServeOptions, listen: SocketAddr) -> Server {
+        let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let log = data.with_extension(format!("{}.log", listen.port()));
         let log_file = std::fs::File::create(&log).expect("server log");
         let mut cmd = Command::new(tenure_bin());
@@ -109,7 +111,7 @@ impl Server {
             .arg("--listen")
             .arg(listen.to_string())
             .arg("--admin-listen")
-            .arg(format!("127.0.0.1:{}", free_port()))
+            .arg(admin.to_string())
             .arg("--http01-port")
             .arg(options.http01_port.to_string())
             .arg("--tlsalpn01-port")
@@ -144,7 +146,7 @@ impl Server {
             }
             assert!(Instant::now() < deadline, "tenure serve did not start in time");
         }
-        Server { child, data: data.to_path_buf(), listen, options, log }
+        Server { child, data: data.to_path_buf(), listen, admin, options, log }
     }
 
     pub fn directory_url(&self) -> String {
