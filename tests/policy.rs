@@ -73,6 +73,15 @@ async fn held_names_need_no_challenge_and_plugins_fail_closed() {
     let lifetime = cert.validity().not_after.timestamp() - cert.validity().not_before.timestamp();
     assert!(lifetime <= 3600 + 120, "lifetime {lifetime}s follows the resource attribute");
 
+    // Released between newOrder and finalize: issuance is refused.
+    let out = support::tenure_cli(&data, &["resource", "add", "--tenant", "corp", "--kind", "vm", "--name", "gone.corp.example", "--json"]);
+    let gone: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let mut order = corp_account.new_order(&NewOrder::new(&[Identifier::Dns("gone.corp.example".into())])).await.unwrap();
+    assert_eq!(order.state().status, OrderStatus::Ready);
+    support::tenure_cli(&data, &["resource", "release", gone["id"].as_str().unwrap()]);
+    let err = order.finalize().await.err().expect("released before finalize");
+    assert!(err.to_string().contains("no longer held"), "{err}");
+
     // Not held: the order waits for a challenge, and finalize before it fails.
     let ids = [Identifier::Dns("api.corp.example".into())];
     let mut order = corp_account.new_order(&NewOrder::new(&ids)).await.unwrap();

@@ -563,6 +563,66 @@ impl Authority {
         }
         let issuer = self.issuer(tenant.issuer_id)?;
 
+        // The chain decides again with what newOrder could not know: the key,
+        // and the registry as it is now (a resource may have been released).
+        let request = crate::policy::IssuanceRequest {
+            account: account.id.clone(),
+            tenant: account.tenant.clone(),
+            identifiers: order.identifiers.clone(),
+            key_type: match csr.key_type {
+                ca::KeyType::EcdsaP256 => crate::policy::KeyType::EcdsaP256,
+                ca::KeyType::EcdsaP384 => crate::policy::KeyType::EcdsaP384,
+                ca::KeyType::Rsa(_) => crate::policy::KeyType::Rsa,
+                ca::KeyType::Ed25519 => crate::policy::KeyType::Ed25519,
+            },
+            key_bits: match csr.key_type {
+                ca::KeyType::EcdsaP256 => 256,
+                ca::KeyType::EcdsaP384 => 384,
+                ca::KeyType::Rsa(bits) => bits,
+                ca::KeyType::Ed25519 => 255,
+            },
+            profile: order.profile.clone(),
+            requested_lifetime_seconds: lifetime.as_secs(),
+        };
+        let decided = self.decide_issuance(&account.tenant, Some(&account.id), &request)?;
+        match &decided.decision {
+            crate::policy::Decision::Allow(g) => {
+                let granted: BTreeSet<&Identifier> = g.identifiers.iter().collect();
+                if let Some(missing) = order.identifiers.iter().find(|i| !granted.contains(i)) {
+                    let mut audit = decided.audit.clone();
+                    audit.outcome = "deny".into();
+                    audit.reason = Some(format!("the grant leaves out {}", missing.value));
+                    self.store.record_audit(&audit)?;
+                    return Err(Error::new(ErrorKind::Unauthorized, format!("policy no longer grants {}", missing.value)));
+                }
+                // Names authorized by control at newOrder must still be held now.
+                let still_held: BTreeSet<Identifier> = g.authorize_by_control.iter().map(|i| i.authorization_target()).collect();
+                let lost: Vec<String> = self
+                    .store
+                    .authorizations_of_order(&order.id)?
+                    .into_iter()
+                    .filter(|a| !a.challenges.iter().any(|c| c.status == ChallengeStatus::Valid))
+                    .filter(|a| !still_held.contains(&a.identifier))
+                    .map(|a| a.identifier.value)
+                    .collect();
+                if !lost.is_empty() {
+                    let mut audit = decided.audit.clone();
+                    audit.outcome = "deny".into();
+                    audit.reason = Some(format!("no longer held: {}", lost.join(", ")));
+                    self.store.record_audit(&audit)?;
+                    return Err(Error::new(
+                        ErrorKind::Unauthorized,
+                        format!("authorized by control, but no longer held: {}", lost.join(", ")),
+                    ));
+                }
+                lifetime = lifetime.min(Duration::from_secs(g.lifetime_seconds.max(1)));
+            }
+            crate::policy::Decision::Deny(reason) => {
+                self.store.record_audit(&decided.audit)?;
+                return Err(Error::new(ErrorKind::Unauthorized, format!("policy denied issuance: {reason}")));
+            }
+        }
+
         if !self.store.begin_finalize(&order.id)? {
             return Err(Error::new(ErrorKind::OrderNotReady, "the order is already being finalized"));
         }
@@ -587,7 +647,7 @@ impl Authority {
                 revoked_at: None,
                 revocation_reason: None,
             };
-            self.store.complete_order(&cert)
+            self.store.complete_order(&cert, Some(&decided.audit))
         })();
         if let Err(e) = issued {
             let _ = self.store.abort_finalize(&order.id);

@@ -431,8 +431,11 @@ impl Store {
     }
 
     /// Stores the certificate and marks its order valid, atomically.
-    pub fn complete_order(&self, cert: &Certificate) -> Result<()> {
+    pub fn complete_order(&self, cert: &Certificate, audit: Option<&AuditRecord>) -> Result<()> {
         self.tx(|tx| {
+            if let Some(rec) = audit {
+                append_audit(tx, rec)?;
+            }
             tx.execute(
                 "INSERT INTO certificates (serial, account_id, order_id, tenant, issuer_id, der, identifiers, not_before, not_after, revoked_at, revocation_reason, created_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, NULL, NULL, ?10)",
