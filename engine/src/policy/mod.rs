@@ -582,14 +582,7 @@ impl PolicyHost {
         tenant: &str,
         req: &IssuanceRequest,
     ) -> Chained {
-        let verdicts: Vec<Verdict> = plugins
-            .iter()
-            .map(|p| self.decide_issuance(p, Arc::clone(&registry), tenant, req))
-            .collect();
-        Chained {
-            decision: chain(&verdicts),
-            verdicts,
-        }
+        chained(plugins, |p| self.decide_issuance(p, Arc::clone(&registry), tenant, req))
     }
 
     pub fn chain_renewal(
@@ -599,14 +592,7 @@ impl PolicyHost {
         tenant: &str,
         req: &RenewalRequest,
     ) -> Chained {
-        let verdicts: Vec<Verdict> = plugins
-            .iter()
-            .map(|p| self.decide_renewal(p, Arc::clone(&registry), tenant, req))
-            .collect();
-        Chained {
-            decision: chain(&verdicts),
-            verdicts,
-        }
+        chained(plugins, |p| self.decide_renewal(p, Arc::clone(&registry), tenant, req))
     }
 
     pub fn chain_distribution(
@@ -616,14 +602,7 @@ impl PolicyHost {
         tenant: &str,
         req: &DistributionRequest,
     ) -> Chained {
-        let verdicts: Vec<Verdict> = plugins
-            .iter()
-            .map(|p| self.decide_distribution(p, Arc::clone(&registry), tenant, req))
-            .collect();
-        Chained {
-            decision: chain(&verdicts),
-            verdicts,
-        }
+        chained(plugins, |p| self.decide_distribution(p, Arc::clone(&registry), tenant, req))
     }
 
     fn decide(
@@ -707,4 +686,10 @@ impl PolicyHost {
             None => format!("gave a malformed answer: {e:#}"),
         }
     }
+}
+
+/// Every plugin's verdict, in chain order, and the chained decision.
+fn chained(plugins: &[Arc<Plugin>], decide: impl Fn(&Plugin) -> Verdict) -> Chained {
+    let verdicts: Vec<Verdict> = plugins.iter().map(|p| decide(p)).collect();
+    Chained { decision: chain(&verdicts), verdicts }
 }

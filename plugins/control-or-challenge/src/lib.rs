@@ -12,13 +12,7 @@ const DEFAULT_LIFETIME: u64 = 24 * 3600;
 struct ControlOrChallenge;
 
 fn lifetime_of(resource: &Resource) -> u64 {
-    resource
-        .attributes
-        .iter()
-        .find(|(k, _)| k == "lifetime-seconds")
-        .and_then(|(_, v)| v.parse::<u64>().ok())
-        .filter(|&s| s > 0)
-        .unwrap_or(DEFAULT_LIFETIME)
+    lifetime_attribute(resource).unwrap_or(DEFAULT_LIFETIME)
 }
 
 fn active(found: Option<Resource>) -> Option<Resource> {

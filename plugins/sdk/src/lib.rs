@@ -99,6 +99,17 @@ pub trait Policy {
     }
 }
 
+/// The resource's `lifetime-seconds` attribute, when it is a positive number:
+/// the convention platforms use to set certificate lifetimes per resource.
+pub fn lifetime_attribute(resource: &Resource) -> Option<u64> {
+    resource
+        .attributes
+        .iter()
+        .find(|(k, _)| k == "lifetime-seconds")
+        .and_then(|(_, v)| v.parse::<u64>().ok())
+        .filter(|&s| s > 0)
+}
+
 pub fn deny(reason: impl Into<String>) -> Decision {
     Decision::Deny(reason.into())
 }
@@ -129,7 +140,7 @@ pub mod prelude {
     pub use crate::{
         CertificateInfo, Decision, DistributionRequest, Grant, Identifier, IdentifierKind,
         IssuanceRequest, KeyType, Policy, RenewalRequest, Resource, ResourceState, Tenant, allow,
-        allow_distribution, deny, grant, log, now, registry,
+        allow_distribution, deny, grant, lifetime_attribute, log, now, registry,
     };
     pub use alloc::borrow::ToOwned;
     pub use alloc::boxed::Box;
