@@ -14,6 +14,11 @@ use crate::policy::{self, Chained, Decision, IssuanceRequest, Limits, Plugin, Pl
 use crate::registry::{Resource, ResourceState};
 use crate::store::{AuditRecord, Store};
 
+/// Keys of the built-in defaults among the loaded plugins (no installed scope
+/// looks like these: installed ones are `operator` or `tenant:<name>`).
+const BUILTIN_PUBLIC: &str = "builtin:public-challenge";
+const BUILTIN_TENANT: &str = "builtin:control-or-challenge";
+
 /// The scope of an installed plugin: every tenant, or one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PluginScope {
@@ -111,6 +116,11 @@ impl Authority {
             let mut loaded = self.policies.loaded.lock().map_err(|_| Error::internal("plugin lock poisoned"))?;
             if loaded.0 != generation {
                 let mut map = HashMap::new();
+                // The built-in defaults are loaded here too, so a decision never
+                // re-hashes their bytes to find them.
+                for (key, bytes) in [(BUILTIN_PUBLIC, policy::builtin::PUBLIC_CHALLENGE), (BUILTIN_TENANT, policy::builtin::CONTROL_OR_CHALLENGE)] {
+                    map.insert(key.to_string(), host.load(bytes).map_err(|e| Error::internal(format!("built-in plugin: {e}")))?);
+                }
                 for (scope, _, _) in self.store.plugins()? {
                     if let Some((_, wasm)) = self.store.plugin_wasm(&scope)? {
                         // A stored plugin that no longer loads fails every decision
@@ -123,14 +133,12 @@ impl Authority {
             }
             loaded.1.clone()
         };
-        let mut chain = Vec::with_capacity(2);
-        match installed.get(&PluginScope::Operator.key()) {
-            Some(p) => chain.push(p.clone()),
-            None => {
-                let default = if tenant == PUBLIC_TENANT { policy::builtin::PUBLIC_CHALLENGE } else { policy::builtin::CONTROL_OR_CHALLENGE };
-                chain.push(host.load(default).map_err(|e| Error::internal(format!("built-in plugin: {e}")))?);
-            }
-        }
+        let default = if tenant == PUBLIC_TENANT { BUILTIN_PUBLIC } else { BUILTIN_TENANT };
+        let first = installed
+            .get(&PluginScope::Operator.key())
+            .or_else(|| installed.get(default))
+            .ok_or_else(|| Error::internal("built-in plugin missing"))?;
+        let mut chain = vec![first.clone()];
         if let Some(p) = installed.get(&PluginScope::Tenant(tenant.to_string()).key()) {
             chain.push(p.clone());
         }
