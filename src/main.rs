@@ -11,6 +11,8 @@ use tenure_acme::validation::{ValidationConfig, Validator};
 use tenure_engine::Identifier;
 use tenure_engine::authority::{Authority, Config};
 
+mod lifecycle;
+
 #[derive(Parser)]
 #[command(name = "tenure", version, about = "An ACME certificate authority for platforms that already know who controls which resource")]
 struct Cli {
@@ -44,6 +46,13 @@ enum Command {
         #[command(subcommand)]
         command: PluginCommand,
     },
+    /// Certificates: their binding, renewal and deliveries.
+    Cert {
+        #[command(subcommand)]
+        command: lifecycle::CertCommand,
+    },
+    /// Renew due certificates now (a sweep), or one resource's at once.
+    Renew(lifecycle::RenewArgs),
     /// The decision audit log, oldest first.
     Audit {
         #[arg(long)]
@@ -178,6 +187,19 @@ struct ServeArgs {
     /// Refuse accounts without External Account Binding.
     #[arg(long)]
     eab_required: bool,
+    /// The URL clients reach this server at; certificates point their CRL
+    /// distribution points under it. Default: https://<first --hostname or localhost>:<port>.
+    #[arg(long)]
+    public_url: Option<String>,
+    /// Seconds between renewal sweeps (also delivery retries and CRL refreshes).
+    #[arg(long, default_value_t = 30.0)]
+    renewal_interval: f64,
+    /// The renewal window opens when this fraction of a certificate's lifetime is left.
+    #[arg(long, default_value_t = 1.0 / 3.0)]
+    renewal_fraction: f64,
+    /// Certificates per renewal transaction.
+    #[arg(long, default_value_t = 256)]
+    renewal_batch: usize,
 }
 
 #[derive(Subcommand)]
@@ -222,6 +244,8 @@ fn run(cli: Cli) -> Result<()> {
         Command::Tenant { command } => tenant(command),
         Command::Resource { command } => resource(command),
         Command::Plugin { command } => plugin(command),
+        Command::Cert { command } => lifecycle::cert(command),
+        Command::Renew(args) => lifecycle::renew(args),
         Command::Audit { tenant, limit, data, json } => {
             for r in open(&data)?.audit(tenant.as_deref(), limit)? {
                 if json {
@@ -251,7 +275,16 @@ fn open(data: &DataDir) -> Result<Authority> {
 }
 
 fn serve(args: ServeArgs) -> Result<()> {
-    let config = Config { eab_required: args.eab_required, ..Config::default() };
+    if !(args.renewal_interval > 0.0 && args.renewal_interval.is_finite()) {
+        anyhow::bail!("--renewal-interval must be a positive number of seconds");
+    }
+    if !(0.0..1.0).contains(&args.renewal_fraction) || args.renewal_fraction == 0.0 {
+        anyhow::bail!("--renewal-fraction must lie strictly between 0 and 1");
+    }
+    let mut config = Config { eab_required: args.eab_required, ..Config::default() };
+    config.lifecycle.interval = Duration::from_secs_f64(args.renewal_interval);
+    config.lifecycle.renewal_fraction = args.renewal_fraction;
+    config.lifecycle.batch = args.renewal_batch.max(1);
     let authority = Arc::new(
         Authority::open(&args.data.dir, config).with_context(|| format!("opening {}", args.data.dir.display()))?,
     );
@@ -284,6 +317,11 @@ fn serve(args: ServeArgs) -> Result<()> {
         let addr = listener.local_addr()?;
         let host = if addr.ip().is_unspecified() { "localhost".to_string() } else { addr.to_string() };
         let host = if addr.ip().is_unspecified() { format!("{host}:{}", addr.port()) } else { host };
+        let public_url = match &args.public_url {
+            Some(u) => u.trim_end_matches('/').to_string(),
+            None => format!("https://{}:{}", args.hostnames.first().map_or("localhost", |h| h.as_str()), addr.port()),
+        };
+        authority.set_public_url(&public_url)?;
         let admin_listener = tokio::net::TcpListener::bind(args.admin_listen)
             .await
             .with_context(|| format!("binding the admin API on {}", args.admin_listen))?;
@@ -294,6 +332,8 @@ fn serve(args: ServeArgs) -> Result<()> {
             admin_listener.local_addr()?,
             authority.data_dir().join("admin-token").display()
         );
+        let handle = tokio::runtime::Handle::current();
+        let _scheduler = lifecycle::start_scheduler(authority.clone(), handle)?;
         let fe = tenure_acme::FrontEnd::new(authority.clone(), validator, tenure_acme::Options::default());
         tokio::select! {
             r = tenure_acme::serve(fe, listener, tls.clone()) => r.context("serving ACME")?,

@@ -39,6 +39,9 @@ pub async fn route(fe: &FrontEnd, urls: &Urls, parts: &Parts, body: &[u8]) -> Re
         (&Method::GET, ["acme", "new-nonce"]) => {
             return Ok(Reply::empty(StatusCode::NO_CONTENT).header(header::CACHE_CONTROL, "no-store"));
         }
+        // RFC 9773 §4.3: renewal information is a plain GET, no JWS.
+        (&Method::GET, ["acme", "renewal-info", cert_id]) => return renewal_info(fe, cert_id).await,
+        (&Method::GET | &Method::HEAD, ["crl", issuer]) => return crl(fe, issuer).await,
         _ => {}
     }
 
@@ -96,6 +99,7 @@ fn directory(fe: &FrontEnd, urls: &Urls) -> Reply {
             "newOrder": urls.new_order(),
             "revokeCert": urls.revoke_cert(),
             "keyChange": urls.key_change(),
+            "renewalInfo": urls.renewal_info(),
             "meta": {
                 "termsOfService": urls.terms(),
                 "externalAccountRequired": config.eab_required,
@@ -103,6 +107,30 @@ fn directory(fe: &FrontEnd, urls: &Urls) -> Reply {
             },
         }),
     )
+}
+
+/// RFC 9773 §4.2: the suggested renewal window, and when to ask again.
+async fn renewal_info(fe: &FrontEnd, cert_id: &str) -> Result<Reply, Problem> {
+    let id = cert_id.to_string();
+    let window = fe.blocking(move |a| a.renewal_info(&id)).await?;
+    let rfc3339 = |t: i64| {
+        time::OffsetDateTime::from_unix_timestamp(t)
+            .ok()
+            .and_then(|d| d.format(&time::format_description::well_known::Rfc3339).ok())
+            .ok_or_else(|| Problem::internal("a renewal window is out of range"))
+    };
+    let body = json!({ "suggestedWindow": { "start": rfc3339(window.start)?, "end": rfc3339(window.end)? } });
+    Ok(Reply::json(StatusCode::OK, &body).header(header::RETRY_AFTER, window.retry_after_seconds.to_string()))
+}
+
+/// An issuer's CRL, DER (RFC 5280 §5), at the URL its certificates carry.
+async fn crl(fe: &FrontEnd, issuer: &str) -> Result<Reply, Problem> {
+    let id: i64 = issuer.parse().map_err(|_| Problem::not_found(format!("no CRL {issuer:?}")))?;
+    let der = fe.blocking(move |a| a.crl(id)).await?;
+    let mut r = Reply::empty(StatusCode::OK);
+    r.body = der.into();
+    r.content_type = "application/pkix-crl";
+    Ok(r)
 }
 
 // ---- accounts --------------------------------------------------------------

@@ -11,5 +11,6 @@ mod request;
 pub mod resources;
 pub mod server;
 pub mod validation;
+pub mod webhook;
 
 pub use server::{FrontEnd, Options, serve};

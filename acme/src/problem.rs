@@ -6,10 +6,11 @@
 use http::StatusCode;
 use serde::Serialize;
 
-/// The ACME error types (RFC 8555 §6.7, RFC 9773 adds none we need).
+/// The ACME error types (RFC 8555 §6.7, and RFC 9773's alreadyReplaced).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProblemType {
     AccountDoesNotExist,
+    AlreadyReplaced,
     AlreadyRevoked,
     BadCsr,
     BadNonce,
@@ -42,6 +43,7 @@ impl ProblemType {
         use ProblemType::*;
         match self {
             AccountDoesNotExist => "accountDoesNotExist",
+            AlreadyReplaced => "alreadyReplaced",
             AlreadyRevoked => "alreadyRevoked",
             BadCsr => "badCSR",
             BadNonce => "badNonce",
@@ -83,6 +85,7 @@ impl ProblemType {
             | Caa | Compound | Connection | Dns | IncorrectResponse | Tls => StatusCode::BAD_REQUEST,
             Unauthorized | ExternalAccountRequired | UserActionRequired => StatusCode::FORBIDDEN,
             OrderNotReady => StatusCode::FORBIDDEN,
+            AlreadyReplaced => StatusCode::CONFLICT,
             RateLimited => StatusCode::TOO_MANY_REQUESTS,
             ServerInternal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -194,6 +197,7 @@ impl From<tenure_engine::Error> for Problem {
             K::BadCsr => ProblemType::BadCsr,
             K::BadPublicKey => ProblemType::BadPublicKey,
             K::AlreadyRevoked => ProblemType::AlreadyRevoked,
+            K::AlreadyReplaced => ProblemType::AlreadyReplaced,
             K::BadRevocationReason => ProblemType::BadRevocationReason,
             K::InvalidProfile => ProblemType::InvalidProfile,
             K::InvalidContact => ProblemType::InvalidContact,

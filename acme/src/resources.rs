@@ -31,6 +31,9 @@ impl Urls {
     pub fn key_change(&self) -> String {
         format!("{}/acme/key-change", self.base)
     }
+    pub fn renewal_info(&self) -> String {
+        format!("{}/acme/renewal-info", self.base)
+    }
     pub fn terms(&self) -> String {
         format!("{}/terms", self.base)
     }

@@ -14,6 +14,8 @@ pub enum ErrorKind {
     BadCsr,
     BadPublicKey,
     AlreadyRevoked,
+    /// RFC 9773 §5: the certificate named by `replaces` has been replaced already.
+    AlreadyReplaced,
     BadRevocationReason,
     InvalidProfile,
     InvalidContact,

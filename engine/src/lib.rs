@@ -5,6 +5,7 @@ pub mod authority;
 pub mod ca;
 pub mod error;
 pub mod identifier;
+pub mod lifecycle;
 pub mod model;
 pub mod policy;
 pub mod registry;

@@ -39,6 +39,10 @@ status_enum!(AuthorizationStatus {
     Expired => "expired", Revoked => "revoked"
 });
 status_enum!(ChallengeStatus { Pending => "pending", Processing => "processing", Valid => "valid", Invalid => "invalid" });
+status_enum!(RenewalState {
+    Client => "client", Scheduled => "scheduled", Renewed => "renewed", Replaced => "replaced",
+    Lapsed => "lapsed", Stopped => "stopped"
+});
 
 /// An error recorded on an order or challenge: the ACME problem type name
 /// (e.g. "unauthorized") and a human detail.
@@ -134,3 +138,42 @@ pub struct IssuerRecord {
     pub cert_der: Vec<u8>,
     pub key_pkcs8: Vec<u8>,
 }
+
+/// Where a certificate stands in its life beyond issuance: what it is bound to,
+/// who renews it and when, and what came before and after it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificateLifecycle {
+    pub profile: String,
+    /// Registry resources the certificate is bound to (those its names came
+    /// from, and their anchors). Releasing or transferring one revokes it.
+    pub resources: Vec<String>,
+    /// `Scheduled` when tenure reissues it itself (every name is held);
+    /// `Client` when the ACME client renews.
+    pub renewal: RenewalState,
+    /// Start of the renewal window.
+    pub renew_at: Option<UnixTime>,
+    /// Why renewal lapsed or stopped.
+    pub note: Option<String>,
+    pub predecessor: Option<String>,
+    pub successor: Option<String>,
+    /// Digests of the plugins whose chain allowed it, comma-separated.
+    pub policy: String,
+}
+
+/// A delivery of a renewed certificate to one of its resource's targets.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub id: i64,
+    pub serial: String,
+    pub resource_id: String,
+    pub kind: DeliveryKind,
+    /// A directory for `File`, a URL for `Webhook`.
+    pub target: String,
+    pub state: DeliveryState,
+    pub attempts: i64,
+    pub next_attempt: UnixTime,
+    pub last_error: Option<String>,
+}
+
+status_enum!(DeliveryKind { File => "file", Webhook => "webhook" });
+status_enum!(DeliveryState { Pending => "pending", Delivered => "delivered", Failed => "failed" });

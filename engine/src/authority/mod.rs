@@ -48,6 +48,7 @@ pub struct Config {
     /// How long a valid authorization may be reused for revocation.
     pub authorization_lifetime: Duration,
     pub eab_required: bool,
+    pub lifecycle: crate::lifecycle::LifecycleConfig,
 }
 
 impl Default for Config {
@@ -61,6 +62,7 @@ impl Default for Config {
             order_lifetime: Duration::from_secs(7 * 24 * 3600),
             authorization_lifetime: Duration::from_secs(30 * 24 * 3600),
             eab_required: false,
+            lifecycle: crate::lifecycle::LifecycleConfig::default(),
         }
     }
 }
@@ -102,13 +104,15 @@ pub const DNS_01: &str = "dns-01";
 pub const TLS_ALPN_01: &str = "tls-alpn-01";
 
 pub struct Authority {
-    store: Arc<Store>,
+    pub(crate) store: Arc<Store>,
     config: Config,
     policies: policy::Policies,
     data_dir: PathBuf,
     root: CaMaterial,
     issuers: RwLock<HashMap<i64, Arc<CaMaterial>>>,
     rng: SystemRandom,
+    /// Where certificates say their CRLs are (`{public_url}/crl/{issuer}`).
+    pub(crate) public_url: RwLock<Option<String>>,
 }
 
 impl Authority {
@@ -141,6 +145,7 @@ impl Authority {
             root,
             issuers: RwLock::new(HashMap::new()),
             rng: SystemRandom::new(),
+            public_url: RwLock::new(None),
         };
         if authority.store.tenant(PUBLIC_TENANT)?.is_none() {
             match authority.create_tenant(PUBLIC_TENANT, None) {
@@ -227,7 +232,7 @@ impl Authority {
         self.store.eab_key(kid)
     }
 
-    fn issuer(&self, id: i64) -> Result<Arc<CaMaterial>> {
+    pub(crate) fn issuer(&self, id: i64) -> Result<Arc<CaMaterial>> {
         if let Some(found) = self.issuers.read().ok().and_then(|m| m.get(&id).cloned()) {
             return Ok(found);
         }
@@ -321,6 +326,9 @@ impl Authority {
         let identifiers: Vec<Identifier> = req.identifiers.into_iter().collect::<BTreeSet<_>>().into_iter().collect();
         self.check_identifiers_permitted(&account.tenant, &identifiers)?;
         self.check_not_held_by_others(&account.tenant, &identifiers)?;
+        if let Some(cert_id) = &req.replaces {
+            self.replaced_certificate(account, &identifiers, cert_id)?;
+        }
 
         // The policy chain decides before anything is stored.
         let profile_lifetime = self.profile_lifetime(&profile)?;
@@ -561,7 +569,6 @@ impl Authority {
         if let Some(granted) = order.lifetime_seconds {
             lifetime = lifetime.min(Duration::from_secs(granted.max(1) as u64));
         }
-        let issuer = self.issuer(tenant.issuer_id)?;
 
         // The chain decides again with what newOrder could not know: the key,
         // and the registry as it is now (a resource may have been released).
@@ -627,13 +634,8 @@ impl Authority {
             return Err(Error::new(ErrorKind::OrderNotReady, "the order is already being finalized"));
         }
         let issued = (|| {
-            // Backdate a minute for clients whose clocks run slightly behind.
-            let not_before = SystemTime::now() - Duration::from_secs(60);
-            let not_after = not_before + lifetime + Duration::from_secs(60);
-            let leaf = ca::issue_leaf(
-                &issuer,
-                &ca::LeafRequest { spki_der: &csr.spki_der, identifiers: &order.identifiers, not_before, not_after, crl_url: None },
-            )?;
+            let issued_at = now();
+            let leaf = self.sign_leaf(tenant.issuer_id, &csr.spki_der, &order.identifiers, lifetime)?;
             let cert = Certificate {
                 serial: leaf.serial_hex.clone(),
                 account_id: account.id.clone(),
@@ -647,7 +649,23 @@ impl Authority {
                 revoked_at: None,
                 revocation_reason: None,
             };
-            self.store.complete_order(&cert, Some(&decided.audit))
+            let binding = self.binding_of(&tenant.name, &order.identifiers)?;
+            let life = CertificateLifecycle {
+                profile: order.profile.clone(),
+                // Tenure renews only what the registry shows held, name by name;
+                // a name proven by challenge is the client's to renew.
+                renewal: if binding.all_held { RenewalState::Scheduled } else { RenewalState::Client },
+                resources: binding.resources,
+                renew_at: Some(self.config.lifecycle.renew_at(issued_at, lifetime)),
+                note: None,
+                predecessor: match &order.replaces {
+                    Some(cert_id) => Some(self.replaced_certificate(account, &order.identifiers, cert_id)?.serial),
+                    None => None,
+                },
+                successor: None,
+                policy: decided.audit.plugins.join(","),
+            };
+            self.store.complete_order(&cert, &life, Some(&decided.audit))
         })();
         if let Err(e) = issued {
             let _ = self.store.abort_finalize(&order.id);
@@ -656,7 +674,20 @@ impl Authority {
         self.order(&order.id)?.ok_or_else(|| Error::internal("order vanished"))
     }
 
-    fn profile_lifetime(&self, name: &str) -> Result<Duration> {
+    /// Signs a leaf for `spki` under the issuer, valid for `lifetime` from now
+    /// (backdated a minute for clients whose clocks run slightly behind), with
+    /// the issuer's CRL distribution point once the public URL is known.
+    pub(crate) fn sign_leaf(&self, issuer_id: i64, spki: &[u8], identifiers: &[Identifier], lifetime: Duration) -> Result<ca::IssuedLeaf> {
+        let issuer = self.issuer(issuer_id)?;
+        let not_before = SystemTime::now() - Duration::from_secs(60);
+        let not_after = not_before + lifetime + Duration::from_secs(60);
+        ca::issue_leaf(
+            &issuer,
+            &ca::LeafRequest { spki_der: spki, identifiers, not_before, not_after, crl_url: self.crl_url(issuer_id)? },
+        )
+    }
+
+    pub(crate) fn profile_lifetime(&self, name: &str) -> Result<Duration> {
         let p = self
             .config
             .profiles

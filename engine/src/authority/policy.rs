@@ -157,6 +157,24 @@ impl Authority {
         Ok(Decided { audit: audit_record("issuance", tenant, account, &input, &decision, &verdicts, started), decision })
     }
 
+    /// Runs decide-renewal through the tenant's chain, for a certificate tenure
+    /// is about to reissue on its own. Never fails open.
+    pub fn decide_renewal(&self, tenant: &str, account: Option<&str>, req: &policy::RenewalRequest) -> Result<Decided> {
+        let started = Instant::now();
+        let chain = self.plugin_chain(tenant)?;
+        let host = self.policy_host()?;
+        let view: Arc<dyn RegistryView> = Arc::new(StoreView(self.store.clone()));
+        let Chained { decision, verdicts } = host.chain_renewal(&chain, view, tenant, req);
+        let input = serde_json::to_value(req).unwrap_or_default();
+        Ok(Decided { audit: audit_record("renewal", tenant, account, &input, &decision, &verdicts, started), decision })
+    }
+
+    /// The digests of the tenant's chain, comma-separated: what a certificate
+    /// records as the policy that allowed it, so ARI can tell when it changed.
+    pub fn policy_fingerprint(&self, tenant: &str) -> Result<String> {
+        Ok(self.plugin_chain(tenant)?.iter().map(|p| p.digest.as_str()).collect::<Vec<_>>().join(","))
+    }
+
     /// Checks a plugin against the world without installing it.
     pub fn check_plugin(&self, wasm: &[u8]) -> Result<PluginInfo> {
         self.policy_host()?.check(wasm).map_err(|e| Error::malformed(e.to_string()))

@@ -4,7 +4,7 @@ use std::net::IpAddr;
 use std::time::SystemTime;
 
 use x509_parser::certificate::X509Certificate;
-use x509_parser::extensions::GeneralName;
+use x509_parser::extensions::{GeneralName, ParsedExtension};
 use x509_parser::prelude::FromDer as _;
 
 use super::util::{serial_hex, to_system};
@@ -21,6 +21,9 @@ pub struct CertInfo {
     /// dNSName and iPAddress SANs, in certificate order.
     pub identifiers: Vec<Identifier>,
     pub not_after: SystemTime,
+    /// The authorityKeyIdentifier's keyIdentifier, which with the serial names
+    /// the certificate in ACME renewal information (RFC 9773 §4.1).
+    pub authority_key_id: Option<Vec<u8>>,
 }
 
 /// Parses a DER certificate. It does not check the signature: callers match
@@ -55,7 +58,12 @@ pub fn cert_info(der: &[u8]) -> Result<CertInfo, Error> {
             _ => {}
         }
     }
+    let authority_key_id = cert.iter_extensions().find_map(|ext| match ext.parsed_extension() {
+        ParsedExtension::AuthorityKeyIdentifier(aki) => aki.key_identifier.as_ref().map(|k| k.0.to_vec()),
+        _ => None,
+    });
     Ok(CertInfo {
+        authority_key_id,
         serial_hex: serial_hex(cert.raw_serial()),
         spki_der: cert.public_key().raw.to_vec(),
         issuer_der_name: cert.issuer().as_raw().to_vec(),

@@ -7,6 +7,7 @@
 
 mod authority;
 mod constraints;
+mod crl;
 mod csr;
 mod info;
 mod issue;
@@ -21,8 +22,10 @@ mod testdata;
 
 pub use authority::{new_intermediate, new_root};
 pub use constraints::{Permit, permitted};
+pub use crl::{CrlEntry, sign_crl};
 pub use csr::{Csr, parse_csr};
 pub use info::{CertInfo, cert_info};
 pub use issue::{IssuedLeaf, LeafRequest, issue_leaf, server_certificate};
 pub use keys::KeyType;
 pub use material::{CaMaterial, to_pem};
+pub use util::serial_hex;

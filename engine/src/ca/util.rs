@@ -25,7 +25,7 @@ pub(super) fn random_serial() -> Result<[u8; SERIAL_LEN], Error> {
 /// Lowercase hex, no separators, of a serial's minimal big-endian magnitude.
 /// `raw` may be our 16 octets or a DER INTEGER's content (with its 0x00 pad);
 /// both give the same text, so issuance and parsing agree.
-pub(super) fn serial_hex(raw: &[u8]) -> String {
+pub fn serial_hex(raw: &[u8]) -> String {
     let start = raw.iter().position(|&b| b != 0).unwrap_or(raw.len());
     let minimal = &raw[start..];
     if minimal.is_empty() {

@@ -5,9 +5,12 @@
 //! change or none of it. Nothing outside this module sees SQL, which keeps a
 //! move to PostgreSQL a matter of a second implementation of these methods.
 
+mod lifecycle;
 mod registry;
 mod schema;
 
+pub use lifecycle::{RenewalOutcome, RenewalTally, Renewed, RevokedEntry, StoredCrl};
+pub(crate) use lifecycle::stop_certificates_of_resource;
 pub use registry::AuditRecord;
 pub(crate) use registry::append_audit;
 
@@ -83,6 +86,16 @@ impl Store {
     }
 
     /// Sets `key` only if it is not set yet; returns the value that holds afterwards.
+    pub fn set_setting(&self, key: &str, value: &[u8]) -> Result<()> {
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO settings (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                params![key, value],
+            )?;
+            Ok(())
+        })
+    }
+
     pub fn setting_or_insert(&self, key: &str, value: &[u8]) -> Result<Vec<u8>> {
         self.tx(|tx| {
             tx.execute("INSERT OR IGNORE INTO settings (key, value) VALUES (?1, ?2)", params![key, value])?;
@@ -430,23 +443,29 @@ impl Store {
         })
     }
 
-    /// Stores the certificate and marks its order valid, atomically.
-    pub fn complete_order(&self, cert: &Certificate, audit: Option<&AuditRecord>) -> Result<()> {
+    /// Stores the certificate (bound to its resources) and marks its order
+    /// valid, atomically. If the order replaces an earlier certificate (RFC
+    /// 9773), that one is marked replaced in the same transaction, so tenure
+    /// does not renew it as well.
+    pub fn complete_order(&self, cert: &Certificate, life: &CertificateLifecycle, audit: Option<&AuditRecord>) -> Result<()> {
         self.tx(|tx| {
             if let Some(rec) = audit {
                 append_audit(tx, rec)?;
             }
-            tx.execute(
-                "INSERT INTO certificates (serial, account_id, order_id, tenant, issuer_id, der, identifiers, not_before, not_after, revoked_at, revocation_reason, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, NULL, NULL, ?10)",
-                params![cert.serial, cert.account_id, cert.order_id, cert.tenant, cert.issuer_id, cert.der, json(&cert.identifiers), cert.not_before, cert.not_after, now()],
-            )?;
+            lifecycle::insert_certificate(tx, cert, life, now())?;
             let n = tx.execute(
                 "UPDATE orders SET status = 'valid', certificate = ?2 WHERE id = ?1 AND status = 'processing'",
                 params![cert.order_id, cert.serial],
             )?;
             if n != 1 {
                 return Err(Error::internal("order left the processing state during issuance"));
+            }
+            if let Some(replaced) = &life.predecessor {
+                tx.execute(
+                    "UPDATE certificates SET renewal = 'replaced', successor = ?2
+                     WHERE serial = ?1 AND renewal IN ('client', 'scheduled', 'lapsed')",
+                    params![replaced, cert.serial],
+                )?;
             }
             Ok(())
         })
@@ -497,12 +516,21 @@ impl Store {
     }
 
     /// Revokes unless already revoked; returns false if it was.
+    /// A revoked certificate is not renewed either: both in one transaction.
     pub fn revoke_certificate(&self, serial: &str, reason: u8) -> Result<bool> {
-        self.with(|c| {
-            Ok(c.execute(
+        self.tx(|tx| {
+            let revoked = tx.execute(
                 "UPDATE certificates SET revoked_at = ?2, revocation_reason = ?3 WHERE serial = ?1 AND revoked_at IS NULL",
                 params![serial, now(), reason],
-            )? == 1)
+            )? == 1;
+            if revoked {
+                tx.execute(
+                    "UPDATE certificates SET renewal = 'stopped', renewal_note = 'revoked'
+                     WHERE serial = ?1 AND renewal IN ('client', 'scheduled')",
+                    [serial],
+                )?;
+            }
+            Ok(revoked)
         })
     }
 }

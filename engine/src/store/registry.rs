@@ -87,7 +87,13 @@ impl Store {
                 return Err(Error::new(ErrorKind::Conflict, format!("resource {id} is released already")));
             }
             tx.execute("UPDATE resources SET state = ?2, updated_at = ?3 WHERE id = ?1", params![id, state.as_str(), now()])?;
-            event(tx, id, &current.tenant, kind, serde_json::json!({ "from": current.state.as_str() }))?;
+            let mut detail = serde_json::json!({ "from": current.state.as_str() });
+            if state == ResourceState::Released {
+                // RFC 5280 reason 5, cessationOfOperation: the resource is gone.
+                let revoked = super::stop_certificates_of_resource(tx, id, 5, &format!("resource {id} was released"))?;
+                detail["revoked_certificates"] = revoked.into();
+            }
+            event(tx, id, &current.tenant, kind, detail)?;
             resource_by_id(tx, id)?.ok_or_else(|| Error::internal("resource vanished"))
         })
     }
@@ -109,7 +115,15 @@ impl Store {
                 "UPDATE resources SET tenant = ?2, anchor = NULL, updated_at = ?3 WHERE id = ?1",
                 params![id, to, now()],
             )?;
-            event(tx, id, to, EventKind::Transferred, serde_json::json!({ "from": current.tenant, "to": to }))?;
+            // RFC 5280 reason 4, superseded: the new holder gets its own certificates.
+            let revoked = super::stop_certificates_of_resource(tx, id, 4, &format!("resource {id} was transferred to {to}"))?;
+            event(
+                tx,
+                id,
+                to,
+                EventKind::Transferred,
+                serde_json::json!({ "from": current.tenant, "to": to, "revoked_certificates": revoked }),
+            )?;
             resource_by_id(tx, id)?.ok_or_else(|| Error::internal("resource vanished"))
         })
     }

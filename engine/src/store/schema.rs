@@ -153,5 +153,55 @@ pub const MIGRATIONS: &[&str] = &[
     CREATE INDEX audit_by_tenant ON audit(tenant, seq);
     ALTER TABLE orders ADD COLUMN lifetime_seconds INTEGER;
     "#,
+    // 3: certificate lifecycle: bindings to resources, server-initiated renewal,
+    // deliveries, CRLs.
+    r#"
+    ALTER TABLE certificates ADD COLUMN profile TEXT NOT NULL DEFAULT 'default';
+    -- client: the ACME client renews (not every name is held); scheduled: tenure
+    -- reissues from renew_at on; renewed/replaced: a successor exists; lapsed: the
+    -- policy refused renewal; stopped: the resource was released or transferred.
+    ALTER TABLE certificates ADD COLUMN renewal TEXT NOT NULL DEFAULT 'client'
+        CHECK (renewal IN ('client', 'scheduled', 'renewed', 'replaced', 'lapsed', 'stopped'));
+    ALTER TABLE certificates ADD COLUMN renew_at INTEGER;        -- start of the renewal window
+    ALTER TABLE certificates ADD COLUMN renewal_note TEXT;       -- why it lapsed or stopped
+    ALTER TABLE certificates ADD COLUMN predecessor TEXT;
+    ALTER TABLE certificates ADD COLUMN successor TEXT;
+    ALTER TABLE certificates ADD COLUMN policy TEXT NOT NULL DEFAULT ''; -- plugin digests that allowed it
+    -- The sweep's queue: only scheduled certificates, in the order they fall due.
+    CREATE INDEX certificates_due ON certificates(renew_at) WHERE renewal = 'scheduled';
+    CREATE INDEX certificates_revoked ON certificates(issuer_id, not_after) WHERE revoked_at IS NOT NULL;
+    CREATE INDEX certificates_by_tenant ON certificates(tenant, created_at);
+    CREATE TABLE certificate_resources (
+        serial      TEXT NOT NULL REFERENCES certificates(serial),
+        resource_id TEXT NOT NULL REFERENCES resources(id),
+        PRIMARY KEY (serial, resource_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX certificate_resources_by_resource ON certificate_resources(resource_id, serial);
+    -- Successors waiting to reach their delivery targets (an outbox: written in the
+    -- renewal's transaction, worked off after it, retried with backoff).
+    CREATE TABLE deliveries (
+        id           INTEGER PRIMARY KEY,
+        serial       TEXT NOT NULL REFERENCES certificates(serial),
+        resource_id  TEXT NOT NULL REFERENCES resources(id),
+        kind         TEXT NOT NULL CHECK (kind IN ('file', 'webhook')),
+        target       TEXT NOT NULL,
+        state        TEXT NOT NULL CHECK (state IN ('pending', 'delivered', 'failed')),
+        attempts     INTEGER NOT NULL DEFAULT 0,
+        next_attempt INTEGER NOT NULL,
+        last_error   TEXT,
+        created_at   INTEGER NOT NULL,
+        delivered_at INTEGER
+    );
+    CREATE INDEX deliveries_pending ON deliveries(next_attempt) WHERE state = 'pending';
+    CREATE INDEX deliveries_by_serial ON deliveries(serial);
+    -- The latest CRL of each issuer, and how many revocations it covered.
+    CREATE TABLE crls (
+        issuer_id   INTEGER PRIMARY KEY REFERENCES issuers(id),
+        number      INTEGER NOT NULL,
+        this_update INTEGER NOT NULL,
+        next_update INTEGER NOT NULL,
+        revocation_mark INTEGER NOT NULL,
+        der         BLOB NOT NULL
+    );
+    "#,
 ];
-

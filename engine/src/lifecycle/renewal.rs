@@ -1,0 +1,191 @@
+//! The renewal sweep: every certificate whose window has opened is put to
+//! `decide-renewal` with the registry as it is now; on allow a successor is
+//! signed (same key) and stored with its predecessor's update and its
+//! deliveries, on deny the certificate lapses with the reason.
+//!
+//! Batches are decided and signed in parallel outside any transaction, then
+//! stored in one. A crash before the commit loses only unsent signatures; the
+//! commit claims each predecessor with a guarded update, so a sweep repeated
+//! after a restart (or two processes sweeping at once) never issues twice.
+
+use std::time::{Duration, Instant};
+
+use crate::authority::Authority;
+use crate::ca;
+use crate::error::Result;
+use crate::model::*;
+use crate::policy::{CertificateInfo, Decision, RenewalRequest};
+use crate::store::{RenewalOutcome, RenewalTally, Renewed};
+
+use super::{DELIVERY_DIR_ATTRIBUTE, DELIVERY_WEBHOOK_ATTRIBUTE};
+
+/// What one sweep did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SweepReport {
+    pub renewed: usize,
+    pub lapsed: usize,
+    pub skipped: usize,
+    /// Certificates whose renewal failed for a reason of ours (not the
+    /// policy's); they are retried on a later sweep.
+    pub deferred: usize,
+    pub batches: usize,
+    pub elapsed: Duration,
+}
+
+impl SweepReport {
+    fn add(&mut self, t: RenewalTally, deferred: usize) {
+        self.renewed += t.renewed;
+        self.lapsed += t.lapsed;
+        self.skipped += t.skipped;
+        self.deferred += deferred;
+        self.batches += 1;
+    }
+}
+
+/// How long a certificate whose renewal failed on our side waits for the next try.
+const RETRY_DELAY: i64 = 60;
+
+impl Authority {
+    /// Renews every certificate whose renewal window has opened (or that
+    /// expired while still held), batch by batch, until none is due.
+    pub fn sweep_renewals(&self) -> Result<SweepReport> {
+        let started = Instant::now();
+        let mut report = SweepReport::default();
+        let batch = self.config().lifecycle.batch.max(1) as i64;
+        loop {
+            // Each batch leaves the queue: renewed, lapsed, or deferred to a later sweep.
+            let due = self.store.due_certificates(now(), batch)?;
+            if due.is_empty() {
+                break;
+            }
+            let (tally, deferred) = self.renew_batch(due)?;
+            report.add(tally, deferred);
+        }
+        report.elapsed = started.elapsed();
+        Ok(report)
+    }
+
+    /// Renews a resource's scheduled certificates now, due or not (`tenure renew --now --resource`).
+    pub fn renew_resource_now(&self, resource_id: &str) -> Result<SweepReport> {
+        let started = Instant::now();
+        self.store.resource(resource_id)?.ok_or_else(|| crate::Error::not_found(format!("no resource {resource_id}")))?;
+        let mut report = SweepReport::default();
+        let due = self.store.scheduled_certificates_of_resource(resource_id)?;
+        for chunk in due.chunks(self.config().lifecycle.batch.max(1)) {
+            let (tally, deferred) = self.renew_batch(chunk.to_vec())?;
+            report.add(tally, deferred);
+        }
+        report.elapsed = started.elapsed();
+        Ok(report)
+    }
+
+    /// Decides and signs a batch on every core, then stores it in one
+    /// transaction. Also returns how many failed on our side (and were deferred).
+    fn renew_batch(&self, due: Vec<(Certificate, CertificateLifecycle)>) -> Result<(RenewalTally, usize)> {
+        let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(due.len().max(1));
+        let per = due.len().div_ceil(workers);
+        let results: Vec<(String, Result<RenewalOutcome>)> = std::thread::scope(|s| {
+            let handles: Vec<_> = due
+                .chunks(per.max(1))
+                .map(|chunk| s.spawn(move || chunk.iter().map(|(c, l)| (c.serial.clone(), self.renew_one(c, l))).collect::<Vec<_>>()))
+                .collect();
+            handles.into_iter().flat_map(|h| h.join().unwrap_or_default()).collect()
+        });
+        let mut outcomes = Vec::with_capacity(results.len());
+        let mut deferred = 0;
+        for (serial, r) in results {
+            match r {
+                Ok(o) => outcomes.push(o),
+                Err(e) => {
+                    tracing::warn!(%serial, error = %e, "renewal failed; retrying later");
+                    self.store.defer_renewal(&serial, now() + RETRY_DELAY, &e.detail)?;
+                    deferred += 1;
+                }
+            }
+        }
+        Ok((self.store.record_renewals(&outcomes)?, deferred))
+    }
+
+    /// One certificate: the policy's decision, and on allow its successor.
+    fn renew_one(&self, cert: &Certificate, life: &CertificateLifecycle) -> Result<RenewalOutcome> {
+        let request = RenewalRequest {
+            tenant: cert.tenant.clone(),
+            certificate: CertificateInfo {
+                serial: cert.serial.clone(),
+                identifiers: cert.identifiers.clone(),
+                not_before: cert.not_before.max(0) as u64,
+                not_after: cert.not_after.max(0) as u64,
+                resources: life.resources.clone(),
+            },
+            profile: life.profile.clone(),
+        };
+        let decided = self.decide_renewal(&cert.tenant, Some(&cert.account_id), &request)?;
+        let grant = match &decided.decision {
+            Decision::Allow(g) => g,
+            Decision::Deny(reason) => {
+                return Ok(RenewalOutcome::Lapsed {
+                    serial: cert.serial.clone(),
+                    note: format!("policy denied renewal: {reason}"),
+                    audit: Some(decided.audit),
+                });
+            }
+        };
+        // The grant may narrow the names, never widen them.
+        let identifiers: Vec<_> = cert.identifiers.iter().filter(|i| grant.identifiers.contains(i)).cloned().collect();
+        if identifiers.is_empty() {
+            return Ok(RenewalOutcome::Lapsed {
+                serial: cert.serial.clone(),
+                note: "the renewal grant names none of the certificate's identifiers".into(),
+                audit: Some(decided.audit),
+            });
+        }
+        let profile = grant.profile.clone().filter(|p| self.config().profiles.iter().any(|x| &x.name == p)).unwrap_or(life.profile.clone());
+        let lifetime = self.profile_lifetime(&profile)?.min(Duration::from_secs(grant.lifetime_seconds.max(1)));
+        if grant.rekey {
+            // Keys of ACME clients are theirs: tenure can only rekey keys it
+            // holds (HSM slots); this one is reissued on the same key.
+            tracing::info!(serial = %cert.serial, "renewal grant asks for a new key; the key is the client's, keeping it");
+        }
+        let spki = ca::cert_info(&cert.der)?.spki_der;
+        let issued_at = now();
+        let leaf = self.sign_leaf(cert.issuer_id, &spki, &identifiers, lifetime)?;
+        let successor = Certificate {
+            serial: leaf.serial_hex.clone(),
+            account_id: cert.account_id.clone(),
+            order_id: cert.order_id.clone(),
+            tenant: cert.tenant.clone(),
+            issuer_id: cert.issuer_id,
+            der: leaf.der,
+            identifiers,
+            not_before: leaf.not_before.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0),
+            not_after: leaf.not_after.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0),
+            revoked_at: None,
+            revocation_reason: None,
+        };
+        let mut deliveries = Vec::new();
+        for id in &life.resources {
+            let Some(resource) = self.store.resource(id)? else { continue };
+            for (attribute, kind) in [(DELIVERY_DIR_ATTRIBUTE, DeliveryKind::File), (DELIVERY_WEBHOOK_ATTRIBUTE, DeliveryKind::Webhook)] {
+                if let Some(target) = resource.attributes.get(attribute).filter(|t| !t.is_empty()) {
+                    deliveries.push((id.clone(), kind, target.clone()));
+                }
+            }
+        }
+        Ok(RenewalOutcome::Renewed(Renewed {
+            predecessor: cert.serial.clone(),
+            life: CertificateLifecycle {
+                profile,
+                resources: life.resources.clone(),
+                renewal: RenewalState::Scheduled,
+                renew_at: Some(self.config().lifecycle.renew_at(issued_at, lifetime)),
+                note: None,
+                predecessor: Some(cert.serial.clone()),
+                successor: None,
+                policy: decided.audit.plugins.join(","),
+            },
+            cert: successor,
+            deliveries,
+            audit: decided.audit,
+        }))
+    }
+}

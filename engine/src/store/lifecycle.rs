@@ -1,0 +1,389 @@
+//! Storage for the certificate lifecycle: bindings to resources, the renewal
+//! queue, deliveries (an outbox) and CRLs.
+
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
+
+use super::registry::{AuditRecord, append_audit};
+use super::{Store, certificate_row, json};
+use crate::error::{Error, Result};
+use crate::model::*;
+
+/// A successor issued by the sweep, to be stored with its predecessor's update.
+#[derive(Debug, Clone)]
+pub struct Renewed {
+    pub predecessor: String,
+    pub cert: Certificate,
+    pub life: CertificateLifecycle,
+    /// (resource id, kind, target) for every delivery target of its resources.
+    pub deliveries: Vec<(String, DeliveryKind, String)>,
+    pub audit: AuditRecord,
+}
+
+/// What the sweep decided for one due certificate.
+#[derive(Debug, Clone)]
+pub enum RenewalOutcome {
+    Renewed(Renewed),
+    /// The policy refused (or the certificate cannot be renewed): it lapses.
+    Lapsed { serial: String, note: String, audit: Option<AuditRecord> },
+}
+
+/// What a batch of outcomes did once stored.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RenewalTally {
+    pub renewed: usize,
+    pub lapsed: usize,
+    /// Outcomes dropped because the certificate left the queue meanwhile (a
+    /// release, a client's replacement, another sweep).
+    pub skipped: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct StoredCrl {
+    pub issuer_id: i64,
+    pub number: i64,
+    pub this_update: UnixTime,
+    pub next_update: UnixTime,
+    /// The issuer's revocation count when the CRL was made: a higher count means it is stale.
+    pub revocation_mark: i64,
+    pub der: Vec<u8>,
+}
+
+/// An entry of a CRL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RevokedEntry {
+    pub serial: String,
+    pub revoked_at: UnixTime,
+    pub reason: u8,
+}
+
+const CERT_COLUMNS: &str = "serial, account_id, order_id, tenant, issuer_id, der, identifiers, not_before, not_after, revoked_at, revocation_reason,
+     profile, renewal, renew_at, renewal_note, predecessor, successor, policy";
+
+fn certificate_with_life(c: &Connection, r: &rusqlite::Row<'_>) -> Result<(Certificate, CertificateLifecycle)> {
+    let cert = certificate_row(r)??;
+    let renewal: String = r.get(12)?;
+    let life = CertificateLifecycle {
+        profile: r.get(11)?,
+        resources: bound_resources(c, &cert.serial)?,
+        renewal: RenewalState::parse(&renewal).ok_or_else(|| Error::internal(format!("stored renewal state {renewal:?} is unknown")))?,
+        renew_at: r.get(13)?,
+        note: r.get(14)?,
+        predecessor: r.get(15)?,
+        successor: r.get(16)?,
+        policy: r.get(17)?,
+    };
+    Ok((cert, life))
+}
+
+fn bound_resources(c: &Connection, serial: &str) -> Result<Vec<String>> {
+    let mut st = c.prepare_cached("SELECT resource_id FROM certificate_resources WHERE serial = ?1 ORDER BY resource_id")?;
+    let ids = st.query_map([serial], |r| r.get(0))?.collect::<rusqlite::Result<Vec<String>>>()?;
+    Ok(ids)
+}
+
+fn query_certificates(c: &Connection, sql: &str, args: impl rusqlite::Params) -> Result<Vec<(Certificate, CertificateLifecycle)>> {
+    let mut st = c.prepare_cached(sql)?;
+    let mut rows = st.query(args)?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next()? {
+        out.push(certificate_with_life(c, r)?);
+    }
+    Ok(out)
+}
+
+/// Inserts a certificate with its lifecycle columns and bindings.
+pub(super) fn insert_certificate(tx: &Transaction<'_>, cert: &Certificate, life: &CertificateLifecycle, at: UnixTime) -> Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO certificates (serial, account_id, order_id, tenant, issuer_id, der, identifiers, not_before, not_after,
+            revoked_at, revocation_reason, created_at, profile, renewal, renew_at, renewal_note, predecessor, successor, policy)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, NULL, NULL, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+    )?
+    .execute(params![
+        cert.serial,
+        cert.account_id,
+        cert.order_id,
+        cert.tenant,
+        cert.issuer_id,
+        cert.der,
+        json(&cert.identifiers),
+        cert.not_before,
+        cert.not_after,
+        at,
+        life.profile,
+        life.renewal.as_str(),
+        life.renew_at,
+        life.note,
+        life.predecessor,
+        life.successor,
+        life.policy,
+    ])?;
+    let mut bind = tx.prepare_cached("INSERT OR IGNORE INTO certificate_resources (serial, resource_id) VALUES (?1, ?2)")?;
+    for r in &life.resources {
+        bind.execute(params![cert.serial, r])?;
+    }
+    Ok(())
+}
+
+/// Stops renewal of every certificate bound to a resource and revokes the
+/// unexpired ones, inside the transaction that releases or transfers it.
+/// Returns how many were revoked.
+pub(crate) fn stop_certificates_of_resource(tx: &Transaction<'_>, resource_id: &str, reason: u8, note: &str) -> Result<usize> {
+    let at = now();
+    let revoked = tx.execute(
+        "UPDATE certificates SET revoked_at = ?2, revocation_reason = ?3
+         WHERE serial IN (SELECT serial FROM certificate_resources WHERE resource_id = ?1)
+           AND revoked_at IS NULL AND not_after > ?2",
+        params![resource_id, at, reason],
+    )?;
+    tx.execute(
+        "UPDATE certificates SET renewal = 'stopped', renewal_note = ?2
+         WHERE serial IN (SELECT serial FROM certificate_resources WHERE resource_id = ?1)
+           AND renewal IN ('client', 'scheduled')",
+        params![resource_id, note],
+    )?;
+    // A successor not yet delivered is revoked now: nothing to deliver.
+    tx.execute(
+        "UPDATE deliveries SET state = 'failed', last_error = ?2
+         WHERE state = 'pending' AND serial IN (SELECT serial FROM certificate_resources WHERE resource_id = ?1)",
+        params![resource_id, note],
+    )?;
+    Ok(revoked)
+}
+
+impl Store {
+    pub fn certificate_record(&self, serial: &str) -> Result<Option<(Certificate, CertificateLifecycle)>> {
+        self.with(|c| {
+            let sql = format!("SELECT {CERT_COLUMNS} FROM certificates WHERE serial = ?1");
+            Ok(query_certificates(c, &sql, [serial])?.into_iter().next())
+        })
+    }
+
+    /// Certificates, newest first, optionally of one tenant and/or bound to one resource.
+    pub fn certificate_records(&self, tenant: Option<&str>, resource: Option<&str>, limit: i64) -> Result<Vec<(Certificate, CertificateLifecycle)>> {
+        self.with(|c| {
+            let sql = format!(
+                "SELECT {CERT_COLUMNS} FROM certificates
+                 WHERE (?1 IS NULL OR tenant = ?1)
+                   AND (?2 IS NULL OR serial IN (SELECT serial FROM certificate_resources WHERE resource_id = ?2))
+                 ORDER BY created_at DESC, serial LIMIT ?3"
+            );
+            query_certificates(c, &sql, params![tenant, resource, limit])
+        })
+    }
+
+    /// Up to `limit` certificates whose renewal window has opened, oldest due first.
+    pub fn due_certificates(&self, at: UnixTime, limit: i64) -> Result<Vec<(Certificate, CertificateLifecycle)>> {
+        self.with(|c| {
+            let sql = format!(
+                "SELECT {CERT_COLUMNS} FROM certificates WHERE renewal = 'scheduled' AND renew_at <= ?1 ORDER BY renew_at, serial LIMIT ?2"
+            );
+            query_certificates(c, &sql, params![at, limit])
+        })
+    }
+
+    /// The scheduled certificates bound to a resource, due or not.
+    pub fn scheduled_certificates_of_resource(&self, resource_id: &str) -> Result<Vec<(Certificate, CertificateLifecycle)>> {
+        self.with(|c| {
+            let sql = format!(
+                "SELECT {CERT_COLUMNS} FROM certificates WHERE renewal = 'scheduled'
+                   AND serial IN (SELECT serial FROM certificate_resources WHERE resource_id = ?1) ORDER BY renew_at, serial"
+            );
+            query_certificates(c, &sql, [resource_id])
+        })
+    }
+
+    /// Stores a batch of sweep outcomes in one transaction. Each applies only if
+    /// its certificate is still scheduled and unrevoked, so a release that came
+    /// in meanwhile wins, and a sweep repeated after a crash issues nothing twice.
+    pub fn record_renewals(&self, outcomes: &[RenewalOutcome]) -> Result<RenewalTally> {
+        self.tx(|tx| {
+            let at = now();
+            let mut tally = RenewalTally::default();
+            for outcome in outcomes {
+                match outcome {
+                    RenewalOutcome::Renewed(r) => {
+                        let claimed = tx
+                            .prepare_cached(
+                                "UPDATE certificates SET renewal = 'renewed', successor = ?2
+                                 WHERE serial = ?1 AND renewal = 'scheduled' AND revoked_at IS NULL",
+                            )?
+                            .execute(params![r.predecessor, r.cert.serial])?;
+                        if claimed != 1 {
+                            tally.skipped += 1;
+                            continue;
+                        }
+                        append_audit(tx, &r.audit)?;
+                        insert_certificate(tx, &r.cert, &r.life, at)?;
+                        let mut outbox = tx.prepare_cached(
+                            "INSERT INTO deliveries (serial, resource_id, kind, target, state, attempts, next_attempt, created_at)
+                             VALUES (?1, ?2, ?3, ?4, 'pending', 0, ?5, ?5)",
+                        )?;
+                        for (resource, kind, target) in &r.deliveries {
+                            outbox.execute(params![r.cert.serial, resource, kind.as_str(), target, at])?;
+                        }
+                        tally.renewed += 1;
+                    }
+                    RenewalOutcome::Lapsed { serial, note, audit } => {
+                        let n = tx
+                            .prepare_cached(
+                                "UPDATE certificates SET renewal = 'lapsed', renewal_note = ?2 WHERE serial = ?1 AND renewal = 'scheduled'",
+                            )?
+                            .execute(params![serial, note])?;
+                        if n != 1 {
+                            tally.skipped += 1;
+                            continue;
+                        }
+                        if let Some(a) = audit {
+                            append_audit(tx, a)?;
+                        }
+                        tally.lapsed += 1;
+                    }
+                }
+            }
+            Ok(tally)
+        })
+    }
+
+    /// Moves a scheduled certificate's renewal to `at` after a failure of ours.
+    pub fn defer_renewal(&self, serial: &str, at: UnixTime, note: &str) -> Result<()> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE certificates SET renew_at = ?2, renewal_note = ?3 WHERE serial = ?1 AND renewal = 'scheduled'",
+                params![serial, at, note],
+            )?;
+            Ok(())
+        })
+    }
+
+    // ---- deliveries --------------------------------------------------------
+
+    /// Claims up to `limit` due deliveries for `lease` seconds: another worker
+    /// (the CLI, a second process) skips them until the lease runs out.
+    pub fn claim_deliveries(&self, at: UnixTime, limit: i64, lease: i64) -> Result<Vec<Delivery>> {
+        self.tx(|tx| {
+            let due = {
+                let mut st = tx.prepare_cached(
+                    "SELECT id, serial, resource_id, kind, target, state, attempts, next_attempt, last_error FROM deliveries
+                     WHERE state = 'pending' AND next_attempt <= ?1 ORDER BY next_attempt, id LIMIT ?2",
+                )?;
+                let rows = st.query_map(params![at, limit], delivery_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
+                rows.into_iter().collect::<Result<Vec<Delivery>>>()?
+            };
+            let mut lease_it = tx.prepare_cached("UPDATE deliveries SET next_attempt = ?2 WHERE id = ?1")?;
+            for d in &due {
+                lease_it.execute(params![d.id, at + lease])?;
+            }
+            Ok(due)
+        })
+    }
+
+    /// Records one attempt: delivered, retry at `retry_at`, or (None) given up.
+    pub fn finish_delivery(&self, id: i64, outcome: std::result::Result<(), String>, retry_at: Option<UnixTime>) -> Result<()> {
+        self.with(|c| {
+            match (outcome, retry_at) {
+                (Ok(()), _) => c.execute(
+                    "UPDATE deliveries SET state = 'delivered', attempts = attempts + 1, delivered_at = ?2, last_error = NULL
+                     WHERE id = ?1 AND state = 'pending'",
+                    params![id, now()],
+                )?,
+                (Err(e), Some(at)) => c.execute(
+                    "UPDATE deliveries SET attempts = attempts + 1, next_attempt = ?2, last_error = ?3 WHERE id = ?1 AND state = 'pending'",
+                    params![id, at, e],
+                )?,
+                (Err(e), None) => c.execute(
+                    "UPDATE deliveries SET state = 'failed', attempts = attempts + 1, last_error = ?2 WHERE id = ?1 AND state = 'pending'",
+                    params![id, e],
+                )?,
+            };
+            Ok(())
+        })
+    }
+
+    pub fn deliveries_of(&self, serial: &str) -> Result<Vec<Delivery>> {
+        self.with(|c| {
+            let mut st = c.prepare_cached(
+                "SELECT id, serial, resource_id, kind, target, state, attempts, next_attempt, last_error FROM deliveries WHERE serial = ?1 ORDER BY id",
+            )?;
+            let rows = st.query_map([serial], delivery_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
+            rows.into_iter().collect()
+        })
+    }
+
+    // ---- CRLs ----------------------------------------------------------------
+
+    /// Revoked certificates of an issuer that have not expired yet (an expired
+    /// certificate may leave the CRL, RFC 5280 §3.3).
+    pub fn revoked_certificates(&self, issuer_id: i64, at: UnixTime) -> Result<Vec<RevokedEntry>> {
+        self.with(|c| {
+            let mut st = c.prepare_cached(
+                "SELECT serial, revoked_at, revocation_reason FROM certificates
+                 WHERE issuer_id = ?1 AND revoked_at IS NOT NULL AND not_after > ?2 ORDER BY revoked_at, serial",
+            )?;
+            let rows = st
+                .query_map(params![issuer_id, at], |r| {
+                    Ok(RevokedEntry { serial: r.get(0)?, revoked_at: r.get(1)?, reason: r.get::<_, Option<i64>>(2)?.unwrap_or(0) as u8 })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+    }
+
+    /// How many certificates of the issuer were ever revoked: grows with every revocation.
+    pub fn revocation_mark(&self, issuer_id: i64) -> Result<i64> {
+        self.with(|c| {
+            Ok(c.prepare_cached("SELECT COUNT(*) FROM certificates WHERE issuer_id = ?1 AND revoked_at IS NOT NULL")?
+                .query_row([issuer_id], |r| r.get(0))?)
+        })
+    }
+
+    pub fn crl(&self, issuer_id: i64) -> Result<Option<StoredCrl>> {
+        self.with(|c| {
+            Ok(c.prepare_cached("SELECT issuer_id, number, this_update, next_update, revocation_mark, der FROM crls WHERE issuer_id = ?1")?
+                .query_row([issuer_id], |r| {
+                    Ok(StoredCrl {
+                        issuer_id: r.get(0)?,
+                        number: r.get(1)?,
+                        this_update: r.get(2)?,
+                        next_update: r.get(3)?,
+                        revocation_mark: r.get(4)?,
+                        der: r.get(5)?,
+                    })
+                })
+                .optional()?)
+        })
+    }
+
+    /// Stores a CRL unless one with the same or a higher number is there (two
+    /// processes regenerating at once); returns whether it was stored.
+    pub fn put_crl(&self, crl: &StoredCrl) -> Result<bool> {
+        self.with(|c| {
+            Ok(c.execute(
+                "INSERT INTO crls (issuer_id, number, this_update, next_update, revocation_mark, der) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (issuer_id) DO UPDATE SET number = excluded.number, this_update = excluded.this_update,
+                   next_update = excluded.next_update, revocation_mark = excluded.revocation_mark, der = excluded.der
+                 WHERE excluded.number > crls.number",
+                params![crl.issuer_id, crl.number, crl.this_update, crl.next_update, crl.revocation_mark, crl.der],
+            )? == 1)
+        })
+    }
+}
+
+fn delivery_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Delivery>> {
+    let kind: String = r.get(3)?;
+    let state: String = r.get(5)?;
+    let d = Delivery {
+        id: r.get(0)?,
+        serial: r.get(1)?,
+        resource_id: r.get(2)?,
+        kind: DeliveryKind::File,
+        target: r.get(4)?,
+        state: DeliveryState::Pending,
+        attempts: r.get(6)?,
+        next_attempt: r.get(7)?,
+        last_error: r.get(8)?,
+    };
+    Ok(match (DeliveryKind::parse(&kind), DeliveryState::parse(&state)) {
+        (Some(kind), Some(state)) => Ok(Delivery { kind, state, ..d }),
+        _ => Err(Error::internal(format!("stored delivery {} has kind {kind:?}, state {state:?}", d.id))),
+    })
+}
