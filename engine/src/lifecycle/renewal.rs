@@ -52,9 +52,13 @@ impl Authority {
         let started = Instant::now();
         let mut report = SweepReport::default();
         let batch = self.config().lifecycle.batch.max(1) as i64;
+        // Only what was due when the sweep began: successors issued by this
+        // sweep fall due at or after it, so the loop ends even when lifetimes
+        // are shorter than a sweep.
+        let cutoff = now();
         loop {
             // Each batch leaves the queue: renewed, lapsed, or deferred to a later sweep.
-            let due = self.store.due_certificates(now(), batch)?;
+            let due = self.store.due_certificates(cutoff, batch)?;
             if due.is_empty() {
                 break;
             }

@@ -75,6 +75,21 @@ impl HostState {
 impl w::Host for HostState {}
 
 impl tenure::policy::registry::Host for HostState {
+    fn holder(&mut self, id: w::Identifier) -> Option<w::Holding> {
+        let r = match id.kind {
+            w::IdentifierKind::Dns => self.registry.resource_by_name(&self.tenant, &id.value),
+            w::IdentifierKind::Ip => self.registry.resource_by_address(&self.tenant, &id.value),
+        };
+        let r = r.filter(|r| r.tenant == self.tenant)?;
+        let lifetime_seconds = r
+            .attributes
+            .iter()
+            .find(|(k, _)| k == "lifetime-seconds")
+            .and_then(|(_, v)| v.trim().parse::<u64>().ok())
+            .filter(|&s| s > 0);
+        Some(w::Holding { resource_id: r.id, state: state_out(r.state), lifetime_seconds })
+    }
+
     fn resource_by_name(&mut self, name: String) -> Option<w::Resource> {
         let r = self.registry.resource_by_name(&self.tenant, &name);
         self.scoped(r)
@@ -182,6 +197,14 @@ fn ids_out(ids: Vec<w::Identifier>) -> Vec<t::Identifier> {
         .collect()
 }
 
+fn state_out(s: t::ResourceState) -> w::ResourceState {
+    match s {
+        t::ResourceState::Active => w::ResourceState::Active,
+        t::ResourceState::Suspended => w::ResourceState::Suspended,
+        t::ResourceState::Released => w::ResourceState::Released,
+    }
+}
+
 impl From<t::Resource> for w::Resource {
     fn from(r: t::Resource) -> Self {
         w::Resource {
@@ -191,11 +214,7 @@ impl From<t::Resource> for w::Resource {
             names: r.names,
             zones: r.zones,
             addresses: r.addresses,
-            state: match r.state {
-                t::ResourceState::Active => w::ResourceState::Active,
-                t::ResourceState::Suspended => w::ResourceState::Suspended,
-                t::ResourceState::Released => w::ResourceState::Released,
-            },
+            state: state_out(r.state),
             attributes: r.attributes,
             anchor: r.anchor,
         }

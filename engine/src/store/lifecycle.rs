@@ -171,13 +171,13 @@ impl Store {
         })
     }
 
-    /// Up to `limit` certificates whose renewal window has opened, oldest due first.
-    pub fn due_certificates(&self, at: UnixTime, limit: i64) -> Result<Vec<(Certificate, CertificateLifecycle)>> {
+    /// Up to `limit` certificates whose renewal window opened before `before`, oldest due first.
+    pub fn due_certificates(&self, before: UnixTime, limit: i64) -> Result<Vec<(Certificate, CertificateLifecycle)>> {
         self.with(|c| {
             let sql = format!(
-                "SELECT {CERT_COLUMNS} FROM certificates WHERE renewal = 'scheduled' AND renew_at <= ?1 ORDER BY renew_at, serial LIMIT ?2"
+                "SELECT {CERT_COLUMNS} FROM certificates WHERE renewal = 'scheduled' AND renew_at < ?1 ORDER BY renew_at, serial LIMIT ?2"
             );
-            query_certificates(c, &sql, params![at, limit])
+            query_certificates(c, &sql, params![before, limit])
         })
     }
 

@@ -27,8 +27,8 @@ impl Policy for ControlOrChallenge {
         let mut lifetime: Option<u64> = None;
         let mut held = Vec::new();
         for id in &req.identifiers {
-            if let Some(r) = active(registry::resource_for(id)) {
-                let l = lifetime_of(&r);
+            if let Some(h) = registry::holder(id).filter(|h| h.state == ResourceState::Active) {
+                let l = h.lifetime_seconds.unwrap_or(DEFAULT_LIFETIME);
                 lifetime = Some(lifetime.map_or(l, |x| x.min(l)));
                 held.push(id.clone());
             }

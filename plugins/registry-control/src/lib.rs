@@ -38,10 +38,10 @@ impl Policy for RegistryControl {
         let mut lifetime_set = false;
         let mut unheld: Vec<&str> = Vec::new();
         for id in &req.identifiers {
-            let found = registry::resource_for(id);
-            match held(&found) {
-                Some(r) => {
-                    let l = lifetime_of(r);
+            // `holder` rather than the whole resource: one string crosses, not ten.
+            match registry::holder(id).filter(|h| h.state == ResourceState::Active) {
+                Some(h) => {
+                    let l = h.lifetime_seconds.unwrap_or(DEFAULT_LIFETIME);
                     lifetime = if lifetime_set { lifetime.min(l) } else { l };
                     lifetime_set = true;
                 }

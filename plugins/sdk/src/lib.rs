@@ -42,14 +42,14 @@ use alloc::string::String;
 use alloc::vec::Vec;
 
 pub use bindings::tenure::policy::types::{
-    CertificateInfo, Decision, DistributionRequest, Grant, Identifier, IdentifierKind,
+    CertificateInfo, Decision, DistributionRequest, Grant, Holding, Identifier, IdentifierKind,
     IssuanceRequest, KeyType, RenewalRequest, Resource, ResourceState, Tenant,
 };
 
 /// The registry, scoped by the host to the tenant the decision is made for.
 pub mod registry {
     pub use crate::bindings::tenure::policy::registry::{
-        resource_by_address, resource_by_id, resource_by_name, resources, tenant,
+        holder, resource_by_address, resource_by_id, resource_by_name, resources, tenant,
     };
     use crate::{Identifier, IdentifierKind, Resource};
 
