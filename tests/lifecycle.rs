@@ -1,6 +1,7 @@
 //! The certificate lifecycle against a real `tenure serve` with lifetimes of
 //! seconds: server-initiated reissue delivered to a file drop and a webhook;
-//! revocation on release (CRL, ARI) and transfer; anchors; ARI `replaces`; and
+//! revocation on release (CRL, ARI) and transfer; anchors; ARI `replaces` and
+//! policy changes; and
 //! a SIGKILL in the middle of a sweep.
 
 mod support;
@@ -384,6 +385,13 @@ async fn anchor_release_ends_the_certificate_and_replaces_is_honoured() {
     let mut expected: Vec<String> = vec![cluster.clone(), pod.clone()];
     expected.sort();
     assert_eq!(cert_show(&data, &first)["resources"], serde_json::json!(expected));
+    // A policy change moves the ARI window to now.
+    let (info, _) = acct.renewal_info(&cert_id(&chain)).await.unwrap();
+    assert!(info.suggested_window.start > time::OffsetDateTime::now_utc());
+    let plugin = tenure_engine::policy::builtin::built_plugin_path("registry-control");
+    support::tenure_cli(&data, &["plugin", "install", plugin.to_str().unwrap(), "--tenant", "corp"]);
+    let (info, _) = acct.renewal_info(&cert_id(&chain)).await.unwrap();
+    assert!(info.suggested_window.start <= time::OffsetDateTime::now_utc(), "the tenant's policy changed");
     let renewed = issue(&acct, &["pod.corp.example"], Some(cert_id(&chain))).await.expect("replacement order");
     let shown = cert_show(&data, &first);
     assert_eq!(shown["renewal"], "replaced");

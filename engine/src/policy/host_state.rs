@@ -30,6 +30,11 @@ pub(super) struct HostState {
     /// The last error-level line the plugin logged (the SDK logs its panic message
     /// there just before trapping), to explain a trap.
     pub last_error: Option<String>,
+    /// When the decision began, and how long it has spent in registry calls: the
+    /// deadline is the plugin's own time, so a registry lookup that waits on the
+    /// database (a checkpoint, a busy writer) does not make the plugin time out.
+    pub started: std::time::Instant,
+    pub host_time: std::time::Duration,
 }
 
 /// Caps linear memory below the pool's hard limit, and remembers that it did, so a
@@ -74,8 +79,66 @@ impl HostState {
 
 impl w::Host for HostState {}
 
+impl HostState {
+    /// Runs a registry query, counting its time as the host's, not the plugin's.
+    fn timed<R>(&mut self, f: impl FnOnce(&mut Self) -> R) -> R {
+        let t = std::time::Instant::now();
+        let r = f(self);
+        self.host_time += t.elapsed();
+        r
+    }
+}
+
 impl tenure::policy::registry::Host for HostState {
     fn holder(&mut self, id: w::Identifier) -> Option<w::Holding> {
+        self.timed(|s| s.holder_now(id))
+    }
+
+    fn resource_by_name(&mut self, name: String) -> Option<w::Resource> {
+        self.timed(|s| {
+            let r = s.registry.resource_by_name(&s.tenant, &name);
+            s.scoped(r)
+        })
+    }
+
+    fn resource_by_address(&mut self, address: String) -> Option<w::Resource> {
+        self.timed(|s| {
+            let r = s.registry.resource_by_address(&s.tenant, &address);
+            s.scoped(r)
+        })
+    }
+
+    fn resource_by_id(&mut self, id: String) -> Option<w::Resource> {
+        self.timed(|s| {
+            let r = s.registry.resource_by_id(&s.tenant, &id);
+            s.scoped(r)
+        })
+    }
+
+    fn resources(&mut self) -> Vec<w::Resource> {
+        self.timed(|s| {
+            s.registry
+                .resources(&s.tenant)
+                .into_iter()
+                .filter(|r| r.tenant == s.tenant)
+                .map(Into::into)
+                .collect()
+        })
+    }
+
+    fn tenant(&mut self) -> w::Tenant {
+        self.timed(|s| match s.registry.tenant(&s.tenant) {
+            Some(info) if info.name == s.tenant => info.into(),
+            _ => w::Tenant {
+                name: s.tenant.clone(),
+                permits: Vec::new(),
+            },
+        })
+    }
+}
+
+impl HostState {
+    fn holder_now(&mut self, id: w::Identifier) -> Option<w::Holding> {
         let r = match id.kind {
             w::IdentifierKind::Dns => self.registry.resource_by_name(&self.tenant, &id.value),
             w::IdentifierKind::Ip => self.registry.resource_by_address(&self.tenant, &id.value),
@@ -88,40 +151,6 @@ impl tenure::policy::registry::Host for HostState {
             .and_then(|(_, v)| v.trim().parse::<u64>().ok())
             .filter(|&s| s > 0);
         Some(w::Holding { resource_id: r.id, state: state_out(r.state), lifetime_seconds })
-    }
-
-    fn resource_by_name(&mut self, name: String) -> Option<w::Resource> {
-        let r = self.registry.resource_by_name(&self.tenant, &name);
-        self.scoped(r)
-    }
-
-    fn resource_by_address(&mut self, address: String) -> Option<w::Resource> {
-        let r = self.registry.resource_by_address(&self.tenant, &address);
-        self.scoped(r)
-    }
-
-    fn resource_by_id(&mut self, id: String) -> Option<w::Resource> {
-        let r = self.registry.resource_by_id(&self.tenant, &id);
-        self.scoped(r)
-    }
-
-    fn resources(&mut self) -> Vec<w::Resource> {
-        self.registry
-            .resources(&self.tenant)
-            .into_iter()
-            .filter(|r| r.tenant == self.tenant)
-            .map(Into::into)
-            .collect()
-    }
-
-    fn tenant(&mut self) -> w::Tenant {
-        match self.registry.tenant(&self.tenant) {
-            Some(info) if info.name == self.tenant => info.into(),
-            _ => w::Tenant {
-                name: self.tenant.clone(),
-                permits: Vec::new(),
-            },
-        }
     }
 }
 

@@ -454,6 +454,8 @@ impl PolicyHost {
             },
             log_lines: 0,
             last_error: None,
+            started: Instant::now(),
+            host_time: Duration::ZERO,
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
@@ -469,6 +471,20 @@ impl PolicyHost {
             .div_ceil(self.tick.as_nanos().max(1)) as u64
             + 1;
         store.set_epoch_deadline(ticks);
+        // At the deadline, count only the plugin's own time: registry calls may
+        // have waited on the database.
+        let (deadline, tick) = (self.limits.deadline, self.tick);
+        store.epoch_deadline_callback(move |ctx| {
+            let state = ctx.data();
+            let wall = state.started.elapsed();
+            let own = wall.saturating_sub(state.host_time);
+            // A plugin that only calls the registry still ends, at ten deadlines.
+            if own >= deadline || wall >= deadline * 10 {
+                return Ok(wasmtime::UpdateDeadline::Interrupt);
+            }
+            let left = (deadline - own).as_nanos().div_ceil(tick.as_nanos().max(1)) as u64;
+            Ok(wasmtime::UpdateDeadline::Continue(left.max(1)))
+        });
         store
     }
 
