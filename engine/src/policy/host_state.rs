@@ -20,6 +20,10 @@ use tenure::policy::types as w;
 const MAX_LOG_LINES: u32 = 32;
 const MAX_LOG_BYTES: usize = 1024;
 
+/// Registry calls per decision. The deadline counts only the plugin's own time,
+/// so this is what bounds a plugin that does nothing but call the registry.
+pub(super) const MAX_REGISTRY_CALLS: u32 = 1000;
+
 pub(super) struct HostState {
     pub tenant: String,
     pub registry: Arc<dyn RegistryView>,
@@ -35,6 +39,7 @@ pub(super) struct HostState {
     /// database (a checkpoint, a busy writer) does not make the plugin time out.
     pub started: std::time::Instant,
     pub host_time: std::time::Duration,
+    pub registry_calls: u32,
 }
 
 /// Caps linear memory below the pool's hard limit, and remembers that it did, so a
@@ -81,7 +86,12 @@ impl w::Host for HostState {}
 
 impl HostState {
     /// Runs a registry query, counting its time as the host's, not the plugin's.
-    fn timed<R>(&mut self, f: impl FnOnce(&mut Self) -> R) -> R {
+    /// Past the call cap it answers nothing at once, and the decision is denied.
+    fn timed<R: Default>(&mut self, f: impl FnOnce(&mut Self) -> R) -> R {
+        self.registry_calls = self.registry_calls.saturating_add(1);
+        if self.registry_calls > MAX_REGISTRY_CALLS {
+            return R::default();
+        }
         let t = std::time::Instant::now();
         let r = f(self);
         self.host_time += t.elapsed();
@@ -127,13 +137,14 @@ impl tenure::policy::registry::Host for HostState {
     }
 
     fn tenant(&mut self) -> w::Tenant {
-        self.timed(|s| match s.registry.tenant(&s.tenant) {
-            Some(info) if info.name == s.tenant => info.into(),
+        let found = self.timed(|s| s.registry.tenant(&s.tenant));
+        match found {
+            Some(info) if info.name == self.tenant => info.into(),
             _ => w::Tenant {
-                name: s.tenant.clone(),
+                name: self.tenant.clone(),
                 permits: Vec::new(),
             },
-        })
+        }
     }
 }
 

@@ -456,6 +456,7 @@ impl PolicyHost {
             last_error: None,
             started: Instant::now(),
             host_time: Duration::ZERO,
+            registry_calls: 0,
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
@@ -476,10 +477,9 @@ impl PolicyHost {
         let (deadline, tick) = (self.limits.deadline, self.tick);
         store.epoch_deadline_callback(move |ctx| {
             let state = ctx.data();
-            let wall = state.started.elapsed();
-            let own = wall.saturating_sub(state.host_time);
-            // A plugin that only calls the registry still ends, at ten deadlines.
-            if own >= deadline || wall >= deadline * 10 {
+            let own = state.started.elapsed().saturating_sub(state.host_time);
+            // (A plugin that only calls the registry is bounded by the call cap.)
+            if own >= deadline {
                 return Ok(wasmtime::UpdateDeadline::Interrupt);
             }
             let left = (deadline - own).as_nanos().div_ceil(tick.as_nanos().max(1)) as u64;
@@ -671,6 +671,10 @@ impl PolicyHost {
             .instantiate(&mut store)
             .map_err(|e| (true, e))
             .and_then(|instance| call(&mut store, &instance).map_err(|e| (false, e)));
+        let calls = store.data().registry_calls;
+        if calls > host_state::MAX_REGISTRY_CALLS {
+            return Err(format!("made {calls} registry calls; at most {} are allowed", host_state::MAX_REGISTRY_CALLS));
+        }
         match result {
             Ok(d) => Ok(host_state::decision_out(d)),
             Err((instantiating, e)) => Err(self.explain(&store, instantiating, &e)),
@@ -690,7 +694,12 @@ impl PolicyHost {
             .map(|m| format!(" ({m})"))
             .unwrap_or_default();
         match e.downcast_ref::<Trap>() {
-            Some(Trap::Interrupt) => format!("exceeded its deadline of {:?}", self.limits.deadline),
+            Some(Trap::Interrupt) => format!(
+                "exceeded its deadline of {:?} (wall time {:?}, of which {:?} in registry calls)",
+                self.limits.deadline,
+                state.started.elapsed(),
+                state.host_time
+            ),
             Some(Trap::OutOfFuel) => format!("ran out of fuel ({} units)", self.limits.fuel),
             Some(_) if state.limiter.hit => format!(
                 "exceeded its memory limit of {} bytes{said}",

@@ -1007,3 +1007,16 @@ fn time_waiting_on_the_registry_is_not_the_plugins_deadline() {
     );
     assert_eq!(grant(&v).identifiers.len(), 2, "{:?}", v.decision);
 }
+
+#[test]
+fn registry_calls_per_decision_are_capped() {
+    // A registry so slow that a plugin calling it in a loop would never reach
+    // its own deadline: the call cap ends it.
+    let slow: Arc<dyn RegistryView> = Arc::new(SlowRegistry { inner: registry(), delay: Duration::from_millis(1) });
+    let names: Vec<String> = (0..host_state::MAX_REGISTRY_CALLS + 1).map(|i| format!("n{i}.acme.test")).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let mut req = issuance("acme", &names, 0);
+    req.identifiers.truncate(host_state::MAX_REGISTRY_CALLS as usize + 1);
+    let v = host().decide_issuance(&plugin("registry-control"), slow, "acme", &req);
+    assert!(reason(&v).contains("registry calls"), "{:?}", v.decision);
+}
