@@ -42,6 +42,8 @@ fn main() {
     // Due the moment they are issued: the whole seed is one sweep's work.
     config.lifecycle.renewal_fraction = 1.0;
     let authority = Arc::new(Authority::open(dir.path(), config).expect("open"));
+    // As `serve` does: certificates carry a CRL distribution point under it.
+    authority.set_public_url("https://ca.bench.example:14000").expect("public url");
     let tenant = authority.create_tenant("bench", Some(&["bench.example".to_string()])).expect("tenant");
     let (account, _) = authority
         .create_account(NewAccount {

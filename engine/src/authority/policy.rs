@@ -160,11 +160,22 @@ impl Authority {
     /// Runs decide-renewal through the tenant's chain, for a certificate tenure
     /// is about to reissue on its own. Never fails open.
     pub fn decide_renewal(&self, tenant: &str, account: Option<&str>, req: &policy::RenewalRequest) -> Result<Decided> {
+        self.decide_renewal_by(&self.plugin_chain(tenant)?, tenant, account, req)
+    }
+
+    /// As `decide_renewal`, with the tenant's chain already looked up (the sweep
+    /// looks it up once per batch).
+    pub(crate) fn decide_renewal_by(
+        &self,
+        chain: &[Arc<Plugin>],
+        tenant: &str,
+        account: Option<&str>,
+        req: &policy::RenewalRequest,
+    ) -> Result<Decided> {
         let started = Instant::now();
-        let chain = self.plugin_chain(tenant)?;
         let host = self.policy_host()?;
         let view: Arc<dyn RegistryView> = Arc::new(StoreView(self.store.clone()));
-        let Chained { decision, verdicts } = host.chain_renewal(&chain, view, tenant, req);
+        let Chained { decision, verdicts } = host.chain_renewal(chain, view, tenant, req);
         let input = serde_json::to_value(req).unwrap_or_default();
         Ok(Decided { audit: audit_record("renewal", tenant, account, &input, &decision, &verdicts, started), decision })
     }

@@ -8,13 +8,15 @@
 //! commit claims each predecessor with a guarded update, so a sweep repeated
 //! after a restart (or two processes sweeping at once) never issues twice.
 
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::authority::Authority;
 use crate::ca;
 use crate::error::Result;
 use crate::model::*;
-use crate::policy::{CertificateInfo, Decision, RenewalRequest};
+use crate::policy::{CertificateInfo, Decision, Plugin, RenewalRequest};
 use crate::store::{RenewalOutcome, RenewalTally, Renewed};
 
 use super::{DELIVERY_DIR_ATTRIBUTE, DELIVERY_WEBHOOK_ATTRIBUTE};
@@ -40,6 +42,12 @@ impl SweepReport {
         self.deferred += deferred;
         self.batches += 1;
     }
+}
+
+/// What a batch's certificates share, looked up once.
+struct Batch {
+    chains: HashMap<String, Result<Vec<Arc<Plugin>>>>,
+    targets: HashMap<String, Vec<(DeliveryKind, String)>>,
 }
 
 /// How long a certificate whose renewal failed on our side waits for the next try.
@@ -86,12 +94,28 @@ impl Authority {
     /// Decides and signs a batch on every core, then stores it in one
     /// transaction. Also returns how many failed on our side (and were deferred).
     fn renew_batch(&self, due: Vec<(Certificate, CertificateLifecycle)>) -> Result<(RenewalTally, usize)> {
+        // Looked up once per batch rather than per certificate: each tenant's
+        // plugin chain, and each bound resource's delivery targets.
+        let mut chains = HashMap::new();
+        let mut targets: HashMap<String, Vec<(DeliveryKind, String)>> = HashMap::new();
+        for (cert, life) in &due {
+            if !chains.contains_key(&cert.tenant) {
+                chains.insert(cert.tenant.clone(), self.plugin_chain(&cert.tenant));
+            }
+            for id in &life.resources {
+                if !targets.contains_key(id) {
+                    targets.insert(id.clone(), self.delivery_targets(id)?);
+                }
+            }
+        }
+        let batch = Batch { chains, targets };
         let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(due.len().max(1));
         let per = due.len().div_ceil(workers);
         let results: Vec<(String, Result<RenewalOutcome>)> = std::thread::scope(|s| {
+            let batch = &batch;
             let handles: Vec<_> = due
                 .chunks(per.max(1))
-                .map(|chunk| s.spawn(move || chunk.iter().map(|(c, l)| (c.serial.clone(), self.renew_one(c, l))).collect::<Vec<_>>()))
+                .map(|chunk| s.spawn(move || chunk.iter().map(|(c, l)| (c.serial.clone(), self.renew_one(c, l, batch))).collect::<Vec<_>>()))
                 .collect();
             handles.into_iter().flat_map(|h| h.join().unwrap_or_default()).collect()
         });
@@ -110,8 +134,17 @@ impl Authority {
         Ok((self.store.record_renewals(&outcomes)?, deferred))
     }
 
+    /// Where a resource's renewed certificates go, from its attributes.
+    fn delivery_targets(&self, resource_id: &str) -> Result<Vec<(DeliveryKind, String)>> {
+        let Some(resource) = self.store.resource(resource_id)? else { return Ok(Vec::new()) };
+        Ok([(DELIVERY_DIR_ATTRIBUTE, DeliveryKind::File), (DELIVERY_WEBHOOK_ATTRIBUTE, DeliveryKind::Webhook)]
+            .into_iter()
+            .filter_map(|(attribute, kind)| resource.attributes.get(attribute).filter(|t| !t.is_empty()).map(|t| (kind, t.clone())))
+            .collect())
+    }
+
     /// One certificate: the policy's decision, and on allow its successor.
-    fn renew_one(&self, cert: &Certificate, life: &CertificateLifecycle) -> Result<RenewalOutcome> {
+    fn renew_one(&self, cert: &Certificate, life: &CertificateLifecycle, batch: &Batch) -> Result<RenewalOutcome> {
         let request = RenewalRequest {
             tenant: cert.tenant.clone(),
             certificate: CertificateInfo {
@@ -123,7 +156,12 @@ impl Authority {
             },
             profile: life.profile.clone(),
         };
-        let decided = self.decide_renewal(&cert.tenant, Some(&cert.account_id), &request)?;
+        let chain = match batch.chains.get(&cert.tenant) {
+            Some(Ok(chain)) => chain,
+            Some(Err(e)) => return Err(e.clone()),
+            None => return Err(crate::Error::internal("the batch has no chain for this tenant")),
+        };
+        let decided = self.decide_renewal_by(chain, &cert.tenant, Some(&cert.account_id), &request)?;
         let grant = match &decided.decision {
             Decision::Allow(g) => g,
             Decision::Deny(reason) => {
@@ -166,15 +204,11 @@ impl Authority {
             revoked_at: None,
             revocation_reason: None,
         };
-        let mut deliveries = Vec::new();
-        for id in &life.resources {
-            let Some(resource) = self.store.resource(id)? else { continue };
-            for (attribute, kind) in [(DELIVERY_DIR_ATTRIBUTE, DeliveryKind::File), (DELIVERY_WEBHOOK_ATTRIBUTE, DeliveryKind::Webhook)] {
-                if let Some(target) = resource.attributes.get(attribute).filter(|t| !t.is_empty()) {
-                    deliveries.push((id.clone(), kind, target.clone()));
-                }
-            }
-        }
+        let deliveries = life
+            .resources
+            .iter()
+            .flat_map(|id| batch.targets.get(id).into_iter().flatten().map(move |(kind, target)| (id.clone(), *kind, target.clone())))
+            .collect();
         Ok(RenewalOutcome::Renewed(Renewed {
             predecessor: cert.serial.clone(),
             life: CertificateLifecycle {
