@@ -4,10 +4,12 @@
 pub mod authority;
 pub mod ca;
 pub mod error;
+pub mod hsm;
 pub mod identifier;
 pub mod model;
 pub mod policy;
 pub mod registry;
+pub mod sealing;
 pub mod store;
 
 pub use error::{Error, ErrorKind, Result};

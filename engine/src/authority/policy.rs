@@ -10,7 +10,9 @@ use ring::digest::{SHA256, digest};
 use super::{Authority, PUBLIC_TENANT};
 use crate::error::{Error, Result};
 use crate::model::now;
-use crate::policy::{self, Chained, Decision, IssuanceRequest, Limits, Plugin, PluginInfo, PolicyHost, RegistryView};
+use crate::policy::{
+    self, Chained, Decision, DistributionRequest, IssuanceRequest, Limits, Plugin, PluginInfo, PolicyHost, RegistryView,
+};
 use crate::registry::{Resource, ResourceState};
 use crate::store::{AuditRecord, Store};
 
@@ -95,6 +97,21 @@ pub struct Decided {
     pub audit: AuditRecord,
 }
 
+impl Decided {
+    /// A host rule denies whatever the plugins said; the audit record keeps
+    /// the plugins' digests and says why the host overruled them.
+    pub fn overrule(&mut self, reason: String) {
+        let reason = match &self.decision {
+            Decision::Allow(_) => format!("{reason} (the plugins allowed it; the host refuses)"),
+            Decision::Deny(theirs) => format!("{reason}; the plugins also denied: {theirs}"),
+        };
+        self.decision = Decision::Deny(reason.clone());
+        self.audit.outcome = "deny".into();
+        self.audit.reason = Some(reason);
+        self.audit.grant = None;
+    }
+}
+
 impl Authority {
     pub(super) fn policy_host(&self) -> Result<&PolicyHost> {
         self.policies
@@ -155,6 +172,18 @@ impl Authority {
         let Chained { decision, verdicts } = host.chain_issuance(&chain, view, tenant, req);
         let input = serde_json::to_value(req).unwrap_or_default();
         Ok(Decided { audit: audit_record("issuance", tenant, account, &input, &decision, &verdicts, started), decision })
+    }
+
+    /// Runs decide-distribution through the tenant's chain (the audit record is
+    /// the caller's to store, with the copy it allows or alone if denied).
+    pub fn decide_distribution(&self, tenant: &str, req: &DistributionRequest) -> Result<Decided> {
+        let started = Instant::now();
+        let chain = self.plugin_chain(tenant)?;
+        let host = self.policy_host()?;
+        let view: Arc<dyn RegistryView> = Arc::new(StoreView(self.store.clone()));
+        let Chained { decision, verdicts } = host.chain_distribution(&chain, view, tenant, req);
+        let input = serde_json::to_value(req).unwrap_or_default();
+        Ok(Decided { audit: audit_record("distribution", tenant, None, &input, &decision, &verdicts, started), decision })
     }
 
     /// Checks a plugin against the world without installing it.

@@ -12,6 +12,7 @@ mod info;
 mod issue;
 mod keys;
 mod material;
+mod signing;
 mod util;
 
 #[cfg(test)]
@@ -19,10 +20,11 @@ mod openssl_tests;
 #[cfg(test)]
 mod testdata;
 
-pub use authority::{new_intermediate, new_root};
+pub use authority::{new_intermediate, new_intermediate_with, new_root, new_root_with};
 pub use constraints::{Permit, permitted};
 pub use csr::{Csr, parse_csr};
 pub use info::{CertInfo, cert_info};
 pub use issue::{IssuedLeaf, LeafRequest, issue_leaf, server_certificate};
 pub use keys::KeyType;
 pub use material::{CaMaterial, to_pem};
+pub use signing::{CaKey, CaSigningKey, RemoteKey};

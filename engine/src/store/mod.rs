@@ -5,6 +5,7 @@
 //! change or none of it. Nothing outside this module sees SQL, which keeps a
 //! move to PostgreSQL a matter of a second implementation of these methods.
 
+mod hsm;
 mod registry;
 mod schema;
 
