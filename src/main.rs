@@ -11,6 +11,8 @@ use tenure_acme::validation::{ValidationConfig, Validator};
 use tenure_engine::Identifier;
 use tenure_engine::authority::{Authority, Config};
 
+mod hsm;
+
 #[derive(Parser)]
 #[command(name = "tenure", version, about = "An ACME certificate authority for platforms that already know who controls which resource")]
 struct Cli {
@@ -43,6 +45,11 @@ enum Command {
     Plugin {
         #[command(subcommand)]
         command: PluginCommand,
+    },
+    /// HSM key custody: the token pool, tenants' tokens, their keys.
+    Hsm {
+        #[command(subcommand)]
+        command: hsm::HsmCommand,
     },
     /// The decision audit log, oldest first.
     Audit {
@@ -178,6 +185,8 @@ struct ServeArgs {
     /// Refuse accounts without External Account Binding.
     #[arg(long)]
     eab_required: bool,
+    #[command(flatten)]
+    hsm: hsm::ServeHsmArgs,
 }
 
 #[derive(Subcommand)]
@@ -222,6 +231,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Tenant { command } => tenant(command),
         Command::Resource { command } => resource(command),
         Command::Plugin { command } => plugin(command),
+        Command::Hsm { command } => hsm::run(command),
         Command::Audit { tenant, limit, data, json } => {
             for r in open(&data)?.audit(tenant.as_deref(), limit)? {
                 if json {
@@ -252,9 +262,11 @@ fn open(data: &DataDir) -> Result<Authority> {
 
 fn serve(args: ServeArgs) -> Result<()> {
     let config = Config { eab_required: args.eab_required, ..Config::default() };
+    hsm::configure_serve(&args.data, &args.hsm)?;
     let authority = Arc::new(
         Authority::open(&args.data.dir, config).with_context(|| format!("opening {}", args.data.dir.display()))?,
     );
+    hsm::spawn_maintenance(authority.clone());
     let mut names = vec![
         Identifier::dns("localhost"),
         Identifier::ip(IpAddr::from([127, 0, 0, 1])),
