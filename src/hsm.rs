@@ -2,12 +2,10 @@
 //! `tenure_engine::hsm`.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
-use tenure_engine::authority::Authority;
 use tenure_engine::hsm::{CaHsmConfig, configure_ca_hsm};
 
 use super::{DataDir, open};
@@ -18,13 +16,13 @@ pub struct ServeHsmArgs {
     /// PKCS#11 module holding the CA keys (root and intermediates); they are
     /// created non-extractable in the token and sign there. Recorded in the data
     /// directory, so `tenure tenant add` uses the same token.
-    #[arg(long, requires_all = ["hsm_token", "hsm_pin_file"])]
+    #[arg(long, env = "TENURE_HSM_MODULE", requires_all = ["hsm_token", "hsm_pin_file"])]
     pub hsm_module: Option<PathBuf>,
     /// Label of the token for the CA keys.
-    #[arg(long, requires = "hsm_module")]
+    #[arg(long, env = "TENURE_HSM_TOKEN", requires = "hsm_module")]
     pub hsm_token: Option<String>,
     /// A file holding the token's user PIN.
-    #[arg(long, requires = "hsm_module")]
+    #[arg(long, env = "TENURE_HSM_PIN_FILE", requires = "hsm_module")]
     pub hsm_pin_file: Option<PathBuf>,
 }
 
@@ -37,15 +35,24 @@ pub fn configure_serve(data: &DataDir, args: &ServeHsmArgs) -> Result<()> {
     Ok(())
 }
 
-/// Runs custody maintenance (grace periods, key retirement) once a minute, off the async threads.
-pub fn spawn_maintenance(authority: Arc<Authority>) {
+/// Runs custody maintenance (grace periods, key retirement) once a minute as
+/// `tenure hsm sweep` in a child process: a fresh process sees tokens as they
+/// are now even with modules that read token state once per process (SoftHSM2).
+pub fn spawn_maintenance(data: &DataDir) {
+    let Ok(exe) = std::env::current_exe() else { return };
+    let dir = data.dir.clone();
     std::thread::spawn(move || {
         loop {
             std::thread::sleep(Duration::from_secs(60));
-            match authority.hsm_maintenance() {
-                Ok((0, 0)) => {}
-                Ok((zeroized, retired)) => tracing::info!(zeroized, retired, "HSM custody maintenance"),
-                Err(e) => tracing::warn!(error = %e, "HSM custody maintenance failed"),
+            match std::process::Command::new(&exe).args(["hsm", "sweep", "--data"]).arg(&dir).output() {
+                Ok(out) if out.status.success() => {
+                    let said = String::from_utf8_lossy(&out.stdout);
+                    if !said.starts_with("0 tokens zeroized, 0 keys retired") {
+                        tracing::info!(result = %said.trim(), "HSM custody maintenance");
+                    }
+                }
+                Ok(out) => tracing::warn!(error = %String::from_utf8_lossy(&out.stderr).trim(), "HSM custody maintenance failed"),
+                Err(e) => tracing::warn!(error = %e, "HSM custody maintenance did not run"),
             }
         }
     });

@@ -266,7 +266,7 @@ fn serve(args: ServeArgs) -> Result<()> {
     let authority = Arc::new(
         Authority::open(&args.data.dir, config).with_context(|| format!("opening {}", args.data.dir.display()))?,
     );
-    hsm::spawn_maintenance(authority.clone());
+    hsm::spawn_maintenance(&args.data);
     let mut names = vec![
         Identifier::dns("localhost"),
         Identifier::ip(IpAddr::from([127, 0, 0, 1])),

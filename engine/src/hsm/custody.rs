@@ -223,3 +223,41 @@ impl RemoteKey for HsmCaKey {
         serde_json::json!(KeyRef { module: self.token.module.clone(), token: self.token.label.clone(), id: hex(&self.id) }).to_string()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::authority::{Authority, Config};
+
+    #[test]
+    fn software_keys_are_sealed_at_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("tenure.db")).unwrap();
+        let custody = CaCustody::open(dir.path(), &store).unwrap();
+        let key = custody.new_ca_key("test CA").unwrap();
+        let CaKey::Software(pkcs8) = &key else { panic!("no HSM configured: a software key") };
+        let blob = custody.key_blob(&key).unwrap();
+        assert!(is_sealed(&blob));
+        assert!(!blob.windows(pkcs8.len()).any(|w| w == pkcs8.as_slice()), "the key is not stored in clear");
+        let CaKey::Software(back) = custody.load_key(&blob).unwrap() else { panic!() };
+        assert_eq!(&back, pkcs8);
+        assert!(custody.reseal(&blob).unwrap().is_none());
+        assert!(is_sealed(&custody.reseal(pkcs8).unwrap().unwrap()));
+        assert!(custody.load_key(b"junk").is_err());
+    }
+
+    #[test]
+    fn plain_keys_of_an_older_data_directory_are_sealed_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = crate::ca::new_root("old root").unwrap();
+        let CaKey::Software(plain) = &root.key else { panic!() };
+        Store::open(&dir.path().join("tenure.db")).unwrap().insert_root(&root.cert_der, plain).unwrap();
+        let authority = Authority::open(dir.path(), Config::default()).unwrap();
+        assert_eq!(authority.root_pem(), root.cert_pem(), "the same root, now sealed");
+        for issuer in Store::open(&dir.path().join("tenure.db")).unwrap().issuers().unwrap() {
+            assert!(is_sealed(&issuer.key_pkcs8), "issuer {} sealed", issuer.id);
+        }
+        // The public tenant's intermediate (made at open) signs with the unsealed root.
+        assert_eq!(authority.tenants().unwrap().len(), 1);
+    }
+}

@@ -17,8 +17,8 @@
 //! sealed copy of the user PIN solely for the two policy-gated operations the
 //! tenant signed up for: rekey in place on a renewal grant and distribution
 //! after `decide-distribution` allows it (audited). The tenant ends even that
-//! by changing the PIN (tenure notices and records `tenant-only`), or chooses
-//! it from the start with `allocate --tenant-only` (tenure never keeps the PIN).
+//! by changing the PIN (tenure's attempts then fail, saying so), or chooses it
+//! from the start with `allocate --tenant-only` (tenure never keeps the PIN).
 //! The SO PIN stays with tenure: release re-initializes the token, which
 //! destroys every object whatever the user PIN is.
 

@@ -364,19 +364,18 @@ impl Authority {
         Ok((Token::open(Path::new(&slot.module), &slot.token_label)?, pin))
     }
 
-    /// A user session on a tenant token. A refused PIN means the tenant changed
-    /// it: tenure records that it no longer has access (`tenant-only`).
+    /// A user session on a tenant token. A refused PIN normally means the
+    /// tenant changed it and so ended tenure's access; it is not recorded as
+    /// such automatically, because a module that caches token state per process
+    /// (SoftHSM2) refuses a PIN set by another process after this one loaded it.
     pub(super) fn tenant_session(&self, slot: &HsmSlot, token: &Token, pin: &str) -> Result<cryptoki::session::Session> {
-        match token.user_session(pin) {
-            Err(e) if e.kind == ErrorKind::Unauthorized => {
-                self.store.set_hsm_slot_state(&slot.id, SlotState::TenantOnly, None, true, "the tenant changed the user PIN")?;
-                Err(Error::new(
-                    ErrorKind::Unauthorized,
-                    format!("the tenant has changed the PIN of {}: tenure no longer uses its keys", slot.id),
-                ))
-            }
-            other => other,
-        }
+        token.user_session(pin).map_err(|e| match e.kind {
+            ErrorKind::Unauthorized => Error::new(
+                ErrorKind::Unauthorized,
+                format!("{} refuses tenure's copy of the user PIN (did the tenant change it?): {}", slot.id, e.detail),
+            ),
+            _ => e,
+        })
     }
 
     fn slot_so_pin(&self, slot: &HsmSlot) -> Result<String> {
