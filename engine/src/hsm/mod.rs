@@ -28,7 +28,7 @@ pub mod session;
 mod wrap;
 
 pub use custody::{CA_HSM_SETTING, CaCustody, CaHsmConfig, HsmCaKey, configure_ca_hsm};
-pub use pool::{HsmKeyInfo, KeyCheck, RekeyOutcome};
+pub use pool::{HsmKeyInfo, RekeyOutcome};
 pub use session::{ObjectInfo, Token};
 pub use wrap::{DistributionOutcome, sign_with};
 

@@ -40,13 +40,6 @@ pub struct RekeyOutcome {
     pub replaced_retires_at: Option<i64>,
 }
 
-/// What a tenant-side check of a key found (used by tests and `hsm keys`).
-#[derive(Debug, Clone, Serialize)]
-pub struct KeyCheck {
-    pub private_key_present: bool,
-    pub certificate_present: bool,
-}
-
 const USER_PIN_LEN: usize = 20;
 
 fn random_pin() -> Result<String> {

@@ -17,7 +17,7 @@ use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHan
 use cryptoki::session::Session;
 use serde::Serialize;
 
-use super::session::{self, EC, P256_PARAMS, p11};
+use super::session::{self, P256_PARAMS, p11};
 use super::{HsmKey, KeyState};
 use crate::authority::Authority;
 use crate::error::{Error, ErrorKind, Result};
@@ -220,7 +220,7 @@ fn copy_wrapped(src: &Session, dst: &Session, key: &HsmKey) -> Result<()> {
             &wrapped_key,
             &[
                 Attribute::Class(ObjectClass::PRIVATE_KEY),
-                Attribute::KeyType(EC),
+                Attribute::KeyType(KeyType::EC),
                 Attribute::Token(true),
                 Attribute::Private(true),
                 Attribute::Sensitive(true),
@@ -240,7 +240,7 @@ fn copy_wrapped(src: &Session, dst: &Session, key: &HsmKey) -> Result<()> {
     ec_point.extend_from_slice(point);
     dst.create_object(&[
         Attribute::Class(ObjectClass::PUBLIC_KEY),
-        Attribute::KeyType(EC),
+        Attribute::KeyType(KeyType::EC),
         Attribute::Token(true),
         Attribute::Private(false),
         Attribute::Verify(true),
