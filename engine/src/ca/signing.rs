@@ -43,7 +43,7 @@ impl CaKey {
     pub fn signing_key(&self) -> Result<CaSigningKey> {
         match self {
             CaKey::Software(pkcs8) => KeyPair::try_from(pkcs8.as_slice())
-                .map(CaSigningKey::Software)
+                .map(|k| CaSigningKey::Software(Box::new(k)))
                 .map_err(|e| Error::internal(format!("issuing CA material: private key: {e}"))),
             CaKey::Remote(r) => Ok(CaSigningKey::Remote(r.clone())),
         }
@@ -65,7 +65,7 @@ impl std::fmt::Debug for CaKey {
 
 /// A CA key ready to sign, as an rcgen `SigningKey`.
 pub enum CaSigningKey {
-    Software(KeyPair),
+    Software(Box<KeyPair>),
     Remote(Arc<dyn RemoteKey>),
 }
 
@@ -78,7 +78,7 @@ impl PublicKeyData for CaSigningKey {
     }
     fn algorithm(&self) -> &'static SignatureAlgorithm {
         match self {
-            CaSigningKey::Software(k) => PublicKeyData::algorithm(k),
+            CaSigningKey::Software(k) => PublicKeyData::algorithm(k.as_ref()),
             CaSigningKey::Remote(r) => r.algorithm(),
         }
     }

@@ -209,7 +209,7 @@ impl Authority {
     }
 
     /// The custody log of a slot.
-    pub fn hsm_events(&self, id: &str) -> Result<Vec<(String, i64, Option<String>, serde_json::Value)>> {
+    pub fn hsm_events(&self, id: &str) -> Result<Vec<crate::store::CustodyEvent>> {
         let slot = self.hsm_slot(id)?;
         self.store.hsm_events(&slot.id)
     }

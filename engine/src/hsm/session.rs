@@ -280,7 +280,7 @@ pub fn sign_p256_sha256(session: &Session, key: ObjectHandle, msg: &[u8]) -> Res
 
 /// r||s (each half the length) to SEQUENCE { INTEGER r, INTEGER s }.
 pub fn ecdsa_raw_to_der(raw: &[u8]) -> Result<Vec<u8>> {
-    if raw.is_empty() || raw.len() % 2 != 0 || raw.len() > 132 {
+    if raw.is_empty() || !raw.len().is_multiple_of(2) || raw.len() > 132 {
         return Err(Error::internal("HSM: malformed ECDSA signature"));
     }
     let (r, s) = raw.split_at(raw.len() / 2);
@@ -405,7 +405,7 @@ pub(crate) fn hex(b: &[u8]) -> String {
 }
 
 pub(crate) fn unhex(s: &str) -> Result<Vec<u8>> {
-    if s.len() % 2 != 0 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+    if !s.len().is_multiple_of(2) || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(Error::malformed(format!("{s:?} is not hex")));
     }
     (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).map_err(|_| Error::malformed("bad hex"))).collect()

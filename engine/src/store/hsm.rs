@@ -9,6 +9,9 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::hsm::{HsmKey, HsmSlot, KeyState, SlotState};
 use crate::model::now;
 
+/// One entry of a slot's custody log: (kind, at, key id, detail).
+pub type CustodyEvent = (String, i64, Option<String>, serde_json::Value);
+
 const SLOT_COLUMNS: &str =
     "id, module, token_label, so_pin, user_pin, state, tenant, resource_id, pin_handed_over_at, release_after, created_at";
 const KEY_COLUMNS: &str = "id, slot_id, cka_id, label, resource_id, spki, cert_der, cert_serial, cert_not_after, state, \
@@ -73,7 +76,7 @@ impl Store {
     pub fn hsm_slot_by_resource(&self, resource_id: &str) -> Result<Option<HsmSlot>> {
         self.with(|c| {
             let sql = format!("SELECT {SLOT_COLUMNS} FROM hsm_slots WHERE resource_id = ?1");
-            Ok(c.query_row(&sql, [resource_id], slot_row).optional()?.transpose()?)
+            c.query_row(&sql, [resource_id], slot_row).optional()?.transpose()
         })
     }
 
@@ -200,7 +203,7 @@ impl Store {
                 "SELECT {KEY_COLUMNS} FROM hsm_keys WHERE slot_id = ?1 AND resource_id = ?2 AND state = 'active' \
                  ORDER BY created_at DESC LIMIT 1"
             );
-            Ok(c.query_row(&sql, params![slot_id, resource_id], key_row).optional()?.transpose()?)
+            c.query_row(&sql, params![slot_id, resource_id], key_row).optional()?.transpose()
         })
     }
 
@@ -260,8 +263,8 @@ impl Store {
         })
     }
 
-    /// The custody log of a slot: (kind, at, key id, detail), oldest first.
-    pub fn hsm_events(&self, slot_id: &str) -> Result<Vec<(String, i64, Option<String>, serde_json::Value)>> {
+    /// The custody log of a slot, oldest first.
+    pub fn hsm_events(&self, slot_id: &str) -> Result<Vec<CustodyEvent>> {
         self.with(|c| {
             let mut st = c.prepare("SELECT kind, at, key_id, detail FROM hsm_events WHERE slot_id = ?1 ORDER BY seq")?;
             let rows = st

@@ -6,6 +6,7 @@
 //! move to PostgreSQL a matter of a second implementation of these methods.
 
 mod hsm;
+pub use hsm::CustodyEvent;
 mod registry;
 mod schema;
 
