@@ -273,6 +273,9 @@ fn distribution_only_wrapped_only_allowed_only_within_a_tenant() {
     let a = allocate(&data, "corp");
     let b = allocate(&data, "corp");
     let r = allocate(&data, "rival");
+    // A token never changes tenant by transfer (the old tenant knows its PIN).
+    let err = cli_fails(&data, &["resource", "transfer", &b.resource, "--to", "rival"]);
+    assert!(err.contains("is an HSM"), "{err}");
     let vm = cli_json(&data, &["resource", "add", "--tenant", "corp", "--kind", "vm", "--name", "db.corp.example", "--attr", &format!("hsm={}", a.resource)]);
     let key = cli_json(&data, &["hsm", "rekey", vm["id"].as_str().unwrap()]);
     let key_id = key["key"]["id"].as_str().unwrap();

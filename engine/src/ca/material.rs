@@ -103,6 +103,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn ca_signs_arbitrary_data_for_crls() {
+        let root = crate::ca::new_root("sign test").unwrap();
+        let tbs = b"a TBSCertList, say";
+        let sig = root.sign(tbs).unwrap();
+        let (_, cert) = X509Certificate::from_der(&root.cert_der).unwrap();
+        ring::signature::UnparsedPublicKey::new(
+            &ring::signature::ECDSA_P256_SHA256_ASN1,
+            &cert.public_key().subject_public_key.data,
+        )
+        .verify(tbs, &sig)
+        .unwrap();
+    }
+
+    #[test]
     fn pem_wraps_at_64() {
         let pem = to_pem("CERTIFICATE", &[0u8; 100]);
         let lines: Vec<&str> = pem.lines().collect();
