@@ -19,6 +19,7 @@ const PLUGINS: &[&str] = &[
     "trap",
     "huge-answer",
     "uses-fs",
+    "allow-distribution",
 ];
 
 /// Inherited variables the nested cargo may keep: where crates come from, how to reach

@@ -12,6 +12,7 @@ use tenure_engine::Identifier;
 use tenure_engine::authority::{Authority, Config};
 
 mod lifecycle;
+mod hsm;
 
 #[derive(Parser)]
 #[command(name = "tenure", version, about = "An ACME certificate authority for platforms that already know who controls which resource")]
@@ -53,6 +54,11 @@ enum Command {
     },
     /// Renew due certificates now (a sweep), or one resource's at once.
     Renew(lifecycle::RenewArgs),
+    /// HSM key custody: the token pool, tenants' tokens, their keys.
+    Hsm {
+        #[command(subcommand)]
+        command: hsm::HsmCommand,
+    },
     /// The decision audit log, oldest first.
     Audit {
         #[arg(long)]
@@ -200,6 +206,8 @@ struct ServeArgs {
     /// Certificates per renewal transaction.
     #[arg(long, default_value_t = 256)]
     renewal_batch: usize,
+    #[command(flatten)]
+    hsm: hsm::ServeHsmArgs,
 }
 
 #[derive(Subcommand)]
@@ -246,6 +254,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Plugin { command } => plugin(command),
         Command::Cert { command } => lifecycle::cert(command),
         Command::Renew(args) => lifecycle::renew(args),
+        Command::Hsm { command } => hsm::run(command),
         Command::Audit { tenant, limit, data, json } => {
             for r in open(&data)?.audit(tenant.as_deref(), limit)? {
                 if json {
@@ -285,9 +294,11 @@ fn serve(args: ServeArgs) -> Result<()> {
     config.lifecycle.interval = Duration::from_secs_f64(args.renewal_interval);
     config.lifecycle.renewal_fraction = args.renewal_fraction;
     config.lifecycle.batch = args.renewal_batch.max(1);
+    hsm::configure_serve(&args.data, &args.hsm)?;
     let authority = Arc::new(
         Authority::open(&args.data.dir, config).with_context(|| format!("opening {}", args.data.dir.display()))?,
     );
+    hsm::spawn_maintenance(&args.data);
     let mut names = vec![
         Identifier::dns("localhost"),
         Identifier::ip(IpAddr::from([127, 0, 0, 1])),

@@ -136,6 +136,9 @@ pub struct IssuerRecord {
     pub id: i64,
     pub tenant: Option<String>,
     pub cert_der: Vec<u8>,
+    /// The key as stored: a sealed PKCS#8 (see `sealing`), a reference to a key in
+    /// an HSM (see `hsm::custody`), or, in data directories from before sealing,
+    /// plain PKCS#8 (sealed on the next start).
     pub key_pkcs8: Vec<u8>,
 }
 

@@ -14,6 +14,7 @@ use ring::rand::{SecureRandom, SystemRandom};
 
 use crate::ca::{self, CaMaterial, Permit};
 use crate::error::{Error, ErrorKind, Result};
+use crate::hsm::CaCustody;
 use crate::identifier::{Identifier, IdentifierKind};
 use crate::model::*;
 use crate::store::Store;
@@ -113,6 +114,9 @@ pub struct Authority {
     rng: SystemRandom,
     /// Where certificates say their CRLs are (`{public_url}/crl/{issuer}`).
     pub(crate) public_url: RwLock<Option<String>>,
+    /// Where CA keys live (sealed software keys or an HSM token), and the
+    /// key-encryption key for everything sealed at rest.
+    pub(crate) custody: CaCustody,
 }
 
 impl Authority {
@@ -122,14 +126,20 @@ impl Authority {
         std::fs::create_dir_all(data_dir)
             .map_err(|e| Error::internal(format!("cannot create data directory {}: {e}", data_dir.display())))?;
         let store = Arc::new(Store::open(&data_dir.join("tenure.db"))?);
+        let custody = CaCustody::open(data_dir, &store)?;
+        // Data directories from before sealing: seal their plain keys now.
+        let resealed = store.reseal_issuer_keys(|blob| custody.reseal(blob))?;
+        if resealed > 0 {
+            tracing::info!(resealed, "sealed plain CA keys under the key-encryption key");
+        }
         let root = match store.root()? {
             Some(r) => r,
             None => {
-                let fresh = ca::new_root("tenure root CA")?;
-                store.insert_root(&fresh.cert_der, &fresh.key_pkcs8)?
+                let fresh = ca::new_root_with("tenure root CA", custody.new_ca_key("tenure root CA")?)?;
+                store.insert_root(&fresh.cert_der, &custody.key_blob(&fresh.key)?)?
             }
         };
-        let root = CaMaterial { cert_der: root.cert_der, key_pkcs8: root.key_pkcs8 };
+        let root = CaMaterial { cert_der: root.cert_der, key: custody.load_key(&root.key_pkcs8)? };
         write_file_atomically(&data_dir.join("root.pem"), root.cert_pem().as_bytes(), false)?;
         let token_path = data_dir.join("admin-token");
         if !token_path.exists() {
@@ -146,6 +156,7 @@ impl Authority {
             issuers: RwLock::new(HashMap::new()),
             rng: SystemRandom::new(),
             public_url: RwLock::new(None),
+            custody,
         };
         if authority.store.tenant(PUBLIC_TENANT)?.is_none() {
             match authority.create_tenant(PUBLIC_TENANT, None) {
@@ -204,7 +215,10 @@ impl Authority {
             }
             None => None,
         };
-        let intermediate = ca::new_intermediate(&self.root, &format!("tenure {name} CA"), parsed.as_deref())?;
+        let common_name = format!("tenure {name} CA");
+        let key = self.custody.new_ca_key(&common_name)?;
+        let intermediate = ca::new_intermediate_with(&self.root, &common_name, parsed.as_deref(), key)?;
+        let key_blob = self.custody.key_blob(&intermediate.key)?;
         let eab_kid = format!("{name}-{}", self.random_id(9));
         let mut eab_hmac = vec![0u8; 32];
         self.rng.fill(&mut eab_hmac).map_err(|_| Error::internal("no randomness"))?;
@@ -213,7 +227,7 @@ impl Authority {
             name,
             &normalized,
             &intermediate.cert_der,
-            &intermediate.key_pkcs8,
+            &key_blob,
             Some((&eab_kid, &eab_hmac)),
         )?;
         Ok(TenantCreated { tenant, eab_kid, eab_hmac })
@@ -237,7 +251,7 @@ impl Authority {
             return Ok(found);
         }
         let rec = self.store.issuer(id)?.ok_or_else(|| Error::internal(format!("issuer {id} is missing")))?;
-        let material = Arc::new(CaMaterial { cert_der: rec.cert_der, key_pkcs8: rec.key_pkcs8 });
+        let material = Arc::new(CaMaterial { cert_der: rec.cert_der, key: self.custody.load_key(&rec.key_pkcs8)? });
         if let Ok(mut m) = self.issuers.write() {
             m.insert(id, material.clone());
         }

@@ -10,7 +10,9 @@ use ring::digest::{SHA256, digest};
 use super::{Authority, PUBLIC_TENANT};
 use crate::error::{Error, Result};
 use crate::model::now;
-use crate::policy::{self, Chained, Decision, IssuanceRequest, Limits, Plugin, PluginInfo, PolicyHost, RegistryView};
+use crate::policy::{
+    self, Chained, Decision, DistributionRequest, IssuanceRequest, Limits, Plugin, PluginInfo, PolicyHost, RegistryView,
+};
 use crate::registry::{Resource, ResourceState};
 use crate::store::{AuditRecord, Store};
 
@@ -93,6 +95,21 @@ impl RegistryView for StoreView {
 pub struct Decided {
     pub decision: Decision,
     pub audit: AuditRecord,
+}
+
+impl Decided {
+    /// A host rule denies whatever the plugins said; the audit record keeps
+    /// the plugins' digests and says why the host overruled them.
+    pub fn overrule(&mut self, reason: String) {
+        let reason = match &self.decision {
+            Decision::Allow(_) => format!("{reason} (the plugins allowed it; the host refuses)"),
+            Decision::Deny(theirs) => format!("{reason}; the plugins also denied: {theirs}"),
+        };
+        self.decision = Decision::Deny(reason.clone());
+        self.audit.outcome = "deny".into();
+        self.audit.reason = Some(reason);
+        self.audit.grant = None;
+    }
 }
 
 impl Authority {
@@ -184,6 +201,18 @@ impl Authority {
     /// records as the policy that allowed it, so ARI can tell when it changed.
     pub fn policy_fingerprint(&self, tenant: &str) -> Result<String> {
         Ok(self.plugin_chain(tenant)?.iter().map(|p| p.digest.as_str()).collect::<Vec<_>>().join(","))
+    }
+
+    /// Runs decide-distribution through the tenant's chain (the audit record is
+    /// the caller's to store, with the copy it allows or alone if denied).
+    pub fn decide_distribution(&self, tenant: &str, req: &DistributionRequest) -> Result<Decided> {
+        let started = Instant::now();
+        let chain = self.plugin_chain(tenant)?;
+        let host = self.policy_host()?;
+        let view: Arc<dyn RegistryView> = Arc::new(StoreView(self.store.clone()));
+        let Chained { decision, verdicts } = host.chain_distribution(&chain, view, tenant, req);
+        let input = serde_json::to_value(req).unwrap_or_default();
+        Ok(Decided { audit: audit_record("distribution", tenant, None, &input, &decision, &verdicts, started), decision })
     }
 
     /// Checks a plugin against the world without installing it.

@@ -46,6 +46,14 @@ impl Authority {
     /// Hands the resource to another tenant, whose permits must cover it.
     pub fn transfer_resource(&self, id: &str, to: &str) -> Result<Resource> {
         let current = self.store.resource(id)?.ok_or_else(|| Error::not_found(format!("no resource {id}")))?;
+        // The old tenant knows the token's PIN and its keys are in it: an HSM
+        // changes hands only by release (zeroized) and a new allocation.
+        if current.kind == crate::hsm::RESOURCE_KIND {
+            return Err(Error::new(
+                ErrorKind::Conflict,
+                format!("{id} is an HSM: release it (`tenure hsm release`) and allocate one to {to} instead"),
+            ));
+        }
         let moved = current.moved_to(to);
         self.check_inside_permits(to, &moved)?;
         self.store.transfer_resource(id, to)

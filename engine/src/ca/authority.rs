@@ -2,12 +2,13 @@
 
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, SerialNumber,
+    KeyUsagePurpose, SerialNumber,
 };
 use time::OffsetDateTime;
 
 use super::constraints::{Permit, name_constraints};
 use super::material::CaMaterial;
+use super::signing::CaKey;
 use super::util::{add_days, now, random_serial, rcgen_err};
 use crate::error::Error;
 
@@ -20,7 +21,12 @@ const BACKDATE: time::Duration = time::Duration::hours(1);
 /// A self-signed ECDSA P-256 root: CA:true (critical), keyCertSign + cRLSign,
 /// SKI, ten years (from an hour ago).
 pub fn new_root(common_name: &str) -> Result<CaMaterial, Error> {
-    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(rcgen_err("root key"))?;
+    new_root_with(common_name, CaKey::generate_software()?)
+}
+
+/// `new_root` with a key from elsewhere (an HSM): it must be ECDSA P-256.
+pub fn new_root_with(common_name: &str, ca_key: CaKey) -> Result<CaMaterial, Error> {
+    let key = ca_key.signing_key()?;
     let start = now()?;
     let mut params = ca_params(common_name, start - BACKDATE, add_days(start, ROOT_DAYS)?)?;
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -29,7 +35,7 @@ pub fn new_root(common_name: &str) -> Result<CaMaterial, Error> {
         .map_err(rcgen_err("root certificate"))?;
     Ok(CaMaterial {
         cert_der: cert.der().to_vec(),
-        key_pkcs8: key.serialize_der(),
+        key: ca_key,
     })
 }
 
@@ -45,6 +51,16 @@ pub fn new_intermediate(
     root: &CaMaterial,
     common_name: &str,
     permits: Option<&[Permit]>,
+) -> Result<CaMaterial, Error> {
+    new_intermediate_with(root, common_name, permits, CaKey::generate_software()?)
+}
+
+/// `new_intermediate` with a key from elsewhere (an HSM).
+pub fn new_intermediate_with(
+    root: &CaMaterial,
+    common_name: &str,
+    permits: Option<&[Permit]>,
+    ca_key: CaKey,
 ) -> Result<CaMaterial, Error> {
     if permits.is_some_and(|p| p.is_empty()) {
         return Err(Error::malformed(
@@ -63,8 +79,7 @@ pub fn new_intermediate(
     let not_before = (start - BACKDATE).max(root_validity.not_before.to_datetime());
     let not_after = add_days(start, INTERMEDIATE_DAYS)?.min(root_not_after);
 
-    let key =
-        KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(rcgen_err("intermediate key"))?;
+    let key = ca_key.signing_key()?;
     let mut params = ca_params(common_name, not_before, not_after)?;
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     params.use_authority_key_identifier_extension = true;
@@ -77,7 +92,7 @@ pub fn new_intermediate(
         .map_err(rcgen_err("intermediate certificate"))?;
     Ok(CaMaterial {
         cert_der: cert.der().to_vec(),
-        key_pkcs8: key.serialize_der(),
+        key: ca_key,
     })
 }
 
@@ -109,6 +124,8 @@ mod tests {
     use x509_parser::certificate::X509Certificate;
     use x509_parser::extensions::{GeneralName, ParsedExtension};
     use x509_parser::prelude::FromDer as _;
+
+    use rcgen::KeyPair;
 
     use super::*;
 
@@ -216,10 +233,7 @@ mod tests {
         let mut params = ca_params("short root", start, add_days(start, 30).unwrap()).unwrap();
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         let root_cert = params.self_signed(&root_key).unwrap();
-        let root = CaMaterial {
-            cert_der: root_cert.der().to_vec(),
-            key_pkcs8: root_key.serialize_der(),
-        };
+        let root = CaMaterial::software(root_cert.der().to_vec(), root_key.serialize_der());
         let inter = new_intermediate(&root, "inter", None).unwrap();
         assert_eq!(
             parse(&inter.cert_der).validity().not_after,

@@ -471,7 +471,7 @@ pub(super) mod tests {
         let (_, other) = hierarchy(&["example.com"]);
         let mixed = CaMaterial {
             cert_der: inter.cert_der.clone(),
-            key_pkcs8: other.key_pkcs8.clone(),
+            key: other.key.clone(),
         };
         assert_eq!(
             issue_leaf(&mixed, &request(&spki, &ids)).unwrap_err().kind,

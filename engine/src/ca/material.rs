@@ -1,22 +1,34 @@
 //! Issuing material (certificate + key) and loading it into something that signs.
 
 use base64::Engine as _;
-use rcgen::{Issuer, KeyPair, PublicKeyData as _};
+use rcgen::{Issuer, PublicKeyData as _, SigningKey as _};
 use x509_parser::certificate::X509Certificate;
 use x509_parser::prelude::FromDer as _;
 
+use super::signing::{CaKey, CaSigningKey};
 use super::util::rcgen_err;
 use crate::error::Error;
 
-/// One issuing CA: certificate DER + its private key (PKCS#8 DER). Used for
-/// the root and each intermediate.
+/// One issuing CA: certificate DER + its private key (software PKCS#8, or a
+/// key in an HSM). Used for the root and each intermediate.
 #[derive(Clone)]
 pub struct CaMaterial {
     pub cert_der: Vec<u8>,
-    pub key_pkcs8: Vec<u8>, // zeroize not required yet
+    pub key: CaKey,
 }
 
 impl CaMaterial {
+    pub fn software(cert_der: Vec<u8>, key_pkcs8: Vec<u8>) -> CaMaterial {
+        CaMaterial { cert_der, key: CaKey::Software(key_pkcs8) }
+    }
+
+    /// Signs `tbs` (e.g. a TBSCertList) with the CA key, in the encoding of
+    /// the CA certificate's signature algorithm. For CRLs and anything else
+    /// rcgen does not build itself.
+    pub fn sign(&self, tbs: &[u8]) -> Result<Vec<u8>, Error> {
+        self.key.signing_key()?.sign(tbs).map_err(rcgen_err("CA signature"))
+    }
+
     pub fn cert_pem(&self) -> String {
         to_pem("CERTIFICATE", &self.cert_der)
     }
@@ -30,8 +42,7 @@ impl CaMaterial {
         if !rest.is_empty() {
             return Err(bad("trailing data after the certificate".into()));
         }
-        let key = KeyPair::try_from(self.key_pkcs8.as_slice())
-            .map_err(|e| bad(format!("private key: {e}")))?;
+        let key = self.key.signing_key()?;
         if key.subject_public_key_info() != cert.public_key().raw {
             return Err(bad("the private key does not match the certificate".into()));
         }
@@ -62,7 +73,7 @@ impl std::fmt::Debug for CaMaterial {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CaMaterial")
             .field("cert_der", &format_args!("{} bytes", self.cert_der.len()))
-            .field("key_pkcs8", &"[elided]")
+            .field("key", &self.key)
             .finish()
     }
 }
@@ -71,7 +82,7 @@ impl std::fmt::Debug for CaMaterial {
 /// name checks) and the rcgen issuer (DN, key identifier, key).
 pub(super) struct Signer<'a> {
     pub cert: X509Certificate<'a>,
-    pub issuer: Issuer<'static, KeyPair>,
+    pub issuer: Issuer<'static, CaSigningKey>,
 }
 
 /// PEM armour with 64-column lines (RFC 7468).
@@ -90,6 +101,20 @@ pub fn to_pem(tag: &str, der: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ca_signs_arbitrary_data_for_crls() {
+        let root = crate::ca::new_root("sign test").unwrap();
+        let tbs = b"a TBSCertList, say";
+        let sig = root.sign(tbs).unwrap();
+        let (_, cert) = X509Certificate::from_der(&root.cert_der).unwrap();
+        ring::signature::UnparsedPublicKey::new(
+            &ring::signature::ECDSA_P256_SHA256_ASN1,
+            &cert.public_key().subject_public_key.data,
+        )
+        .verify(tbs, &sig)
+        .unwrap();
+    }
 
     #[test]
     fn pem_wraps_at_64() {

@@ -13,6 +13,7 @@ mod info;
 mod issue;
 mod keys;
 mod material;
+mod signing;
 mod util;
 
 #[cfg(test)]
@@ -20,7 +21,7 @@ mod openssl_tests;
 #[cfg(test)]
 mod testdata;
 
-pub use authority::{new_intermediate, new_root};
+pub use authority::{new_intermediate, new_intermediate_with, new_root, new_root_with};
 pub use constraints::{Permit, permitted};
 pub use crl::{CrlEntry, sign_crl};
 pub use csr::{Csr, parse_csr};
@@ -29,3 +30,4 @@ pub use issue::{IssuedLeaf, LeafRequest, issue_leaf, server_certificate};
 pub use keys::KeyType;
 pub use material::{CaMaterial, to_pem};
 pub use util::serial_hex;
+pub use signing::{CaKey, CaSigningKey, RemoteKey};

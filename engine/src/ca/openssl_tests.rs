@@ -41,7 +41,7 @@ fn verify(dir: &Path, root: &CaMaterial, inter: &CaMaterial, leaf_der: &[u8]) ->
 
 /// Signs a leaf with the intermediate's key directly, skipping every check.
 fn forged_leaf(inter: &CaMaterial, names: &[&str]) -> Vec<u8> {
-    let key = KeyPair::try_from(inter.key_pkcs8.as_slice()).unwrap();
+    let key = inter.key.signing_key().unwrap();
     let issuer = Issuer::from_ca_cert_der(&inter.cert_der.as_slice().into(), key).unwrap();
     let mut params =
         CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();

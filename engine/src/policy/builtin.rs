@@ -28,6 +28,7 @@ pub const BUILT_PLUGINS: &[&str] = &[
     "trap",
     "huge-answer",
     "uses-fs",
+    "allow-distribution",
 ];
 
 /// The built component of a `plugins/` crate, by crate name (`"memory-hog"`). Only

@@ -6,6 +6,8 @@
 //! move to PostgreSQL a matter of a second implementation of these methods.
 
 mod lifecycle;
+mod hsm;
+pub use hsm::CustodyEvent;
 mod registry;
 mod schema;
 

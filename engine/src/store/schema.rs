@@ -168,7 +168,7 @@ pub const MIGRATIONS: &[&str] = &[
     ALTER TABLE certificates ADD COLUMN successor TEXT;
     ALTER TABLE certificates ADD COLUMN policy TEXT NOT NULL DEFAULT ''; -- plugin digests that allowed it
     -- The sweep's queue: only scheduled certificates, in the order they fall due.
-    CREATE INDEX certificates_due ON certificates(renew_at) WHERE renewal = 'scheduled';
+    CREATE INDEX certificates_due ON certificates(renew_at, serial) WHERE renewal = 'scheduled';
     CREATE INDEX certificates_revoked ON certificates(issuer_id, not_after) WHERE revoked_at IS NOT NULL;
     CREATE INDEX certificates_by_tenant ON certificates(tenant, created_at);
     CREATE TABLE certificate_resources (
@@ -203,5 +203,54 @@ pub const MIGRATIONS: &[&str] = &[
         revocation_mark INTEGER NOT NULL,
         der         BLOB NOT NULL
     );
+    "#,
+    // 4: HSM custody: the pool of tokens, their allocation to tenants, the keys
+    // tenure made or copied into them, and the log of what was done to them.
+    r#"
+    CREATE TABLE hsm_slots (
+        id            TEXT PRIMARY KEY,
+        module        TEXT NOT NULL,          -- PKCS#11 module path
+        token_label   TEXT NOT NULL,
+        so_pin        BLOB NOT NULL,          -- sealed under DIR/ca-key.kek
+        user_pin      BLOB,                   -- sealed; NULL unless tenure may still use keys
+        state         TEXT NOT NULL CHECK (state IN ('free', 'allocating', 'handed-over', 'tenant-only', 'releasing')),
+        tenant        TEXT REFERENCES tenants(name),
+        resource_id   TEXT REFERENCES resources(id),
+        pin_handed_over_at INTEGER,
+        release_after INTEGER,
+        created_at    INTEGER NOT NULL,
+        updated_at    INTEGER NOT NULL,
+        UNIQUE (module, token_label)
+    );
+    CREATE INDEX hsm_slots_by_resource ON hsm_slots(resource_id);
+    CREATE TABLE hsm_keys (
+        id            TEXT PRIMARY KEY,
+        slot_id       TEXT NOT NULL REFERENCES hsm_slots(id),
+        cka_id        BLOB NOT NULL,
+        label         TEXT NOT NULL,
+        resource_id   TEXT REFERENCES resources(id),  -- the resource whose certificate it keys
+        spki          BLOB NOT NULL,
+        cert_der      BLOB,
+        cert_serial   TEXT,
+        cert_not_after INTEGER,
+        state         TEXT NOT NULL CHECK (state IN ('active', 'retiring', 'retired')),
+        retire_after  INTEGER,
+        replaces      TEXT REFERENCES hsm_keys(id),
+        origin        TEXT NOT NULL CHECK (origin IN ('generated', 'distributed')),
+        source_key    TEXT REFERENCES hsm_keys(id),
+        created_at    INTEGER NOT NULL,
+        updated_at    INTEGER NOT NULL
+    );
+    CREATE INDEX hsm_keys_by_slot ON hsm_keys(slot_id, state);
+    CREATE INDEX hsm_keys_by_resource ON hsm_keys(resource_id, state);
+    CREATE TABLE hsm_events (
+        seq      INTEGER PRIMARY KEY,
+        slot_id  TEXT NOT NULL REFERENCES hsm_slots(id),
+        key_id   TEXT,
+        kind     TEXT NOT NULL,
+        at       INTEGER NOT NULL,
+        detail   TEXT NOT NULL
+    );
+    CREATE INDEX hsm_events_by_slot ON hsm_events(slot_id, seq);
     "#,
 ];

@@ -1,0 +1,374 @@
+//! Key custody in HSMs, against SoftHSM2: CA keys in a token behind a real
+//! `tenure serve` (full ACME issuance), rekey in place, distribution (denied,
+//! allowed, cross-tenant), release with zeroization and grace period.
+//!
+//! Every test of this binary shares one SoftHSM2 configuration (a module is
+//! initialized once per process, and SoftHSM2 finds its tokens then), so all
+//! tokens are created up front, one set per test, under a temporary
+//! `SOFTHSM2_CONF` that the `tenure` processes inherit.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use base64::Engine as _;
+use instant_acme::{Account, ExternalAccountKey, Identifier, NewAccount, NewOrder, OrderStatus, RetryPolicy};
+use support::{ServeOptions, Server};
+use tenure_engine::hsm::{self, Token, session};
+use tenure_engine::policy::builtin::built_plugin_path;
+
+const SO_PIN: &str = "so-secret-1234";
+const CA_PIN: &str = "ca-user-1234";
+/// Tokens created for the tests; each test uses only its own.
+const TOKENS: &[&str] = &["ca-issue", "rekey", "dist-a", "dist-b", "dist-rival", "release"];
+
+struct SoftHsm {
+    module: PathBuf,
+    dir: PathBuf,
+}
+
+fn module_path() -> Option<PathBuf> {
+    let candidates = [
+        "/usr/lib/softhsm/libsofthsm2.so",
+        "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so",
+        "/usr/lib/aarch64-linux-gnu/softhsm/libsofthsm2.so",
+        "/usr/local/lib/softhsm/libsofthsm2.so",
+        "/usr/lib64/pkcs11/libsofthsm2.so",
+    ];
+    if let Ok(p) = std::env::var("SOFTHSM2_MODULE") {
+        return Some(PathBuf::from(p));
+    }
+    candidates.iter().map(PathBuf::from).find(|p| p.exists())
+}
+
+fn softhsm() -> &'static SoftHsm {
+    static HSM: OnceLock<SoftHsm> = OnceLock::new();
+    HSM.get_or_init(|| {
+        let module = module_path().expect("SoftHSM2 is installed (apt-get install softhsm2; scripts/test does it)");
+        let dir = tempfile::Builder::new().prefix("tenure-softhsm").tempdir().unwrap().keep();
+        let tokens = dir.join("tokens");
+        std::fs::create_dir_all(&tokens).unwrap();
+        let conf = dir.join("softhsm2.conf");
+        std::fs::write(&conf, format!("directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n", tokens.display()))
+            .unwrap();
+        // Set before any thread of this process loads the module; the tenure
+        // processes inherit it.
+        unsafe { std::env::set_var("SOFTHSM2_CONF", &conf) };
+        for label in TOKENS {
+            let pin = if *label == "ca-issue" { CA_PIN } else { "unused-user-pin" };
+            let out = Command::new("softhsm2-util")
+                .args(["--init-token", "--free", "--label", label, "--so-pin", SO_PIN, "--pin", pin])
+                .output()
+                .expect("softhsm2-util runs");
+            assert!(out.status.success(), "init token {label}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        std::fs::write(dir.join("so-pin"), SO_PIN).unwrap();
+        std::fs::write(dir.join("ca-pin"), format!("{CA_PIN}\n")).unwrap();
+        SoftHsm { module, dir }
+    })
+}
+
+fn cli(data: &Path, args: &[&str]) -> String {
+    support::tenure_cli(data, args)
+}
+
+fn cli_json(data: &Path, args: &[&str]) -> serde_json::Value {
+    let mut args = args.to_vec();
+    args.push("--json");
+    let out = cli(data, &args);
+    serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{args:?}: {e}: {out}"))
+}
+
+/// Runs a CLI command expected to fail; returns its stderr.
+fn cli_fails(data: &Path, args: &[&str]) -> String {
+    let out = Command::new(support::tenure_bin()).args(args).arg("--data").arg(data).output().unwrap();
+    assert!(!out.status.success(), "{args:?} should fail: {}", String::from_utf8_lossy(&out.stdout));
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn pool_add(data: &Path, label: &str) -> String {
+    let h = softhsm();
+    let so = h.dir.join("so-pin");
+    let v = cli_json(data, &["hsm", "pool", "add", "--module", h.module.to_str().unwrap(), "--token", label, "--so-pin-file", so.to_str().unwrap()]);
+    v["id"].as_str().unwrap().to_string()
+}
+
+struct Allocated {
+    id: String,
+    resource: String,
+    pin: String,
+}
+
+fn allocate(data: &Path, tenant: &str) -> Allocated {
+    let v = cli_json(data, &["hsm", "allocate", "--tenant", tenant]);
+    assert_eq!(v["state"], "handed-over");
+    Allocated {
+        id: v["id"].as_str().unwrap().into(),
+        resource: v["resource"].as_str().unwrap().into(),
+        pin: v["user_pin"].as_str().unwrap().into(),
+    }
+}
+
+/// Runs `f`, which looks at tokens from this process, alone and with fresh
+/// token state: SoftHSM2 reads a token once per C_Initialize, and the tenure
+/// processes change them meanwhile. Nothing opened in `f` may outlive it.
+fn inspect<T>(f: impl FnOnce() -> T) -> T {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _alone = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    session::reload_module(&softhsm().module).unwrap();
+    f()
+}
+
+fn token(label: &str) -> std::sync::Arc<Token> {
+    Token::open(&softhsm().module, label).unwrap()
+}
+
+/// Every object the tenant sees in its token, logged in with its PIN.
+fn tenant_objects(label: &str, pin: &str) -> Vec<hsm::ObjectInfo> {
+    inspect(|| {
+        let t = token(label);
+        let s = t.user_session(pin).unwrap();
+        session::list_objects(&s).unwrap()
+    })
+}
+
+/// The certificate object with CKA_ID `id`, read without logging in (it is public).
+fn read_certificate(label: &str, id: &[u8]) -> Option<Vec<u8>> {
+    inspect(|| session::read_certificate(&token(label).public_session().unwrap(), id).unwrap())
+}
+
+fn unhex(s: &str) -> Vec<u8> {
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+}
+
+/// Signs with a key in a tenant token (as the tenant) and verifies the signature
+/// against `spki` with ring.
+fn signs_verifiably(label: &str, pin: &str, cka_id: &[u8], spki: &[u8]) -> Result<(), String> {
+    let msg = b"data signed inside the HSM";
+    let sig = inspect(|| hsm::sign_with(&softhsm().module, label, pin, cka_id, msg)).map_err(|e| e.to_string())?;
+    use x509_parser::prelude::FromDer as _;
+    let (_, spki) = x509_parser::x509::SubjectPublicKeyInfo::from_der(spki).unwrap();
+    ring::signature::UnparsedPublicKey::new(&ring::signature::ECDSA_P256_SHA256_ASN1, &spki.subject_public_key.data)
+        .verify(msg, &sig)
+        .map_err(|_| "signature does not verify".to_string())
+}
+
+fn key_spki(key: &serde_json::Value, cert_der: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    let (_, cert) = x509_parser::parse_x509_certificate(cert_der).unwrap();
+    (unhex(key["cka_id"].as_str().unwrap()), cert.public_key().raw.to_vec())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acme_issuance_with_ca_keys_in_the_token() {
+    let h = softhsm();
+    support::install_crypto_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut options = ServeOptions::new(None);
+    options.extra = vec![
+        "--hsm-module".into(),
+        h.module.to_string_lossy().into_owned(),
+        "--hsm-token".into(),
+        "ca-issue".into(),
+        "--hsm-pin-file".into(),
+        h.dir.join("ca-pin").to_string_lossy().into_owned(),
+    ];
+    let server = Server::start(&data, options);
+
+    // The CLI finds the CA token from the data directory: the tenant's intermediate goes there too.
+    let corp = support::add_tenant(&data, "corp", &["corp.example"]);
+    cli(&data, &["resource", "add", "--tenant", "corp", "--kind", "vm", "--name", "www.corp.example"]);
+    let hmac = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(&corp.eab_hmac).unwrap();
+    let eab = ExternalAccountKey::new(corp.eab_kid.clone(), &hmac);
+    let (account, _) = Account::builder_with_root(server.root_pem())
+        .unwrap()
+        .create(&NewAccount { contact: &[], terms_of_service_agreed: true, only_return_existing: false }, server.directory_url(), Some(&eab))
+        .await
+        .unwrap();
+    let mut order = account.new_order(&NewOrder::new(&[Identifier::Dns("www.corp.example".into())])).await.unwrap();
+    assert_eq!(order.state().status, OrderStatus::Ready);
+    order.finalize().await.unwrap();
+    let chain = order.poll_certificate(&RetryPolicy::new().timeout(Duration::from_secs(20))).await.unwrap();
+    support::openssl_verify(&server.root_pem(), &chain, dir.path());
+
+    // Root, public intermediate, corp intermediate: three private keys, all
+    // non-extractable and sensitive; nothing else private in the token.
+    let objects = tenant_objects("ca-issue", CA_PIN);
+    let private: Vec<_> = objects.iter().filter(|o| o.class == "private-key").collect();
+    assert_eq!(private.len(), 3, "{objects:?}");
+    for k in &private {
+        assert_eq!(k.extractable, Some(false), "{k:?}");
+        assert_eq!(k.sensitive, Some(true), "{k:?}");
+    }
+    // The intermediate that signed the leaf has its key in the token: its
+    // public key is one of the token's public keys.
+    let pems: Vec<_> = x509_parser::pem::Pem::iter_from_buffer(chain.as_bytes()).map(|p| p.unwrap()).collect();
+    let (_, inter) = x509_parser::parse_x509_certificate(&pems[1].contents).unwrap();
+    let point = inter.public_key().subject_public_key.data.to_vec();
+    let found = inspect(|| {
+        let t = token("ca-issue");
+        let s = t.user_session(CA_PIN).unwrap();
+        s.find_objects(&[cryptoki::object::Attribute::EcPoint([vec![0x04, 0x41], point].concat())]).unwrap()
+    });
+    assert_eq!(found.len(), 1, "the issuing intermediate's public key is in the token");
+    drop(server);
+}
+
+#[test]
+fn rekey_in_place_keeps_serving_and_writes_the_certificate() {
+    softhsm();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    support::add_tenant(&data, "corp", &["corp.example"]);
+    pool_add(&data, "rekey");
+    let slot = allocate(&data, "corp");
+    let vm = cli_json(&data, &["resource", "add", "--tenant", "corp", "--kind", "vm", "--name", "www.corp.example", "--attr", &format!("hsm={}", slot.resource)]);
+    let vm = vm["id"].as_str().unwrap();
+
+    let first = cli_json(&data, &["hsm", "rekey", vm, "--overlap-seconds", "2"]);
+    assert!(first["replaced"].is_null());
+    let second = cli_json(&data, &["hsm", "rekey", vm, "--overlap-seconds", "2"]);
+    assert_eq!(second["replaced"], first["key"]["id"]);
+
+    // The certificate objects are readable from the token, next to their keys.
+    let mut keys = Vec::new();
+    for k in [&first["key"], &second["key"]] {
+        let cka_id = unhex(k["cka_id"].as_str().unwrap());
+        let der = read_certificate("rekey", &cka_id).expect("certificate object in the token");
+        let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
+        let san = cert.subject_alternative_name().unwrap().unwrap();
+        assert_eq!(format!("{:?}", san.value.general_names), r#"[DNSName("www.corp.example")]"#);
+        assert_eq!(cert.serial.to_str_radix(16), k["cert_serial"].as_str().unwrap());
+        keys.push(key_spki(k, &der));
+    }
+    // During the overlap both keys sign.
+    for (id, spki) in &keys {
+        signs_verifiably("rekey", &slot.pin, id, spki).unwrap();
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    let out = cli(&data, &["hsm", "sweep"]);
+    assert!(out.contains("1 keys retired"), "{out}");
+    assert!(signs_verifiably("rekey", &slot.pin, &keys[0].0, &keys[0].1).is_err(), "the old key is gone");
+    signs_verifiably("rekey", &slot.pin, &keys[1].0, &keys[1].1).unwrap();
+    let info = cli_json(&data, &["hsm", "keys", &slot.id]);
+    let states: Vec<_> = info["keys"].as_array().unwrap().iter().map(|k| k["state"].as_str().unwrap().to_string()).collect();
+    assert_eq!(states, ["retired", "active"]);
+    // `hsm keys` shows the token's public objects only: no private key without the tenant's PIN.
+    assert!(info["objects"].as_array().unwrap().iter().all(|o| o["class"] != "private-key"));
+}
+
+#[test]
+fn distribution_only_wrapped_only_allowed_only_within_a_tenant() {
+    softhsm();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    support::add_tenant(&data, "corp", &["corp.example"]);
+    support::add_tenant(&data, "rival", &["rival.example"]);
+    for label in ["dist-a", "dist-b", "dist-rival"] {
+        pool_add(&data, label);
+    }
+    let a = allocate(&data, "corp");
+    let b = allocate(&data, "corp");
+    let r = allocate(&data, "rival");
+    // A token never changes tenant by transfer (the old tenant knows its PIN).
+    let err = cli_fails(&data, &["resource", "transfer", &b.resource, "--to", "rival"]);
+    assert!(err.contains("is an HSM"), "{err}");
+    let vm = cli_json(&data, &["resource", "add", "--tenant", "corp", "--kind", "vm", "--name", "db.corp.example", "--attr", &format!("hsm={}", a.resource)]);
+    let key = cli_json(&data, &["hsm", "rekey", vm["id"].as_str().unwrap()]);
+    let key_id = key["key"]["id"].as_str().unwrap();
+    let cka_id = unhex(key["key"]["cka_id"].as_str().unwrap());
+    let spki = key_spki(&key["key"], &read_certificate("dist-a", &cka_id).unwrap()).1;
+    assert!(tenant_objects("dist-b", &b.pin).is_empty());
+
+    // The default policy (control-or-challenge) does not allow distribution.
+    let err = cli_fails(&data, &["hsm", "distribute", key_id, "--from", &a.id, "--to", &b.id]);
+    assert!(err.contains("distribution refused"), "{err}");
+    assert!(tenant_objects("dist-b", &b.pin).is_empty(), "a denied distribution leaves the target untouched");
+
+    // registry-control allows it between two active HSMs of the tenant.
+    let digest = cli(&data, &["plugin", "install", built_plugin_path("registry-control").to_str().unwrap(), "--operator"]).trim().to_string();
+    let done = cli_json(&data, &["hsm", "distribute", key_id, "--from", &a.resource, "--to", &b.resource]);
+    assert_eq!(done["key"]["slot_id"], b.id.as_str());
+    assert_eq!(done["plugins"][0], digest.as_str());
+    signs_verifiably("dist-b", &b.pin, &cka_id, &spki).expect("the copy signs, verifiably with the original public key");
+    let copied = tenant_objects("dist-b", &b.pin);
+    let private = copied.iter().find(|o| o.class == "private-key").expect("a private key in the target");
+    assert_eq!(private.sensitive, Some(true));
+    assert!(copied.iter().any(|o| o.class == "certificate"));
+    assert!(copied.iter().all(|o| o.class != "secret-key"), "no transport key is left behind: {copied:?}");
+
+    // Across tenants: refused even with a plugin that allows everything.
+    let allow_all = cli(&data, &["plugin", "install", built_plugin_path("allow-distribution").to_str().unwrap(), "--operator"]).trim().to_string();
+    let err = cli_fails(&data, &["hsm", "distribute", key_id, "--from", &a.id, "--to", &r.id]);
+    assert!(err.contains("another tenant"), "{err}");
+    assert!(tenant_objects("dist-rival", &r.pin).is_empty());
+
+    // Every attempt is audited with the plugins' digests.
+    let audit: Vec<serde_json::Value> = cli(&data, &["audit", "--json"])
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|r: &serde_json::Value| r["hook"] == "distribution")
+        .collect();
+    let outcomes: Vec<_> = audit.iter().map(|r| r["outcome"].as_str().unwrap()).collect();
+    assert_eq!(outcomes, ["deny", "allow", "deny"]);
+    assert_eq!(audit[1]["plugins"][0], digest.as_str());
+    assert_eq!(audit[2]["plugins"][0], allow_all.as_str());
+    assert!(audit[2]["reason"].as_str().unwrap().contains("the plugins allowed it"));
+}
+
+#[test]
+fn release_zeroizes_after_an_optional_grace_period() {
+    softhsm();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    support::add_tenant(&data, "corp", &["corp.example"]);
+    let id = pool_add(&data, "release");
+    let empty_token = || {
+        // The SO sets a fresh user PIN (the release removed it) and the user sees nothing.
+        inspect(|| {
+            let t = token("release");
+            t.init_user_pin(SO_PIN, "inspect-1234").unwrap();
+            session::list_objects(&t.user_session("inspect-1234").unwrap()).unwrap()
+        })
+    };
+
+    // With a grace period: keys kept (the resource suspended), zeroized once it is over.
+    let slot = allocate(&data, "corp");
+    assert_eq!(slot.id, id);
+    // The pool is empty now, and says so.
+    let err = cli_fails(&data, &["hsm", "allocate", "--tenant", "corp"]);
+    assert!(err.contains("no free token"), "{err}");
+    let vm = cli_json(&data, &["resource", "add", "--tenant", "corp", "--kind", "vm", "--name", "a.corp.example", "--attr", &format!("hsm={}", slot.resource)]);
+    cli(&data, &["hsm", "rekey", vm["id"].as_str().unwrap()]);
+    assert_eq!(tenant_objects("release", &slot.pin).len(), 3, "key pair and certificate");
+    let released = cli_json(&data, &["hsm", "release", &slot.id, "--grace-seconds", "1"]);
+    assert_eq!(released["state"], "releasing");
+    let resource = cli(&data, &["resource", "list", "--tenant", "corp", "--json"]);
+    assert!(resource.lines().any(|l| l.contains(&slot.resource) && l.contains("\"suspended\"")), "{resource}");
+    assert_eq!(tenant_objects("release", &slot.pin).len(), 3, "kept during the grace period");
+    let err = cli_fails(&data, &["hsm", "rekey", vm["id"].as_str().unwrap()]);
+    assert!(err.contains("suspended") || err.contains("no credential"), "{err}");
+    std::thread::sleep(Duration::from_secs(2));
+    let out = cli(&data, &["hsm", "sweep"]);
+    assert!(out.starts_with("1 tokens zeroized"), "{out}");
+    assert!(empty_token().is_empty(), "the token has no objects after release");
+    let pool = cli(&data, &["hsm", "pool", "list", "--json"]);
+    assert!(pool.contains("\"state\":\"free\""), "{pool}");
+
+    // Straight away: allocated again (re-initialized), a key made, released, empty.
+    let again = allocate(&data, "corp");
+    assert_eq!(again.id, id);
+    assert!(tenant_objects("release", &again.pin).is_empty(), "allocation starts from an empty token");
+    let vm = cli_json(&data, &["resource", "add", "--tenant", "corp", "--kind", "vm", "--name", "b.corp.example", "--attr", &format!("hsm={}", again.resource)]);
+    cli(&data, &["hsm", "rekey", vm["id"].as_str().unwrap()]);
+    // The tenure operator cannot use the tenant's old PIN: it is gone with the allocation.
+    assert!(inspect(|| token("release").user_session(&slot.pin).map(drop)).is_err());
+    let released = cli_json(&data, &["hsm", "release", &again.resource]);
+    assert_eq!(released["state"], "free");
+    assert!(empty_token().is_empty(), "the token has no objects after release");
+    let events = cli(&data, &["resource", "list", "--tenant", "corp", "--json"]);
+    assert!(events.lines().filter(|l| l.contains("\"kind\":\"hsm\"")).all(|l| l.contains("\"released\"")), "{events}");
+}
