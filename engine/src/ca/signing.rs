@@ -42,9 +42,7 @@ impl CaKey {
     /// The key in a form rcgen signs with.
     pub fn signing_key(&self) -> Result<CaSigningKey> {
         match self {
-            CaKey::Software(pkcs8) => KeyPair::try_from(pkcs8.as_slice())
-                .map(|k| CaSigningKey::Software(Box::new(k)))
-                .map_err(|e| Error::internal(format!("issuing CA material: private key: {e}"))),
+            CaKey::Software(pkcs8) => parsed_software_key(pkcs8).map(CaSigningKey::Software),
             CaKey::Remote(r) => Ok(CaSigningKey::Remote(r.clone())),
         }
     }
@@ -63,9 +61,31 @@ impl std::fmt::Debug for CaKey {
     }
 }
 
+/// Parsing a PKCS#8 key checks its public point (a scalar multiplication, as
+/// dear as a signature), so each CA key is parsed once per process. Keyed by
+/// the key bytes' digest: a handful of CAs, never evicted.
+fn parsed_software_key(pkcs8: &[u8]) -> Result<Arc<KeyPair>> {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    static PARSED: OnceLock<Mutex<HashMap<[u8; 32], Arc<KeyPair>>>> = OnceLock::new();
+    let mut id = [0u8; 32];
+    id.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, pkcs8).as_ref());
+    let cache = PARSED.get_or_init(|| Mutex::new(HashMap::new()));
+    if let Some(k) = cache.lock().ok().and_then(|c| c.get(&id).cloned()) {
+        return Ok(k);
+    }
+    let key = Arc::new(
+        KeyPair::try_from(pkcs8).map_err(|e| Error::internal(format!("issuing CA material: private key: {e}")))?,
+    );
+    if let Ok(mut c) = cache.lock() {
+        c.insert(id, key.clone());
+    }
+    Ok(key)
+}
+
 /// A CA key ready to sign, as an rcgen `SigningKey`.
 pub enum CaSigningKey {
-    Software(Box<KeyPair>),
+    Software(Arc<KeyPair>),
     Remote(Arc<dyn RemoteKey>),
 }
 
