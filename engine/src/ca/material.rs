@@ -65,7 +65,7 @@ impl CaMaterial {
         }
         let issuer = Issuer::from_ca_cert_der(&self.cert_der.as_slice().into(), key)
             .map_err(rcgen_err("issuing CA material"))?;
-        Ok(Signer { cert, issuer })
+        Ok(Signer { cert, issuer, remote: self.key.is_remote() })
     }
 }
 
@@ -83,6 +83,9 @@ impl std::fmt::Debug for CaMaterial {
 pub(super) struct Signer<'a> {
     pub cert: X509Certificate<'a>,
     pub issuer: Issuer<'static, CaSigningKey>,
+    /// Whether the key signs elsewhere (an HSM), where a faulty signature is
+    /// possible and every one is verified before it leaves.
+    pub remote: bool,
 }
 
 /// PEM armour with 64-column lines (RFC 7468).
