@@ -1,5 +1,5 @@
 //! One policy decision through the real host: a fresh instance of registry-control
-//! from its template, one registry lookup, the answer checked. Then a chain of two.
+//! from its template, one registry lookup (`holder`), the answer checked. Then a chain of two.
 //!
 //!     cargo bench -p tenure-engine --bench decision
 //!
@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use tenure_engine::policy::builtin::{PUBLIC_CHALLENGE, REGISTRY_CONTROL, built_plugin_path};
 use tenure_engine::policy::{
-    Identifier, IssuanceRequest, KeyType, Limits, PolicyHost, RegistryView, Resource,
+    Holding, Identifier, IssuanceRequest, KeyType, Limits, PolicyHost, RegistryView, Resource,
     ResourceState, TenantInfo,
 };
 
@@ -21,6 +21,7 @@ const WARMUP: usize = 2_000;
 
 struct Registry {
     by_name: HashMap<String, Resource>,
+    holdings: HashMap<String, Holding>,
 }
 
 impl RegistryView for Registry {
@@ -41,6 +42,9 @@ impl RegistryView for Registry {
     }
     fn tenant(&self, _: &str) -> Option<TenantInfo> {
         None
+    }
+    fn holder(&self, tenant: &str, id: &Identifier) -> Option<Holding> {
+        self.holdings.get(&id.value).filter(|h| h.tenant == tenant).cloned()
     }
 }
 
@@ -90,6 +94,7 @@ fn run(label: &str, limits: Limits) {
     };
     vm.addresses.push("192.0.2.10".into());
     let registry: Arc<dyn RegistryView> = Arc::new(Registry {
+        holdings: HashMap::from([("www.acme.test".to_owned(), vm.holding())]),
         by_name: HashMap::from([("www.acme.test".to_owned(), vm)]),
     });
     let req = IssuanceRequest {

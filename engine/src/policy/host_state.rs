@@ -150,18 +150,15 @@ impl tenure::policy::registry::Host for HostState {
 
 impl HostState {
     fn holder_now(&mut self, id: w::Identifier) -> Option<w::Holding> {
-        let r = match id.kind {
-            w::IdentifierKind::Dns => self.registry.resource_by_name(&self.tenant, &id.value),
-            w::IdentifierKind::Ip => self.registry.resource_by_address(&self.tenant, &id.value),
+        let id = t::Identifier {
+            kind: match id.kind {
+                w::IdentifierKind::Dns => t::IdentifierKind::Dns,
+                w::IdentifierKind::Ip => t::IdentifierKind::Ip,
+            },
+            value: id.value,
         };
-        let r = r.filter(|r| r.tenant == self.tenant)?;
-        let lifetime_seconds = r
-            .attributes
-            .iter()
-            .find(|(k, _)| k == "lifetime-seconds")
-            .and_then(|(_, v)| v.trim().parse::<u64>().ok())
-            .filter(|&s| s > 0);
-        Some(w::Holding { resource_id: r.id, state: state_out(r.state), lifetime_seconds })
+        let h = self.registry.holder(&self.tenant, &id).filter(|h| h.tenant == self.tenant)?;
+        Some(w::Holding { resource_id: h.resource_id, state: state_out(h.state), lifetime_seconds: h.lifetime_seconds })
     }
 }
 

@@ -33,7 +33,7 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 pub use chain::chain;
 pub use set::PluginSet;
 pub use types::{
-    CertificateInfo, Decision, DistributionRequest, Grant, Identifier, IdentifierKind,
+    CertificateInfo, Decision, DistributionRequest, Grant, Holding, Identifier, IdentifierKind,
     IssuanceRequest, KeyType, PluginInfo, RenewalRequest, Resource, ResourceState, TenantInfo,
     Verdict,
 };
@@ -110,6 +110,16 @@ pub trait RegistryView: Send + Sync + 'static {
     fn resource_by_id(&self, tenant: &str, id: &str) -> Option<Resource>;
     fn resources(&self, tenant: &str) -> Vec<Resource>;
     fn tenant(&self, tenant: &str) -> Option<TenantInfo>;
+    /// Who holds an identifier, in brief. The default looks the whole resource
+    /// up; a view that can answer more cheaply (no names, zones, attributes to
+    /// copy) should.
+    fn holder(&self, tenant: &str, id: &Identifier) -> Option<Holding> {
+        match id.kind {
+            IdentifierKind::Dns => self.resource_by_name(tenant, &id.value),
+            IdentifierKind::Ip => self.resource_by_address(tenant, &id.value),
+        }
+        .map(|r| r.holding())
+    }
 }
 
 /// A loaded plugin: compiled, checked, and pre-instantiated.

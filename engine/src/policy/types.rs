@@ -43,7 +43,27 @@ pub struct Resource {
     pub anchor: Option<String>,
 }
 
+/// The brief answer to "who holds this identifier?" (WIT `holding`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Holding {
+    pub resource_id: String,
+    pub tenant: String,
+    pub state: ResourceState,
+    /// The `lifetime-seconds` attribute, if set and a positive number.
+    pub lifetime_seconds: Option<u64>,
+}
+
 impl Resource {
+    /// The brief form of this resource, as `holder` answers.
+    pub fn holding(&self) -> Holding {
+        Holding {
+            resource_id: self.id.clone(),
+            tenant: self.tenant.clone(),
+            state: self.state,
+            lifetime_seconds: self.attribute("lifetime-seconds").and_then(|v| v.trim().parse::<u64>().ok()).filter(|&s| s > 0),
+        }
+    }
+
     pub fn attribute(&self, key: &str) -> Option<&str> {
         self.attributes
             .iter()
