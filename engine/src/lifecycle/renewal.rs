@@ -72,6 +72,11 @@ impl Authority {
             }
             let (tally, deferred) = self.renew_batch(due)?;
             report.add(tally, deferred);
+            if tally.renewed + tally.lapsed + deferred == 0 {
+                // Nothing left the queue (every outcome was skipped): stop rather
+                // than fetch the same batch again; the next sweep retries.
+                break;
+            }
         }
         report.elapsed = started.elapsed();
         Ok(report)
@@ -115,9 +120,18 @@ impl Authority {
             let batch = &batch;
             let handles: Vec<_> = due
                 .chunks(per.max(1))
-                .map(|chunk| s.spawn(move || chunk.iter().map(|(c, l)| (c.serial.clone(), self.renew_one(c, l, batch))).collect::<Vec<_>>()))
+                .map(|chunk| (chunk, s.spawn(move || chunk.iter().map(|(c, l)| (c.serial.clone(), self.renew_one(c, l, batch))).collect::<Vec<_>>())))
                 .collect();
-            handles.into_iter().flat_map(|h| h.join().unwrap_or_default()).collect()
+            handles
+                .into_iter()
+                .flat_map(|(chunk, h)| {
+                    // A panic (a bug) must not leave its certificates at the head of the
+                    // queue forever: they are deferred like any failure of ours.
+                    h.join().unwrap_or_else(|_| {
+                        chunk.iter().map(|(c, _)| (c.serial.clone(), Err(crate::Error::internal("renewal panicked")))).collect()
+                    })
+                })
+                .collect()
         });
         let mut outcomes = Vec::with_capacity(results.len());
         let mut deferred = 0;
@@ -225,5 +239,72 @@ impl Authority {
             deliveries,
             audit: decided.audit,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use rcgen::{CertificateParams, KeyPair};
+
+    use crate::Identifier;
+    use crate::authority::{Authority, Config, NewAccount, NewOrder};
+    use crate::registry::NewResource;
+
+    /// Two authorities on one data directory (two processes: `serve` and
+    /// `tenure renew --now`) sweeping the same due certificates at once.
+    #[test]
+    fn concurrent_sweeps_issue_exactly_one_successor_each() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::default();
+        config.lifecycle.renewal_fraction = 1.0;
+        config.lifecycle.batch = 3;
+        let a = Authority::open(dir.path(), config.clone()).unwrap();
+        let tenant = a.create_tenant("corp", Some(&["corp.example".to_string()])).unwrap();
+        let (account, _) = a
+            .create_account(NewAccount {
+                jwk: "{}".into(),
+                thumbprint: "t".into(),
+                contact: vec![],
+                tos_agreed: true,
+                eab_kid: Some(tenant.eab_kid),
+            })
+            .unwrap();
+        a.add_resource(NewResource {
+            tenant: "corp".into(),
+            kind: "zone".into(),
+            zones: vec!["corp.example".into()],
+            ..NewResource::default()
+        })
+        .unwrap();
+        let key = KeyPair::generate().unwrap();
+        let csr = CertificateParams::new(vec!["www.corp.example".to_string()]).unwrap().serialize_request(&key).unwrap();
+        let mut originals = Vec::new();
+        for _ in 0..20 {
+            let order = a
+                .new_order(&account, NewOrder { identifiers: vec![Identifier::dns("www.corp.example")], profile: None, replaces: None })
+                .unwrap();
+            let order = a.finalize(&account, &order, csr.der(), b"account key").unwrap();
+            originals.push(order.certificate.unwrap());
+        }
+        // A sweep takes what fell due before the second it starts in.
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        let b = Authority::open(dir.path(), config).unwrap();
+        let (ra, rb) = std::thread::scope(|s| {
+            let ha = s.spawn(|| a.sweep_renewals().unwrap());
+            let hb = s.spawn(|| b.sweep_renewals().unwrap());
+            (ha.join().unwrap(), hb.join().unwrap())
+        });
+        assert_eq!(ra.renewed + rb.renewed, originals.len(), "{ra:?} {rb:?}");
+        let mut successors: HashMap<String, usize> = HashMap::new();
+        for (_, life) in a.certificates(Some("corp"), None, 1000).unwrap() {
+            if let Some(p) = life.predecessor {
+                *successors.entry(p).or_default() += 1;
+            }
+        }
+        for o in &originals {
+            assert_eq!(successors.get(o), Some(&1), "certificate {o}");
+        }
     }
 }

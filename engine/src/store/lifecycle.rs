@@ -211,6 +211,12 @@ impl Store {
                             )?
                             .execute(params![r.predecessor, r.cert.serial])?;
                         if claimed != 1 {
+                            // Revoked while scheduled (nothing else leaves it so): stop it.
+                            tx.prepare_cached(
+                                "UPDATE certificates SET renewal = 'stopped', renewal_note = 'revoked'
+                                 WHERE serial = ?1 AND renewal = 'scheduled' AND revoked_at IS NOT NULL",
+                            )?
+                            .execute([&r.predecessor])?;
                             tally.skipped += 1;
                             continue;
                         }
