@@ -1,5 +1,7 @@
 //! `tenure`: the command line. Thin wiring over `tenure_engine` and `tenure_acme`.
 
+mod bench;
+
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -43,6 +45,11 @@ enum Command {
     Plugin {
         #[command(subcommand)]
         command: PluginCommand,
+    },
+    /// Load generators (see BENCHMARKS.md).
+    Bench {
+        #[command(subcommand)]
+        command: bench::BenchCommand,
     },
     /// The decision audit log, oldest first.
     Audit {
@@ -222,6 +229,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Tenant { command } => tenant(command),
         Command::Resource { command } => resource(command),
         Command::Plugin { command } => plugin(command),
+        Command::Bench { command } => bench::run(command),
         Command::Audit { tenant, limit, data, json } => {
             for r in open(&data)?.audit(tenant.as_deref(), limit)? {
                 if json {
