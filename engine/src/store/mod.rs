@@ -56,6 +56,9 @@ impl Store {
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(Duration::from_secs(10))?;
+        // Hot statements are prepared once per connection (parsing one costs
+        // as much as running it); the default cache of 16 is too small.
+        conn.set_prepared_statement_cache_capacity(128);
         migrate(&mut conn)?;
         Ok(Store { conn: Mutex::new(conn) })
     }
@@ -176,7 +179,7 @@ impl Store {
 
     pub fn tenant(&self, name: &str) -> Result<Option<Tenant>> {
         self.with(|c| {
-            c.query_row("SELECT name, permits, issuer_id FROM tenants WHERE name = ?1", [name], |r| {
+            c.prepare_cached("SELECT name, permits, issuer_id FROM tenants WHERE name = ?1")?.query_row([name], |r| {
                 Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?))
             })
             .optional()?
@@ -281,25 +284,27 @@ impl Store {
     /// The decision that allowed it is audited in the same transaction.
     pub fn insert_order(&self, order: &Order, authzs: &[Authorization], audit: Option<&AuditRecord>) -> Result<()> {
         self.tx(|tx| {
-            tx.execute(
+            tx.prepare_cached(
                 "INSERT INTO orders (id, account_id, status, expires, identifiers, profile, error, certificate, replaces, created_at, lifetime_seconds)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, NULL, NULL, ?7, ?8, ?9)",
-                params![order.id, order.account_id, order.status.as_str(), order.expires, json(&order.identifiers), order.profile, order.replaces, order.created_at, order.lifetime_seconds],
+            )?
+            .execute(params![order.id, order.account_id, order.status.as_str(), order.expires, json(&order.identifiers), order.profile, order.replaces, order.created_at, order.lifetime_seconds],
             )?;
             if let Some(rec) = audit {
                 append_audit(tx, rec)?;
             }
             for a in authzs {
-                tx.execute(
+                tx.prepare_cached(
                     "INSERT INTO authorizations (id, order_id, account_id, id_type, id_value, wildcard, status, expires)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                    params![a.id, a.order_id, a.account_id, a.identifier.kind.as_str(), a.identifier.value, a.wildcard, a.status.as_str(), a.expires],
+                )?
+                .execute(params![a.id, a.order_id, a.account_id, a.identifier.kind.as_str(), a.identifier.value, a.wildcard, a.status.as_str(), a.expires],
                 )?;
                 for ch in &a.challenges {
-                    tx.execute(
+                    tx.prepare_cached(
                         "INSERT INTO challenges (id, authz_id, type, token, status, validated, error) VALUES (?1, ?2, ?3, ?4, ?5, NULL, NULL)",
-                        params![ch.id, ch.authz_id, ch.kind, ch.token, ch.status.as_str()],
-                    )?;
+                    )?
+                    .execute(params![ch.id, ch.authz_id, ch.kind, ch.token, ch.status.as_str()])?;
                 }
             }
             Ok(())
@@ -325,7 +330,7 @@ impl Store {
     pub fn authorizations_of_order(&self, order_id: &str) -> Result<Vec<Authorization>> {
         self.with(|c| {
             let ids: Vec<String> = {
-                let mut st = c.prepare("SELECT id FROM authorizations WHERE order_id = ?1 ORDER BY rowid")?;
+                let mut st = c.prepare_cached("SELECT id FROM authorizations WHERE order_id = ?1 ORDER BY rowid")?;
                 st.query_map([order_id], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?
             };
             ids.iter().filter_map(|id| authorization_by_id(c, id).transpose()).collect()
@@ -418,7 +423,7 @@ impl Store {
     /// Marks a ready order `processing` so only one finalize issues for it.
     pub fn begin_finalize(&self, order_id: &str) -> Result<bool> {
         self.with(|c| {
-            Ok(c.execute("UPDATE orders SET status = 'processing' WHERE id = ?1 AND status = 'ready'", [order_id])? == 1)
+            Ok(c.prepare_cached("UPDATE orders SET status = 'processing' WHERE id = ?1 AND status = 'ready'")?.execute([order_id])? == 1)
         })
     }
 
@@ -485,12 +490,11 @@ impl Store {
 
     pub fn certificate(&self, serial: &str) -> Result<Option<Certificate>> {
         self.with(|c| {
-            Ok(c.query_row(
+            Ok(c.prepare_cached(
                 "SELECT serial, account_id, order_id, tenant, issuer_id, der, identifiers, not_before, not_after, revoked_at, revocation_reason
                  FROM certificates WHERE serial = ?1",
-                [serial],
-                certificate_row,
-            )
+            )?
+            .query_row([serial], certificate_row)
             .optional()?
             .transpose()?)
         })
@@ -539,7 +543,8 @@ fn account_where(c: &Connection, cond: &str, arg: &str) -> Result<Option<Account
         "SELECT id, thumbprint, jwk, status, contact, tenant, eab_kid, tos_agreed, created_at FROM accounts WHERE {cond}"
     );
     let row = c
-        .query_row(&sql, [arg], |r| {
+        .prepare_cached(&sql)?
+        .query_row([arg], |r| {
             Ok((
                 r.get::<_, String>(0)?,
                 r.get::<_, String>(1)?,
@@ -571,8 +576,10 @@ fn account_where(c: &Connection, cond: &str, arg: &str) -> Result<Option<Account
 
 fn order_by_id(c: &Connection, id: &str) -> Result<Option<Order>> {
     let row = c
-        .query_row(
+        .prepare_cached(
             "SELECT id, account_id, status, expires, identifiers, profile, error, certificate, replaces, created_at, lifetime_seconds FROM orders WHERE id = ?1",
+        )?
+        .query_row(
             [id],
             |r| {
                 Ok((
@@ -595,7 +602,7 @@ fn order_by_id(c: &Connection, id: &str) -> Result<Option<Order>> {
         return Ok(None);
     };
     let authorizations = {
-        let mut st = c.prepare("SELECT id FROM authorizations WHERE order_id = ?1 ORDER BY rowid")?;
+        let mut st = c.prepare_cached("SELECT id FROM authorizations WHERE order_id = ?1 ORDER BY rowid")?;
         st.query_map([&id], |r| r.get(0))?.collect::<rusqlite::Result<Vec<String>>>()?
     };
     Ok(Some(Order {
@@ -616,8 +623,8 @@ fn order_by_id(c: &Connection, id: &str) -> Result<Option<Order>> {
 
 fn authorization_by_id(c: &Connection, id: &str) -> Result<Option<Authorization>> {
     let row = c
+        .prepare_cached("SELECT id, order_id, account_id, id_type, id_value, wildcard, status, expires FROM authorizations WHERE id = ?1")?
         .query_row(
-            "SELECT id, order_id, account_id, id_type, id_value, wildcard, status, expires FROM authorizations WHERE id = ?1",
             [id],
             |r| {
                 Ok((
@@ -636,7 +643,7 @@ fn authorization_by_id(c: &Connection, id: &str) -> Result<Option<Authorization>
     let Some((id, order_id, account_id, id_type, id_value, wildcard, status, expires)) = row else {
         return Ok(None);
     };
-    let mut st = c.prepare("SELECT id, authz_id, type, token, status, validated, error FROM challenges WHERE authz_id = ?1 ORDER BY rowid")?;
+    let mut st = c.prepare_cached("SELECT id, authz_id, type, token, status, validated, error FROM challenges WHERE authz_id = ?1 ORDER BY rowid")?;
     let raw = st
         .query_map([&id], |r| {
             Ok((
