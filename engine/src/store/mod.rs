@@ -11,7 +11,7 @@ mod schema;
 pub use registry::AuditRecord;
 pub(crate) use registry::append_audit;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -22,7 +22,14 @@ use crate::identifier::Identifier;
 use crate::model::*;
 
 pub struct Store {
+    /// The one connection that writes (and serves `with`).
     conn: Mutex<Connection>,
+    /// Idle read-only connections for the hot reads (`read`). WAL readers
+    /// never wait for the writer, so reads no longer queue behind commits and
+    /// checkpoints. The pool grows to the number of concurrent readers.
+    readers: Mutex<Vec<Connection>>,
+    /// The database file; `None` in memory, where reads share `conn`.
+    path: Option<PathBuf>,
 }
 
 fn json<T: serde::Serialize>(v: &T) -> String {
@@ -41,15 +48,15 @@ impl Store {
     /// Opens (creating if needed) the database and brings its schema up to date.
     pub fn open(path: &Path) -> Result<Store> {
         let conn = Connection::open(path)?;
-        Self::configure(conn)
+        Self::configure(conn, Some(path.to_path_buf()))
     }
 
     /// An in-memory store, for unit tests.
     pub fn open_in_memory() -> Result<Store> {
-        Self::configure(Connection::open_in_memory()?)
+        Self::configure(Connection::open_in_memory()?, None)
     }
 
-    fn configure(mut conn: Connection) -> Result<Store> {
+    fn configure(mut conn: Connection, path: Option<PathBuf>) -> Result<Store> {
         // WAL with synchronous=NORMAL survives a process crash (the OS has the
         // log); the CLI writes while the server runs, hence the busy timeout.
         conn.pragma_update(None, "journal_mode", "WAL")?;
@@ -60,7 +67,30 @@ impl Store {
         // as much as running it); the default cache of 16 is too small.
         conn.set_prepared_statement_cache_capacity(128);
         migrate(&mut conn)?;
-        Ok(Store { conn: Mutex::new(conn) })
+        Ok(Store { conn: Mutex::new(conn), readers: Mutex::new(Vec::new()), path })
+    }
+
+    /// Runs a read on a pooled read-only connection (the writer's, in memory).
+    /// Each statement sees the latest commit, as on the writer.
+    fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        let Some(path) = &self.path else { return self.with(|c| f(c)) };
+        let pooled = self.readers.lock().map_err(|_| Error::internal("storage lock poisoned"))?.pop();
+        let conn = match pooled {
+            Some(c) => c,
+            None => {
+                let c = Connection::open(path)?;
+                c.busy_timeout(Duration::from_secs(10))?;
+                c.set_prepared_statement_cache_capacity(128);
+                // A write through a reader would bypass the writer's lock; make it fail loudly.
+                c.pragma_update(None, "query_only", true)?;
+                c
+            }
+        };
+        let out = f(&conn);
+        if let Ok(mut idle) = self.readers.lock() {
+            idle.push(conn);
+        }
+        out
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T>) -> Result<T> {
@@ -178,7 +208,7 @@ impl Store {
     }
 
     pub fn tenant(&self, name: &str) -> Result<Option<Tenant>> {
-        self.with(|c| {
+        self.read(|c| {
             c.prepare_cached("SELECT name, permits, issuer_id FROM tenants WHERE name = ?1")?.query_row([name], |r| {
                 Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?))
             })
@@ -202,7 +232,7 @@ impl Store {
 
     /// The tenant and HMAC key behind an EAB key id.
     pub fn eab_key(&self, kid: &str) -> Result<Option<(String, Vec<u8>)>> {
-        self.with(|c| {
+        self.read(|c| {
             Ok(c.query_row("SELECT tenant, hmac_key FROM eab_keys WHERE kid = ?1", [kid], |r| {
                 Ok((r.get(0)?, r.get(1)?))
             })
@@ -213,11 +243,11 @@ impl Store {
     // ---- accounts ---------------------------------------------------------
 
     pub fn account(&self, id: &str) -> Result<Option<Account>> {
-        self.with(|c| account_where(c, "id = ?1", id))
+        self.read(|c| account_where(c, "id = ?1", id))
     }
 
     pub fn account_by_thumbprint(&self, thumbprint: &str) -> Result<Option<Account>> {
-        self.with(|c| account_where(c, "thumbprint = ?1", thumbprint))
+        self.read(|c| account_where(c, "thumbprint = ?1", thumbprint))
     }
 
     /// Inserts the account unless its key is already registered, in which case
@@ -312,7 +342,7 @@ impl Store {
     }
 
     pub fn order(&self, id: &str) -> Result<Option<Order>> {
-        self.with(|c| order_by_id(c, id))
+        self.read(|c| order_by_id(c, id))
     }
 
     pub fn order_ids_of_account(&self, account_id: &str) -> Result<Vec<String>> {
@@ -324,11 +354,11 @@ impl Store {
     }
 
     pub fn authorization(&self, id: &str) -> Result<Option<Authorization>> {
-        self.with(|c| authorization_by_id(c, id))
+        self.read(|c| authorization_by_id(c, id))
     }
 
     pub fn authorizations_of_order(&self, order_id: &str) -> Result<Vec<Authorization>> {
-        self.with(|c| {
+        self.read(|c| {
             let ids: Vec<String> = {
                 let mut st = c.prepare_cached("SELECT id FROM authorizations WHERE order_id = ?1 ORDER BY rowid")?;
                 st.query_map([order_id], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?
@@ -489,7 +519,7 @@ impl Store {
     // ---- certificates -----------------------------------------------------
 
     pub fn certificate(&self, serial: &str) -> Result<Option<Certificate>> {
-        self.with(|c| {
+        self.read(|c| {
             Ok(c.prepare_cached(
                 "SELECT serial, account_id, order_id, tenant, issuer_id, der, identifiers, not_before, not_after, revoked_at, revocation_reason
                  FROM certificates WHERE serial = ?1",
