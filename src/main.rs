@@ -284,7 +284,10 @@ fn serve(args: ServeArgs) -> Result<()> {
     })
     .map_err(|e| anyhow::anyhow!("validation: {e}"))?;
 
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    // Engine calls (SQLite, signing, plugins) run on blocking threads; a few per
+    // core keep the cores busy, and more only add context switches and lock waits.
+    let blocking = std::thread::available_parallelism().map_or(2, |n| n.get()) * 4;
+    let runtime = tokio::runtime::Builder::new_multi_thread().max_blocking_threads(blocking).enable_all().build()?;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
