@@ -1,5 +1,7 @@
 //! `tenure`: the command line. Thin wiring over `tenure_engine` and `tenure_acme`.
 
+mod bench;
+
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -58,6 +60,11 @@ enum Command {
     Hsm {
         #[command(subcommand)]
         command: hsm::HsmCommand,
+    },
+    /// Load generators (see BENCHMARKS.md).
+    Bench {
+        #[command(subcommand)]
+        command: bench::BenchCommand,
     },
     /// The decision audit log, oldest first.
     Audit {
@@ -255,6 +262,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Cert { command } => lifecycle::cert(command),
         Command::Renew(args) => lifecycle::renew(args),
         Command::Hsm { command } => hsm::run(command),
+        Command::Bench { command } => bench::run(command),
         Command::Audit { tenant, limit, data, json } => {
             for r in open(&data)?.audit(tenant.as_deref(), limit)? {
                 if json {
@@ -320,7 +328,10 @@ fn serve(args: ServeArgs) -> Result<()> {
     })
     .map_err(|e| anyhow::anyhow!("validation: {e}"))?;
 
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    // Engine calls (SQLite, signing, plugins) run on blocking threads; a few per
+    // core keep the cores busy, and more only add context switches and lock waits.
+    let blocking = std::thread::available_parallelism().map_or(2, |n| n.get()) * 4;
+    let runtime = tokio::runtime::Builder::new_multi_thread().max_blocking_threads(blocking).enable_all().build()?;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await

@@ -5,6 +5,7 @@
 pub mod admin;
 mod handlers;
 pub mod jws;
+mod keycache;
 pub mod nonce;
 pub mod problem;
 mod request;

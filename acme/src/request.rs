@@ -115,9 +115,8 @@ pub async fn authenticate(
                 .blocking(move |a| a.account(&id))
                 .await?
                 .ok_or_else(|| Problem::new(ProblemType::AccountDoesNotExist, format!("no account at {kid:?}")))?;
-            let stored: serde_json::Value = serde_json::from_str(&account.jwk)
-                .map_err(|_| Problem::internal("the stored account key is unreadable"))?;
-            (Jwk::from_json(&stored)?, Some(account))
+            let key = fe.account_keys.get(&account.id, &account.jwk)?;
+            ((*key).clone(), Some(account))
         }
     };
 

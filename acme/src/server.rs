@@ -39,6 +39,8 @@ impl Default for Options {
 pub struct FrontEnd {
     pub authority: Arc<Authority>,
     pub nonces: NonceStore,
+    /// Verified account keys, so `kid` requests skip re-validating the stored JWK.
+    pub(crate) account_keys: crate::keycache::KeyCache,
     pub validator: Validator,
     pub options: Options,
 }
@@ -48,6 +50,7 @@ impl FrontEnd {
         Arc::new(FrontEnd {
             authority,
             nonces: NonceStore::new(Duration::from_secs(3600), 1_000_000),
+            account_keys: Default::default(),
             validator,
             options,
         })

@@ -16,7 +16,7 @@ pub(crate) use lifecycle::stop_certificates_of_resource;
 pub use registry::AuditRecord;
 pub(crate) use registry::append_audit;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -27,7 +27,14 @@ use crate::identifier::Identifier;
 use crate::model::*;
 
 pub struct Store {
+    /// The one connection that writes (and serves `with`).
     conn: Mutex<Connection>,
+    /// Idle read-only connections for the hot reads (`read`). WAL readers
+    /// never wait for the writer, so reads no longer queue behind commits and
+    /// checkpoints. The pool grows to the number of concurrent readers.
+    readers: Mutex<Vec<Connection>>,
+    /// The database file; `None` in memory, where reads share `conn`.
+    path: Option<PathBuf>,
 }
 
 fn json<T: serde::Serialize>(v: &T) -> String {
@@ -46,23 +53,49 @@ impl Store {
     /// Opens (creating if needed) the database and brings its schema up to date.
     pub fn open(path: &Path) -> Result<Store> {
         let conn = Connection::open(path)?;
-        Self::configure(conn)
+        Self::configure(conn, Some(path.to_path_buf()))
     }
 
     /// An in-memory store, for unit tests.
     pub fn open_in_memory() -> Result<Store> {
-        Self::configure(Connection::open_in_memory()?)
+        Self::configure(Connection::open_in_memory()?, None)
     }
 
-    fn configure(mut conn: Connection) -> Result<Store> {
+    fn configure(mut conn: Connection, path: Option<PathBuf>) -> Result<Store> {
         // WAL with synchronous=NORMAL survives a process crash (the OS has the
         // log); the CLI writes while the server runs, hence the busy timeout.
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(Duration::from_secs(10))?;
+        // Hot statements are prepared once per connection (parsing one costs
+        // as much as running it); the default cache of 16 is too small.
+        conn.set_prepared_statement_cache_capacity(128);
         migrate(&mut conn)?;
-        Ok(Store { conn: Mutex::new(conn) })
+        Ok(Store { conn: Mutex::new(conn), readers: Mutex::new(Vec::new()), path })
+    }
+
+    /// Runs a read on a pooled read-only connection (the writer's, in memory).
+    /// Each statement sees the latest commit, as on the writer.
+    fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        let Some(path) = &self.path else { return self.with(|c| f(c)) };
+        let pooled = self.readers.lock().map_err(|_| Error::internal("storage lock poisoned"))?.pop();
+        let conn = match pooled {
+            Some(c) => c,
+            None => {
+                let c = Connection::open(path)?;
+                c.busy_timeout(Duration::from_secs(10))?;
+                c.set_prepared_statement_cache_capacity(128);
+                // A write through a reader would bypass the writer's lock; make it fail loudly.
+                c.pragma_update(None, "query_only", true)?;
+                c
+            }
+        };
+        let out = f(&conn);
+        if let Ok(mut idle) = self.readers.lock() {
+            idle.push(conn);
+        }
+        out
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T>) -> Result<T> {
@@ -190,8 +223,8 @@ impl Store {
     }
 
     pub fn tenant(&self, name: &str) -> Result<Option<Tenant>> {
-        self.with(|c| {
-            c.query_row("SELECT name, permits, issuer_id FROM tenants WHERE name = ?1", [name], |r| {
+        self.read(|c| {
+            c.prepare_cached("SELECT name, permits, issuer_id FROM tenants WHERE name = ?1")?.query_row([name], |r| {
                 Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?))
             })
             .optional()?
@@ -214,7 +247,7 @@ impl Store {
 
     /// The tenant and HMAC key behind an EAB key id.
     pub fn eab_key(&self, kid: &str) -> Result<Option<(String, Vec<u8>)>> {
-        self.with(|c| {
+        self.read(|c| {
             Ok(c.query_row("SELECT tenant, hmac_key FROM eab_keys WHERE kid = ?1", [kid], |r| {
                 Ok((r.get(0)?, r.get(1)?))
             })
@@ -225,11 +258,11 @@ impl Store {
     // ---- accounts ---------------------------------------------------------
 
     pub fn account(&self, id: &str) -> Result<Option<Account>> {
-        self.with(|c| account_where(c, "id = ?1", id))
+        self.read(|c| account_where(c, "id = ?1", id))
     }
 
     pub fn account_by_thumbprint(&self, thumbprint: &str) -> Result<Option<Account>> {
-        self.with(|c| account_where(c, "thumbprint = ?1", thumbprint))
+        self.read(|c| account_where(c, "thumbprint = ?1", thumbprint))
     }
 
     /// Inserts the account unless its key is already registered, in which case
@@ -296,25 +329,27 @@ impl Store {
     /// The decision that allowed it is audited in the same transaction.
     pub fn insert_order(&self, order: &Order, authzs: &[Authorization], audit: Option<&AuditRecord>) -> Result<()> {
         self.tx(|tx| {
-            tx.execute(
+            tx.prepare_cached(
                 "INSERT INTO orders (id, account_id, status, expires, identifiers, profile, error, certificate, replaces, created_at, lifetime_seconds)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, NULL, NULL, ?7, ?8, ?9)",
-                params![order.id, order.account_id, order.status.as_str(), order.expires, json(&order.identifiers), order.profile, order.replaces, order.created_at, order.lifetime_seconds],
+            )?
+            .execute(params![order.id, order.account_id, order.status.as_str(), order.expires, json(&order.identifiers), order.profile, order.replaces, order.created_at, order.lifetime_seconds],
             )?;
             if let Some(rec) = audit {
                 append_audit(tx, rec)?;
             }
             for a in authzs {
-                tx.execute(
+                tx.prepare_cached(
                     "INSERT INTO authorizations (id, order_id, account_id, id_type, id_value, wildcard, status, expires)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                    params![a.id, a.order_id, a.account_id, a.identifier.kind.as_str(), a.identifier.value, a.wildcard, a.status.as_str(), a.expires],
+                )?
+                .execute(params![a.id, a.order_id, a.account_id, a.identifier.kind.as_str(), a.identifier.value, a.wildcard, a.status.as_str(), a.expires],
                 )?;
                 for ch in &a.challenges {
-                    tx.execute(
+                    tx.prepare_cached(
                         "INSERT INTO challenges (id, authz_id, type, token, status, validated, error) VALUES (?1, ?2, ?3, ?4, ?5, NULL, NULL)",
-                        params![ch.id, ch.authz_id, ch.kind, ch.token, ch.status.as_str()],
-                    )?;
+                    )?
+                    .execute(params![ch.id, ch.authz_id, ch.kind, ch.token, ch.status.as_str()])?;
                 }
             }
             Ok(())
@@ -322,7 +357,7 @@ impl Store {
     }
 
     pub fn order(&self, id: &str) -> Result<Option<Order>> {
-        self.with(|c| order_by_id(c, id))
+        self.read(|c| order_by_id(c, id))
     }
 
     pub fn order_ids_of_account(&self, account_id: &str) -> Result<Vec<String>> {
@@ -334,13 +369,13 @@ impl Store {
     }
 
     pub fn authorization(&self, id: &str) -> Result<Option<Authorization>> {
-        self.with(|c| authorization_by_id(c, id))
+        self.read(|c| authorization_by_id(c, id))
     }
 
     pub fn authorizations_of_order(&self, order_id: &str) -> Result<Vec<Authorization>> {
-        self.with(|c| {
+        self.read(|c| {
             let ids: Vec<String> = {
-                let mut st = c.prepare("SELECT id FROM authorizations WHERE order_id = ?1 ORDER BY rowid")?;
+                let mut st = c.prepare_cached("SELECT id FROM authorizations WHERE order_id = ?1 ORDER BY rowid")?;
                 st.query_map([order_id], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?
             };
             ids.iter().filter_map(|id| authorization_by_id(c, id).transpose()).collect()
@@ -433,7 +468,7 @@ impl Store {
     /// Marks a ready order `processing` so only one finalize issues for it.
     pub fn begin_finalize(&self, order_id: &str) -> Result<bool> {
         self.with(|c| {
-            Ok(c.execute("UPDATE orders SET status = 'processing' WHERE id = ?1 AND status = 'ready'", [order_id])? == 1)
+            Ok(c.prepare_cached("UPDATE orders SET status = 'processing' WHERE id = ?1 AND status = 'ready'")?.execute([order_id])? == 1)
         })
     }
 
@@ -505,13 +540,12 @@ impl Store {
     // ---- certificates -----------------------------------------------------
 
     pub fn certificate(&self, serial: &str) -> Result<Option<Certificate>> {
-        self.with(|c| {
-            Ok(c.query_row(
+        self.read(|c| {
+            Ok(c.prepare_cached(
                 "SELECT serial, account_id, order_id, tenant, issuer_id, der, identifiers, not_before, not_after, revoked_at, revocation_reason
                  FROM certificates WHERE serial = ?1",
-                [serial],
-                certificate_row,
-            )
+            )?
+            .query_row([serial], certificate_row)
             .optional()?
             .transpose()?)
         })
@@ -569,7 +603,8 @@ fn account_where(c: &Connection, cond: &str, arg: &str) -> Result<Option<Account
         "SELECT id, thumbprint, jwk, status, contact, tenant, eab_kid, tos_agreed, created_at FROM accounts WHERE {cond}"
     );
     let row = c
-        .query_row(&sql, [arg], |r| {
+        .prepare_cached(&sql)?
+        .query_row([arg], |r| {
             Ok((
                 r.get::<_, String>(0)?,
                 r.get::<_, String>(1)?,
@@ -601,8 +636,10 @@ fn account_where(c: &Connection, cond: &str, arg: &str) -> Result<Option<Account
 
 fn order_by_id(c: &Connection, id: &str) -> Result<Option<Order>> {
     let row = c
-        .query_row(
+        .prepare_cached(
             "SELECT id, account_id, status, expires, identifiers, profile, error, certificate, replaces, created_at, lifetime_seconds FROM orders WHERE id = ?1",
+        )?
+        .query_row(
             [id],
             |r| {
                 Ok((
@@ -625,7 +662,7 @@ fn order_by_id(c: &Connection, id: &str) -> Result<Option<Order>> {
         return Ok(None);
     };
     let authorizations = {
-        let mut st = c.prepare("SELECT id FROM authorizations WHERE order_id = ?1 ORDER BY rowid")?;
+        let mut st = c.prepare_cached("SELECT id FROM authorizations WHERE order_id = ?1 ORDER BY rowid")?;
         st.query_map([&id], |r| r.get(0))?.collect::<rusqlite::Result<Vec<String>>>()?
     };
     Ok(Some(Order {
@@ -646,8 +683,8 @@ fn order_by_id(c: &Connection, id: &str) -> Result<Option<Order>> {
 
 fn authorization_by_id(c: &Connection, id: &str) -> Result<Option<Authorization>> {
     let row = c
+        .prepare_cached("SELECT id, order_id, account_id, id_type, id_value, wildcard, status, expires FROM authorizations WHERE id = ?1")?
         .query_row(
-            "SELECT id, order_id, account_id, id_type, id_value, wildcard, status, expires FROM authorizations WHERE id = ?1",
             [id],
             |r| {
                 Ok((
@@ -666,7 +703,7 @@ fn authorization_by_id(c: &Connection, id: &str) -> Result<Option<Authorization>
     let Some((id, order_id, account_id, id_type, id_value, wildcard, status, expires)) = row else {
         return Ok(None);
     };
-    let mut st = c.prepare("SELECT id, authz_id, type, token, status, validated, error FROM challenges WHERE authz_id = ?1 ORDER BY rowid")?;
+    let mut st = c.prepare_cached("SELECT id, authz_id, type, token, status, validated, error FROM challenges WHERE authz_id = ?1 ORDER BY rowid")?;
     let raw = st
         .query_map([&id], |r| {
             Ok((

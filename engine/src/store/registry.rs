@@ -55,7 +55,7 @@ impl Store {
     }
 
     pub fn resource(&self, id: &str) -> Result<Option<Resource>> {
-        self.with(|c| resource_by_id(c, id))
+        self.read(|c| resource_by_id(c, id))
     }
 
     pub fn resources(&self, tenant: Option<&str>) -> Result<Vec<Resource>> {
@@ -72,11 +72,11 @@ impl Store {
 
     /// Live (not released) resources of `tenant` holding a DNS name, exactly or through a zone.
     pub fn resources_holding_name(&self, tenant: Option<&str>, name: &str) -> Result<Vec<Resource>> {
-        self.with(|c| holding_name(c, tenant, name))
+        self.read(|c| holding_name(c, tenant, name))
     }
 
     pub fn resources_holding_address(&self, tenant: Option<&str>, address: &str) -> Result<Vec<Resource>> {
-        self.with(|c| holding_address(c, tenant, address))
+        self.read(|c| holding_address(c, tenant, address))
     }
 
     /// Changes a resource's state (suspend, resume, release) and logs the event.
@@ -186,7 +186,7 @@ impl Store {
 
     /// A counter bumped by every plugin change, so servers notice installs made by the CLI.
     pub fn plugin_generation(&self) -> Result<i64> {
-        self.with(|c| {
+        self.read(|c| {
             let v: Option<Vec<u8>> = c
                 .prepare_cached("SELECT value FROM settings WHERE key = 'plugin_generation'")?
                 .query_row([], |r| r.get(0))
