@@ -12,21 +12,13 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
-use instant_acme::{Account, CertificateIdentifier, ExternalAccountKey, Identifier, NewAccount, NewOrder, OrderStatus, RetryPolicy};
+use instant_acme::{Account, CertificateIdentifier, Identifier, NewOrder, OrderStatus, RetryPolicy};
 use rustls::pki_types::CertificateDer;
 use support::{ServeOptions, Server, TenantCreds};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 async fn account(server: &Server, creds: &TenantCreds) -> Account {
-    let hmac = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(&creds.eab_hmac).unwrap();
-    let eab = ExternalAccountKey::new(creds.eab_kid.clone(), &hmac);
-    let (account, _) = Account::builder_with_root(server.root_pem())
-        .unwrap()
-        .create(&NewAccount { contact: &[], terms_of_service_agreed: true, only_return_existing: false }, server.directory_url(), Some(&eab))
-        .await
-        .unwrap();
-    account
+    support::eab_account(server, creds).await
 }
 
 /// Orders held names (no challenge) and returns the PEM chain.

@@ -9,21 +9,13 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use base64::Engine as _;
-use instant_acme::{Account, AuthorizationStatus, ExternalAccountKey, Identifier, NewAccount, NewOrder, OrderStatus, RetryPolicy};
+use instant_acme::{Account, AuthorizationStatus, Identifier, NewOrder, OrderStatus, RetryPolicy};
 use support::dns::TestDns;
 use support::{ServeOptions, Server, TenantCreds};
 use tenure_engine::policy::builtin::built_plugin_path;
 
 async fn account(server: &Server, creds: &TenantCreds) -> Account {
-    let hmac = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(&creds.eab_hmac).unwrap();
-    let eab = ExternalAccountKey::new(creds.eab_kid.clone(), &hmac);
-    let (account, _) = Account::builder_with_root(server.root_pem())
-        .unwrap()
-        .create(&NewAccount { contact: &[], terms_of_service_agreed: true, only_return_existing: false }, server.directory_url(), Some(&eab))
-        .await
-        .unwrap();
-    account
+    support::eab_account(server, creds).await
 }
 
 /// Orders a held name and downloads the certificate without touching a challenge.

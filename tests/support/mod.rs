@@ -70,6 +70,20 @@ pub fn add_tenant(data: &Path, name: &str, permits: &[&str]) -> TenantCreds {
     }
 }
 
+/// An instant-acme account of the tenant, bound by External Account Binding.
+pub async fn eab_account(server: &Server, creds: &TenantCreds) -> instant_acme::Account {
+    use base64::Engine as _;
+    let hmac = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(&creds.eab_hmac).expect("EAB HMAC is base64url");
+    let eab = instant_acme::ExternalAccountKey::new(creds.eab_kid.clone(), &hmac);
+    let new = instant_acme::NewAccount { contact: &[], terms_of_service_agreed: true, only_return_existing: false };
+    let (account, _) = instant_acme::Account::builder_with_root(server.root_pem())
+        .expect("root certificate")
+        .create(&new, server.directory_url(), Some(&eab))
+        .await
+        .expect("new account");
+    account
+}
+
 /// Ports and resolver a server validates against.
 #[derive(Clone)]
 pub struct ServeOptions {

@@ -162,20 +162,33 @@ impl Authority {
         Ok(chain)
     }
 
-    /// Runs decide-issuance through the tenant's chain. Never fails open: a
-    /// fault anywhere is a denial.
-    pub fn decide_issuance(&self, tenant: &str, account: Option<&str>, req: &IssuanceRequest) -> Result<Decided> {
+    /// Runs one hook through a chain and makes its audit record: the one shape
+    /// of every decision. Never fails open: a fault anywhere is a denial.
+    fn decide_by<R: serde::Serialize>(
+        &self,
+        hook: &str,
+        chain: &[Arc<Plugin>],
+        tenant: &str,
+        account: Option<&str>,
+        req: &R,
+        run: impl FnOnce(&PolicyHost, &[Arc<Plugin>], Arc<dyn RegistryView>) -> Chained,
+    ) -> Result<Decided> {
         let started = Instant::now();
-        let chain = self.plugin_chain(tenant)?;
-        let host = self.policy_host()?;
         let view: Arc<dyn RegistryView> = Arc::new(StoreView(self.store.clone()));
-        let Chained { decision, verdicts } = host.chain_issuance(&chain, view, tenant, req);
+        let Chained { decision, verdicts } = run(self.policy_host()?, chain, view);
         let input = serde_json::to_value(req).unwrap_or_default();
-        Ok(Decided { audit: audit_record("issuance", tenant, account, &input, &decision, &verdicts, started), decision })
+        Ok(Decided { audit: audit_record(hook, tenant, account, &input, &decision, &verdicts, started), decision })
+    }
+
+    /// Runs decide-issuance through the tenant's chain.
+    pub fn decide_issuance(&self, tenant: &str, account: Option<&str>, req: &IssuanceRequest) -> Result<Decided> {
+        self.decide_by("issuance", &self.plugin_chain(tenant)?, tenant, account, req, |host, chain, view| {
+            host.chain_issuance(chain, view, tenant, req)
+        })
     }
 
     /// Runs decide-renewal through the tenant's chain, for a certificate tenure
-    /// is about to reissue on its own. Never fails open.
+    /// is about to reissue on its own.
     pub fn decide_renewal(&self, tenant: &str, account: Option<&str>, req: &policy::RenewalRequest) -> Result<Decided> {
         self.decide_renewal_by(&self.plugin_chain(tenant)?, tenant, account, req)
     }
@@ -189,30 +202,21 @@ impl Authority {
         account: Option<&str>,
         req: &policy::RenewalRequest,
     ) -> Result<Decided> {
-        let started = Instant::now();
-        let host = self.policy_host()?;
-        let view: Arc<dyn RegistryView> = Arc::new(StoreView(self.store.clone()));
-        let Chained { decision, verdicts } = host.chain_renewal(chain, view, tenant, req);
-        let input = serde_json::to_value(req).unwrap_or_default();
-        Ok(Decided { audit: audit_record("renewal", tenant, account, &input, &decision, &verdicts, started), decision })
+        self.decide_by("renewal", chain, tenant, account, req, |host, chain, view| host.chain_renewal(chain, view, tenant, req))
+    }
+
+    /// Runs decide-distribution through the tenant's chain (the audit record is
+    /// the caller's to store, with the copy it allows or alone if denied).
+    pub fn decide_distribution(&self, tenant: &str, req: &DistributionRequest) -> Result<Decided> {
+        self.decide_by("distribution", &self.plugin_chain(tenant)?, tenant, None, req, |host, chain, view| {
+            host.chain_distribution(chain, view, tenant, req)
+        })
     }
 
     /// The digests of the tenant's chain, comma-separated: what a certificate
     /// records as the policy that allowed it, so ARI can tell when it changed.
     pub fn policy_fingerprint(&self, tenant: &str) -> Result<String> {
         Ok(self.plugin_chain(tenant)?.iter().map(|p| p.digest.as_str()).collect::<Vec<_>>().join(","))
-    }
-
-    /// Runs decide-distribution through the tenant's chain (the audit record is
-    /// the caller's to store, with the copy it allows or alone if denied).
-    pub fn decide_distribution(&self, tenant: &str, req: &DistributionRequest) -> Result<Decided> {
-        let started = Instant::now();
-        let chain = self.plugin_chain(tenant)?;
-        let host = self.policy_host()?;
-        let view: Arc<dyn RegistryView> = Arc::new(StoreView(self.store.clone()));
-        let Chained { decision, verdicts } = host.chain_distribution(&chain, view, tenant, req);
-        let input = serde_json::to_value(req).unwrap_or_default();
-        Ok(Decided { audit: audit_record("distribution", tenant, None, &input, &decision, &verdicts, started), decision })
     }
 
     /// Checks a plugin against the world without installing it.
