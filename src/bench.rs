@@ -90,6 +90,9 @@ pub struct IssueArgs {
     /// Delay between polls of an order that is pending or processing.
     #[arg(long, default_value = "10ms", value_parser = parse_duration)]
     pub poll: Duration,
+    /// An issuance taking longer than this counts as failed (a server that hangs ends the run).
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub timeout: Duration,
     /// Print the result as one JSON object as well.
     #[arg(long)]
     pub json: bool,
@@ -244,6 +247,7 @@ pub async fn issue(args: &IssueArgs) -> Result<Report> {
     for w in 0..args.concurrency {
         let (next, keys, accounts) = (next.clone(), keys.clone(), accounts.clone());
         let (n, domain, run, poll, http01) = (args.n, args.domain.clone(), run.clone(), args.poll, http01.clone());
+        let timeout = args.timeout;
         workers.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             let mut errors = Vec::new();
@@ -255,9 +259,11 @@ pub async fn issue(args: &IssueArgs) -> Result<Report> {
                 let account = &accounts[i % accounts.len()];
                 let name = format!("{run}-{i}.{domain}");
                 let t = Instant::now();
-                match issue_one(account, &name, &keys[w % keys.len()], poll, http01.as_ref()).await {
-                    Ok(_) => latencies.push(t.elapsed()),
-                    Err(e) => errors.push(format!("{name}: {e:#}")),
+                let one = issue_one(account, &name, &keys[w % keys.len()], poll, http01.as_ref());
+                match tokio::time::timeout(timeout, one).await {
+                    Ok(Ok(_)) => latencies.push(t.elapsed()),
+                    Ok(Err(e)) => errors.push(format!("{name}: {e:#}")),
+                    Err(_) => errors.push(format!("{name}: no certificate within {timeout:?}")),
                 }
             }
             (latencies, errors)
