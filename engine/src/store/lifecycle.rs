@@ -154,7 +154,7 @@ pub(crate) fn stop_certificates_of_resource(tx: &Transaction<'_>, resource_id: &
 
 impl Store {
     pub fn certificate_record(&self, serial: &str) -> Result<Option<(Certificate, CertificateLifecycle)>> {
-        self.with(|c| {
+        self.read(|c| {
             let sql = format!("SELECT {CERT_COLUMNS} FROM certificates WHERE serial = ?1");
             Ok(query_certificates(c, &sql, [serial])?.into_iter().next())
         })
@@ -162,7 +162,7 @@ impl Store {
 
     /// Certificates, newest first, optionally of one tenant and/or bound to one resource.
     pub fn certificate_records(&self, tenant: Option<&str>, resource: Option<&str>, limit: i64) -> Result<Vec<(Certificate, CertificateLifecycle)>> {
-        self.with(|c| {
+        self.read(|c| {
             let sql = format!(
                 "SELECT {CERT_COLUMNS} FROM certificates
                  WHERE (?1 IS NULL OR tenant = ?1)
@@ -175,7 +175,7 @@ impl Store {
 
     /// Up to `limit` certificates whose renewal window opened before `before`, oldest due first.
     pub fn due_certificates(&self, before: UnixTime, limit: i64) -> Result<Vec<(Certificate, CertificateLifecycle)>> {
-        self.with(|c| {
+        self.read(|c| {
             let sql = format!(
                 "SELECT {CERT_COLUMNS} FROM certificates WHERE renewal = 'scheduled' AND renew_at < ?1 ORDER BY renew_at, serial LIMIT ?2"
             );
@@ -185,7 +185,7 @@ impl Store {
 
     /// The scheduled certificates bound to a resource, due or not.
     pub fn scheduled_certificates_of_resource(&self, resource_id: &str) -> Result<Vec<(Certificate, CertificateLifecycle)>> {
-        self.with(|c| {
+        self.read(|c| {
             let sql = format!(
                 "SELECT {CERT_COLUMNS} FROM certificates WHERE renewal = 'scheduled'
                    AND serial IN (SELECT serial FROM certificate_resources WHERE resource_id = ?1) ORDER BY renew_at, serial"
@@ -308,7 +308,7 @@ impl Store {
     }
 
     pub fn deliveries_of(&self, serial: &str) -> Result<Vec<Delivery>> {
-        self.with(|c| {
+        self.read(|c| {
             let mut st = c.prepare_cached(
                 "SELECT id, serial, resource_id, kind, target, state, attempts, next_attempt, last_error FROM deliveries WHERE serial = ?1 ORDER BY id",
             )?;
@@ -322,7 +322,7 @@ impl Store {
     /// Revoked certificates of an issuer that have not expired yet (an expired
     /// certificate may leave the CRL, RFC 5280 §3.3).
     pub fn revoked_certificates(&self, issuer_id: i64, at: UnixTime) -> Result<Vec<RevokedEntry>> {
-        self.with(|c| {
+        self.read(|c| {
             let mut st = c.prepare_cached(
                 "SELECT serial, revoked_at, revocation_reason FROM certificates
                  WHERE issuer_id = ?1 AND revoked_at IS NOT NULL AND not_after > ?2 ORDER BY revoked_at, serial",
@@ -338,14 +338,14 @@ impl Store {
 
     /// How many certificates of the issuer were ever revoked: grows with every revocation.
     pub fn revocation_mark(&self, issuer_id: i64) -> Result<i64> {
-        self.with(|c| {
+        self.read(|c| {
             Ok(c.prepare_cached("SELECT COUNT(*) FROM certificates WHERE issuer_id = ?1 AND revoked_at IS NOT NULL")?
                 .query_row([issuer_id], |r| r.get(0))?)
         })
     }
 
     pub fn crl(&self, issuer_id: i64) -> Result<Option<StoredCrl>> {
-        self.with(|c| {
+        self.read(|c| {
             Ok(c.prepare_cached("SELECT issuer_id, number, this_update, next_update, revocation_mark, der FROM crls WHERE issuer_id = ?1")?
                 .query_row([issuer_id], |r| {
                     Ok(StoredCrl {
