@@ -467,11 +467,7 @@ impl Authority {
     /// issued what someone else controls, whatever its plugins say.
     fn check_not_held_by_others(&self, tenant: &str, identifiers: &[Identifier]) -> Result<()> {
         for id in identifiers {
-            let target = id.authorization_target();
-            let holders = match target.kind {
-                IdentifierKind::Dns => self.store.resources_holding_name(None, &target.value)?,
-                IdentifierKind::Ip => self.store.resources_holding_address(None, &target.value)?,
-            };
+            let holders = self.store.resources_holding(None, id)?;
             if holders.iter().any(|r| r.tenant != tenant) {
                 return Err(Error::new(ErrorKind::RejectedIdentifier, format!("{} is held by another tenant", id.value)));
             }

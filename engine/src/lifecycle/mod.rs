@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use crate::authority::Authority;
 use crate::error::Result;
-use crate::identifier::{Identifier, IdentifierKind};
+use crate::identifier::Identifier;
 use crate::model::*;
 use crate::registry::ResourceState;
 
@@ -85,11 +85,7 @@ impl Authority {
         let mut resources: Vec<String> = Vec::new();
         let mut all_held = !identifiers.is_empty();
         for id in identifiers {
-            let target = id.authorization_target();
-            let holders = match target.kind {
-                IdentifierKind::Dns => self.store.resources_holding_name(Some(tenant), &target.value)?,
-                IdentifierKind::Ip => self.store.resources_holding_address(Some(tenant), &target.value)?,
-            };
+            let holders = self.store.resources_holding(Some(tenant), id)?;
             let Some(holder) = holders.into_iter().find(|r| r.state == ResourceState::Active) else {
                 all_held = false;
                 continue;

@@ -79,6 +79,16 @@ impl Store {
         self.read(|c| holding_address(c, tenant, address))
     }
 
+    /// The resources holding what an identifier's authorization is for (a
+    /// wildcard's base name), by name or zone for DNS, by address for IP.
+    pub fn resources_holding(&self, tenant: Option<&str>, id: &crate::identifier::Identifier) -> Result<Vec<Resource>> {
+        let target = id.authorization_target();
+        match target.kind {
+            crate::identifier::IdentifierKind::Dns => self.resources_holding_name(tenant, &target.value),
+            crate::identifier::IdentifierKind::Ip => self.resources_holding_address(tenant, &target.value),
+        }
+    }
+
     /// Changes a resource's state (suspend, resume, release) and logs the event.
     pub fn set_resource_state(&self, id: &str, state: ResourceState, kind: EventKind) -> Result<Resource> {
         self.tx(|tx| {
