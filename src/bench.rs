@@ -191,12 +191,17 @@ fn http_client(root: Option<&PathBuf>) -> Result<Http> {
         .with_safe_default_protocol_versions()?
         .with_root_certificates(roots)
         .with_no_client_auth();
+    // Without TCP_NODELAY a request written as two TLS records waits for the
+    // server's delayed ACK (40 ms) before its second half leaves: Nagle.
+    let mut tcp = hyper_util::client::legacy::connect::HttpConnector::new();
+    tcp.set_nodelay(true);
+    tcp.enforce_http(false);
     let connector = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)
         .https_only()
         .enable_http1()
         .enable_http2()
-        .build();
+        .wrap_connector(tcp);
     Ok(HyperClient::builder(TokioExecutor::new()).build(connector))
 }
 
