@@ -20,7 +20,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -93,6 +93,10 @@ pub struct IssueArgs {
     /// An issuance taking longer than this counts as failed (a server that hangs ends the run).
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     pub timeout: Duration,
+    /// Keep starting issuances after one fails (by default the run winds down:
+    /// a server that has stopped answering would otherwise cost N × --timeout).
+    #[arg(long)]
+    pub keep_going: bool,
     /// Print the result as one JSON object as well.
     #[arg(long)]
     pub json: bool,
@@ -115,7 +119,13 @@ pub fn run(command: BenchCommand) -> Result<()> {
             let report = runtime.block_on(issue(&args))?;
             report.print(&args);
             if report.failed > 0 {
-                bail!("{} of {} issuances failed; first error: {}", report.failed, args.n, report.first_error.unwrap_or_default());
+                bail!(
+                    "{} of {} issuances failed ({} not started); first error: {}",
+                    report.failed,
+                    args.n,
+                    report.not_started,
+                    report.first_error.unwrap_or_default()
+                );
             }
             Ok(())
         }
@@ -127,7 +137,12 @@ pub struct Report {
     pub completed: usize,
     pub failed: usize,
     pub first_error: Option<String>,
+    /// Issuances never started because an earlier one failed (see `--keep-going`).
+    pub not_started: usize,
     pub elapsed: Duration,
+    /// From the start to the last completed issuance: when a server stalls,
+    /// `completed / live` is its rate while it still answered.
+    pub live: Duration,
     /// Latencies of the completed issuances, sorted.
     pub latencies: Vec<Duration>,
 }
@@ -135,6 +150,11 @@ pub struct Report {
 impl Report {
     pub fn rate(&self) -> f64 {
         self.completed as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    /// The rate up to the last completed issuance (equals `rate` when nothing failed).
+    pub fn live_rate(&self) -> f64 {
+        self.completed as f64 / self.live.as_secs_f64().max(1e-9)
     }
 
     pub fn percentile(&self, p: f64) -> Duration {
@@ -158,13 +178,26 @@ impl Report {
             ms(self.percentile(0.90)),
             ms(self.percentile(0.99)),
         );
+        if self.failed > 0 {
+            println!(
+                "  {} failed, {} not started; {} completed in the first {:.2} s: {:.1} issuances/s while the server answered",
+                self.failed,
+                self.not_started,
+                self.completed,
+                self.live.as_secs_f64(),
+                self.live_rate()
+            );
+        }
         if args.json {
             println!(
                 "{}",
                 serde_json::json!({
                     "completed": self.completed,
                     "failed": self.failed,
+                    "not_started": self.not_started,
                     "seconds": self.elapsed.as_secs_f64(),
+                    "live_seconds": self.live.as_secs_f64(),
+                    "live_rate": self.live_rate(),
                     "concurrency": args.concurrency,
                     "rate": self.rate(),
                     "p50_ms": ms(self.percentile(0.50)),
@@ -247,16 +280,22 @@ pub async fn issue(args: &IssueArgs) -> Result<Report> {
     let run = format!("{:08x}", rand_u32());
 
     let next = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
     let mut workers = Vec::with_capacity(args.concurrency);
     for w in 0..args.concurrency {
-        let (next, keys, accounts) = (next.clone(), keys.clone(), accounts.clone());
+        let (next, stop, keys, accounts) = (next.clone(), stop.clone(), keys.clone(), accounts.clone());
+        let keep_going = args.keep_going;
         let (n, domain, run, poll, http01) = (args.n, args.domain.clone(), run.clone(), args.poll, http01.clone());
         let timeout = args.timeout;
         workers.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             let mut errors = Vec::new();
+            let mut last_done = Duration::ZERO;
             loop {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 if i >= n {
                     break;
@@ -266,24 +305,41 @@ pub async fn issue(args: &IssueArgs) -> Result<Report> {
                 let t = Instant::now();
                 let one = issue_one(account, &name, &keys[w % keys.len()], poll, http01.as_ref());
                 match tokio::time::timeout(timeout, one).await {
-                    Ok(Ok(_)) => latencies.push(t.elapsed()),
+                    Ok(Ok(_)) => {
+                        latencies.push(t.elapsed());
+                        last_done = started.elapsed();
+                    }
                     Ok(Err(e)) => errors.push(format!("{name}: {e:#}")),
                     Err(_) => errors.push(format!("{name}: no certificate within {timeout:?}")),
                 }
+                if !errors.is_empty() && !keep_going {
+                    stop.store(true, Ordering::Relaxed);
+                }
             }
-            (latencies, errors)
+            (latencies, errors, last_done)
         }));
     }
     let mut latencies = Vec::with_capacity(args.n);
     let mut errors = Vec::new();
+    let mut live = Duration::ZERO;
     for w in workers {
-        let (l, e) = w.await.context("a load worker panicked")?;
+        let (l, e, last_done) = w.await.context("a load worker panicked")?;
         latencies.extend(l);
         errors.extend(e);
+        live = live.max(last_done);
     }
     let elapsed = started.elapsed();
     latencies.sort();
-    Ok(Report { completed: latencies.len(), failed: errors.len(), first_error: errors.into_iter().next(), elapsed, latencies })
+    let (completed, failed) = (latencies.len(), errors.len());
+    Ok(Report {
+        completed,
+        failed,
+        first_error: errors.into_iter().next(),
+        not_started: args.n - completed - failed,
+        elapsed,
+        live,
+        latencies,
+    })
 }
 
 /// One issuance for `name`; returns the PEM chain.

@@ -3,6 +3,8 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
+
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use http::{Method, StatusCode, header, request::Parts};
@@ -18,11 +20,10 @@ use crate::resources::*;
 use crate::server::{FrontEnd, Reply};
 use crate::validation::ChallengeKind;
 
-pub async fn route(fe: &FrontEnd, urls: &Urls, parts: &Parts, body: &[u8]) -> Result<Reply, Problem> {
+pub async fn route(fe: &Arc<FrontEnd>, urls: &Urls, parts: &Parts, body: Bytes) -> Result<Reply, Problem> {
     let path = parts.uri.path();
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let method = &parts.method;
-    let url = format!("{}{}", urls.base, path);
 
     // Resources read without a JWS.
     match (method, segments.as_slice()) {
@@ -64,25 +65,36 @@ pub async fn route(fe: &FrontEnd, urls: &Urls, parts: &Parts, body: &[u8]) -> Re
             .with_status(StatusCode::METHOD_NOT_ALLOWED));
     }
 
+    // Everything after this point is signature checks, signing and SQLite:
+    // one hop to a blocking thread per request, not one per engine call.
+    let content_type = parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    let (urls, path) = (urls.clone(), path.to_string());
+    fe.on_blocking_thread(move |fe| signed(fe, &urls, &path, &content_type, &body)).await
+}
+
+/// A POST carrying a JWS (RFC 8555 §6.2): authenticate, then the resource.
+fn signed(fe: &FrontEnd, urls: &Urls, path: &str, content_type: &str, body: &[u8]) -> Result<Reply, Problem> {
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let url = format!("{}{}", urls.base, path);
     let rule = match segments.as_slice() {
         ["acme", "new-account"] => KeyRule::Jwk,
         ["acme", "revoke-cert"] => KeyRule::Either,
         _ => KeyRule::Kid,
     };
-    let req = authenticate(fe, &parts.headers, body, &url, urls, rule).await?;
+    let req = authenticate(fe, content_type, body, &url, urls, rule)?;
 
     match segments.as_slice() {
-        ["acme", "new-account"] => new_account(fe, urls, &url, req).await,
-        ["acme", "acct", id] => account(fe, urls, id, req).await,
-        ["acme", "acct", id, "orders"] => account_orders(fe, urls, id, req).await,
-        ["acme", "key-change"] => key_change(fe, urls, &url, req).await,
-        ["acme", "new-order"] => new_order(fe, urls, req).await,
-        ["acme", "order", id] => order(fe, urls, id, req).await,
-        ["acme", "order", id, "finalize"] => finalize(fe, urls, id, req).await,
-        ["acme", "authz", id] => authorization(fe, urls, id, req).await,
-        ["acme", "chall", id] => challenge(fe, urls, id, req).await,
-        ["acme", "cert", serial] => certificate(fe, serial, req).await,
-        ["acme", "revoke-cert"] => revoke(fe, req).await,
+        ["acme", "new-account"] => new_account(fe, urls, &url, req),
+        ["acme", "acct", id] => account(fe, urls, id, req),
+        ["acme", "acct", id, "orders"] => account_orders(fe, urls, id, req),
+        ["acme", "key-change"] => key_change(fe, urls, &url, req),
+        ["acme", "new-order"] => new_order(fe, urls, req),
+        ["acme", "order", id] => order(fe, urls, id, req),
+        ["acme", "order", id, "finalize"] => finalize(fe, urls, id, req),
+        ["acme", "authz", id] => authorization(fe, urls, id, req),
+        ["acme", "chall", id] => challenge(fe, urls, id, req),
+        ["acme", "cert", serial] => certificate(fe, serial, req),
+        ["acme", "revoke-cert"] => revoke(fe, req),
         _ => Err(Problem::not_found(format!("no resource at {path}"))),
     }
 }
@@ -135,13 +147,13 @@ async fn crl(fe: &FrontEnd, issuer: &str) -> Result<Reply, Problem> {
 
 // ---- accounts --------------------------------------------------------------
 
-async fn new_account(fe: &FrontEnd, urls: &Urls, url: &str, req: Authenticated) -> Result<Reply, Problem> {
+fn new_account(fe: &FrontEnd, urls: &Urls, url: &str, req: Authenticated) -> Result<Reply, Problem> {
     let payload = req.payload_object()?;
     let thumbprint = req.key.thumbprint();
     let only_existing = bool_member(&payload, "onlyReturnExisting")?.unwrap_or(false);
 
     let tp = thumbprint.clone();
-    if let Some(existing) = fe.blocking(move |a| a.account_by_thumbprint(&tp)).await? {
+    if let Some(existing) = fe.engine(move |a| a.account_by_thumbprint(&tp))? {
         // RFC 8555 §7.3.1: the key is registered already; say where.
         return Ok(Reply::json(StatusCode::OK, &account_json(urls, &existing)).location(urls.account(&existing.id)));
     }
@@ -157,8 +169,7 @@ async fn new_account(fe: &FrontEnd, urls: &Urls, url: &str, req: Authenticated) 
             let kid = jws::eab_key_id(eab)?;
             let lookup = kid.clone();
             let (_, hmac) = fe
-                .blocking(move |a| a.eab_key(&lookup))
-                .await?
+                .engine(move |a| a.eab_key(&lookup))?
                 .ok_or_else(|| Problem::unauthorized(format!("unknown External Account Binding key id {kid:?}")))?;
             jws::verify_eab(eab, &hmac, url, &req.key)?;
             Some(kid)
@@ -169,13 +180,12 @@ async fn new_account(fe: &FrontEnd, urls: &Urls, url: &str, req: Authenticated) 
     }
     let jwk = req.key.to_json().to_string();
     let (account, created) = fe
-        .blocking(move |a| a.create_account(NewAccount { jwk, thumbprint, contact, tos_agreed, eab_kid }))
-        .await?;
+        .engine(move |a| a.create_account(NewAccount { jwk, thumbprint, contact, tos_agreed, eab_kid }))?;
     let status = if created { StatusCode::CREATED } else { StatusCode::OK };
     Ok(Reply::json(status, &account_json(urls, &account)).location(urls.account(&account.id)))
 }
 
-async fn account(fe: &FrontEnd, urls: &Urls, id: &str, req: Authenticated) -> Result<Reply, Problem> {
+fn account(fe: &FrontEnd, urls: &Urls, id: &str, req: Authenticated) -> Result<Reply, Problem> {
     let account = own_account(&req, id)?.clone();
     let Some(payload) = req.payload_json()? else {
         return Ok(Reply::json(StatusCode::OK, &account_json(urls, &account)).location(urls.account(id)));
@@ -189,25 +199,25 @@ async fn account(fe: &FrontEnd, urls: &Urls, id: &str, req: Authenticated) -> Re
             return Err(Problem::malformed("an account's status can only be changed to \"deactivated\""));
         }
         let a = account.clone();
-        account = fe.blocking(move |x| x.deactivate_account(&a)).await?;
+        account = fe.engine(move |x| x.deactivate_account(&a))?;
     } else if let Some(contact) = contact_member(&payload)? {
         let a = account.clone();
-        account = fe.blocking(move |x| x.update_contact(&a, contact)).await?;
+        account = fe.engine(move |x| x.update_contact(&a, contact))?;
     }
     Ok(Reply::json(StatusCode::OK, &account_json(urls, &account)).location(urls.account(id)))
 }
 
-async fn account_orders(fe: &FrontEnd, urls: &Urls, id: &str, req: Authenticated) -> Result<Reply, Problem> {
+fn account_orders(fe: &FrontEnd, urls: &Urls, id: &str, req: Authenticated) -> Result<Reply, Problem> {
     req.require_post_as_get()?;
     let account = own_account(&req, id)?.clone();
-    let ids = fe.blocking(move |a| a.orders_of(&account)).await?;
+    let ids = fe.engine(move |a| a.orders_of(&account))?;
     let list: Vec<String> = ids.iter().map(|o| urls.order(o)).collect();
     Ok(Reply::json(StatusCode::OK, &json!({ "orders": list })))
 }
 
 /// Key rollover (RFC 8555 §7.3.5): an inner JWS signed by the new key inside
 /// the outer one signed by the old.
-async fn key_change(fe: &FrontEnd, urls: &Urls, url: &str, req: Authenticated) -> Result<Reply, Problem> {
+fn key_change(fe: &FrontEnd, urls: &Urls, url: &str, req: Authenticated) -> Result<Reply, Problem> {
     let account = req.account()?.clone();
     let inner = Jws::parse(&req.jws.payload)?;
     let new_key = inner
@@ -239,7 +249,7 @@ async fn key_change(fe: &FrontEnd, urls: &Urls, url: &str, req: Authenticated) -
         return Err(Problem::malformed("the new key is the same as the old key"));
     }
     let jwk = new_key.to_json().to_string();
-    let result = fe.blocking(move |a| a.change_key(&account, jwk, new_thumbprint)).await;
+    let result = fe.engine(move |a| a.change_key(&account, jwk, new_thumbprint));
     match result {
         Ok(account) => Ok(Reply::json(StatusCode::OK, &account_json(urls, &account)).location(urls.account(&account.id))),
         Err(p) if p.status == Some(StatusCode::CONFLICT) => {
@@ -253,7 +263,7 @@ async fn key_change(fe: &FrontEnd, urls: &Urls, url: &str, req: Authenticated) -
 
 // ---- orders ----------------------------------------------------------------
 
-async fn new_order(fe: &FrontEnd, urls: &Urls, req: Authenticated) -> Result<Reply, Problem> {
+fn new_order(fe: &FrontEnd, urls: &Urls, req: Authenticated) -> Result<Reply, Problem> {
     let account = req.account()?.clone();
     let payload = req.payload_object()?;
     for unsupported in ["notBefore", "notAfter"] {
@@ -299,14 +309,13 @@ async fn new_order(fe: &FrontEnd, urls: &Urls, req: Authenticated) -> Result<Rep
     let profile = optional_string(&payload, "profile")?;
     let replaces = optional_string(&payload, "replaces")?;
     let order = fe
-        .blocking(move |a| a.new_order(&account, NewOrder { identifiers, profile, replaces }))
-        .await?;
+        .engine(move |a| a.new_order(&account, NewOrder { identifiers, profile, replaces }))?;
     Ok(Reply::json(StatusCode::CREATED, &order_json(urls, &order)).location(urls.order(&order.id)))
 }
 
-async fn order(fe: &FrontEnd, urls: &Urls, id: &str, req: Authenticated) -> Result<Reply, Problem> {
+fn order(fe: &FrontEnd, urls: &Urls, id: &str, req: Authenticated) -> Result<Reply, Problem> {
     req.require_post_as_get()?;
-    let order = load_order(fe, id, &req).await?;
+    let order = load_order(fe, id, &req)?;
     let mut reply = Reply::json(StatusCode::OK, &order_json(urls, &order));
     if order.status == OrderStatus::Processing {
         reply = reply.header(header::RETRY_AFTER, "1");
@@ -314,9 +323,9 @@ async fn order(fe: &FrontEnd, urls: &Urls, id: &str, req: Authenticated) -> Resu
     Ok(reply)
 }
 
-async fn finalize(fe: &FrontEnd, urls: &Urls, id: &str, req: Authenticated) -> Result<Reply, Problem> {
+fn finalize(fe: &FrontEnd, urls: &Urls, id: &str, req: Authenticated) -> Result<Reply, Problem> {
     let payload = req.payload_object()?;
-    let order = load_order(fe, id, &req).await?;
+    let order = load_order(fe, id, &req)?;
     let csr_b64 = payload
         .get("csr")
         .and_then(Value::as_str)
@@ -326,7 +335,7 @@ async fn finalize(fe: &FrontEnd, urls: &Urls, id: &str, req: Authenticated) -> R
         .map_err(|_| Problem::new(ProblemType::BadCsr, "\"csr\" is not base64url without padding"))?;
     let account = req.account()?.clone();
     let account_spki = req.key.spki_der();
-    let order = fe.blocking(move |a| a.finalize(&account, &order, &csr, &account_spki)).await?;
+    let order = fe.engine(move |a| a.finalize(&account, &order, &csr, &account_spki))?;
     let mut reply = Reply::json(StatusCode::OK, &order_json(urls, &order)).location(urls.order(&order.id));
     if order.status == OrderStatus::Processing {
         reply = reply.header(header::RETRY_AFTER, "1");
@@ -334,12 +343,11 @@ async fn finalize(fe: &FrontEnd, urls: &Urls, id: &str, req: Authenticated) -> R
     Ok(reply)
 }
 
-async fn load_order(fe: &FrontEnd, id: &str, req: &Authenticated) -> Result<tenure_engine::model::Order, Problem> {
+fn load_order(fe: &FrontEnd, id: &str, req: &Authenticated) -> Result<tenure_engine::model::Order, Problem> {
     let account = req.account()?;
     let lookup = id.to_string();
     let order = fe
-        .blocking(move |a| a.order(&lookup))
-        .await?
+        .engine(move |a| a.order(&lookup))?
         .ok_or_else(|| Problem::not_found(format!("no order {id}")))?;
     if order.account_id != account.id {
         return Err(Problem::unauthorized("this order belongs to another account"));
@@ -349,13 +357,13 @@ async fn load_order(fe: &FrontEnd, id: &str, req: &Authenticated) -> Result<tenu
 
 // ---- authorizations and challenges ----------------------------------------------
 
-async fn authorization(fe: &FrontEnd, urls: &Urls, id: &str, req: Authenticated) -> Result<Reply, Problem> {
-    let authz = load_authz(fe, id, &req).await?;
+fn authorization(fe: &FrontEnd, urls: &Urls, id: &str, req: Authenticated) -> Result<Reply, Problem> {
+    let authz = load_authz(fe, id, &req)?;
     let authz = match req.payload_json()? {
         None => authz,
         Some(Value::Object(m)) if m.get("status").and_then(Value::as_str) == Some("deactivated") && m.len() == 1 => {
             let account = req.account()?.clone();
-            fe.blocking(move |a| a.deactivate_authorization(&account, &authz)).await?
+            fe.engine(move |a| a.deactivate_authorization(&account, &authz))?
         }
         Some(_) => return Err(Problem::malformed("an authorization accepts only {\"status\": \"deactivated\"}")),
     };
@@ -366,12 +374,11 @@ async fn authorization(fe: &FrontEnd, urls: &Urls, id: &str, req: Authenticated)
     Ok(reply)
 }
 
-async fn load_authz(fe: &FrontEnd, id: &str, req: &Authenticated) -> Result<Authorization, Problem> {
+fn load_authz(fe: &FrontEnd, id: &str, req: &Authenticated) -> Result<Authorization, Problem> {
     let account = req.account()?;
     let lookup = id.to_string();
     let authz = fe
-        .blocking(move |a| a.authorization(&lookup))
-        .await?
+        .engine(move |a| a.authorization(&lookup))?
         .ok_or_else(|| Problem::not_found(format!("no authorization {id}")))?;
     if authz.account_id != account.id {
         return Err(Problem::unauthorized("this authorization belongs to another account"));
@@ -379,12 +386,11 @@ async fn load_authz(fe: &FrontEnd, id: &str, req: &Authenticated) -> Result<Auth
     Ok(authz)
 }
 
-async fn challenge(fe: &FrontEnd, urls: &Urls, id: &str, req: Authenticated) -> Result<Reply, Problem> {
+fn challenge(fe: &FrontEnd, urls: &Urls, id: &str, req: Authenticated) -> Result<Reply, Problem> {
     let account = req.account()?.clone();
     let lookup = id.to_string();
     let (ch, authz) = fe
-        .blocking(move |a| a.challenge(&lookup))
-        .await?
+        .engine(move |a| a.challenge(&lookup))?
         .ok_or_else(|| Problem::not_found(format!("no challenge {id}")))?;
     if authz.account_id != account.id {
         return Err(Problem::unauthorized("this challenge belongs to another account"));
@@ -399,15 +405,14 @@ async fn challenge(fe: &FrontEnd, urls: &Urls, id: &str, req: Authenticated) -> 
     if respond {
         let kind: ChallengeKind = ch.kind.parse().map_err(|_| Problem::internal("stored challenge type is unknown"))?;
         let (a2, c2, z2) = (account.clone(), ch.clone(), authz.clone());
-        let start = fe.blocking(move |a| a.begin_challenge(&a2, &c2, &z2)).await?;
+        let start = fe.engine(move |a| a.begin_challenge(&a2, &c2, &z2))?;
         if start {
             ch.status = ChallengeStatus::Processing;
             spawn_validation(fe, kind, ch.clone(), authz.identifier.clone(), account.thumbprint.clone());
-        } else if let Some((fresh, _)) = fe.blocking({
+        } else if let Some((fresh, _)) = fe.engine({
             let id = ch.id.clone();
             move |a| a.challenge(&id)
-        })
-        .await?
+        })?
         {
             ch = fresh;
         }
@@ -460,12 +465,12 @@ pub async fn resume_interrupted_validations(fe: &Arc<FrontEnd>) {
 
 // ---- certificates ----------------------------------------------------------
 
-async fn certificate(fe: &FrontEnd, serial: &str, req: Authenticated) -> Result<Reply, Problem> {
+fn certificate(fe: &FrontEnd, serial: &str, req: Authenticated) -> Result<Reply, Problem> {
     req.require_post_as_get()?;
     let account = req.account()?.clone();
     let lookup = serial.to_string();
     let pem = fe
-        .blocking(move |a| {
+        .engine(move |a| {
             let Some(cert) = a.certificate(&lookup)? else { return Ok(None) };
             if cert.account_id != account.id {
                 return Err(tenure_engine::Error::new(
@@ -474,8 +479,7 @@ async fn certificate(fe: &FrontEnd, serial: &str, req: Authenticated) -> Result<
                 ));
             }
             a.certificate_chain_pem(&cert).map(Some)
-        })
-        .await?
+        })?
         .ok_or_else(|| Problem::not_found(format!("no certificate {serial}")))?;
     let mut reply = Reply::empty(StatusCode::OK);
     reply.body = pem.into();
@@ -483,7 +487,7 @@ async fn certificate(fe: &FrontEnd, serial: &str, req: Authenticated) -> Result<
     Ok(reply)
 }
 
-async fn revoke(fe: &FrontEnd, req: Authenticated) -> Result<Reply, Problem> {
+fn revoke(fe: &FrontEnd, req: Authenticated) -> Result<Reply, Problem> {
     let payload = req.payload_object()?;
     let cert_b64 = payload
         .get("certificate")
@@ -504,14 +508,13 @@ async fn revoke(fe: &FrontEnd, req: Authenticated) -> Result<Reply, Problem> {
         Some(account) => RevokerOwned::Account(account.id.clone()),
         None => RevokerOwned::Key(req.key.spki_der()),
     };
-    fe.blocking(move |a| {
+    fe.engine(move |a| {
         let by = match &revoker {
             RevokerOwned::Account(id) => Revoker::Account(id),
             RevokerOwned::Key(spki) => Revoker::CertificateKey(spki),
         };
         a.revoke(by, &der, reason)
-    })
-    .await?;
+    })?;
     Ok(Reply::empty(StatusCode::OK))
 }
 

@@ -2,7 +2,6 @@
 //! exact `url`, single-use nonce, `jwk` xor `kid` as the endpoint demands,
 //! a known and valid account, and a good signature — in that order.
 
-use http::HeaderMap;
 use tenure_engine::model::{Account, AccountStatus};
 
 use crate::jws::{Jwk, Jws};
@@ -64,15 +63,16 @@ impl Authenticated {
     }
 }
 
-pub async fn authenticate(
+/// Runs on a blocking thread (see `handlers::signed`): it reads the account
+/// from the store and checks a signature.
+pub fn authenticate(
     fe: &FrontEnd,
-    headers: &HeaderMap,
+    content_type: &str,
     body: &[u8],
     request_url: &str,
     base: &crate::resources::Urls,
     rule: KeyRule,
 ) -> Result<Authenticated, Problem> {
-    let content_type = headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     if content_type.split(';').next().map(str::trim) != Some("application/jose+json") {
         return Err(Problem::malformed(format!(
             "Content-Type must be application/jose+json, not {content_type:?}"
@@ -112,8 +112,7 @@ pub async fn authenticate(
                 .ok_or_else(|| Problem::new(ProblemType::AccountDoesNotExist, format!("{kid:?} is not an account URL of this server")))?
                 .to_string();
             let account = fe
-                .blocking(move |a| a.account(&id))
-                .await?
+                .engine(move |a| a.account(&id))?
                 .ok_or_else(|| Problem::new(ProblemType::AccountDoesNotExist, format!("no account at {kid:?}")))?;
             let key = fe.account_keys.get(&account.id, &account.jwk)?;
             ((*key).clone(), Some(account))
