@@ -16,6 +16,9 @@ use tenure_engine::authority::{Authority, Config};
 mod lifecycle;
 mod hsm;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "tenure", version, about = "An ACME certificate authority for platforms that already know who controls which resource")]
 struct Cli {
@@ -328,8 +331,8 @@ fn serve(args: ServeArgs) -> Result<()> {
     })
     .map_err(|e| anyhow::anyhow!("validation: {e}"))?;
 
-    // Engine calls (SQLite, signing, plugins) run on blocking threads; a few per
-    // core keep the cores busy, and more only add context switches and lock waits.
+    // Signed requests (JWS checks, SQLite, plugins, signing) run on blocking threads;
+    // a few per core keep the cores busy, and more only add context switches and lock waits.
     let blocking = std::thread::available_parallelism().map_or(2, |n| n.get()) * 4;
     let runtime = tokio::runtime::Builder::new_multi_thread().max_blocking_threads(blocking).enable_all().build()?;
     runtime.block_on(async move {
