@@ -16,9 +16,6 @@ use tenure_engine::authority::{Authority, Config};
 mod lifecycle;
 mod hsm;
 
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 #[command(name = "tenure", version, about = "An ACME certificate authority for platforms that already know who controls which resource")]
 struct Cli {
