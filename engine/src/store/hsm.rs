@@ -1,10 +1,10 @@
 //! HSM custody: pooled tokens, their keys, and the custody log. Each method is
 //! one state change (one transaction) or one read.
 
-use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
+use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::registry::append_audit;
-use super::{AuditRecord, Store};
+use super::{AuditRecord, Store, Tx};
 use crate::error::{Error, ErrorKind, Result};
 use crate::hsm::{HsmKey, HsmSlot, KeyState, SlotState};
 use crate::model::now;
@@ -264,7 +264,7 @@ impl Store {
     }
 }
 
-fn hsm_event(tx: &Transaction<'_>, slot_id: &str, key_id: Option<&str>, kind: &str, detail: serde_json::Value) -> Result<()> {
+fn hsm_event(tx: &Tx<'_>, slot_id: &str, key_id: Option<&str>, kind: &str, detail: serde_json::Value) -> Result<()> {
     tx.execute(
         "INSERT INTO hsm_events (slot_id, key_id, kind, at, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
         params![slot_id, key_id, kind, now(), detail.to_string()],
@@ -272,7 +272,7 @@ fn hsm_event(tx: &Transaction<'_>, slot_id: &str, key_id: Option<&str>, kind: &s
     Ok(())
 }
 
-fn insert_key(tx: &Transaction<'_>, k: &HsmKey) -> Result<()> {
+fn insert_key(tx: &Tx<'_>, k: &HsmKey) -> Result<()> {
     let t = now();
     tx.execute(
         &format!("INSERT INTO hsm_keys ({KEY_COLUMNS}, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?15)"),

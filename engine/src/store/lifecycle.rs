@@ -1,10 +1,10 @@
 //! Storage for the certificate lifecycle: bindings to resources, the renewal
 //! queue, deliveries (an outbox) and CRLs.
 
-use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
 use super::registry::{AuditRecord, append_audit};
-use super::{Store, certificate_row, json};
+use super::{Store, Tx, certificate_row, json};
 use crate::error::{Error, Result};
 use crate::model::*;
 
@@ -94,7 +94,7 @@ fn query_certificates(c: &Connection, sql: &str, args: impl rusqlite::Params) ->
 }
 
 /// Inserts a certificate with its lifecycle columns and bindings.
-pub(super) fn insert_certificate(tx: &Transaction<'_>, cert: &Certificate, life: &CertificateLifecycle, at: UnixTime) -> Result<()> {
+pub(super) fn insert_certificate(tx: &Tx<'_>, cert: &Certificate, life: &CertificateLifecycle, at: UnixTime) -> Result<()> {
     tx.prepare_cached(
         "INSERT INTO certificates (serial, account_id, order_id, tenant, issuer_id, der, identifiers, not_before, not_after,
             revoked_at, revocation_reason, created_at, profile, renewal, renew_at, renewal_note, predecessor, successor, policy)
@@ -129,7 +129,7 @@ pub(super) fn insert_certificate(tx: &Transaction<'_>, cert: &Certificate, life:
 /// Stops renewal of every certificate bound to a resource and revokes the
 /// unexpired ones, inside the transaction that releases or transfers it.
 /// Returns how many were revoked.
-pub(crate) fn stop_certificates_of_resource(tx: &Transaction<'_>, resource_id: &str, reason: u8, note: &str) -> Result<usize> {
+pub(crate) fn stop_certificates_of_resource(tx: &Tx<'_>, resource_id: &str, reason: u8, note: &str) -> Result<usize> {
     let at = now();
     let revoked = tx.execute(
         "UPDATE certificates SET revoked_at = ?2, revocation_reason = ?3

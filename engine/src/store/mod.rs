@@ -5,6 +5,7 @@
 //! change or none of it. Nothing outside this module sees SQL, which keeps a
 //! move to PostgreSQL a matter of a second implementation of these methods.
 
+mod checkpoint;
 mod lifecycle;
 mod hsm;
 pub use hsm::CustodyEvent;
@@ -17,10 +18,10 @@ pub use registry::AuditRecord;
 pub(crate) use registry::append_audit;
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
+use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use crate::error::{Error, Result};
 use crate::identifier::Identifier;
@@ -28,13 +29,40 @@ use crate::model::*;
 
 pub struct Store {
     /// The one connection that writes (and serves `with`).
-    conn: Mutex<Connection>,
+    conn: Arc<Mutex<Connection>>,
     /// Idle read-only connections for the hot reads (`read`). WAL readers
     /// never wait for the writer, so reads no longer queue behind commits and
     /// checkpoints. The pool grows to the number of concurrent readers.
     readers: Mutex<Vec<Connection>>,
     /// The database file; `None` in memory, where reads share `conn`.
     path: Option<PathBuf>,
+    /// Checkpoints the WAL off the request path (on disk only).
+    #[allow(dead_code)] // held for its Drop, which stops the thread
+    checkpointer: Option<checkpoint::Checkpointer>,
+}
+
+/// An open write transaction on the writer connection: what `Store::tx`
+/// hands its closure. It reads and writes as the connection does; `tx`
+/// commits it when the closure succeeds and rolls it back otherwise.
+pub(crate) struct Tx<'c>(&'c Connection);
+
+impl std::ops::Deref for Tx<'_> {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        self.0
+    }
+}
+
+/// Rolls back whatever transaction is still open when dropped: after a
+/// failed closure, a failed COMMIT, or a panic.
+struct RollbackGuard<'c>(&'c Connection);
+
+impl Drop for RollbackGuard<'_> {
+    fn drop(&mut self) {
+        if !self.0.is_autocommit() {
+            let _ = self.0.prepare_cached("ROLLBACK").and_then(|mut st| st.execute([]));
+        }
+    }
 }
 
 fn json<T: serde::Serialize>(v: &T) -> String {
@@ -72,7 +100,17 @@ impl Store {
         // as much as running it); the default cache of 16 is too small.
         conn.set_prepared_statement_cache_capacity(128);
         migrate(&mut conn)?;
-        Ok(Store { conn: Mutex::new(conn), readers: Mutex::new(Vec::new()), path })
+        // Checkpoints run on their own thread, never inside a request's
+        // commit (see `checkpoint`). In memory there is no WAL.
+        if path.is_some() {
+            conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        }
+        let conn = Arc::new(Mutex::new(conn));
+        let checkpointer = match &path {
+            Some(p) => Some(checkpoint::Checkpointer::start(p, conn.clone())?),
+            None => None,
+        };
+        Ok(Store { conn, readers: Mutex::new(Vec::new()), path, checkpointer })
     }
 
     /// Runs a read on a pooled read-only connection (the writer's, in memory).
@@ -99,15 +137,31 @@ impl Store {
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T>) -> Result<T> {
-        let mut conn = self.conn.lock().map_err(|_| Error::internal("storage lock poisoned"))?;
+        let mut conn = match self.conn.lock() {
+            Ok(c) => c,
+            // A panic while writing: `tx` rolled its transaction back, and
+            // anything else left open is rolled back here, so the
+            // connection is sound again and the store stays usable.
+            Err(poisoned) => {
+                self.conn.clear_poison();
+                let c = poisoned.into_inner();
+                drop(RollbackGuard(&c));
+                c
+            }
+        };
         f(&mut conn)
     }
 
-    fn tx<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
+    /// Runs `f` in one write transaction. BEGIN IMMEDIATE, since this
+    /// connection is the only writer (behind the mutex) and would take the
+    /// write lock anyway; BEGIN and COMMIT are cached statements, which
+    /// rusqlite's `Transaction` (parsing both each time) is not.
+    fn tx<T>(&self, f: impl FnOnce(&Tx<'_>) -> Result<T>) -> Result<T> {
         self.with(|conn| {
-            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let out = f(&tx)?;
-            tx.commit()?;
+            conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
+            let _rollback = RollbackGuard(conn);
+            let out = f(&Tx(conn))?;
+            conn.prepare_cached("COMMIT")?.execute([])?;
             Ok(out)
         })
     }
@@ -746,7 +800,7 @@ fn authorization_by_id(c: &Connection, id: &str) -> Result<Option<Authorization>
 
 /// Recomputes a pending order's status from its authorizations (RFC 8555 §7.1.6):
 /// all valid → ready; any invalid/deactivated → invalid.
-fn refresh_order_status(tx: &Transaction<'_>, order_id: &str, cause: Option<RecordedError>) -> Result<()> {
+fn refresh_order_status(tx: &Tx<'_>, order_id: &str, cause: Option<RecordedError>) -> Result<()> {
     let statuses: Vec<String> = {
         let mut st = tx.prepare("SELECT status FROM authorizations WHERE order_id = ?1")?;
         st.query_map([order_id], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?
@@ -783,4 +837,53 @@ fn certificate_row(r: &Row<'_>) -> rusqlite::Result<Result<Certificate>> {
         revocation_reason: reason.and_then(|r| u8::try_from(r).ok()),
     };
     Ok(from_json(&identifiers).map(|identifiers| Certificate { identifiers, ..cert }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stored(s: &Store, key: &str) -> Option<Vec<u8>> {
+        s.setting(key).unwrap()
+    }
+
+    #[test]
+    fn tx_commits_on_success_and_rolls_back_on_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("t.db")).unwrap();
+        s.tx(|tx| {
+            tx.execute("INSERT INTO settings (key, value) VALUES ('a', x'01')", [])?;
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(stored(&s, "a"), Some(vec![1]));
+        let failed: Result<()> = s.tx(|tx| {
+            tx.execute("INSERT INTO settings (key, value) VALUES ('b', x'02')", [])?;
+            Err(Error::internal("changed my mind"))
+        });
+        assert!(failed.is_err());
+        assert_eq!(stored(&s, "b"), None);
+        // The next transaction starts cleanly (no BEGIN inside an open one).
+        s.tx(|tx| {
+            tx.execute("INSERT INTO settings (key, value) VALUES ('c', x'03')", [])?;
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(stored(&s, "c"), Some(vec![3]));
+    }
+
+    #[test]
+    fn a_panic_inside_tx_rolls_back_and_leaves_the_store_usable() {
+        let s = Store::open_in_memory().unwrap();
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let _ = s.tx(|tx| -> Result<()> {
+                tx.execute("INSERT INTO settings (key, value) VALUES ('p', x'01')", [])?;
+                panic!("bug in a closure");
+            });
+        }));
+        assert!(caught.is_err());
+        assert_eq!(stored(&s, "p"), None);
+        s.set_setting("q", b"ok").unwrap();
+        assert_eq!(stored(&s, "q"), Some(b"ok".to_vec()));
+    }
 }

@@ -1,8 +1,8 @@
 //! Registry, plugin and audit queries.
 
-use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{Store, from_json, json};
+use super::{Store, Tx, from_json, json};
 use crate::error::{Error, ErrorKind, Result};
 use crate::model::now;
 use crate::registry::*;
@@ -257,7 +257,7 @@ impl Store {
 
 /// Appends an audit record inside the caller's transaction, so a decision is
 /// logged exactly when the state change it allowed (or refused) is.
-pub(crate) fn append_audit(tx: &Transaction<'_>, rec: &AuditRecord) -> Result<()> {
+pub(crate) fn append_audit(tx: &Tx<'_>, rec: &AuditRecord) -> Result<()> {
     tx.prepare_cached(
         "INSERT INTO audit (at, hook, tenant, account, plugins, input_digest, input, outcome, reason, grant_json, duration_us)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
@@ -285,7 +285,7 @@ impl Store {
     }
 }
 
-fn bump_generation(tx: &Transaction<'_>) -> Result<()> {
+fn bump_generation(tx: &Tx<'_>) -> Result<()> {
     let current: i64 = tx
         .query_row("SELECT value FROM settings WHERE key = 'plugin_generation'", [], |r| r.get::<_, Vec<u8>>(0))
         .optional()?
@@ -344,7 +344,7 @@ fn check_not_held_elsewhere(c: &Connection, tenant: &str, items: &[(bool, String
     Ok(())
 }
 
-fn index_resource(tx: &Transaction<'_>, id: &str, r: &NewResource) -> Result<()> {
+fn index_resource(tx: &Tx<'_>, id: &str, r: &NewResource) -> Result<()> {
     let mut names = tx.prepare_cached("INSERT OR IGNORE INTO resource_names (name, zone, resource_id) VALUES (?1, ?2, ?3)")?;
     for n in &r.names {
         names.execute(params![n, false, id])?;
@@ -359,7 +359,7 @@ fn index_resource(tx: &Transaction<'_>, id: &str, r: &NewResource) -> Result<()>
     Ok(())
 }
 
-fn event(tx: &Transaction<'_>, id: &str, tenant: &str, kind: EventKind, detail: serde_json::Value) -> Result<()> {
+fn event(tx: &Tx<'_>, id: &str, tenant: &str, kind: EventKind, detail: serde_json::Value) -> Result<()> {
     tx.prepare_cached("INSERT INTO resource_events (resource_id, tenant, kind, at, detail) VALUES (?1, ?2, ?3, ?4, ?5)")?
         .execute(params![id, tenant, kind.as_str(), now(), detail.to_string()])?;
     Ok(())
