@@ -139,7 +139,7 @@ impl Authority {
                 store.insert_root(&fresh.cert_der, &custody.key_blob(&fresh.key)?)?
             }
         };
-        let root = CaMaterial { cert_der: root.cert_der, key: custody.load_key(&root.key_pkcs8)? };
+        let root = CaMaterial::new(root.cert_der, custody.load_key(&root.key_pkcs8)?);
         write_file_atomically(&data_dir.join("root.pem"), root.cert_pem().as_bytes(), false)?;
         let token_path = data_dir.join("admin-token");
         if !token_path.exists() {
@@ -251,7 +251,7 @@ impl Authority {
             return Ok(found);
         }
         let rec = self.store.issuer(id)?.ok_or_else(|| Error::internal(format!("issuer {id} is missing")))?;
-        let material = Arc::new(CaMaterial { cert_der: rec.cert_der, key: self.custody.load_key(&rec.key_pkcs8)? });
+        let material = Arc::new(CaMaterial::new(rec.cert_der, self.custody.load_key(&rec.key_pkcs8)?));
         if let Ok(mut m) = self.issuers.write() {
             m.insert(id, material.clone());
         }
