@@ -513,23 +513,10 @@ impl Store {
         })
     }
 
-    /// Marks a ready order `processing` so only one finalize issues for it.
-    pub fn begin_finalize(&self, order_id: &str) -> Result<bool> {
-        self.with(|c| {
-            Ok(c.prepare_cached("UPDATE orders SET status = 'processing' WHERE id = ?1 AND status = 'ready'")?.execute([order_id])? == 1)
-        })
-    }
-
-    /// Puts a processing order back to ready (a finalize that failed before signing).
-    pub fn abort_finalize(&self, order_id: &str) -> Result<()> {
-        self.with(|c| {
-            c.prepare_cached("UPDATE orders SET status = 'ready' WHERE id = ?1 AND status = 'processing'")?.execute([order_id])?;
-            Ok(())
-        })
-    }
-
     /// Stores the certificate (bound to its resources) and marks its order
-    /// valid, atomically. If the order replaces an earlier certificate (RFC
+    /// valid, atomically, if the order is still ready; otherwise (finalized
+    /// meanwhile by another process, or invalidated) nothing is stored and the
+    /// certificate must not be handed out. If the order replaces an earlier certificate (RFC
     /// 9773), that one is marked replaced in the same transaction, so tenure
     /// does not renew it as well.
     pub fn complete_order(&self, cert: &Certificate, life: &CertificateLifecycle, audit: Option<&AuditRecord>) -> Result<()> {
@@ -539,10 +526,16 @@ impl Store {
             }
             lifecycle::insert_certificate(tx, cert, life, now())?;
             let n = tx
-                .prepare_cached("UPDATE orders SET status = 'valid', certificate = ?2 WHERE id = ?1 AND status = 'processing'")?
+                .prepare_cached(
+                    "UPDATE orders SET status = 'valid', certificate = ?2 WHERE id = ?1 AND status = 'ready'",
+                )?
                 .execute(params![cert.order_id, cert.serial])?;
             if n != 1 {
-                return Err(Error::internal("order left the processing state during issuance"));
+                // Returning an error rolls the certificate back with the rest.
+                return Err(Error::new(
+                    crate::ErrorKind::OrderNotReady,
+                    "the order changed while its certificate was being signed; nothing was issued",
+                ));
             }
             if let Some(replaced) = &life.predecessor {
                 tx.prepare_cached(
