@@ -3,9 +3,9 @@
 //! these methods after it has authenticated the request; they block (SQLite,
 //! signing), so async callers run them on a blocking thread.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
@@ -117,6 +117,21 @@ pub struct Authority {
     /// Where CA keys live (sealed software keys or an HSM token), and the
     /// key-encryption key for everything sealed at rest.
     pub(crate) custody: CaCustody,
+    /// Orders being finalized by this process: one signature per order.
+    finalizing: Mutex<HashSet<String>>,
+}
+
+/// An order claimed for finalizing; the claim ends when this drops.
+struct FinalizeClaim<'a> {
+    set: &'a Mutex<HashSet<String>>,
+    order_id: String,
+}
+
+impl Drop for FinalizeClaim<'_> {
+    fn drop(&mut self) {
+        let mut set = self.set.lock().unwrap_or_else(|p| p.into_inner());
+        set.remove(&self.order_id);
+    }
 }
 
 impl Authority {
@@ -139,7 +154,7 @@ impl Authority {
                 store.insert_root(&fresh.cert_der, &custody.key_blob(&fresh.key)?)?
             }
         };
-        let root = CaMaterial { cert_der: root.cert_der, key: custody.load_key(&root.key_pkcs8)? };
+        let root = CaMaterial::new(root.cert_der, custody.load_key(&root.key_pkcs8)?);
         write_file_atomically(&data_dir.join("root.pem"), root.cert_pem().as_bytes(), false)?;
         let token_path = data_dir.join("admin-token");
         if !token_path.exists() {
@@ -157,6 +172,7 @@ impl Authority {
             rng: SystemRandom::new(),
             public_url: RwLock::new(None),
             custody,
+            finalizing: Mutex::new(HashSet::new()),
         };
         if authority.store.tenant(PUBLIC_TENANT)?.is_none() {
             match authority.create_tenant(PUBLIC_TENANT, None) {
@@ -251,7 +267,7 @@ impl Authority {
             return Ok(found);
         }
         let rec = self.store.issuer(id)?.ok_or_else(|| Error::internal(format!("issuer {id} is missing")))?;
-        let material = Arc::new(CaMaterial { cert_der: rec.cert_der, key: self.custody.load_key(&rec.key_pkcs8)? });
+        let material = Arc::new(CaMaterial::new(rec.cert_der, self.custody.load_key(&rec.key_pkcs8)?));
         if let Ok(mut m) = self.issuers.write() {
             m.insert(id, material.clone());
         }
@@ -640,10 +656,22 @@ impl Authority {
             }
         }
 
-        if !self.store.begin_finalize(&order.id)? {
-            return Err(Error::new(ErrorKind::OrderNotReady, "the order is already being finalized"));
-        }
-        let issued = (|| {
+        // One finalize per order signs: a second one arriving meanwhile is
+        // refused here, without a commit of its own (the order used to be
+        // marked `processing` in a transaction before signing). The order
+        // stays `ready` in the database while signing; complete_order records
+        // the certificate only if it still is, in the same transaction that
+        // makes it valid, so even finalizes in two processes record exactly one
+        // certificate, and a crash before that commit leaves a ready order to
+        // finalize again instead of one stuck in `processing`.
+        let _claim = {
+            let mut set = self.finalizing.lock().unwrap_or_else(|p| p.into_inner());
+            if !set.insert(order.id.clone()) {
+                return Err(Error::new(ErrorKind::OrderNotReady, "the order is already being finalized"));
+            }
+            FinalizeClaim { set: &self.finalizing, order_id: order.id.clone() }
+        };
+        (|| {
             let issued_at = now();
             let leaf = self.sign_leaf(tenant.issuer_id, &csr.spki_der, &order.identifiers, lifetime)?;
             let cert = Certificate {
@@ -676,11 +704,7 @@ impl Authority {
                 policy: decided.audit.plugins.join(","),
             };
             self.store.complete_order(&cert, &life, Some(&decided.audit))
-        })();
-        if let Err(e) = issued {
-            let _ = self.store.abort_finalize(&order.id);
-            return Err(e);
-        }
+        })()?;
         self.order(&order.id)?.ok_or_else(|| Error::internal("order vanished"))
     }
 
@@ -826,4 +850,70 @@ pub fn write_file_atomically(path: &Path, contents: &[u8], secret: bool) -> Resu
         f.sync_all().map_err(io)?;
     }
     std::fs::rename(&tmp, path).map_err(io)
+}
+
+#[cfg(test)]
+mod finalize_tests {
+    use super::*;
+    use crate::registry::NewResource;
+    use rcgen::{CertificateParams, KeyPair};
+
+    /// Finalizes racing for one order, in one process and in two (two
+    /// authorities on one data directory): exactly one certificate is
+    /// recorded and returned, and every other finalize fails.
+    #[test]
+    fn racing_finalizes_issue_exactly_one_certificate() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = Authority::open(dir.path(), Config::default()).unwrap();
+        let b = Authority::open(dir.path(), Config::default()).unwrap();
+        let tenant = a.create_tenant("corp", Some(&["corp.example".to_string()])).unwrap();
+        let (account, _) = a
+            .create_account(NewAccount {
+                jwk: "{}".into(),
+                thumbprint: "t".into(),
+                contact: vec![],
+                tos_agreed: true,
+                eab_kid: Some(tenant.eab_kid),
+            })
+            .unwrap();
+        a.add_resource(NewResource {
+            tenant: "corp".into(),
+            kind: "zone".into(),
+            zones: vec!["corp.example".into()],
+            ..NewResource::default()
+        })
+        .unwrap();
+        let key = KeyPair::generate().unwrap();
+        let csr = CertificateParams::new(vec!["www.corp.example".to_string()]).unwrap().serialize_request(&key).unwrap();
+        for _ in 0..5 {
+            let order = a
+                .new_order(&account, NewOrder { identifiers: vec![Identifier::dns("www.corp.example")], profile: None, replaces: None })
+                .unwrap();
+            assert_eq!(order.status, OrderStatus::Ready);
+            let results: Vec<Result<Order>> = std::thread::scope(|s| {
+                let handles: Vec<_> = (0..6)
+                    .map(|i| {
+                        let (auth, order, account, csr) = (if i % 2 == 0 { &a } else { &b }, &order, &account, csr.der());
+                        s.spawn(move || auth.finalize(account, order, csr, b"account key"))
+                    })
+                    .collect();
+                handles.into_iter().map(|h| h.join().unwrap()).collect()
+            });
+            let won: Vec<&Order> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+            assert_eq!(won.len(), 1, "{results:?}");
+            for e in results.iter().filter_map(|r| r.as_ref().err()) {
+                assert_eq!(e.kind, ErrorKind::OrderNotReady, "{e:?}");
+            }
+            let recorded: Vec<String> = a
+                .certificates(Some("corp"), None, 1000)
+                .unwrap()
+                .into_iter()
+                .filter(|(c, _)| c.order_id == order.id)
+                .map(|(c, _)| c.serial)
+                .collect();
+            assert_eq!(recorded, vec![won[0].certificate.clone().unwrap()]);
+            let stored = a.order(&order.id).unwrap().unwrap();
+            assert_eq!((stored.status, stored.certificate), (OrderStatus::Valid, won[0].certificate.clone()));
+        }
+    }
 }

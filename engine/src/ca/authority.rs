@@ -33,10 +33,7 @@ pub fn new_root_with(common_name: &str, ca_key: CaKey) -> Result<CaMaterial, Err
     let cert = params
         .self_signed(&key)
         .map_err(rcgen_err("root certificate"))?;
-    Ok(CaMaterial {
-        cert_der: cert.der().to_vec(),
-        key: ca_key,
-    })
+    Ok(CaMaterial::new(cert.der().to_vec(), ca_key))
 }
 
 /// An ECDSA P-256 intermediate under `root`: pathLen 0, AKI + SKI,
@@ -68,15 +65,14 @@ pub fn new_intermediate_with(
         ));
     }
     let signer = root.signer()?;
-    let root_validity = signer.cert.validity();
-    let root_not_after = root_validity.not_after.to_datetime();
+    let root_not_after = signer.not_after;
     let start = now()?;
-    if start < root_validity.not_before.to_datetime() || start >= root_not_after {
+    if start < signer.not_before || start >= root_not_after {
         return Err(Error::internal(
             "the root certificate is not currently valid",
         ));
     }
-    let not_before = (start - BACKDATE).max(root_validity.not_before.to_datetime());
+    let not_before = (start - BACKDATE).max(signer.not_before);
     let not_after = add_days(start, INTERMEDIATE_DAYS)?.min(root_not_after);
 
     let key = ca_key.signing_key()?;
@@ -90,10 +86,7 @@ pub fn new_intermediate_with(
     let cert = params
         .signed_by(&key, &signer.issuer)
         .map_err(rcgen_err("intermediate certificate"))?;
-    Ok(CaMaterial {
-        cert_der: cert.der().to_vec(),
-        key: ca_key,
-    })
+    Ok(CaMaterial::new(cert.der().to_vec(), ca_key))
 }
 
 fn ca_params(

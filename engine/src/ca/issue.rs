@@ -12,7 +12,6 @@ use time::OffsetDateTime;
 use x509_parser::certificate::X509Certificate;
 use x509_parser::prelude::FromDer as _;
 
-use super::constraints::IssuerConstraints;
 use super::keys::KeyType;
 use super::material::{CaMaterial, Signer};
 use super::util::{add_days, now, random_serial, rcgen_err, serial_hex, to_datetime, to_system};
@@ -77,7 +76,7 @@ pub fn server_certificate(
     let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(rcgen_err("server key"))?;
     let not_before = now()?;
     let not_after =
-        add_days(not_before, SERVER_CERT_DAYS)?.min(signer.cert.validity().not_after.to_datetime());
+        add_days(not_before, SERVER_CERT_DAYS)?.min(signer.not_after);
     let issued = sign_end_entity(
         &signer,
         &key,
@@ -106,12 +105,12 @@ struct EndEntity<'a> {
 }
 
 fn sign_end_entity(
-    signer: &Signer<'_>,
+    signer: &Signer,
     public_key: &impl PublicKeyData,
     ee: &EndEntity<'_>,
 ) -> Result<IssuedLeaf, Error> {
     let identifiers = renormalize(ee.identifiers, ee.public_names_only)?;
-    if let Some(constraints) = IssuerConstraints::from_cert(&signer.cert)?
+    if let Some(constraints) = signer.constraints.as_ref().map_err(Clone::clone)?
         && let Some(outside) = identifiers.iter().find(|id| !constraints.allows(id))
     {
         return Err(Error::new(
@@ -119,7 +118,6 @@ fn sign_end_entity(
             format!("{outside} is outside the names this issuer may certify"),
         ));
     }
-    let issuer_validity = signer.cert.validity();
     if ee.not_before >= ee.not_after {
         return Err(Error::internal(
             "certificate validity ends before it begins",
@@ -127,7 +125,7 @@ fn sign_end_entity(
     }
     // Only the end matters: a leaf outliving its issuer would stop verifying
     // early. A not_before earlier than the issuer's (backdating) is harmless.
-    if ee.not_after > issuer_validity.not_after.to_datetime() {
+    if ee.not_after > signer.not_after {
         return Err(Error::internal(
             "requested validity ends after the issuer's; rotate the issuing CA",
         ));
@@ -240,10 +238,10 @@ fn san(id: &Identifier) -> Result<SanType, Error> {
 /// Reads back what was just signed: it must chain to the issuer by name and
 /// signature and certify exactly the key asked for. A failure is our bug,
 /// and must never reach a client as a certificate.
-fn check_issued(signer: &Signer<'_>, der: &[u8], spki: &[u8]) -> Result<(), Error> {
+fn check_issued(signer: &Signer, der: &[u8], spki: &[u8]) -> Result<(), Error> {
     let bad = |why: &str| Error::internal(format!("issued certificate failed self-check: {why}"));
     let (_, cert) = X509Certificate::from_der(der).map_err(|_| bad("unparsable"))?;
-    if cert.issuer().as_raw() != signer.cert.subject().as_raw() {
+    if cert.issuer().as_raw() != signer.subject_der.as_slice() {
         return Err(bad("issuer name differs from the issuer's subject"));
     }
     if cert.public_key().raw != spki {
@@ -253,7 +251,9 @@ fn check_issued(signer: &Signer<'_>, der: &[u8], spki: &[u8]) -> Result<(), Erro
     // device fault must not reach a client). ring's software ECDSA needs no
     // second look, and the check costs more than the signature.
     if signer.remote {
-        cert.verify_signature(Some(signer.cert.public_key()))
+        let (_, issuer_key) = x509_parser::x509::SubjectPublicKeyInfo::from_der(&signer.spki_der)
+            .map_err(|_| bad("issuer key unparsable"))?;
+        cert.verify_signature(Some(&issuer_key))
             .map_err(|_| bad("signature does not verify"))?;
     }
     Ok(())
@@ -475,10 +475,7 @@ pub(super) mod tests {
 
         // Material whose key does not match its certificate never signs.
         let (_, other) = hierarchy(&["example.com"]);
-        let mixed = CaMaterial {
-            cert_der: inter.cert_der.clone(),
-            key: other.key.clone(),
-        };
+        let mixed = CaMaterial::new(inter.cert_der.clone(), other.key.clone());
         assert_eq!(
             issue_leaf(&mixed, &request(&spki, &ids)).unwrap_err().kind,
             ErrorKind::Internal

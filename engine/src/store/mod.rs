@@ -95,10 +95,7 @@ impl Store {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
-        conn.busy_timeout(Duration::from_secs(10))?;
-        // Hot statements are prepared once per connection (parsing one costs
-        // as much as running it); the default cache of 16 is too small.
-        conn.set_prepared_statement_cache_capacity(128);
+        tune(&conn)?;
         migrate(&mut conn)?;
         // Checkpoints run on their own thread, never inside a request's
         // commit (see `checkpoint`). In memory there is no WAL.
@@ -122,8 +119,7 @@ impl Store {
             Some(c) => c,
             None => {
                 let c = Connection::open(path)?;
-                c.busy_timeout(Duration::from_secs(10))?;
-                c.set_prepared_statement_cache_capacity(128);
+                tune(&c)?;
                 // A write through a reader would bypass the writer's lock; make it fail loudly.
                 c.pragma_update(None, "query_only", true)?;
                 c
@@ -170,7 +166,7 @@ impl Store {
 
     pub fn setting(&self, key: &str) -> Result<Option<Vec<u8>>> {
         self.with(|c| {
-            Ok(c.query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| r.get(0)).optional()?)
+            Ok(c.prepare_cached("SELECT value FROM settings WHERE key = ?1")?.query_row([key], |r| r.get(0)).optional()?)
         })
     }
 
@@ -302,10 +298,9 @@ impl Store {
     /// The tenant and HMAC key behind an EAB key id.
     pub fn eab_key(&self, kid: &str) -> Result<Option<(String, Vec<u8>)>> {
         self.read(|c| {
-            Ok(c.query_row("SELECT tenant, hmac_key FROM eab_keys WHERE kid = ?1", [kid], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
-            .optional()?)
+            Ok(c.prepare_cached("SELECT tenant, hmac_key FROM eab_keys WHERE kid = ?1")?
+                .query_row([kid], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?)
         })
     }
 
@@ -326,11 +321,11 @@ impl Store {
             if let Some(existing) = account_where(tx, "thumbprint = ?1", &a.thumbprint)? {
                 return Ok((existing, false));
             }
-            tx.execute(
+            tx.prepare_cached(
                 "INSERT INTO accounts (id, thumbprint, jwk, status, contact, tenant, eab_kid, tos_agreed, created_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-                params![a.id, a.thumbprint, a.jwk, a.status.as_str(), json(&a.contact), a.tenant, a.eab_kid, a.tos_agreed, a.created_at],
-            )?;
+            )?
+            .execute(params![a.id, a.thumbprint, a.jwk, a.status.as_str(), json(&a.contact), a.tenant, a.eab_kid, a.tos_agreed, a.created_at])?;
             Ok((a.clone(), true))
         })
     }
@@ -415,8 +410,8 @@ impl Store {
     }
 
     pub fn order_ids_of_account(&self, account_id: &str) -> Result<Vec<String>> {
-        self.with(|c| {
-            let mut st = c.prepare("SELECT id FROM orders WHERE account_id = ?1 ORDER BY created_at, id")?;
+        self.read(|c| {
+            let mut st = c.prepare_cached("SELECT id FROM orders WHERE account_id = ?1 ORDER BY created_at, id")?;
             let ids = st.query_map([account_id], |r| r.get(0))?.collect::<rusqlite::Result<Vec<String>>>()?;
             Ok(ids)
         })
@@ -438,9 +433,9 @@ impl Store {
 
     /// The challenge and its authorization.
     pub fn challenge(&self, id: &str) -> Result<Option<(Challenge, Authorization)>> {
-        self.with(|c| {
+        self.read(|c| {
             let authz_id: Option<String> =
-                c.query_row("SELECT authz_id FROM challenges WHERE id = ?1", [id], |r| r.get(0)).optional()?;
+                c.prepare_cached("SELECT authz_id FROM challenges WHERE id = ?1")?.query_row([id], |r| r.get(0)).optional()?;
             let Some(authz_id) = authz_id else { return Ok(None) };
             let Some(authz) = authorization_by_id(c, &authz_id)? else { return Ok(None) };
             let ch = authz.challenges.iter().find(|ch| ch.id == id).cloned();
@@ -452,12 +447,13 @@ impl Store {
     /// Returns false when another request got there first or the state forbids it.
     pub fn begin_challenge(&self, challenge_id: &str) -> Result<bool> {
         self.tx(|tx| {
-            let n = tx.execute(
-                "UPDATE challenges SET status = 'processing' WHERE id = ?1 AND status = 'pending'
+            let n = tx
+                .prepare_cached(
+                    "UPDATE challenges SET status = 'processing' WHERE id = ?1 AND status = 'pending'
                    AND authz_id IN (SELECT id FROM authorizations WHERE status = 'pending')
                    AND NOT EXISTS (SELECT 1 FROM challenges c2 WHERE c2.authz_id = challenges.authz_id AND c2.status = 'processing')",
-                [challenge_id],
-            )?;
+                )?
+                .execute([challenge_id])?;
             Ok(n == 1)
         })
     }
@@ -465,26 +461,24 @@ impl Store {
     /// Records a validation outcome on the challenge, its authorization and its order, atomically.
     pub fn finish_challenge(&self, challenge_id: &str, outcome: std::result::Result<(), RecordedError>) -> Result<()> {
         self.tx(|tx| {
-            let (authz_id, order_id): (String, String) = tx.query_row(
-                "SELECT a.id, a.order_id FROM challenges c JOIN authorizations a ON a.id = c.authz_id WHERE c.id = ?1",
-                [challenge_id],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )?;
+            let (authz_id, order_id): (String, String) = tx
+                .prepare_cached("SELECT a.id, a.order_id FROM challenges c JOIN authorizations a ON a.id = c.authz_id WHERE c.id = ?1")?
+                .query_row([challenge_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
             let t = now();
             match &outcome {
                 Ok(()) => {
-                    tx.execute(
+                    tx.prepare_cached(
                         "UPDATE challenges SET status = 'valid', validated = ?2, error = NULL WHERE id = ?1 AND status = 'processing'",
-                        params![challenge_id, t],
-                    )?;
-                    tx.execute("UPDATE authorizations SET status = 'valid' WHERE id = ?1 AND status = 'pending'", [&authz_id])?;
+                    )?
+                    .execute(params![challenge_id, t])?;
+                    tx.prepare_cached("UPDATE authorizations SET status = 'valid' WHERE id = ?1 AND status = 'pending'")?
+                        .execute([&authz_id])?;
                 }
                 Err(err) => {
-                    tx.execute(
-                        "UPDATE challenges SET status = 'invalid', error = ?2 WHERE id = ?1 AND status = 'processing'",
-                        params![challenge_id, json(err)],
-                    )?;
-                    tx.execute("UPDATE authorizations SET status = 'invalid' WHERE id = ?1 AND status = 'pending'", [&authz_id])?;
+                    tx.prepare_cached("UPDATE challenges SET status = 'invalid', error = ?2 WHERE id = ?1 AND status = 'processing'")?
+                        .execute(params![challenge_id, json(err)])?;
+                    tx.prepare_cached("UPDATE authorizations SET status = 'invalid' WHERE id = ?1 AND status = 'pending'")?
+                        .execute([&authz_id])?;
                 }
             }
             refresh_order_status(tx, &order_id, outcome.err())?;
@@ -519,23 +513,10 @@ impl Store {
         })
     }
 
-    /// Marks a ready order `processing` so only one finalize issues for it.
-    pub fn begin_finalize(&self, order_id: &str) -> Result<bool> {
-        self.with(|c| {
-            Ok(c.prepare_cached("UPDATE orders SET status = 'processing' WHERE id = ?1 AND status = 'ready'")?.execute([order_id])? == 1)
-        })
-    }
-
-    /// Puts a processing order back to ready (a finalize that failed before signing).
-    pub fn abort_finalize(&self, order_id: &str) -> Result<()> {
-        self.with(|c| {
-            c.execute("UPDATE orders SET status = 'ready' WHERE id = ?1 AND status = 'processing'", [order_id])?;
-            Ok(())
-        })
-    }
-
     /// Stores the certificate (bound to its resources) and marks its order
-    /// valid, atomically. If the order replaces an earlier certificate (RFC
+    /// valid, atomically, if the order is still ready; otherwise (finalized
+    /// meanwhile by another process, or invalidated) nothing is stored and the
+    /// certificate must not be handed out. If the order replaces an earlier certificate (RFC
     /// 9773), that one is marked replaced in the same transaction, so tenure
     /// does not renew it as well.
     pub fn complete_order(&self, cert: &Certificate, life: &CertificateLifecycle, audit: Option<&AuditRecord>) -> Result<()> {
@@ -544,19 +525,24 @@ impl Store {
                 append_audit(tx, rec)?;
             }
             lifecycle::insert_certificate(tx, cert, life, now())?;
-            let n = tx.execute(
-                "UPDATE orders SET status = 'valid', certificate = ?2 WHERE id = ?1 AND status = 'processing'",
-                params![cert.order_id, cert.serial],
-            )?;
+            let n = tx
+                .prepare_cached(
+                    "UPDATE orders SET status = 'valid', certificate = ?2 WHERE id = ?1 AND status = 'ready'",
+                )?
+                .execute(params![cert.order_id, cert.serial])?;
             if n != 1 {
-                return Err(Error::internal("order left the processing state during issuance"));
+                // Returning an error rolls the certificate back with the rest.
+                return Err(Error::new(
+                    crate::ErrorKind::OrderNotReady,
+                    "the order changed while its certificate was being signed; nothing was issued",
+                ));
             }
             if let Some(replaced) = &life.predecessor {
-                tx.execute(
+                tx.prepare_cached(
                     "UPDATE certificates SET renewal = 'replaced', successor = ?2
                      WHERE serial = ?1 AND renewal IN ('client', 'scheduled', 'lapsed')",
-                    params![replaced, cert.serial],
-                )?;
+                )?
+                .execute(params![replaced, cert.serial])?;
             }
             Ok(())
         })
@@ -565,23 +551,22 @@ impl Store {
     /// Records a finalize that failed for good (e.g. a policy denial): the order becomes invalid.
     pub fn fail_order(&self, order_id: &str, err: &RecordedError) -> Result<()> {
         self.with(|c| {
-            c.execute("UPDATE orders SET status = 'invalid', error = ?2 WHERE id = ?1", params![order_id, json(err)])?;
+            c.prepare_cached("UPDATE orders SET status = 'invalid', error = ?2 WHERE id = ?1")?.execute(params![order_id, json(err)])?;
             Ok(())
         })
     }
 
     /// Whether the account holds valid, unexpired authorizations for every identifier.
     pub fn account_holds_authorizations(&self, account_id: &str, identifiers: &[Identifier], at: UnixTime) -> Result<bool> {
-        self.with(|c| {
+        self.read(|c| {
             for id in identifiers {
                 let target = id.authorization_target();
                 let found: Option<i64> = c
-                    .query_row(
+                    .prepare_cached(
                         "SELECT 1 FROM authorizations WHERE account_id = ?1 AND id_type = ?2 AND id_value = ?3
                          AND status = 'valid' AND expires > ?4 LIMIT 1",
-                        params![account_id, target.kind.as_str(), target.value, at],
-                        |r| r.get(0),
-                    )
+                    )?
+                    .query_row(params![account_id, target.kind.as_str(), target.value, at], |r| r.get(0))
                     .optional()?;
                 if found.is_none() {
                     return Ok(false);
@@ -623,6 +608,21 @@ impl Store {
             Ok(revoked)
         })
     }
+}
+
+/// Settings every connection of the store's gets.
+fn tune(c: &Connection) -> Result<()> {
+    // The CLI writes while the server runs.
+    c.busy_timeout(Duration::from_secs(10))?;
+    // Hot statements are prepared once per connection (parsing one costs
+    // as much as running it); the default cache of 16 is too small.
+    c.set_prepared_statement_cache_capacity(128);
+    // Without the query planner stability guarantee SQLite re-plans a cached
+    // statement whenever a new value is bound to a parameter its plan looked
+    // at (`x = ?1 ORDER BY rowid`, `LIMIT ?2`): a full parse per request.
+    // Every lookup here is by key, so one plan per statement is right anyway.
+    c.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
+    Ok(())
 }
 
 fn migrate(conn: &mut Connection) -> Result<()> {
@@ -802,20 +802,18 @@ fn authorization_by_id(c: &Connection, id: &str) -> Result<Option<Authorization>
 /// all valid → ready; any invalid/deactivated → invalid.
 fn refresh_order_status(tx: &Tx<'_>, order_id: &str, cause: Option<RecordedError>) -> Result<()> {
     let statuses: Vec<String> = {
-        let mut st = tx.prepare("SELECT status FROM authorizations WHERE order_id = ?1")?;
+        let mut st = tx.prepare_cached("SELECT status FROM authorizations WHERE order_id = ?1")?;
         st.query_map([order_id], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?
     };
     if statuses.iter().all(|s| s == "valid") {
-        tx.execute("UPDATE orders SET status = 'ready' WHERE id = ?1 AND status = 'pending'", [order_id])?;
+        tx.prepare_cached("UPDATE orders SET status = 'ready' WHERE id = ?1 AND status = 'pending'")?.execute([order_id])?;
     } else if statuses.iter().any(|s| s != "valid" && s != "pending") {
         let err = cause.unwrap_or(RecordedError {
             kind: "unauthorized".into(),
             detail: "an authorization of this order is no longer pending or valid".into(),
         });
-        tx.execute(
-            "UPDATE orders SET status = 'invalid', error = ?2 WHERE id = ?1 AND status IN ('pending', 'ready')",
-            params![order_id, json(&err)],
-        )?;
+        tx.prepare_cached("UPDATE orders SET status = 'invalid', error = ?2 WHERE id = ?1 AND status IN ('pending', 'ready')")?
+            .execute(params![order_id, json(&err)])?;
     }
     Ok(())
 }
@@ -885,5 +883,41 @@ mod tests {
         assert_eq!(stored(&s, "p"), None);
         s.set_setting("q", b"ok").unwrap();
         assert_eq!(stored(&s, "q"), Some(b"ok".to_vec()));
+    }
+}
+
+#[cfg(test)]
+mod reprepare_tests {
+    use super::*;
+    use rusqlite::StatementStatus;
+
+    /// SQLite 3.54 re-plans (re-parses) `WHERE x = ?1 ORDER BY rowid` and
+    /// `LIMIT ?n` on every new binding unless QPSG is on; the store's hot
+    /// reads are of that shape.
+    #[test]
+    fn cached_statements_are_not_reprepared_on_rebind() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("t.db")).unwrap();
+        let sqls = [
+            "SELECT id FROM authorizations WHERE order_id = ?1 ORDER BY rowid",
+            "SELECT id, authz_id, type, token, status, validated, error FROM challenges WHERE authz_id = ?1 ORDER BY rowid",
+            "SELECT serial FROM certificates WHERE renewal = 'scheduled' AND renew_at < ?1 ORDER BY renew_at, serial LIMIT ?2",
+        ];
+        for round in 0..3i64 {
+            for conn in ["reader", "writer"] {
+                let probe = |c: &Connection| -> Result<()> {
+                    for sql in sqls {
+                        let mut st = c.prepare_cached(sql)?;
+                        let args: Vec<&dyn rusqlite::ToSql> =
+                            if st.parameter_count() == 2 { vec![&round, &round] } else { vec![&round] };
+                        st.query_map(&args[..], |_| Ok(()))?.for_each(drop);
+                        assert_eq!(st.get_status(StatementStatus::RePrepare), 0, "{conn}: {sql}");
+                    }
+                    Ok(())
+                };
+                if conn == "reader" { s.read(probe) } else { s.with(|c| probe(c)) }.unwrap();
+            }
+            s.set_setting("k", round.to_string().as_bytes()).unwrap();
+        }
     }
 }

@@ -59,7 +59,7 @@ impl Store {
     }
 
     pub fn resources(&self, tenant: Option<&str>) -> Result<Vec<Resource>> {
-        self.with(|c| {
+        self.read(|c| {
             let (sql, arg) = match tenant {
                 Some(t) => (format!("SELECT {RESOURCE_COLUMNS} FROM resources WHERE tenant = ?1 ORDER BY created_at, id"), t.to_string()),
                 None => (format!("SELECT {RESOURCE_COLUMNS} FROM resources WHERE ?1 = ?1 ORDER BY created_at, id"), String::new()),
