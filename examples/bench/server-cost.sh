@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# What one issuance costs tenure, for A/B comparisons of two builds:
+#
+#   examples/bench/server-cost.sh [TENURE_BIN] [N] ["C1 C2"]
+#
+# Starts `tenure serve` on a fresh data directory with a tenant whose zone is held,
+# runs `tenure bench issue` N times at each concurrency, and prints the rate and p50,
+# the server's CPU ms per issuance (/proc/PID/stat), the load generator's CPU ms per
+# issuance (including its setup) and the server's voluntary context switches per
+# issuance. Alternate the two builds (A B A B): this machine's speed drifts.
+set -euo pipefail
+T=${1:-target/release/tenure}; N=${2:-3000}; CS=${3:-"16 64"}
+W=$(mktemp -d); DATA=$W/d
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+P=$(free_port); A=$(free_port)
+CREDS=$($T tenant add bench --permit bench.example.com --data $DATA --json)
+$T resource add --tenant bench --kind lb --zone bench.example.com --data $DATA >/dev/null
+K=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["eab_kid"])' "$CREDS")
+H=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["eab_hmac"])' "$CREDS")
+TENURE_LOG=warn $T serve --data $DATA --listen 127.0.0.1:$P --admin-listen 127.0.0.1:$A >$W/out 2>$W/log &
+SP=$!
+trap "kill $SP; wait $SP 2>/dev/null; rm -rf $W" EXIT
+for i in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$P) 2>/dev/null && break; sleep 0.1; done
+tick=$(getconf CLK_TCK)
+for c in $CS; do
+  s0=$(awk '{print $14+$15}' /proc/$SP/stat); x0=$(cat /proc/$SP/task/*/status | awk '/voluntary_ctxt/ {s+=$2} END {print s}')
+  /usr/bin/time -f "%U %S" -o $W/ct $T bench issue --n $N --concurrency $c --accounts 16 --challenge none --timeout 30s --json \
+     --directory https://127.0.0.1:$P/directory --root $DATA/root.pem --eab-kid $K --eab-hmac $H --domain bench.example.com > $W/b.json
+  s1=$(awk '{print $14+$15}' /proc/$SP/stat); x1=$(cat /proc/$SP/task/*/status | awk '/voluntary_ctxt/ {s+=$2} END {print s}')
+  rate=$(tail -1 $W/b.json | python3 -c 'import json,sys; d=json.load(sys.stdin); print(round(d["rate"],1), d.get("p50_ms",d.get("p50","")))')
+  cl=$(awk '{print $1+$2}' $W/ct)
+  python3 -c "print('c=$c rate/p50 $rate  server %.3f ms/iss  client %.3f ms/iss  ctxsw/iss %.1f' % (($s1-$s0)*1000/$tick/$N, $cl*1000/$N, ($x1-$x0)/$N))"
+done
+grep VmHWM /proc/$SP/status
