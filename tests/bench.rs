@@ -26,8 +26,11 @@ fn bench(server: &Server, args: &[&str]) -> (Output, serde_json::Value) {
     (out, report)
 }
 
-fn eab_args(creds: &TenantCreds) -> Vec<String> {
-    vec!["--eab-kid".into(), creds.eab_kid.clone(), "--eab-hmac".into(), creds.eab_hmac.clone()]
+/// `bench` for the tenant's accounts (bound by External Account Binding).
+fn bench_as(server: &Server, creds: &TenantCreds, args: &[&str]) -> (Output, serde_json::Value) {
+    let mut all = args.to_vec();
+    all.extend(["--eab-kid", &creds.eab_kid, "--eab-hmac", &creds.eab_hmac]);
+    bench(server, &all)
 }
 
 fn certificates_of(server: &Server, tenant: &str) -> Vec<serde_json::Value> {
@@ -43,12 +46,8 @@ fn every_issuance_it_reports_is_a_certificate_in_the_store() {
     support::tenure_cli(&data, &["resource", "add", "--tenant", "load", "--kind", "lb", "--zone", "load.example.com"]);
     let server = Server::start(&data, ServeOptions::new(None));
 
-    let mut args: Vec<String> = ["--n", "24", "--concurrency", "4", "--accounts", "2", "--domain", "load.example.com"]
-        .map(String::from)
-        .to_vec();
-    args.extend(eab_args(&creds));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let (out, report) = bench(&server, &args);
+    let (out, report) =
+        bench_as(&server, &creds, &["--n", "24", "--concurrency", "4", "--accounts", "2", "--domain", "load.example.com"]);
 
     assert!(out.status.success(), "bench failed: {}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(report["completed"], 24);
@@ -96,12 +95,8 @@ fn a_refusing_server_fails_the_run_and_it_winds_down() {
     let server = Server::start(&data, ServeOptions::new(None));
 
     // Names outside the tenant's permits: every new-order is refused.
-    let mut args: Vec<String> = ["--n", "200", "--concurrency", "2", "--accounts", "1", "--domain", "elsewhere.example.org"]
-        .map(String::from)
-        .to_vec();
-    args.extend(eab_args(&creds));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let (out, report) = bench(&server, &args);
+    let (out, report) =
+        bench_as(&server, &creds, &["--n", "200", "--concurrency", "2", "--accounts", "1", "--domain", "elsewhere.example.org"]);
 
     assert!(!out.status.success(), "a run with failed issuances must exit non-zero");
     let stderr = String::from_utf8_lossy(&out.stderr);

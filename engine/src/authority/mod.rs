@@ -855,7 +855,6 @@ pub fn write_file_atomically(path: &Path, contents: &[u8], secret: bool) -> Resu
 #[cfg(test)]
 mod finalize_tests {
     use super::*;
-    use crate::registry::NewResource;
     use rcgen::{CertificateParams, KeyPair};
 
     /// Finalizes racing for one order, in one process and in two (two
@@ -866,23 +865,7 @@ mod finalize_tests {
         let dir = tempfile::tempdir().unwrap();
         let a = Authority::open(dir.path(), Config::default()).unwrap();
         let b = Authority::open(dir.path(), Config::default()).unwrap();
-        let tenant = a.create_tenant("corp", Some(&["corp.example".to_string()])).unwrap();
-        let (account, _) = a
-            .create_account(NewAccount {
-                jwk: "{}".into(),
-                thumbprint: "t".into(),
-                contact: vec![],
-                tos_agreed: true,
-                eab_kid: Some(tenant.eab_kid),
-            })
-            .unwrap();
-        a.add_resource(NewResource {
-            tenant: "corp".into(),
-            kind: "zone".into(),
-            zones: vec!["corp.example".into()],
-            ..NewResource::default()
-        })
-        .unwrap();
+        let account = tenant_account_holding_corp_example(&a);
         let key = KeyPair::generate().unwrap();
         let csr = CertificateParams::new(vec!["www.corp.example".to_string()]).unwrap().serialize_request(&key).unwrap();
         for _ in 0..5 {
@@ -916,4 +899,28 @@ mod finalize_tests {
             assert_eq!((stored.status, stored.certificate), (OrderStatus::Valid, won[0].certificate.clone()));
         }
     }
+}
+
+/// Tests' common start: tenant `corp`, permitted and holding the zone
+/// `corp.example`, with one account.
+#[cfg(test)]
+pub(crate) fn tenant_account_holding_corp_example(a: &Authority) -> Account {
+    let tenant = a.create_tenant("corp", Some(&["corp.example".to_string()])).expect("create tenant");
+    let (account, _) = a
+        .create_account(NewAccount {
+            jwk: "{}".into(),
+            thumbprint: "t".into(),
+            contact: vec![],
+            tos_agreed: true,
+            eab_kid: Some(tenant.eab_kid),
+        })
+        .expect("create account");
+    a.add_resource(crate::registry::NewResource {
+        tenant: "corp".into(),
+        kind: "zone".into(),
+        zones: vec!["corp.example".into()],
+        ..Default::default()
+    })
+    .expect("add zone resource");
+    account
 }

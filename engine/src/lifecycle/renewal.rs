@@ -249,8 +249,7 @@ mod tests {
     use rcgen::{CertificateParams, KeyPair};
 
     use crate::Identifier;
-    use crate::authority::{Authority, Config, NewAccount, NewOrder};
-    use crate::registry::NewResource;
+    use crate::authority::{Authority, Config, NewOrder};
 
     /// Two authorities on one data directory (two processes: `serve` and
     /// `tenure renew --now`) sweeping the same due certificates at once.
@@ -261,23 +260,7 @@ mod tests {
         config.lifecycle.renewal_fraction = 1.0;
         config.lifecycle.batch = 3;
         let a = Authority::open(dir.path(), config.clone()).unwrap();
-        let tenant = a.create_tenant("corp", Some(&["corp.example".to_string()])).unwrap();
-        let (account, _) = a
-            .create_account(NewAccount {
-                jwk: "{}".into(),
-                thumbprint: "t".into(),
-                contact: vec![],
-                tos_agreed: true,
-                eab_kid: Some(tenant.eab_kid),
-            })
-            .unwrap();
-        a.add_resource(NewResource {
-            tenant: "corp".into(),
-            kind: "zone".into(),
-            zones: vec!["corp.example".into()],
-            ..NewResource::default()
-        })
-        .unwrap();
+        let account = crate::authority::tenant_account_holding_corp_example(&a);
         let key = KeyPair::generate().unwrap();
         let csr = CertificateParams::new(vec!["www.corp.example".to_string()]).unwrap().serialize_request(&key).unwrap();
         let mut originals = Vec::new();
