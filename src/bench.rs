@@ -64,8 +64,8 @@ pub struct IssueArgs {
     /// External Account Binding key id (binds the accounts to a tenant).
     #[arg(long, requires = "eab_hmac")]
     pub eab_kid: Option<String>,
-    /// External Account Binding HMAC key, base64url.
-    #[arg(long, requires = "eab_kid")]
+    /// External Account Binding HMAC key, base64url (which may begin with `-`).
+    #[arg(long, requires = "eab_kid", allow_hyphen_values = true)]
     pub eab_hmac: Option<String>,
     /// How many issuances in all.
     #[arg(long, default_value_t = 1000)]
