@@ -213,6 +213,10 @@ struct ServeArgs {
     /// Certificates per renewal transaction.
     #[arg(long, default_value_t = 256)]
     renewal_batch: usize,
+    /// At most this many certificates renewed per second, so a backlog of due
+    /// certificates does not crowd out ACME traffic. Default: no limit.
+    #[arg(long, value_name = "PER_SECOND")]
+    renewal_rate: Option<f64>,
     #[command(flatten)]
     hsm: hsm::ServeHsmArgs,
 }
@@ -298,10 +302,14 @@ fn serve(args: ServeArgs) -> Result<()> {
     if !(0.0..1.0).contains(&args.renewal_fraction) || args.renewal_fraction == 0.0 {
         anyhow::bail!("--renewal-fraction must lie strictly between 0 and 1");
     }
+    if args.renewal_rate.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
+        anyhow::bail!("--renewal-rate must be a positive number of certificates per second");
+    }
     let mut config = Config { eab_required: args.eab_required, ..Config::default() };
     config.lifecycle.interval = Duration::from_secs_f64(args.renewal_interval);
     config.lifecycle.renewal_fraction = args.renewal_fraction;
     config.lifecycle.batch = args.renewal_batch.max(1);
+    config.lifecycle.renewal_rate = args.renewal_rate;
     hsm::configure_serve(&args.data, &args.hsm)?;
     let authority = Arc::new(
         Authority::open(&args.data.dir, config).with_context(|| format!("opening {}", args.data.dir.display()))?,

@@ -434,8 +434,10 @@ async fn sigkill_during_a_sweep_ends_with_exactly_one_successor_each() {
     server.kill();
     std::thread::sleep(Duration::from_secs(3));
 
-    // Every original is due. One certificate per transaction, and kill -9 as soon as the first lands.
-    let server = server_with(&data, &["--renewal-interval", "0.2", "--renewal-batch", "1"]);
+    // Every original is due. One certificate per transaction, 20 a second (a
+    // sweep of 6 s: an unpaced one can end before the first look), and kill -9
+    // as soon as the first lands.
+    let server = server_with(&data, &["--renewal-interval", "0.2", "--renewal-batch", "1", "--renewal-rate", "20"]);
     let renewed_at_kill = wait_for("the first successor", Duration::from_secs(30), || {
         let n = cert_list(&data, &[]).iter().filter(|c| c["renewal"] == "renewed").count();
         (n > 0).then_some(n)

@@ -34,6 +34,10 @@ pub struct LifecycleConfig {
     pub renewal_fraction: f64,
     /// Certificates decided, signed and stored per transaction by the sweep.
     pub batch: usize,
+    /// At most this many certificates per second through the background
+    /// sweep, so a backlog (after downtime, or when many certificates fall
+    /// due at once) does not crowd out ACME traffic or the HSM. None: no limit.
+    pub renewal_rate: Option<f64>,
     /// How often the scheduler sweeps, delivers and refreshes CRLs.
     pub interval: Duration,
     /// A CRL's nextUpdate is this far after its thisUpdate…
@@ -51,6 +55,7 @@ impl Default for LifecycleConfig {
         LifecycleConfig {
             renewal_fraction: 1.0 / 3.0,
             batch: 256,
+            renewal_rate: None,
             interval: Duration::from_secs(30),
             crl_validity: Duration::from_secs(24 * 3600),
             crl_refresh: Duration::from_secs(3600),

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use crate::authority::Authority;
 
@@ -20,11 +21,17 @@ impl Scheduler {
         let (stop, stopped) = mpsc::channel::<()>();
         let interval = authority.config().lifecycle.interval;
         let thread = std::thread::Builder::new().name("lifecycle".into()).spawn(move || {
+            // Every wait, between passes and between a sweep's batches, is a
+            // wait for the stop signal; once seen, every later wait says stop.
+            let mut stopping = false;
+            let mut pause = |wait: Duration| {
+                stopping = stopping || !matches!(stopped.recv_timeout(wait), Err(RecvTimeoutError::Timeout));
+                !stopping
+            };
             loop {
-                run_once(&authority, &*webhooks);
-                match stopped.recv_timeout(interval) {
-                    Err(RecvTimeoutError::Timeout) => continue,
-                    _ => return,
+                run_once(&authority, &*webhooks, &mut pause);
+                if !pause(interval) {
+                    return;
                 }
             }
         })?;
@@ -32,9 +39,10 @@ impl Scheduler {
     }
 }
 
-/// One pass; failures are logged and retried on the next pass.
-pub fn run_once(authority: &Authority, webhooks: &dyn WebhookSender) {
-    match authority.sweep_renewals() {
+/// One pass; failures are logged and retried on the next pass. The sweep
+/// waits (and may be stopped) through `pause`.
+fn run_once(authority: &Authority, webhooks: &dyn WebhookSender, pause: &mut dyn FnMut(Duration) -> bool) {
+    match authority.sweep_renewals_paced(pause) {
         Ok(r) if r.renewed + r.lapsed + r.deferred > 0 => tracing::info!(
             renewed = r.renewed,
             lapsed = r.lapsed,
