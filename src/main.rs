@@ -23,11 +23,25 @@ struct Cli {
     command: Command,
 }
 
+/// Where the authority lives, and what every command that opens it shares.
 #[derive(Args, Clone)]
 struct DataDir {
     /// The data directory (database, root certificate); created on first use.
     #[arg(long = "data", default_value = "./tenure-data", env = "TENURE_DATA")]
     dir: PathBuf,
+    /// Wall-clock milliseconds one plugin decision may take (time spent in
+    /// registry calls aside); past it the decision is a deny.
+    #[arg(long, value_name = "MS", env = "TENURE_PLUGIN_DEADLINE_MS", default_value_t = 100,
+          value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    plugin_deadline: u64,
+}
+
+impl DataDir {
+    fn config(&self) -> Config {
+        let mut config = Config::default();
+        config.plugin_limits.deadline = Duration::from_millis(self.plugin_deadline);
+        config
+    }
 }
 
 #[derive(Subcommand)]
@@ -292,7 +306,7 @@ fn run(cli: Cli) -> Result<()> {
 }
 
 fn open(data: &DataDir) -> Result<Authority> {
-    Authority::open(&data.dir, Config::default()).with_context(|| format!("opening {}", data.dir.display()))
+    Authority::open(&data.dir, data.config()).with_context(|| format!("opening {}", data.dir.display()))
 }
 
 fn serve(args: ServeArgs) -> Result<()> {
@@ -305,7 +319,7 @@ fn serve(args: ServeArgs) -> Result<()> {
     if args.renewal_rate.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
         anyhow::bail!("--renewal-rate must be a positive number of certificates per second");
     }
-    let mut config = Config { eab_required: args.eab_required, ..Config::default() };
+    let mut config = Config { eab_required: args.eab_required, ..args.data.config() };
     config.lifecycle.interval = Duration::from_secs_f64(args.renewal_interval);
     config.lifecycle.renewal_fraction = args.renewal_fraction;
     config.lifecycle.batch = args.renewal_batch.max(1);

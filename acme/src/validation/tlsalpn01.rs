@@ -361,7 +361,10 @@ mod tests {
 
     #[tokio::test]
     async fn refused_connection_is_a_connection_problem() {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        // Bound but not listening, and held for the whole test: nothing else gets the port.
+        let closed = tokio::net::TcpSocket::new_v4().unwrap();
+        closed.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let port = closed.local_addr().unwrap().port();
         let cfg = ValidationConfig { tlsalpn01_port: port, ..Default::default() };
         let err = Validator::new(cfg)
             .unwrap()

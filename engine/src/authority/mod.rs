@@ -50,6 +50,8 @@ pub struct Config {
     pub authorization_lifetime: Duration,
     pub eab_required: bool,
     pub lifecycle: crate::lifecycle::LifecycleConfig,
+    /// What one plugin decision may use (deadline, memory, answer size).
+    pub plugin_limits: crate::policy::Limits,
 }
 
 impl Default for Config {
@@ -64,6 +66,7 @@ impl Default for Config {
             authorization_lifetime: Duration::from_secs(30 * 24 * 3600),
             eab_required: false,
             lifecycle: crate::lifecycle::LifecycleConfig::default(),
+            plugin_limits: crate::policy::Limits::default(),
         }
     }
 }

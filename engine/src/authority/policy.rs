@@ -11,7 +11,7 @@ use super::{Authority, PUBLIC_TENANT};
 use crate::error::{Error, Result};
 use crate::model::now;
 use crate::policy::{
-    self, Chained, Decision, DistributionRequest, IssuanceRequest, Limits, Plugin, PluginInfo, PolicyHost, RegistryView,
+    self, Chained, Decision, DistributionRequest, IssuanceRequest, Plugin, PluginInfo, PolicyHost, RegistryView,
 };
 use crate::registry::{Resource, ResourceState};
 use crate::store::{AuditRecord, Store};
@@ -118,7 +118,7 @@ impl Authority {
             .host
             .get_or_init(|| {
                 let _ = std::fs::create_dir_all(&self.policies.cache_dir);
-                PolicyHost::new(Limits::default(), Some(self.policies.cache_dir.clone())).map_err(|e| e.to_string())
+                PolicyHost::new(self.config.plugin_limits.clone(), Some(self.policies.cache_dir.clone())).map_err(|e| e.to_string())
             })
             .as_ref()
             .map_err(|e| Error::internal(format!("policy host: {e}")))
