@@ -270,6 +270,24 @@ mod tests {
     use crate::Identifier;
     use crate::authority::{Authority, Config, NewOrder};
 
+    /// `n` certificates for www.corp.example, due once the second they were issued in is over.
+    fn issue_due(a: &Authority, n: usize) -> Vec<String> {
+        let account = crate::authority::tenant_account_holding_corp_example(a);
+        let key = KeyPair::generate().unwrap();
+        let csr = CertificateParams::new(vec!["www.corp.example".to_string()]).unwrap().serialize_request(&key).unwrap();
+        let originals = (0..n)
+            .map(|_| {
+                let order = a
+                    .new_order(&account, NewOrder { identifiers: vec![Identifier::dns("www.corp.example")], profile: None, replaces: None })
+                    .unwrap();
+                a.finalize(&account, &order, csr.der(), b"account key").unwrap().certificate.unwrap()
+            })
+            .collect();
+        // A sweep takes what fell due before the second it starts in.
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        originals
+    }
+
     /// Two authorities on one data directory (two processes: `serve` and
     /// `tenure renew --now`) sweeping the same due certificates at once.
     #[test]
@@ -279,19 +297,7 @@ mod tests {
         config.lifecycle.renewal_fraction = 1.0;
         config.lifecycle.batch = 3;
         let a = Authority::open(dir.path(), config.clone()).unwrap();
-        let account = crate::authority::tenant_account_holding_corp_example(&a);
-        let key = KeyPair::generate().unwrap();
-        let csr = CertificateParams::new(vec!["www.corp.example".to_string()]).unwrap().serialize_request(&key).unwrap();
-        let mut originals = Vec::new();
-        for _ in 0..20 {
-            let order = a
-                .new_order(&account, NewOrder { identifiers: vec![Identifier::dns("www.corp.example")], profile: None, replaces: None })
-                .unwrap();
-            let order = a.finalize(&account, &order, csr.der(), b"account key").unwrap();
-            originals.push(order.certificate.unwrap());
-        }
-        // A sweep takes what fell due before the second it starts in.
-        std::thread::sleep(std::time::Duration::from_millis(1100));
+        let originals = issue_due(&a, 20);
         // The sweepers schedule successors with the default window, so none is due:
         // otherwise a sweep starting a second after the other's commit renews
         // successors too, and the count below is off.
@@ -326,17 +332,7 @@ mod tests {
         config.lifecycle.batch = 2;
         config.lifecycle.renewal_rate = Some(10.0);
         let a = Authority::open(dir.path(), config).unwrap();
-        let account = crate::authority::tenant_account_holding_corp_example(&a);
-        let key = KeyPair::generate().unwrap();
-        let csr = CertificateParams::new(vec!["www.corp.example".to_string()]).unwrap().serialize_request(&key).unwrap();
-        let mut originals = Vec::new();
-        for _ in 0..6 {
-            let order = a
-                .new_order(&account, NewOrder { identifiers: vec![Identifier::dns("www.corp.example")], profile: None, replaces: None })
-                .unwrap();
-            originals.push(a.finalize(&account, &order, csr.der(), b"account key").unwrap().certificate.unwrap());
-        }
-        std::thread::sleep(std::time::Duration::from_millis(1100));
+        let originals = issue_due(&a, 6);
 
         let mut pauses = 0;
         let report = a
