@@ -59,10 +59,7 @@ fn ensure_wasm_target() {
 
 fn main() {
     let manifest = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
-    let root = manifest
-        .parent()
-        .expect("engine/ has a parent")
-        .to_path_buf();
+    let root = manifest.parent().expect("engine/ has a parent").to_path_buf();
     let plugins = root.join("plugins");
     let out = PathBuf::from(env::var_os("OUT_DIR").expect("OUT_DIR"));
 
@@ -93,10 +90,7 @@ fn main() {
     for (k, _) in env::vars_os() {
         let Some(k) = k.to_str() else { continue };
         if (k.starts_with("CARGO") || k.starts_with("__CARGO")) && !keep(k)
-            || matches!(
-                k,
-                "RUSTFLAGS" | "RUSTDOCFLAGS" | "RUSTC_WRAPPER" | "RUSTC_WORKSPACE_WRAPPER"
-            )
+            || matches!(k, "RUSTFLAGS" | "RUSTDOCFLAGS" | "RUSTC_WRAPPER" | "RUSTC_WORKSPACE_WRAPPER")
         {
             cmd.env_remove(k);
         }
@@ -105,36 +99,22 @@ fn main() {
     // `cargo:` directives.
     cmd.stdout(std::io::stderr());
     let started = Instant::now();
-    let status = cmd.status().unwrap_or_else(|e| {
-        fail(&format!(
-            "could not run {}: {e}",
-            Path::new(&cargo).display()
-        ))
-    });
+    let status = cmd.status().unwrap_or_else(|e| fail(&format!("could not run {}: {e}", Path::new(&cargo).display())));
     if !status.success() {
-        fail(&format!(
-            "`cargo build` in {} exited with {status}",
-            plugins.display()
-        ));
+        fail(&format!("`cargo build` in {} exited with {status}", plugins.display()));
     }
 
     let built = target_dir.join("wasm32-wasip2").join("release");
     let dest = out.join("plugins");
-    std::fs::create_dir_all(&dest)
-        .unwrap_or_else(|e| fail(&format!("cannot create {}: {e}", dest.display())));
+    std::fs::create_dir_all(&dest).unwrap_or_else(|e| fail(&format!("cannot create {}: {e}", dest.display())));
     for p in PLUGINS {
         let file = format!("{}.wasm", p.replace('-', "_"));
-        let bytes = std::fs::read(built.join(&file))
-            .unwrap_or_else(|e| fail(&format!("{file} was not built: {e}")));
+        let bytes = std::fs::read(built.join(&file)).unwrap_or_else(|e| fail(&format!("{file} was not built: {e}")));
         // Components (layer 1), not core modules: rustc's wasm32-wasip2 linker wraps them.
         if bytes.get(..8) != Some(&[0x00, 0x61, 0x73, 0x6d, 0x0d, 0x00, 0x01, 0x00]) {
             fail(&format!("{file} is not a WebAssembly component"));
         }
-        std::fs::write(dest.join(&file), &bytes)
-            .unwrap_or_else(|e| fail(&format!("cannot write {file}: {e}")));
+        std::fs::write(dest.join(&file), &bytes).unwrap_or_else(|e| fail(&format!("cannot write {file}: {e}")));
     }
-    println!(
-        "cargo:rustc-env=TENURE_PLUGINS_BUILD_MS={}",
-        started.elapsed().as_millis()
-    );
+    println!("cargo:rustc-env=TENURE_PLUGINS_BUILD_MS={}", started.elapsed().as_millis());
 }

@@ -32,8 +32,7 @@ use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use instant_acme::{
-    Account, AuthorizationStatus, BodyWrapper, ChallengeType, ExternalAccountKey, Identifier, NewAccount, NewOrder,
-    OrderStatus,
+    Account, AuthorizationStatus, BodyWrapper, ChallengeType, ExternalAccountKey, Identifier, NewAccount, NewOrder, OrderStatus,
 };
 use rcgen::{CertificateParams, DistinguishedName, KeyPair};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -229,12 +228,8 @@ fn http_client(root: Option<&PathBuf>) -> Result<Http> {
     let mut tcp = hyper_util::client::legacy::connect::HttpConnector::new();
     tcp.set_nodelay(true);
     tcp.enforce_http(false);
-    let connector = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_only()
-        .enable_http1()
-        .enable_http2()
-        .wrap_connector(tcp);
+    let connector =
+        hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls).https_only().enable_http1().enable_http2().wrap_connector(tcp);
     Ok(HyperClient::builder(TokioExecutor::new()).build(connector))
 }
 
@@ -258,8 +253,7 @@ pub async fn issue(args: &IssueArgs) -> Result<Report> {
     };
 
     // Each HTTP client is one pool, and with HTTP/2 one connection.
-    let clients: Vec<Http> =
-        (0..args.connections.max(1)).map(|_| http_client(args.root.as_ref())).collect::<Result<_>>()?;
+    let clients: Vec<Http> = (0..args.connections.max(1)).map(|_| http_client(args.root.as_ref())).collect::<Result<_>>()?;
     let n_accounts = args.accounts.unwrap_or(args.concurrency).max(1);
     let mut accounts = Vec::with_capacity(n_accounts);
     for i in 0..n_accounts {

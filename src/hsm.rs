@@ -241,7 +241,10 @@ pub fn run(command: HsmCommand) -> Result<()> {
                     o.key.id,
                     o.key.slot_id,
                     o.key.cert_serial.as_deref().unwrap_or("-"),
-                    o.replaced.as_ref().map(|r| format!("; {r} retires at {}", o.replaced_retires_at.unwrap_or_default())).unwrap_or_default()
+                    o.replaced
+                        .as_ref()
+                        .map(|r| format!("; {r} retires at {}", o.replaced_retires_at.unwrap_or_default()))
+                        .unwrap_or_default()
                 )
             })
         }

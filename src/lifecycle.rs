@@ -131,7 +131,14 @@ pub fn cert(command: CertCommand) -> Result<()> {
                     }
                 }
                 for d in deliveries {
-                    println!("delivery           {} {} {} (attempts {}) {}", d.kind.as_str(), d.target, d.state.as_str(), d.attempts, d.last_error.unwrap_or_default());
+                    println!(
+                        "delivery           {} {} {} (attempts {}) {}",
+                        d.kind.as_str(),
+                        d.target,
+                        d.state.as_str(),
+                        d.attempts,
+                        d.last_error.unwrap_or_default()
+                    );
                 }
                 if pem {
                     print!("{}", authority.certificate_chain_pem(&c)?);
@@ -179,7 +186,10 @@ pub fn renew(args: RenewArgs) -> Result<()> {
 }
 
 /// Used by `serve`: the scheduler thread with the HTTP webhook sender.
-pub fn start_scheduler(authority: Arc<Authority>, runtime: tokio::runtime::Handle) -> Result<tenure_engine::lifecycle::scheduler::Scheduler> {
+pub fn start_scheduler(
+    authority: Arc<Authority>,
+    runtime: tokio::runtime::Handle,
+) -> Result<tenure_engine::lifecycle::scheduler::Scheduler> {
     let webhooks = tenure_acme::webhook::HttpWebhooks::new(runtime).map_err(anyhow::Error::msg)?;
     Ok(tenure_engine::lifecycle::scheduler::Scheduler::spawn(authority, Arc::new(webhooks))?)
 }

@@ -13,8 +13,8 @@ use tenure_acme::validation::{ValidationConfig, Validator};
 use tenure_engine::Identifier;
 use tenure_engine::authority::{Authority, Config};
 
-mod lifecycle;
 mod hsm;
+mod lifecycle;
 
 #[derive(Parser)]
 #[command(name = "tenure", version, about = "An ACME certificate authority for platforms that already know who controls which resource")]
@@ -260,9 +260,7 @@ enum TenantCommand {
 fn main() {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("TENURE_LOG").unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("TENURE_LOG").unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .init();
     if let Err(e) = run(cli) {
@@ -325,15 +323,9 @@ fn serve(args: ServeArgs) -> Result<()> {
     config.lifecycle.batch = args.renewal_batch.max(1);
     config.lifecycle.renewal_rate = args.renewal_rate;
     hsm::configure_serve(&args.data, &args.hsm)?;
-    let authority = Arc::new(
-        Authority::open(&args.data.dir, config).with_context(|| format!("opening {}", args.data.dir.display()))?,
-    );
+    let authority = Arc::new(Authority::open(&args.data.dir, config).with_context(|| format!("opening {}", args.data.dir.display()))?);
     hsm::spawn_maintenance(&args.data);
-    let mut names = vec![
-        Identifier::dns("localhost"),
-        Identifier::ip(IpAddr::from([127, 0, 0, 1])),
-        Identifier::ip("::1".parse()?),
-    ];
+    let mut names = vec![Identifier::dns("localhost"), Identifier::ip(IpAddr::from([127, 0, 0, 1])), Identifier::ip("::1".parse()?)];
     if !args.listen.ip().is_unspecified() && !args.listen.ip().is_loopback() {
         names.push(Identifier::ip(args.listen.ip()));
     }
@@ -355,9 +347,7 @@ fn serve(args: ServeArgs) -> Result<()> {
     let blocking = std::thread::available_parallelism().map_or(2, |n| n.get()) * 4;
     let runtime = tokio::runtime::Builder::new_multi_thread().max_blocking_threads(blocking).enable_all().build()?;
     runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(args.listen)
-            .await
-            .with_context(|| format!("binding {}", args.listen))?;
+        let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
         let addr = listener.local_addr()?;
         let host = if addr.ip().is_unspecified() { "localhost".to_string() } else { addr.to_string() };
         let host = if addr.ip().is_unspecified() { format!("{host}:{}", addr.port()) } else { host };
@@ -522,4 +512,3 @@ fn base64_url(bytes: &[u8]) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
-

@@ -39,9 +39,8 @@ async fn account_lifecycle() {
     assert_eq!(r.json()["contact"], json!(["mailto:new@example.test"]));
 
     // Orders list.
-    let order = client
-        .post(&client.url("newOrder"), &json!({ "identifiers": [{ "type": "dns", "value": "x.example.test" }] }).to_string())
-        .await;
+    let order =
+        client.post(&client.url("newOrder"), &json!({ "identifiers": [{ "type": "dns", "value": "x.example.test" }] }).to_string()).await;
     assert_eq!(order.status, 201);
     let orders_url = r.json()["orders"].as_str().unwrap().to_string();
     let r = client.post(&orders_url, "").await;
@@ -74,8 +73,7 @@ async fn account_lifecycle() {
     assert_eq!(r.json()["status"], "deactivated");
     let r = client.post(&kid, "").await;
     assert_eq!(r.problem_type(), "unauthorized");
-    let r = client
-        .post(&client.url("newOrder"), &json!({ "identifiers": [{ "type": "dns", "value": "y.example.test" }] }).to_string())
-        .await;
+    let r =
+        client.post(&client.url("newOrder"), &json!({ "identifiers": [{ "type": "dns", "value": "y.example.test" }] }).to_string()).await;
     assert_eq!(r.problem_type(), "unauthorized");
 }

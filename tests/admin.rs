@@ -42,22 +42,58 @@ async fn admin_api_drives_the_registry() {
     let (status, body) = call(&c, "wrong", M::GET, format!("{base}/v1/tenants"), None).await;
     assert_eq!(status, 401, "{body}");
 
-    let (status, t) = call(&c, &token, M::POST, format!("{base}/v1/tenants"), Some(json!({ "name": "a", "permits": ["a.example", "shared.example"] }).to_string().into_bytes())).await;
+    let (status, t) = call(
+        &c,
+        &token,
+        M::POST,
+        format!("{base}/v1/tenants"),
+        Some(json!({ "name": "a", "permits": ["a.example", "shared.example"] }).to_string().into_bytes()),
+    )
+    .await;
     assert_eq!(status, 201, "{t}");
     assert!(t["eab_kid"].as_str().unwrap().starts_with("a-"));
-    call(&c, &token, M::POST, format!("{base}/v1/tenants"), Some(json!({ "name": "b", "permits": ["shared.example"] }).to_string().into_bytes())).await;
+    call(
+        &c,
+        &token,
+        M::POST,
+        format!("{base}/v1/tenants"),
+        Some(json!({ "name": "b", "permits": ["shared.example"] }).to_string().into_bytes()),
+    )
+    .await;
 
-    let (status, r) = call(&c, &token, M::POST, format!("{base}/v1/resources"), Some(json!({ "tenant": "a", "kind": "vm", "names": ["www.shared.example"] }).to_string().into_bytes())).await;
+    let (status, r) = call(
+        &c,
+        &token,
+        M::POST,
+        format!("{base}/v1/resources"),
+        Some(json!({ "tenant": "a", "kind": "vm", "names": ["www.shared.example"] }).to_string().into_bytes()),
+    )
+    .await;
     assert_eq!(status, 201, "{r}");
     let id = r["id"].as_str().unwrap().to_string();
 
     // Outside the tenant's permits, and held by another tenant: refused.
-    let (status, p) = call(&c, &token, M::POST, format!("{base}/v1/resources"), Some(json!({ "tenant": "b", "kind": "vm", "names": ["www.a.example"] }).to_string().into_bytes())).await;
+    let (status, p) = call(
+        &c,
+        &token,
+        M::POST,
+        format!("{base}/v1/resources"),
+        Some(json!({ "tenant": "b", "kind": "vm", "names": ["www.a.example"] }).to_string().into_bytes()),
+    )
+    .await;
     assert_eq!(status, 400, "{p}");
-    let (status, p) = call(&c, &token, M::POST, format!("{base}/v1/resources"), Some(json!({ "tenant": "b", "kind": "vm", "names": ["www.shared.example"] }).to_string().into_bytes())).await;
+    let (status, p) = call(
+        &c,
+        &token,
+        M::POST,
+        format!("{base}/v1/resources"),
+        Some(json!({ "tenant": "b", "kind": "vm", "names": ["www.shared.example"] }).to_string().into_bytes()),
+    )
+    .await;
     assert_eq!(status, 409, "{p}");
 
-    let (status, r) = call(&c, &token, M::POST, format!("{base}/v1/resources/{id}/transfer"), Some(json!({ "to": "b" }).to_string().into_bytes())).await;
+    let (status, r) =
+        call(&c, &token, M::POST, format!("{base}/v1/resources/{id}/transfer"), Some(json!({ "to": "b" }).to_string().into_bytes())).await;
     assert_eq!((status, r["tenant"].as_str()), (200, Some("b")), "{r}");
     let (status, r) = call(&c, &token, M::POST, format!("{base}/v1/resources/{id}/release"), None).await;
     assert_eq!((status, r["state"].as_str()), (200, Some("released")), "{r}");

@@ -46,8 +46,7 @@ fn every_issuance_it_reports_is_a_certificate_in_the_store() {
     support::tenure_cli(&data, &["resource", "add", "--tenant", "load", "--kind", "lb", "--zone", "load.example.com"]);
     let server = Server::start(&data, ServeOptions::new(None));
 
-    let (out, report) =
-        bench_as(&server, &creds, &["--n", "24", "--concurrency", "4", "--accounts", "2", "--domain", "load.example.com"]);
+    let (out, report) = bench_as(&server, &creds, &["--n", "24", "--concurrency", "4", "--accounts", "2", "--domain", "load.example.com"]);
 
     assert!(out.status.success(), "bench failed: {}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(report["completed"], 24);
@@ -77,7 +76,20 @@ async fn it_answers_http01_when_the_names_are_not_held() {
     let (out, report) = tokio::task::spawn_blocking(move || {
         bench(
             &s,
-            &["--n", "6", "--concurrency", "3", "--accounts", "1", "--domain", "bench.example.test", "--challenge", "http-01", "--http01-listen", &listen],
+            &[
+                "--n",
+                "6",
+                "--concurrency",
+                "3",
+                "--accounts",
+                "1",
+                "--domain",
+                "bench.example.test",
+                "--challenge",
+                "http-01",
+                "--http01-listen",
+                &listen,
+            ],
         )
     })
     .await
@@ -100,7 +112,10 @@ fn a_refusing_server_fails_the_run_and_it_winds_down() {
 
     assert!(!out.status.success(), "a run with failed issuances must exit non-zero");
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("new-order") && stderr.contains("elsewhere.example.org"), "the first error names the step and the name: {stderr}");
+    assert!(
+        stderr.contains("new-order") && stderr.contains("elsewhere.example.org"),
+        "the first error names the step and the name: {stderr}"
+    );
     assert_eq!(report["completed"], 0);
     let failed = report["failed"].as_u64().unwrap();
     assert!((1..=2).contains(&failed), "one failure per worker at most: {report}");

@@ -63,11 +63,7 @@ async fn certificates_received_before_sigkill_survive_the_restart() {
     for _ in 0..ACCOUNTS {
         let (account, c) = Account::builder_with_root(server.root_pem())
             .unwrap()
-            .create(
-                &NewAccount { contact: &[], terms_of_service_agreed: true, only_return_existing: false },
-                directory.clone(),
-                Some(&eab),
-            )
+            .create(&NewAccount { contact: &[], terms_of_service_agreed: true, only_return_existing: false }, directory.clone(), Some(&eab))
             .await
             .expect("create account");
         accounts.push(account);
@@ -114,9 +110,10 @@ async fn certificates_received_before_sigkill_survive_the_restart() {
         accounts.push(Account::builder_with_root(server.root_pem()).unwrap().from_credentials(c).await.expect("restore account"));
     }
     for r in &received {
-        let mut order = accounts[r.account].order(r.order_url.clone()).await.unwrap_or_else(|e| {
-            panic!("order {} lost after the restart: {e}\n{}", r.order_url, server.log())
-        });
+        let mut order = accounts[r.account]
+            .order(r.order_url.clone())
+            .await
+            .unwrap_or_else(|e| panic!("order {} lost after the restart: {e}\n{}", r.order_url, server.log()));
         assert_eq!(order.state().status, OrderStatus::Valid, "order {} after the restart", r.order_url);
         let chain = order.certificate().await.expect("download").expect("a valid order has a certificate");
         assert_eq!(chain, r.chain, "the certificate of {} changed across the restart", r.order_url);

@@ -84,7 +84,13 @@ fn cli_json(data: &Path, args: &[&str]) -> serde_json::Value {
 
 /// Runs a CLI command expected to fail; returns its stderr.
 fn cli_fails(data: &Path, args: &[&str]) -> String {
-    let out = Command::new(support::tenure_bin()).env(support::PLUGIN_DEADLINE.0, support::PLUGIN_DEADLINE.1).args(args).arg("--data").arg(data).output().unwrap();
+    let out = Command::new(support::tenure_bin())
+        .env(support::PLUGIN_DEADLINE.0, support::PLUGIN_DEADLINE.1)
+        .args(args)
+        .arg("--data")
+        .arg(data)
+        .output()
+        .unwrap();
     assert!(!out.status.success(), "{args:?} should fail: {}", String::from_utf8_lossy(&out.stdout));
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
@@ -92,7 +98,10 @@ fn cli_fails(data: &Path, args: &[&str]) -> String {
 fn pool_add(data: &Path, label: &str) -> String {
     let h = softhsm();
     let so = h.dir.join("so-pin");
-    let v = cli_json(data, &["hsm", "pool", "add", "--module", h.module.to_str().unwrap(), "--token", label, "--so-pin-file", so.to_str().unwrap()]);
+    let v = cli_json(
+        data,
+        &["hsm", "pool", "add", "--module", h.module.to_str().unwrap(), "--token", label, "--so-pin-file", so.to_str().unwrap()],
+    );
     v["id"].as_str().unwrap().to_string()
 }
 
@@ -185,7 +194,11 @@ async fn acme_issuance_with_ca_keys_in_the_token() {
     let eab = ExternalAccountKey::new(corp.eab_kid.clone(), &hmac);
     let (account, _) = Account::builder_with_root(server.root_pem())
         .unwrap()
-        .create(&NewAccount { contact: &[], terms_of_service_agreed: true, only_return_existing: false }, server.directory_url(), Some(&eab))
+        .create(
+            &NewAccount { contact: &[], terms_of_service_agreed: true, only_return_existing: false },
+            server.directory_url(),
+            Some(&eab),
+        )
         .await
         .unwrap();
     let mut order = account.new_order(&NewOrder::new(&[Identifier::Dns("www.corp.example".into())])).await.unwrap();
@@ -225,7 +238,10 @@ fn rekey_in_place_keeps_serving_and_writes_the_certificate() {
     support::add_tenant(&data, "corp", &["corp.example"]);
     pool_add(&data, "rekey");
     let slot = allocate(&data, "corp");
-    let vm = cli_json(&data, &["resource", "add", "--tenant", "corp", "--kind", "vm", "--name", "www.corp.example", "--attr", &format!("hsm={}", slot.resource)]);
+    let vm = cli_json(
+        &data,
+        &["resource", "add", "--tenant", "corp", "--kind", "vm", "--name", "www.corp.example", "--attr", &format!("hsm={}", slot.resource)],
+    );
     let vm = vm["id"].as_str().unwrap();
 
     let first = cli_json(&data, &["hsm", "rekey", vm, "--overlap-seconds", "2"]);
@@ -276,7 +292,10 @@ fn distribution_only_wrapped_only_allowed_only_within_a_tenant() {
     // A token never changes tenant by transfer (the old tenant knows its PIN).
     let err = cli_fails(&data, &["resource", "transfer", &b.resource, "--to", "rival"]);
     assert!(err.contains("is an HSM"), "{err}");
-    let vm = cli_json(&data, &["resource", "add", "--tenant", "corp", "--kind", "vm", "--name", "db.corp.example", "--attr", &format!("hsm={}", a.resource)]);
+    let vm = cli_json(
+        &data,
+        &["resource", "add", "--tenant", "corp", "--kind", "vm", "--name", "db.corp.example", "--attr", &format!("hsm={}", a.resource)],
+    );
     let key = cli_json(&data, &["hsm", "rekey", vm["id"].as_str().unwrap()]);
     let key_id = key["key"]["id"].as_str().unwrap();
     let cka_id = unhex(key["key"]["cka_id"].as_str().unwrap());
@@ -289,7 +308,8 @@ fn distribution_only_wrapped_only_allowed_only_within_a_tenant() {
     assert!(tenant_objects("dist-b", &b.pin).is_empty(), "a denied distribution leaves the target untouched");
 
     // registry-control allows it between two active HSMs of the tenant.
-    let digest = cli(&data, &["plugin", "install", built_plugin_path("registry-control").to_str().unwrap(), "--operator"]).trim().to_string();
+    let digest =
+        cli(&data, &["plugin", "install", built_plugin_path("registry-control").to_str().unwrap(), "--operator"]).trim().to_string();
     let done = cli_json(&data, &["hsm", "distribute", key_id, "--from", &a.resource, "--to", &b.resource]);
     assert_eq!(done["key"]["slot_id"], b.id.as_str());
     assert_eq!(done["plugins"][0], digest.as_str());
@@ -301,7 +321,8 @@ fn distribution_only_wrapped_only_allowed_only_within_a_tenant() {
     assert!(copied.iter().all(|o| o.class != "secret-key"), "no transport key is left behind: {copied:?}");
 
     // Across tenants: refused even with a plugin that allows everything.
-    let allow_all = cli(&data, &["plugin", "install", built_plugin_path("allow-distribution").to_str().unwrap(), "--operator"]).trim().to_string();
+    let allow_all =
+        cli(&data, &["plugin", "install", built_plugin_path("allow-distribution").to_str().unwrap(), "--operator"]).trim().to_string();
     let err = cli_fails(&data, &["hsm", "distribute", key_id, "--from", &a.id, "--to", &r.id]);
     assert!(err.contains("another tenant"), "{err}");
     assert!(tenant_objects("dist-rival", &r.pin).is_empty());
@@ -341,7 +362,10 @@ fn release_zeroizes_after_an_optional_grace_period() {
     // The pool is empty now, and says so.
     let err = cli_fails(&data, &["hsm", "allocate", "--tenant", "corp"]);
     assert!(err.contains("no free token"), "{err}");
-    let vm = cli_json(&data, &["resource", "add", "--tenant", "corp", "--kind", "vm", "--name", "a.corp.example", "--attr", &format!("hsm={}", slot.resource)]);
+    let vm = cli_json(
+        &data,
+        &["resource", "add", "--tenant", "corp", "--kind", "vm", "--name", "a.corp.example", "--attr", &format!("hsm={}", slot.resource)],
+    );
     cli(&data, &["hsm", "rekey", vm["id"].as_str().unwrap()]);
     assert_eq!(tenant_objects("release", &slot.pin).len(), 3, "key pair and certificate");
     let released = cli_json(&data, &["hsm", "release", &slot.id, "--grace-seconds", "1"]);
@@ -362,7 +386,10 @@ fn release_zeroizes_after_an_optional_grace_period() {
     let again = allocate(&data, "corp");
     assert_eq!(again.id, id);
     assert!(tenant_objects("release", &again.pin).is_empty(), "allocation starts from an empty token");
-    let vm = cli_json(&data, &["resource", "add", "--tenant", "corp", "--kind", "vm", "--name", "b.corp.example", "--attr", &format!("hsm={}", again.resource)]);
+    let vm = cli_json(
+        &data,
+        &["resource", "add", "--tenant", "corp", "--kind", "vm", "--name", "b.corp.example", "--attr", &format!("hsm={}", again.resource)],
+    );
     cli(&data, &["hsm", "rekey", vm["id"].as_str().unwrap()]);
     // The tenure operator cannot use the tenant's old PIN: it is gone with the allocation.
     assert!(inspect(|| token("release").user_session(&slot.pin).map(drop)).is_err());

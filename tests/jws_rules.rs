@@ -110,7 +110,9 @@ async fn bad_input_gets_a_problem_and_the_server_keeps_serving() {
     assert_problem(&r, 400, "unsupportedIdentifier");
     let r = client.post(&new_order, &json!({ "identifiers": [{ "type": "dns", "value": "bad_name.example" }] }).to_string()).await;
     assert_problem(&r, 400, "rejectedIdentifier");
-    let r = client.post(&new_order, &json!({ "identifiers": [{ "type": "dns", "value": "a.example.test" }], "profile": "forever" }).to_string()).await;
+    let r = client
+        .post(&new_order, &json!({ "identifiers": [{ "type": "dns", "value": "a.example.test" }], "profile": "forever" }).to_string())
+        .await;
     assert_problem(&r, 400, "invalidProfile");
 
     // An oversized request: 413.

@@ -200,7 +200,12 @@ fn openssl_crl_verify(server: &Server, chain: &str, crl_der: &[u8], work: &Path)
         .arg(work.join("leaf.pem"))
         .output()
         .unwrap();
-    let said = format!("{}{}{}", String::from_utf8_lossy(&text.stdout), String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let said = format!(
+        "{}{}{}",
+        String::from_utf8_lossy(&text.stdout),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     (out.status.success(), said)
 }
 
@@ -218,7 +223,10 @@ async fn held_certificate_is_reissued_and_delivered_without_a_request() {
     let lifetime = "lifetime-seconds=20";
     let dir_attr = format!("delivery-dir={}", drop_dir.display());
     let hook_attr = format!("delivery-webhook={}", hook.url);
-    let vm = add_resource(&data, &["--tenant", "corp", "--kind", "vm", "--name", "www.corp.example", "--attr", lifetime, "--attr", &dir_attr, "--attr", &hook_attr]);
+    let vm = add_resource(
+        &data,
+        &["--tenant", "corp", "--kind", "vm", "--name", "www.corp.example", "--attr", lifetime, "--attr", &dir_attr, "--attr", &hook_attr],
+    );
     let acct = account(&server, &corp).await;
 
     let chain = issue(&acct, &["www.corp.example"], None).await.unwrap();
@@ -376,8 +384,12 @@ async fn anchor_release_ends_the_certificate_and_replaces_is_honoured() {
     let data = dir.path().join("data");
     let server = server_with(&data, &["--renewal-interval", "0.3"]);
     let corp = support::add_tenant(&data, "corp", &["corp.example"]);
-    let cluster = add_resource(&data, &["--tenant", "corp", "--kind", "cluster", "--name", "cluster.corp.example", "--attr", "lifetime-seconds=600"]);
-    let pod = add_resource(&data, &["--tenant", "corp", "--kind", "vm", "--name", "pod.corp.example", "--anchor", &cluster, "--attr", "lifetime-seconds=600"]);
+    let cluster =
+        add_resource(&data, &["--tenant", "corp", "--kind", "cluster", "--name", "cluster.corp.example", "--attr", "lifetime-seconds=600"]);
+    let pod = add_resource(
+        &data,
+        &["--tenant", "corp", "--kind", "vm", "--name", "pod.corp.example", "--anchor", &cluster, "--attr", "lifetime-seconds=600"],
+    );
     let acct = account(&server, &corp).await;
 
     // ARI replaces: the client renews early; the old one is marked replaced, and a second replacement is refused.

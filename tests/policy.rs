@@ -58,9 +58,7 @@ async fn held_names_need_no_challenge_and_plugins_fail_closed() {
     // Held: ready at once, certificate with the resource's lifetime.
     let chain = issue_by_control(&corp_account, "www.corp.example").await.expect("issued by control");
     support::openssl_verify(&server.root_pem(), &chain, dir.path());
-    let der = rustls::pki_types::CertificateDer::from(
-        x509_parser::pem::parse_x509_pem(chain.as_bytes()).unwrap().1.contents,
-    );
+    let der = rustls::pki_types::CertificateDer::from(x509_parser::pem::parse_x509_pem(chain.as_bytes()).unwrap().1.contents);
     let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
     let lifetime = cert.validity().not_after.timestamp() - cert.validity().not_before.timestamp();
     assert!(lifetime <= 3600 + 120, "lifetime {lifetime}s follows the resource attribute");
@@ -190,7 +188,15 @@ fn plugin_check_reports_imports_and_refuses_wasi() {
     std::fs::write(&input, r#"{"account":"acct","tenant":"eval","identifiers":[{"type":"dns","value":"a.eval.example"},{"type":"dns","value":"b.eval.example"}]}"#).unwrap();
     let out = support::tenure_cli(
         &data,
-        &["plugin", "eval", built_plugin_path("registry-control").to_str().unwrap(), "--hook", "issuance", "--input", input.to_str().unwrap()],
+        &[
+            "plugin",
+            "eval",
+            built_plugin_path("registry-control").to_str().unwrap(),
+            "--hook",
+            "issuance",
+            "--input",
+            input.to_str().unwrap(),
+        ],
     );
     assert!(out.contains("b.eval.example") && out.contains("deny"), "{out}");
 }

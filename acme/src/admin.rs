@@ -52,12 +52,8 @@ impl Admin {
     }
 
     fn authorized(&self, req: &Request<Incoming>) -> bool {
-        let presented = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
+        let presented =
+            req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")).unwrap_or("");
         #[allow(deprecated)]
         ring::constant_time::verify_slices_are_equal(presented.as_bytes(), self.token.as_bytes()).is_ok()
     }
@@ -72,18 +68,15 @@ impl Admin {
         let query: Vec<(String, String)> = req
             .uri()
             .query()
-            .map(|q| {
-                q.split('&')
-                    .filter_map(|kv| kv.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
-                    .collect()
-            })
+            .map(|q| q.split('&').filter_map(|kv| kv.split_once('=').map(|(k, v)| (k.to_string(), v.to_string()))).collect())
             .unwrap_or_default();
         let param = |name: &str| query.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
         let body = match Limited::new(req.into_body(), MAX_ADMIN_BODY).collect().await {
             Ok(b) => b.to_bytes(),
             Err(_) => {
-                return Err(Problem::malformed(format!("the body exceeds {MAX_ADMIN_BODY} bytes"))
-                    .with_status(StatusCode::PAYLOAD_TOO_LARGE));
+                return Err(
+                    Problem::malformed(format!("the body exceeds {MAX_ADMIN_BODY} bytes")).with_status(StatusCode::PAYLOAD_TOO_LARGE)
+                );
             }
         };
         let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
@@ -142,7 +135,11 @@ impl Admin {
                 let list = blocking(move || a.plugins()).await?;
                 Ok((
                     StatusCode::OK,
-                    json!(list.iter().map(|(scope, digest, at)| json!({ "scope": scope, "digest": digest, "installed_at": at })).collect::<Vec<_>>()),
+                    json!(
+                        list.iter()
+                            .map(|(scope, digest, at)| json!({ "scope": scope, "digest": digest, "installed_at": at }))
+                            .collect::<Vec<_>>()
+                    ),
                 ))
             }
             (&Method::PUT, ["v1", "plugins", "operator"]) => {

@@ -61,8 +61,7 @@ pub async fn route(fe: &Arc<FrontEnd>, urls: &Urls, parts: &Parts, body: Bytes) 
         return Err(Problem::not_found(format!("no resource at {path}")));
     }
     if method != Method::POST {
-        return Err(Problem::malformed(format!("{path} accepts POST only (RFC 8555 §6.3)"))
-            .with_status(StatusCode::METHOD_NOT_ALLOWED));
+        return Err(Problem::malformed(format!("{path} accepts POST only (RFC 8555 §6.3)")).with_status(StatusCode::METHOD_NOT_ALLOWED));
     }
 
     // Everything after this point is signature checks, signing and SQLite:
@@ -179,8 +178,7 @@ fn new_account(fe: &FrontEnd, urls: &Urls, url: &str, req: Authenticated) -> Res
         return Err(Problem::new(ProblemType::ExternalAccountRequired, "this server requires External Account Binding"));
     }
     let jwk = req.key.to_json().to_string();
-    let (account, created) = fe
-        .engine(move |a| a.create_account(NewAccount { jwk, thumbprint, contact, tos_agreed, eab_kid }))?;
+    let (account, created) = fe.engine(move |a| a.create_account(NewAccount { jwk, thumbprint, contact, tos_agreed, eab_kid }))?;
     let status = if created { StatusCode::CREATED } else { StatusCode::OK };
     Ok(Reply::json(status, &account_json(urls, &account)).location(urls.account(&account.id)))
 }
@@ -220,11 +218,7 @@ fn account_orders(fe: &FrontEnd, urls: &Urls, id: &str, req: Authenticated) -> R
 fn key_change(fe: &FrontEnd, urls: &Urls, url: &str, req: Authenticated) -> Result<Reply, Problem> {
     let account = req.account()?.clone();
     let inner = Jws::parse(&req.jws.payload)?;
-    let new_key = inner
-        .protected
-        .jwk
-        .clone()
-        .ok_or_else(|| Problem::malformed("the inner JWS must carry the new key as \"jwk\""))?;
+    let new_key = inner.protected.jwk.clone().ok_or_else(|| Problem::malformed("the inner JWS must carry the new key as \"jwk\""))?;
     if inner.protected.kid.is_some() {
         return Err(Problem::malformed("the inner JWS must not have a \"kid\""));
     }
@@ -235,8 +229,8 @@ fn key_change(fe: &FrontEnd, urls: &Urls, url: &str, req: Authenticated) -> Resu
         return Err(Problem::malformed("the inner JWS \"url\" must equal the outer one"));
     }
     new_key.verify(inner.protected.alg, &inner.signing_input(), &inner.signature)?;
-    let body: Value = serde_json::from_slice(&inner.payload)
-        .map_err(|e| Problem::malformed(format!("the inner payload is not JSON: {e}")))?;
+    let body: Value =
+        serde_json::from_slice(&inner.payload).map_err(|e| Problem::malformed(format!("the inner payload is not JSON: {e}")))?;
     if body.get("account").and_then(Value::as_str) != Some(urls.account(&account.id).as_str()) {
         return Err(Problem::malformed("the inner payload's \"account\" is not the account making the request"));
     }
@@ -308,8 +302,7 @@ fn new_order(fe: &FrontEnd, urls: &Urls, req: Authenticated) -> Result<Reply, Pr
     }
     let profile = optional_string(&payload, "profile")?;
     let replaces = optional_string(&payload, "replaces")?;
-    let order = fe
-        .engine(move |a| a.new_order(&account, NewOrder { identifiers, profile, replaces }))?;
+    let order = fe.engine(move |a| a.new_order(&account, NewOrder { identifiers, profile, replaces }))?;
     Ok(Reply::json(StatusCode::CREATED, &order_json(urls, &order)).location(urls.order(&order.id)))
 }
 
@@ -326,13 +319,8 @@ fn order(fe: &FrontEnd, urls: &Urls, id: &str, req: Authenticated) -> Result<Rep
 fn finalize(fe: &FrontEnd, urls: &Urls, id: &str, req: Authenticated) -> Result<Reply, Problem> {
     let payload = req.payload_object()?;
     let order = load_order(fe, id, &req)?;
-    let csr_b64 = payload
-        .get("csr")
-        .and_then(Value::as_str)
-        .ok_or_else(|| Problem::malformed("finalize needs a \"csr\" string"))?;
-    let csr = URL_SAFE_NO_PAD
-        .decode(csr_b64)
-        .map_err(|_| Problem::new(ProblemType::BadCsr, "\"csr\" is not base64url without padding"))?;
+    let csr_b64 = payload.get("csr").and_then(Value::as_str).ok_or_else(|| Problem::malformed("finalize needs a \"csr\" string"))?;
+    let csr = URL_SAFE_NO_PAD.decode(csr_b64).map_err(|_| Problem::new(ProblemType::BadCsr, "\"csr\" is not base64url without padding"))?;
     let account = req.account()?.clone();
     let account_spki = req.key.spki_der();
     let order = fe.engine(move |a| a.finalize(&account, &order, &csr, &account_spki))?;
@@ -346,9 +334,7 @@ fn finalize(fe: &FrontEnd, urls: &Urls, id: &str, req: Authenticated) -> Result<
 fn load_order(fe: &FrontEnd, id: &str, req: &Authenticated) -> Result<tenure_engine::model::Order, Problem> {
     let account = req.account()?;
     let lookup = id.to_string();
-    let order = fe
-        .engine(move |a| a.order(&lookup))?
-        .ok_or_else(|| Problem::not_found(format!("no order {id}")))?;
+    let order = fe.engine(move |a| a.order(&lookup))?.ok_or_else(|| Problem::not_found(format!("no order {id}")))?;
     if order.account_id != account.id {
         return Err(Problem::unauthorized("this order belongs to another account"));
     }
@@ -377,9 +363,7 @@ fn authorization(fe: &FrontEnd, urls: &Urls, id: &str, req: Authenticated) -> Re
 fn load_authz(fe: &FrontEnd, id: &str, req: &Authenticated) -> Result<Authorization, Problem> {
     let account = req.account()?;
     let lookup = id.to_string();
-    let authz = fe
-        .engine(move |a| a.authorization(&lookup))?
-        .ok_or_else(|| Problem::not_found(format!("no authorization {id}")))?;
+    let authz = fe.engine(move |a| a.authorization(&lookup))?.ok_or_else(|| Problem::not_found(format!("no authorization {id}")))?;
     if authz.account_id != account.id {
         return Err(Problem::unauthorized("this authorization belongs to another account"));
     }
@@ -389,9 +373,7 @@ fn load_authz(fe: &FrontEnd, id: &str, req: &Authenticated) -> Result<Authorizat
 fn challenge(fe: &FrontEnd, urls: &Urls, id: &str, req: Authenticated) -> Result<Reply, Problem> {
     let account = req.account()?.clone();
     let lookup = id.to_string();
-    let (ch, authz) = fe
-        .engine(move |a| a.challenge(&lookup))?
-        .ok_or_else(|| Problem::not_found(format!("no challenge {id}")))?;
+    let (ch, authz) = fe.engine(move |a| a.challenge(&lookup))?.ok_or_else(|| Problem::not_found(format!("no challenge {id}")))?;
     if authz.account_id != account.id {
         return Err(Problem::unauthorized("this challenge belongs to another account"));
     }
@@ -412,8 +394,7 @@ fn challenge(fe: &FrontEnd, urls: &Urls, id: &str, req: Authenticated) -> Result
         } else if let Some((fresh, _)) = fe.engine({
             let id = ch.id.clone();
             move |a| a.challenge(&id)
-        })?
-        {
+        })? {
             ch = fresh;
         }
     }
@@ -493,9 +474,7 @@ fn revoke(fe: &FrontEnd, req: Authenticated) -> Result<Reply, Problem> {
         .get("certificate")
         .and_then(Value::as_str)
         .ok_or_else(|| Problem::malformed("revokeCert needs a \"certificate\" string"))?;
-    let der = URL_SAFE_NO_PAD
-        .decode(cert_b64)
-        .map_err(|_| Problem::malformed("\"certificate\" is not base64url without padding"))?;
+    let der = URL_SAFE_NO_PAD.decode(cert_b64).map_err(|_| Problem::malformed("\"certificate\" is not base64url without padding"))?;
     let reason = match payload.get("reason") {
         None | Some(Value::Null) => None,
         Some(v) => Some(

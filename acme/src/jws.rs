@@ -27,9 +27,7 @@ use crate::problem::{Problem, ProblemType};
 /// strict on decode: it rejects `=`, the `+/` alphabet, whitespace, and
 /// non-zero trailing bits, so every byte string has exactly one encoding.
 fn b64_decode(s: &str, what: &str) -> Result<Vec<u8>, Problem> {
-    URL_SAFE_NO_PAD
-        .decode(s)
-        .map_err(|_| Problem::malformed(format!("{what} is not unpadded base64url")))
+    URL_SAFE_NO_PAD.decode(s).map_err(|_| Problem::malformed(format!("{what} is not unpadded base64url")))
 }
 
 fn b64(bytes: &[u8]) -> String {
@@ -143,10 +141,7 @@ impl fmt::Display for Alg {
 /// tell the client; the problem document has no `algorithms` field, so the
 /// detail carries the list).
 fn unsupported_alg(what: &str) -> Problem {
-    Problem::new(
-        ProblemType::BadSignatureAlgorithm,
-        format!("{what} is not supported; use one of ES256, ES384, RS256, EdDSA"),
-    )
+    Problem::new(ProblemType::BadSignatureAlgorithm, format!("{what} is not supported; use one of ES256, ES384, RS256, EdDSA"))
 }
 
 // ---------------------------------------------------------------------------
@@ -240,9 +235,7 @@ impl Jwk {
     pub fn from_json(v: &Value) -> Result<Jwk, Problem> {
         let obj = v.as_object().ok_or_else(|| Problem::malformed("JWK must be a JSON object"))?;
         if let Some(m) = PRIVATE_MEMBERS.iter().find(|m| obj.contains_key(**m)) {
-            return Err(bad_key(format!(
-                "JWK contains private key member {m:?}; send the public key only"
-            )));
+            return Err(bad_key(format!("JWK contains private key member {m:?}; send the public key only")));
         }
         let key = match str_member(obj, "kty", "JWK")? {
             "EC" => {
@@ -250,18 +243,12 @@ impl Jwk {
                     "P-256" => Curve::P256,
                     "P-384" => Curve::P384,
                     other => {
-                        return Err(bad_key(format!(
-                            "EC curve {other:?} is not supported; use P-256 or P-384"
-                        )));
+                        return Err(bad_key(format!("EC curve {other:?} is not supported; use P-256 or P-384")));
                     }
                 };
                 let (x, y) = (b64_member(obj, "x")?, b64_member(obj, "y")?);
                 if x.len() != curve.coord_len() || y.len() != curve.coord_len() {
-                    return Err(bad_key(format!(
-                        "{} coordinates must be exactly {} bytes each",
-                        curve.name(),
-                        curve.coord_len()
-                    )));
+                    return Err(bad_key(format!("{} coordinates must be exactly {} bytes each", curve.name(), curve.coord_len())));
                 }
                 check_ec_point(curve, &ec_point(&x, &y))?;
                 Key::Ec { curve, x, y }
@@ -275,9 +262,7 @@ impl Jwk {
                 match str_member(obj, "crv", "JWK")? {
                     "Ed25519" => {}
                     other => {
-                        return Err(bad_key(format!(
-                            "OKP curve {other:?} is not supported; use Ed25519"
-                        )));
+                        return Err(bad_key(format!("OKP curve {other:?} is not supported; use Ed25519")));
                     }
                 }
                 let x = b64_member(obj, "x")?;
@@ -289,9 +274,7 @@ impl Jwk {
                 Key::Ed25519 { x }
             }
             other => {
-                return Err(bad_key(format!(
-                    "JWK key type {other:?} is not supported; use EC, RSA or OKP"
-                )));
+                return Err(bad_key(format!("JWK key type {other:?} is not supported; use EC, RSA or OKP")));
             }
         };
         Ok(Jwk { key })
@@ -317,12 +300,7 @@ impl Jwk {
         // can never depend on serde_json features (RFC 7638 §3.3). Values are
         // base64url or fixed names, so nothing needs escaping.
         let input = match &self.key {
-            Key::Ec { curve, x, y } => format!(
-                r#"{{"crv":"{}","kty":"EC","x":"{}","y":"{}"}}"#,
-                curve.name(),
-                b64(x),
-                b64(y)
-            ),
+            Key::Ec { curve, x, y } => format!(r#"{{"crv":"{}","kty":"EC","x":"{}","y":"{}"}}"#, curve.name(), b64(x), b64(y)),
             Key::Rsa { n, e } => format!(r#"{{"e":"{}","kty":"RSA","n":"{}"}}"#, b64(e), b64(n)),
             Key::Ed25519 { x } => format!(r#"{{"crv":"Ed25519","kty":"OKP","x":"{}"}}"#, b64(x)),
         };
@@ -352,11 +330,7 @@ impl Jwk {
         if alg != self.alg() {
             return Err(Problem::new(
                 ProblemType::BadSignatureAlgorithm,
-                format!(
-                    "JWS algorithm {alg} does not match the {} key; use {}",
-                    self.describe(),
-                    self.alg()
-                ),
+                format!("JWS algorithm {alg} does not match the {} key; use {}", self.describe(), self.alg()),
             ));
         }
         let result = match &self.key {
@@ -364,19 +338,13 @@ impl Jwk {
                 // JWS ECDSA signatures are fixed-width r||s (RFC 7518 §3.4),
                 // not DER; say so instead of a generic failure.
                 if sig.len() != 2 * curve.coord_len() {
-                    return Err(Problem::malformed(format!(
-                        "{alg} signature must be {} bytes (r||s)",
-                        2 * curve.coord_len()
-                    )));
+                    return Err(Problem::malformed(format!("{alg} signature must be {} bytes (r||s)", 2 * curve.coord_len())));
                 }
-                signature::UnparsedPublicKey::new(curve.verify_alg(), ec_point(x, y))
-                    .verify(signing_input, sig)
+                signature::UnparsedPublicKey::new(curve.verify_alg(), ec_point(x, y)).verify(signing_input, sig)
             }
-            Key::Rsa { n, e } => signature::RsaPublicKeyComponents { n, e }.verify(
-                &signature::RSA_PKCS1_2048_8192_SHA256,
-                signing_input,
-                sig,
-            ),
+            Key::Rsa { n, e } => {
+                signature::RsaPublicKeyComponents { n, e }.verify(&signature::RSA_PKCS1_2048_8192_SHA256, signing_input, sig)
+            }
             Key::Ed25519 { x } => {
                 if sig.len() != 64 {
                     return Err(Problem::malformed("EdDSA signature must be 64 bytes"));
@@ -392,15 +360,11 @@ impl Jwk {
     /// (RFC 8555 §7.6) can compare bytes.
     pub fn spki_der(&self) -> Vec<u8> {
         let (alg_id, key_bits) = match &self.key {
-            Key::Ec { curve, x, y } => (
-                [der(TAG_OID, OID_EC_PUBLIC_KEY), der(TAG_OID, curve.oid())].concat(),
-                ec_point(x, y),
-            ),
+            Key::Ec { curve, x, y } => ([der(TAG_OID, OID_EC_PUBLIC_KEY), der(TAG_OID, curve.oid())].concat(), ec_point(x, y)),
             // RFC 3279 §2.3.1: rsaEncryption parameters are an explicit NULL.
-            Key::Rsa { n, e } => (
-                [der(TAG_OID, OID_RSA_ENCRYPTION), der(TAG_NULL, &[])].concat(),
-                der(TAG_SEQUENCE, &[der_uint(n), der_uint(e)].concat()),
-            ),
+            Key::Rsa { n, e } => {
+                ([der(TAG_OID, OID_RSA_ENCRYPTION), der(TAG_NULL, &[])].concat(), der(TAG_SEQUENCE, &[der_uint(n), der_uint(e)].concat()))
+            }
             // RFC 8410 §3: Ed25519 has no parameters at all.
             Key::Ed25519 { x } => (der(TAG_OID, OID_ED25519), x.clone()),
         };
@@ -424,8 +388,7 @@ fn check_ec_point(curve: Curve, point: &[u8]) -> Result<(), Problem> {
     let ours = agreement::EphemeralPrivateKey::generate(curve.ecdh_alg(), &rng)
         .map_err(|_| Problem::internal("random number generator failed"))?;
     let peer = agreement::UnparsedPublicKey::new(curve.ecdh_alg(), point);
-    agreement::agree_ephemeral(ours, &peer, |_| ())
-        .map_err(|_| bad_key(format!("JWK is not a valid {} point", curve.name())))
+    agreement::agree_ephemeral(ours, &peer, |_| ()).map_err(|_| bad_key(format!("JWK is not a valid {} point", curve.name())))
 }
 
 /// Mirrors ring's RSA public-key rules so that a key we accept can verify.
@@ -443,11 +406,7 @@ fn check_rsa(n: &[u8], e: &[u8]) -> Result<(), Problem> {
         return Err(bad_key("RSA modulus must be odd"));
     }
     // ring accepts odd exponents in 3..2^33; 65537 is what everyone uses.
-    let e_val = if e.len() <= 5 {
-        e.iter().fold(0u64, |acc, &b| (acc << 8) | u64::from(b))
-    } else {
-        u64::MAX
-    };
+    let e_val = if e.len() <= 5 { e.iter().fold(0u64, |acc, &b| (acc << 8) | u64::from(b)) } else { u64::MAX };
     if !(3..1 << 33).contains(&e_val) || e_val & 1 == 0 {
         return Err(bad_key("RSA public exponent must be odd, at least 3 and below 2^33"));
     }
@@ -518,8 +477,7 @@ pub struct Protected {
 impl Protected {
     fn from_header(h: &Map<String, Value>) -> Result<Protected, Problem> {
         let alg = match h.get("alg") {
-            Some(Value::String(name)) => Alg::from_name(name)
-                .ok_or_else(|| unsupported_alg(&format!("JWS algorithm {name:?}")))?,
+            Some(Value::String(name)) => Alg::from_name(name).ok_or_else(|| unsupported_alg(&format!("JWS algorithm {name:?}")))?,
             Some(_) => return Err(Problem::malformed("JWS header \"alg\" must be a string")),
             None => return Err(Problem::malformed("JWS protected header is missing \"alg\"")),
         };
@@ -538,14 +496,10 @@ impl Protected {
         };
         match (&jwk, &kid) {
             (Some(_), Some(_)) => {
-                return Err(Problem::malformed(
-                    "JWS header must contain exactly one of \"jwk\" and \"kid\", not both",
-                ));
+                return Err(Problem::malformed("JWS header must contain exactly one of \"jwk\" and \"kid\", not both"));
             }
             (None, None) => {
-                return Err(Problem::malformed(
-                    "JWS header must contain exactly one of \"jwk\" and \"kid\"",
-                ));
+                return Err(Problem::malformed("JWS header must contain exactly one of \"jwk\" and \"kid\""));
             }
             _ => {}
         }
@@ -560,14 +514,9 @@ impl Protected {
         // RFC 8555 §6.5.1: nonces are base64url; anything else cannot be one
         // of ours, and badNonce tells the client to fetch a fresh one.
         let nonce = match h.get("nonce") {
-            Some(Value::String(s)) if !s.is_empty() && URL_SAFE_NO_PAD.decode(s).is_ok() => {
-                Some(s.clone())
-            }
+            Some(Value::String(s)) if !s.is_empty() && URL_SAFE_NO_PAD.decode(s).is_ok() => Some(s.clone()),
             Some(_) => {
-                return Err(Problem::new(
-                    ProblemType::BadNonce,
-                    "JWS header \"nonce\" is not a base64url string",
-                ));
+                return Err(Problem::new(ProblemType::BadNonce, "JWS header \"nonce\" is not a base64url string"));
             }
             None => None,
         };
@@ -578,9 +527,7 @@ impl Protected {
     /// The nonce, or badNonce if absent (RFC 8555 §6.5: every JWS the client
     /// sends carries one; the EAB inner JWS is not checked with this).
     pub fn require_nonce(&self) -> Result<&str, Problem> {
-        self.nonce.as_deref().ok_or_else(|| {
-            Problem::new(ProblemType::BadNonce, "JWS protected header is missing \"nonce\"")
-        })
+        self.nonce.as_deref().ok_or_else(|| Problem::new(ProblemType::BadNonce, "JWS protected header is missing \"nonce\""))
     }
 
     /// RFC 8555 §6.4: the signed url must be the URL the request was sent to.
@@ -588,10 +535,7 @@ impl Protected {
         if self.url == request_url {
             Ok(())
         } else {
-            Err(Problem::unauthorized(format!(
-                "JWS header \"url\" {:?} does not match the request URL {request_url:?}",
-                self.url
-            )))
+            Err(Problem::unauthorized(format!("JWS header \"url\" {:?} does not match the request URL {request_url:?}", self.url)))
         }
     }
 }
@@ -622,22 +566,14 @@ pub struct Jws {
 /// RFC 8555 §6.2 forbids the unprotected header, detached payloads and
 /// multiple signatures.
 fn flattened_members<'a>(v: &'a Value, what: &str) -> Result<(&'a str, &'a str, &'a str), Problem> {
-    let obj = v
-        .as_object()
-        .ok_or_else(|| Problem::malformed(format!("{what} must be a flattened JWS JSON object")))?;
+    let obj = v.as_object().ok_or_else(|| Problem::malformed(format!("{what} must be a flattened JWS JSON object")))?;
     if obj.contains_key("signatures") {
-        return Err(Problem::malformed(format!(
-            "{what} uses the general JWS serialization; only the flattened serialization is accepted"
-        )));
+        return Err(Problem::malformed(format!("{what} uses the general JWS serialization; only the flattened serialization is accepted")));
     }
     if obj.contains_key("header") {
-        return Err(Problem::malformed(format!(
-            "{what} has an unprotected header; it is not allowed"
-        )));
+        return Err(Problem::malformed(format!("{what} has an unprotected header; it is not allowed")));
     }
-    if let Some(k) =
-        obj.keys().find(|k| !matches!(k.as_str(), "protected" | "payload" | "signature"))
-    {
+    if let Some(k) = obj.keys().find(|k| !matches!(k.as_str(), "protected" | "payload" | "signature")) {
         return Err(Problem::malformed(format!("{what} has unexpected member {k:?}")));
     }
     let member = |name: &str| match obj.get(name) {
@@ -645,8 +581,7 @@ fn flattened_members<'a>(v: &'a Value, what: &str) -> Result<(&'a str, &'a str, 
         Some(_) => Err(Problem::malformed(format!("{what} member {name:?} must be a string"))),
         None => Err(Problem::malformed(format!("{what} is missing member {name:?}"))),
     };
-    let (protected, payload, signature) =
-        (member("protected")?, member("payload")?, member("signature")?);
+    let (protected, payload, signature) = (member("protected")?, member("payload")?, member("signature")?);
     if protected.is_empty() {
         return Err(Problem::malformed(format!("{what} has an empty protected header")));
     }
@@ -662,9 +597,7 @@ fn decode_header(protected_b64: &str, what: &str) -> Result<Map<String, Value>, 
     match parse_json_strict(&bytes) {
         Ok(Value::Object(h)) => Ok(h),
         Ok(_) => Err(Problem::malformed(format!("{what} protected header must be a JSON object"))),
-        Err(e) => {
-            Err(Problem::malformed(format!("{what} protected header is not valid JSON: {e}")))
-        }
+        Err(e) => Err(Problem::malformed(format!("{what} protected header is not valid JSON: {e}"))),
     }
 }
 
@@ -672,19 +605,12 @@ impl Jws {
     /// Parses a request body: flattened JSON serialization only, strict
     /// base64url, protected header checked as described on [`Protected`].
     pub fn parse(body: &[u8]) -> Result<Jws, Problem> {
-        let v = parse_json_strict(body)
-            .map_err(|e| Problem::malformed(format!("request body is not a JSON JWS: {e}")))?;
+        let v = parse_json_strict(body).map_err(|e| Problem::malformed(format!("request body is not a JSON JWS: {e}")))?;
         let (protected_b64, payload_b64, signature_b64) = flattened_members(&v, "JWS")?;
         let protected = Protected::from_header(&decode_header(protected_b64, "JWS")?)?;
         let payload = b64_decode(payload_b64, "JWS payload")?;
         let signature = b64_decode(signature_b64, "JWS signature")?;
-        Ok(Jws {
-            protected,
-            payload,
-            protected_b64: protected_b64.to_owned(),
-            payload_b64: payload_b64.to_owned(),
-            signature,
-        })
+        Ok(Jws { protected, payload, protected_b64: protected_b64.to_owned(), payload_b64: payload_b64.to_owned(), signature })
     }
 
     /// RFC 7515 §5.1: ASCII(protected_b64 || '.' || payload_b64), exactly as
@@ -709,12 +635,9 @@ impl Jws {
     /// need one; POST-as-GET has none and is malformed here.
     pub fn payload_json(&self) -> Result<Value, Problem> {
         if self.is_post_as_get() {
-            return Err(Problem::malformed(
-                "JWS payload is empty; this request needs a JSON payload",
-            ));
+            return Err(Problem::malformed("JWS payload is empty; this request needs a JSON payload"));
         }
-        parse_json_strict(&self.payload)
-            .map_err(|e| Problem::malformed(format!("JWS payload is not valid JSON: {e}")))
+        parse_json_strict(&self.payload).map_err(|e| Problem::malformed(format!("JWS payload is not valid JSON: {e}")))
     }
 }
 
@@ -729,9 +652,7 @@ fn eab_hmac_alg(h: &Map<String, Value>) -> Result<hmac::Algorithm, Problem> {
         Some("HS512") => Ok(hmac::HMAC_SHA512),
         Some(other) => Err(Problem::new(
             ProblemType::BadSignatureAlgorithm,
-            format!(
-                "external account binding algorithm {other:?} is not supported; use HS256, HS384 or HS512"
-            ),
+            format!("external account binding algorithm {other:?} is not supported; use HS256, HS384 or HS512"),
         )),
         None => Err(Problem::malformed("external account binding header needs a string \"alg\"")),
     }
@@ -740,9 +661,7 @@ fn eab_hmac_alg(h: &Map<String, Value>) -> Result<hmac::Algorithm, Problem> {
 fn eab_kid(h: &Map<String, Value>) -> Result<String, Problem> {
     match h.get("kid") {
         Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
-        _ => Err(Problem::malformed(
-            "external account binding header needs a non-empty string \"kid\"",
-        )),
+        _ => Err(Problem::malformed("external account binding header needs a non-empty string \"kid\"")),
     }
 }
 
@@ -758,19 +677,13 @@ pub fn eab_key_id(eab: &Value) -> Result<String, Problem> {
 ///
 /// Structural faults are malformed; a binding that does not authorize this
 /// account key at this URL (bad MAC, other key, other url) is unauthorized.
-pub fn verify_eab(
-    eab: &Value,
-    hmac_key: &[u8],
-    outer_url: &str,
-    account_jwk: &Jwk,
-) -> Result<(), Problem> {
+pub fn verify_eab(eab: &Value, hmac_key: &[u8], outer_url: &str, account_jwk: &Jwk) -> Result<(), Problem> {
     // An empty MAC key is a configuration error; accepting it would let
     // anyone compute the binding.
     if hmac_key.is_empty() {
         return Err(Problem::internal("external account MAC key is empty"));
     }
-    let (protected_b64, payload_b64, signature_b64) =
-        flattened_members(eab, "externalAccountBinding")?;
+    let (protected_b64, payload_b64, signature_b64) = flattened_members(eab, "externalAccountBinding")?;
     let h = decode_header(protected_b64, "externalAccountBinding")?;
     let alg = eab_hmac_alg(&h)?;
     reject_extensions(&h)?;
@@ -781,21 +694,15 @@ pub fn verify_eab(
     // The MAC key is named by kid; a jwk here would be a second, conflicting
     // key reference.
     if h.contains_key("jwk") {
-        return Err(Problem::malformed(
-            "external account binding must not contain a \"jwk\" header",
-        ));
+        return Err(Problem::malformed("external account binding must not contain a \"jwk\" header"));
     }
     match h.get("url") {
         Some(Value::String(u)) if u == outer_url => {}
         Some(Value::String(_)) => {
-            return Err(Problem::unauthorized(
-                "external account binding \"url\" does not match the request URL",
-            ));
+            return Err(Problem::unauthorized("external account binding \"url\" does not match the request URL"));
         }
         _ => {
-            return Err(Problem::malformed(
-                "external account binding header needs a string \"url\"",
-            ));
+            return Err(Problem::malformed("external account binding header needs a string \"url\""));
         }
     }
 
@@ -806,20 +713,11 @@ pub fn verify_eab(
 
     let payload = b64_decode(payload_b64, "external account binding payload")?;
     let bound = parse_json_strict(&payload)
-        .map_err(|e| {
-            Problem::malformed(format!("external account binding payload is not JSON: {e}"))
-        })
+        .map_err(|e| Problem::malformed(format!("external account binding payload is not JSON: {e}")))
         .and_then(|v| Jwk::from_json(&v))
-        .map_err(|p| {
-            Problem::malformed(format!(
-                "external account binding payload is not a valid JWK: {}",
-                p.detail
-            ))
-        })?;
+        .map_err(|p| Problem::malformed(format!("external account binding payload is not a valid JWK: {}", p.detail)))?;
     if bound.thumbprint() != account_jwk.thumbprint() {
-        return Err(Problem::unauthorized(
-            "external account binding is for a different account key",
-        ));
+        return Err(Problem::unauthorized("external account binding is for a different account key"));
     }
     Ok(())
 }
@@ -869,13 +767,9 @@ mod tests {
                 Alg::ES256 => rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap(),
                 Alg::ES384 => rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).unwrap(),
                 Alg::EdDSA => rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap(),
-                Alg::RS256 => rcgen::KeyPair::try_from(
-                    base64::engine::general_purpose::STANDARD
-                        .decode(RSA_2048_PKCS8)
-                        .unwrap()
-                        .as_slice(),
-                )
-                .unwrap(),
+                Alg::RS256 => {
+                    rcgen::KeyPair::try_from(base64::engine::general_purpose::STANDARD.decode(RSA_2048_PKCS8).unwrap().as_slice()).unwrap()
+                }
             };
             let pkcs8 = rc.serialize_der();
             let spki = rc.subject_public_key_info();
@@ -893,18 +787,14 @@ mod tests {
                 }
                 Alg::EdDSA => {
                     let kp = Ed25519KeyPair::from_pkcs8(&pkcs8).unwrap();
-                    (
-                        json!({"kty": "OKP", "crv": "Ed25519", "x": b64(kp.public_key().as_ref())}),
-                        Signer::Ed(kp),
-                    )
+                    (json!({"kty": "OKP", "crv": "Ed25519", "x": b64(kp.public_key().as_ref())}), Signer::Ed(kp))
                 }
                 Alg::RS256 => {
                     // Take n and e from the SPKI so the test key's JWK does not
                     // depend on the code under test.
                     let (_, info) = SubjectPublicKeyInfo::from_der(&spki).unwrap();
                     let PublicKey::RSA(rsa) = info.parsed().unwrap() else { panic!("not RSA") };
-                    let strip =
-                        |b: &[u8]| b.iter().skip_while(|&&x| x == 0).copied().collect::<Vec<_>>();
+                    let strip = |b: &[u8]| b.iter().skip_while(|&&x| x == 0).copied().collect::<Vec<_>>();
                     let jwk = json!({"kty": "RSA", "n": b64(&strip(rsa.modulus)), "e": b64(&strip(rsa.exponent))});
                     (jwk, Signer::Rsa(RsaKeyPair::from_pkcs8(&pkcs8).unwrap()))
                 }
@@ -940,9 +830,7 @@ mod tests {
     }
 
     fn raw_jws(protected: &str, payload: &str, signature: &str) -> Vec<u8> {
-        json!({"protected": protected, "payload": payload, "signature": signature})
-            .to_string()
-            .into_bytes()
+        json!({"protected": protected, "payload": payload, "signature": signature}).to_string().into_bytes()
     }
 
     fn kind(r: Result<impl fmt::Debug, Problem>) -> ProblemType {
@@ -982,10 +870,7 @@ mod tests {
         jws.verify(&Jwk::from_json(&key.jwk).unwrap()).unwrap();
         assert_eq!(kind(jws.payload_json()), ProblemType::Malformed);
         jws.protected.check_url(URL).unwrap();
-        assert_eq!(
-            kind(jws.protected.check_url("https://ca.example/other")),
-            ProblemType::Unauthorized
-        );
+        assert_eq!(kind(jws.protected.check_url("https://ca.example/other")), ProblemType::Unauthorized);
     }
 
     #[test]
@@ -1002,10 +887,7 @@ mod tests {
             let mut bad_sig = jws.clone();
             bad_sig.signature[5] ^= 1;
             let p = bad_sig.verify(&jwk).unwrap_err();
-            assert_eq!(
-                (p.kind, p.detail.as_str()),
-                (ProblemType::Malformed, "JWS signature is invalid")
-            );
+            assert_eq!((p.kind, p.detail.as_str()), (ProblemType::Malformed, "JWS signature is invalid"));
 
             // Same header, signed by another key of the same type (there is
             // only one fixed RSA test key, so RS256 sits this one out).
@@ -1040,12 +922,7 @@ mod tests {
                 if alg == key.alg {
                     r.unwrap();
                 } else {
-                    assert_eq!(
-                        kind(r),
-                        ProblemType::BadSignatureAlgorithm,
-                        "{} key, {alg}",
-                        key.alg
-                    );
+                    assert_eq!(kind(r), ProblemType::BadSignatureAlgorithm, "{} key, {alg}", key.alg);
                 }
             }
         }
@@ -1054,10 +931,7 @@ mod tests {
         let mut header = key.jwk_header();
         header["alg"] = json!("ES384");
         let jws = Jws::parse(&key.jws(&header, b"{}")).unwrap();
-        assert_eq!(
-            kind(jws.verify(jws.protected.jwk.as_ref().unwrap())),
-            ProblemType::BadSignatureAlgorithm
-        );
+        assert_eq!(kind(jws.verify(jws.protected.jwk.as_ref().unwrap())), ProblemType::BadSignatureAlgorithm);
     }
 
     #[test]
@@ -1084,41 +958,20 @@ mod tests {
             Jws::parse(&key.jws(&header, b"{}"))
         };
         // Both and neither of jwk/kid.
-        assert_eq!(
-            kind(parse(&|h| _ = h.insert("kid".into(), json!("https://ca.example/acct/1")))),
-            ProblemType::Malformed
-        );
+        assert_eq!(kind(parse(&|h| _ = h.insert("kid".into(), json!("https://ca.example/acct/1")))), ProblemType::Malformed);
         assert_eq!(kind(parse(&|h| _ = h.remove("jwk"))), ProblemType::Malformed);
         assert_eq!(kind(parse(&|h| _ = h.insert("kid".into(), json!(7)))), ProblemType::Malformed);
         // RFC 8555 §6.4: missing url is unauthorized.
         assert_eq!(kind(parse(&|h| _ = h.remove("url"))), ProblemType::Unauthorized);
         assert_eq!(kind(parse(&|h| _ = h.insert("url".into(), json!(1)))), ProblemType::Malformed);
         // Extensions we do not implement.
-        assert_eq!(
-            kind(parse(&|h| _ = h.insert("b64".into(), json!(false)))),
-            ProblemType::Malformed
-        );
-        assert_eq!(
-            kind(parse(&|h| _ = h.insert("crit".into(), json!(["b64"])))),
-            ProblemType::Malformed
-        );
+        assert_eq!(kind(parse(&|h| _ = h.insert("b64".into(), json!(false)))), ProblemType::Malformed);
+        assert_eq!(kind(parse(&|h| _ = h.insert("crit".into(), json!(["b64"])))), ProblemType::Malformed);
         // Nonce shape is badNonce; absence is the caller's to judge.
-        assert_eq!(
-            kind(parse(&|h| _ = h.insert("nonce".into(), json!("not base64!")))),
-            ProblemType::BadNonce
-        );
-        assert_eq!(
-            kind(parse(&|h| _ = h.insert("nonce".into(), json!("abc=")))),
-            ProblemType::BadNonce
-        );
-        assert_eq!(
-            kind(parse(&|h| _ = h.insert("nonce".into(), json!(12)))),
-            ProblemType::BadNonce
-        );
-        assert_eq!(
-            kind(parse(&|h| _ = h.insert("nonce".into(), json!("")))),
-            ProblemType::BadNonce
-        );
+        assert_eq!(kind(parse(&|h| _ = h.insert("nonce".into(), json!("not base64!")))), ProblemType::BadNonce);
+        assert_eq!(kind(parse(&|h| _ = h.insert("nonce".into(), json!("abc=")))), ProblemType::BadNonce);
+        assert_eq!(kind(parse(&|h| _ = h.insert("nonce".into(), json!(12)))), ProblemType::BadNonce);
+        assert_eq!(kind(parse(&|h| _ = h.insert("nonce".into(), json!("")))), ProblemType::BadNonce);
         let no_nonce = parse(&|h| _ = h.remove("nonce")).unwrap();
         assert_eq!(kind(no_nonce.protected.require_nonce()), ProblemType::BadNonce);
         // Unknown, non-critical headers are ignored (RFC 7515 §4).
@@ -1166,20 +1019,11 @@ mod tests {
             good["protected"], good["payload"], good["signature"]
         );
         assert_eq!(kind(Jws::parse(dup.as_bytes())), ProblemType::Malformed);
-        let dup_header = format!(
-            r#"{{"alg":"ES256","alg":"ES256","nonce":"{NONCE}","url":"{URL}","jwk":{}}}"#,
-            key.jwk
-        );
-        assert_eq!(
-            kind(Jws::parse(&raw_jws(&b64(dup_header.as_bytes()), "e30", "AAAA"))),
-            ProblemType::Malformed
-        );
+        let dup_header = format!(r#"{{"alg":"ES256","alg":"ES256","nonce":"{NONCE}","url":"{URL}","jwk":{}}}"#, key.jwk);
+        assert_eq!(kind(Jws::parse(&raw_jws(&b64(dup_header.as_bytes()), "e30", "AAAA"))), ProblemType::Malformed);
         // Protected header must be a JSON object.
         assert_eq!(kind(Jws::parse(&raw_jws(&b64(b"[1]"), "e30", "AAAA"))), ProblemType::Malformed);
-        assert_eq!(
-            kind(Jws::parse(&raw_jws(&b64(b"not json"), "e30", "AAAA"))),
-            ProblemType::Malformed
-        );
+        assert_eq!(kind(Jws::parse(&raw_jws(&b64(b"not json"), "e30", "AAAA"))), ProblemType::Malformed);
     }
 
     #[test]
@@ -1221,8 +1065,7 @@ mod tests {
         // canonical JWK (serde_json sorts members by default).
         for alg in [Alg::ES256, Alg::ES384, Alg::EdDSA] {
             let jwk = Jwk::from_json(&TestKey::new(alg).jwk).unwrap();
-            let expect =
-                b64(digest::digest(&digest::SHA256, jwk.to_json().to_string().as_bytes()).as_ref());
+            let expect = b64(digest::digest(&digest::SHA256, jwk.to_json().to_string().as_bytes()).as_ref());
             assert_eq!(jwk.thumbprint(), expect, "{alg}");
         }
     }
@@ -1253,10 +1096,7 @@ mod tests {
         // Wrong lengths.
         let x = b64_decode(ec["x"].as_str().unwrap(), "x").unwrap();
         assert_eq!(kind(edit(&ec, "x", json!(b64(&x[1..])))), ProblemType::BadPublicKey);
-        assert_eq!(
-            kind(edit(&ec, "x", json!(b64(&[&[0u8][..], &x].concat())))),
-            ProblemType::BadPublicKey
-        );
+        assert_eq!(kind(edit(&ec, "x", json!(b64(&[&[0u8][..], &x].concat())))), ProblemType::BadPublicKey);
         assert_eq!(kind(edit(&ed, "x", json!(b64(&[0u8; 31])))), ProblemType::BadPublicKey);
         // Right length, not on the curve.
         let mut off = x.clone();
@@ -1279,17 +1119,11 @@ mod tests {
         assert_eq!(p.kind, ProblemType::BadPublicKey);
         assert!(p.detail.contains("1024 bits"), "{}", p.detail);
         let n = b64_decode(rsa["n"].as_str().unwrap(), "n").unwrap();
-        assert_eq!(
-            kind(edit(&rsa, "n", json!(b64(&[&[0u8][..], &n].concat())))),
-            ProblemType::BadPublicKey
-        );
+        assert_eq!(kind(edit(&rsa, "n", json!(b64(&[&[0u8][..], &n].concat())))), ProblemType::BadPublicKey);
         assert_eq!(kind(edit(&rsa, "e", json!(b64(&[0, 1, 0, 1])))), ProblemType::BadPublicKey);
         assert_eq!(kind(edit(&rsa, "e", json!(b64(&[1])))), ProblemType::BadPublicKey);
         assert_eq!(kind(edit(&rsa, "e", json!(b64(&[1, 0])))), ProblemType::BadPublicKey);
-        assert_eq!(
-            kind(edit(&rsa, "e", json!(b64(&[1, 0, 0, 0, 0, 1])))),
-            ProblemType::BadPublicKey
-        );
+        assert_eq!(kind(edit(&rsa, "e", json!(b64(&[1, 0, 0, 0, 0, 1])))), ProblemType::BadPublicKey);
         Jwk::from_json(&edit(&rsa, "e", json!(b64(&[3]))).unwrap().to_json()).unwrap();
         let mut even = n.clone();
         *even.last_mut().unwrap() &= 0xfe;
@@ -1355,13 +1189,7 @@ mod tests {
         // The payload may spell the same key with extra members.
         let mut spelled = account.jwk.clone();
         spelled["use"] = json!("sig");
-        verify_eab(
-            &eab(&eab_header(), &spelled, EAB_KEY, hmac::HMAC_SHA256),
-            EAB_KEY,
-            NEW_ACCOUNT,
-            &jwk,
-        )
-        .unwrap();
+        verify_eab(&eab(&eab_header(), &spelled, EAB_KEY, hmac::HMAC_SHA256), EAB_KEY, NEW_ACCOUNT, &jwk).unwrap();
     }
 
     #[test]
@@ -1378,15 +1206,9 @@ mod tests {
         };
 
         // Wrong MAC key.
-        assert_eq!(
-            kind(check(&eab_header(), &account.jwk, b"another key entirely")),
-            ProblemType::Unauthorized
-        );
+        assert_eq!(kind(check(&eab_header(), &account.jwk, b"another key entirely")), ProblemType::Unauthorized);
         // Nonce present.
-        assert_eq!(
-            kind(check(&with("nonce", json!(NONCE)), &account.jwk, EAB_KEY)),
-            ProblemType::Malformed
-        );
+        assert_eq!(kind(check(&with("nonce", json!(NONCE)), &account.jwk, EAB_KEY)), ProblemType::Malformed);
         // url mismatch and absence.
         let other_url = with("url", json!("https://ca.example/acme/new-order"));
         assert_eq!(kind(check(&other_url, &account.jwk, EAB_KEY)), ProblemType::Unauthorized);
@@ -1396,28 +1218,13 @@ mod tests {
         // Payload is another key, or not a key.
         let other = TestKey::new(Alg::ES256).jwk;
         assert_eq!(kind(check(&eab_header(), &other, EAB_KEY)), ProblemType::Unauthorized);
-        assert_eq!(
-            kind(check(&eab_header(), &json!({"kid": "x"}), EAB_KEY)),
-            ProblemType::Malformed
-        );
+        assert_eq!(kind(check(&eab_header(), &json!({"kid": "x"}), EAB_KEY)), ProblemType::Malformed);
         // Asymmetric or missing algorithm.
-        assert_eq!(
-            kind(check(&with("alg", json!("ES256")), &account.jwk, EAB_KEY)),
-            ProblemType::BadSignatureAlgorithm
-        );
-        assert_eq!(
-            kind(check(&with("alg", json!("none")), &account.jwk, EAB_KEY)),
-            ProblemType::BadSignatureAlgorithm
-        );
+        assert_eq!(kind(check(&with("alg", json!("ES256")), &account.jwk, EAB_KEY)), ProblemType::BadSignatureAlgorithm);
+        assert_eq!(kind(check(&with("alg", json!("none")), &account.jwk, EAB_KEY)), ProblemType::BadSignatureAlgorithm);
         // A jwk header and extensions.
-        assert_eq!(
-            kind(check(&with("jwk", account.jwk.clone()), &account.jwk, EAB_KEY)),
-            ProblemType::Malformed
-        );
-        assert_eq!(
-            kind(check(&with("crit", json!(["b64"])), &account.jwk, EAB_KEY)),
-            ProblemType::Malformed
-        );
+        assert_eq!(kind(check(&with("jwk", account.jwk.clone()), &account.jwk, EAB_KEY)), ProblemType::Malformed);
+        assert_eq!(kind(check(&with("crit", json!(["b64"])), &account.jwk, EAB_KEY)), ProblemType::Malformed);
         // Missing kid.
         let mut no_kid = eab_header();
         no_kid.as_object_mut().unwrap().remove("kid");
@@ -1427,19 +1234,13 @@ mod tests {
         // Serialization: unprotected header, general form, not an object.
         let mut unprotected = eab(&eab_header(), &account.jwk, EAB_KEY, hmac::HMAC_SHA256);
         unprotected["header"] = json!({});
-        assert_eq!(
-            kind(verify_eab(&unprotected, EAB_KEY, NEW_ACCOUNT, &jwk)),
-            ProblemType::Malformed
-        );
+        assert_eq!(kind(verify_eab(&unprotected, EAB_KEY, NEW_ACCOUNT, &jwk)), ProblemType::Malformed);
         assert_eq!(kind(eab_key_id(&json!({"signatures": []}))), ProblemType::Malformed);
         assert_eq!(kind(eab_key_id(&json!("x.y.z"))), ProblemType::Malformed);
         // Tampered payload after MACing.
         let mut tampered = eab(&eab_header(), &account.jwk, EAB_KEY, hmac::HMAC_SHA256);
         tampered["payload"] = json!(b64(other.to_string().as_bytes()));
-        assert_eq!(
-            kind(verify_eab(&tampered, EAB_KEY, NEW_ACCOUNT, &jwk)),
-            ProblemType::Unauthorized
-        );
+        assert_eq!(kind(verify_eab(&tampered, EAB_KEY, NEW_ACCOUNT, &jwk)), ProblemType::Unauthorized);
         // Empty MAC key is refused outright.
         let good = eab(&eab_header(), &account.jwk, EAB_KEY, hmac::HMAC_SHA256);
         assert_eq!(kind(verify_eab(&good, b"", NEW_ACCOUNT, &jwk)), ProblemType::ServerInternal);

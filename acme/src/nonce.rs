@@ -42,9 +42,7 @@ impl NonceStore {
         }
         let now = Instant::now();
         if let Ok(mut inner) = self.inner.lock() {
-            while inner.order.len() >= self.capacity
-                || inner.order.front().is_some_and(|(_, t)| now.duration_since(*t) > self.lifetime)
-            {
+            while inner.order.len() >= self.capacity || inner.order.front().is_some_and(|(_, t)| now.duration_since(*t) > self.lifetime) {
                 let Some((old, _)) = inner.order.pop_front() else { break };
                 inner.live.remove(&old);
             }

@@ -79,10 +79,25 @@ impl ProblemType {
     pub fn status(self) -> StatusCode {
         use ProblemType::*;
         match self {
-            AccountDoesNotExist | AlreadyRevoked | BadCsr | BadNonce | BadPublicKey
-            | BadRevocationReason | BadSignatureAlgorithm | Malformed | InvalidContact
-            | UnsupportedContact | UnsupportedIdentifier | RejectedIdentifier | InvalidProfile
-            | Caa | Compound | Connection | Dns | IncorrectResponse | Tls => StatusCode::BAD_REQUEST,
+            AccountDoesNotExist
+            | AlreadyRevoked
+            | BadCsr
+            | BadNonce
+            | BadPublicKey
+            | BadRevocationReason
+            | BadSignatureAlgorithm
+            | Malformed
+            | InvalidContact
+            | UnsupportedContact
+            | UnsupportedIdentifier
+            | RejectedIdentifier
+            | InvalidProfile
+            | Caa
+            | Compound
+            | Connection
+            | Dns
+            | IncorrectResponse
+            | Tls => StatusCode::BAD_REQUEST,
             Unauthorized | ExternalAccountRequired | UserActionRequired => StatusCode::FORBIDDEN,
             OrderNotReady => StatusCode::FORBIDDEN,
             AlreadyReplaced => StatusCode::CONFLICT,

@@ -39,9 +39,7 @@ impl Authenticated {
         if self.jws.is_post_as_get() {
             return Ok(None);
         }
-        serde_json::from_slice(&self.jws.payload)
-            .map(Some)
-            .map_err(|e| Problem::malformed(format!("the JWS payload is not JSON: {e}")))
+        serde_json::from_slice(&self.jws.payload).map(Some).map_err(|e| Problem::malformed(format!("the JWS payload is not JSON: {e}")))
     }
 
     /// The payload for endpoints that take an object.
@@ -74,19 +72,14 @@ pub fn authenticate(
     rule: KeyRule,
 ) -> Result<Authenticated, Problem> {
     if content_type.split(';').next().map(str::trim) != Some("application/jose+json") {
-        return Err(Problem::malformed(format!(
-            "Content-Type must be application/jose+json, not {content_type:?}"
-        ))
-        .with_status(http::StatusCode::UNSUPPORTED_MEDIA_TYPE));
+        return Err(Problem::malformed(format!("Content-Type must be application/jose+json, not {content_type:?}"))
+            .with_status(http::StatusCode::UNSUPPORTED_MEDIA_TYPE));
     }
     let jws = Jws::parse(body)?;
     let p = &jws.protected;
 
     if p.url != request_url {
-        return Err(Problem::unauthorized(format!(
-            "the JWS \"url\" {:?} does not match the request URL {request_url:?}",
-            p.url
-        )));
+        return Err(Problem::unauthorized(format!("the JWS \"url\" {:?} does not match the request URL {request_url:?}", p.url)));
     }
 
     let nonce = p.nonce.as_deref().ok_or_else(|| Problem::new(ProblemType::BadNonce, "the JWS has no \"nonce\""))?;

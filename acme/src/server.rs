@@ -242,9 +242,7 @@ fn base_urls(req: &Request<Incoming>) -> Result<Urls, Problem> {
         .map(|a| a.as_str().to_string())
         .or_else(|| req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).map(str::to_string))
         .ok_or_else(|| Problem::malformed("the request has no Host"))?;
-    let valid = !host.is_empty()
-        && host.len() <= 255
-        && host.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b));
+    let valid = !host.is_empty() && host.len() <= 255 && host.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b));
     if !valid {
         return Err(Problem::malformed("the Host header is not a host name"));
     }
@@ -265,9 +263,7 @@ fn finish(fe: &FrontEnd, urls: Option<&Urls>, reply: Reply) -> Response<Full<Byt
     if let Some(urls) = urls {
         builder = builder.header(header::LINK, format!("<{}>;rel=\"index\"", urls.directory()));
     }
-    builder
-        .body(Full::new(reply.body))
-        .unwrap_or_else(|_| Response::new(Full::new(Bytes::from_static(b"internal error"))))
+    builder.body(Full::new(reply.body)).unwrap_or_else(|_| Response::new(Full::new(Bytes::from_static(b"internal error"))))
 }
 
 /// The server's rustls configuration: its chain and key, HTTP/2 and HTTP/1.1 by ALPN.

@@ -12,8 +12,7 @@ use std::time::{Duration, Instant};
 
 use tenure_engine::policy::builtin::{PUBLIC_CHALLENGE, REGISTRY_CONTROL, built_plugin_path};
 use tenure_engine::policy::{
-    Holding, Identifier, IssuanceRequest, KeyType, Limits, PolicyHost, RegistryView, Resource,
-    ResourceState, TenantInfo,
+    Holding, Identifier, IssuanceRequest, KeyType, Limits, PolicyHost, RegistryView, Resource, ResourceState, TenantInfo,
 };
 
 const N: usize = 20_000;
@@ -26,10 +25,7 @@ struct Registry {
 
 impl RegistryView for Registry {
     fn resource_by_name(&self, tenant: &str, name: &str) -> Option<Resource> {
-        self.by_name
-            .get(name)
-            .filter(|r| r.tenant == tenant)
-            .cloned()
+        self.by_name.get(name).filter(|r| r.tenant == tenant).cloned()
     }
     fn resource_by_address(&self, _: &str, _: &str) -> Option<Resource> {
         None
@@ -72,11 +68,7 @@ fn report(label: &str, mut samples: Vec<Duration>) {
         mean,
         us(*samples.last().unwrap()),
     );
-    println!(
-        "{:<44} p50 by fifth of the run: {} µs",
-        "",
-        rounds.join(" / ")
-    );
+    println!("{:<44} p50 by fifth of the run: {} µs", "", rounds.join(" / "));
 }
 
 fn run(label: &str, limits: Limits) {
@@ -153,11 +145,5 @@ fn run(label: &str, limits: Limits) {
 fn main() {
     println!("policy decision, registry-control with one registry lookup, fresh instance each");
     run("epoch deadline", Limits::default());
-    run(
-        "epoch deadline + fuel",
-        Limits {
-            fuel: 10_000_000,
-            ..Limits::default()
-        },
-    );
+    run("epoch deadline + fuel", Limits { fuel: 10_000_000, ..Limits::default() });
 }

@@ -88,13 +88,19 @@ fn main() {
 
     println!("ECDSA P-256 signature over {} octets:", tbs.len());
     let soft = soft_key.signing_key().unwrap();
-    report("  software (ring)", time(SIGNATURES, || {
-        black_box(soft.sign(black_box(&tbs)).unwrap());
-    }));
+    report(
+        "  software (ring)",
+        time(SIGNATURES, || {
+            black_box(soft.sign(black_box(&tbs)).unwrap());
+        }),
+    );
     let hsm = hsm_key.signing_key().unwrap();
-    report("  HSM (SoftHSM2 via PKCS#11)", time(SIGNATURES, || {
-        black_box(hsm.sign(black_box(&tbs)).unwrap());
-    }));
+    report(
+        "  HSM (SoftHSM2 via PKCS#11)",
+        time(SIGNATURES, || {
+            black_box(hsm.sign(black_box(&tbs)).unwrap());
+        }),
+    );
 
     println!("Leaf issuance (build, sign, parse back, verify):");
     let permits = [Permit::parse("example.com").unwrap()];
@@ -106,16 +112,19 @@ fn main() {
     ] {
         let root = ca::new_root_with("bench root", root_key).unwrap();
         let inter: CaMaterial = ca::new_intermediate_with(&root, "bench intermediate", Some(&permits), inter_key).unwrap();
-        report(label, time(ISSUANCES, || {
-            let now = SystemTime::now();
-            let req = LeafRequest {
-                spki_der: &spki,
-                identifiers: &ids,
-                not_before: now,
-                not_after: now + Duration::from_secs(86400),
-                crl_url: None,
-            };
-            black_box(ca::issue_leaf(&inter, &req).unwrap());
-        }));
+        report(
+            label,
+            time(ISSUANCES, || {
+                let now = SystemTime::now();
+                let req = LeafRequest {
+                    spki_der: &spki,
+                    identifiers: &ids,
+                    not_before: now,
+                    not_after: now + Duration::from_secs(86400),
+                    crl_url: None,
+                };
+                black_box(ca::issue_leaf(&inter, &req).unwrap());
+            }),
+        );
     }
 }

@@ -64,9 +64,8 @@ fn main() {
         })
         .expect("resource");
     let key = KeyPair::generate().expect("key");
-    let csr_for = |name: &str| {
-        CertificateParams::new(vec![name.to_string()]).expect("params").serialize_request(&key).expect("csr").der().to_vec()
-    };
+    let csr_for =
+        |name: &str| CertificateParams::new(vec![name.to_string()]).expect("params").serialize_request(&key).expect("csr").der().to_vec();
     let csr = csr_for("www.bench.example");
 
     let started = Instant::now();

@@ -58,15 +58,13 @@ impl Identifier {
                 Ok(Identifier { kind: IdentifierKind::Dns, value: name })
             }
             "ip" => {
-                let addr: IpAddr = value.parse().map_err(|_| {
-                    Error::new(ErrorKind::Malformed, format!("{value:?} is not an IP address"))
-                })?;
+                let addr: IpAddr =
+                    value.parse().map_err(|_| Error::new(ErrorKind::Malformed, format!("{value:?} is not an IP address")))?;
                 Ok(Identifier::ip(addr))
             }
-            other => Err(Error::new(
-                ErrorKind::UnsupportedIdentifier,
-                format!("identifier type {other:?} is not supported (dns and ip are)"),
-            )),
+            other => {
+                Err(Error::new(ErrorKind::UnsupportedIdentifier, format!("identifier type {other:?} is not supported (dns and ip are)")))
+            }
         }
     }
 

@@ -4,8 +4,8 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use ring::rand::SystemRandom;
-use rustls::pki_types::pem::PemObject;
 use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
+use rustls::pki_types::pem::PemObject;
 use serde_json::{Value, json};
 
 pub struct Response {
@@ -97,14 +97,7 @@ impl RawClient {
 
     /// POSTs a raw body with a content type.
     pub async fn post_raw(&self, url: &str, body: Vec<u8>, content_type: &str) -> Response {
-        let r = self
-            .http
-            .post(url)
-            .header("content-type", content_type)
-            .body(body)
-            .send()
-            .await
-            .expect("post");
+        let r = self.http.post(url).header("content-type", content_type).body(body).send().await.expect("post");
         Self::collect(r).await
     }
 

@@ -9,12 +9,7 @@ use tokio::time::Instant;
 use super::{Inner, before, key_authorization_digest, quote_truncated};
 use crate::problem::{Problem, ProblemType};
 
-pub(super) async fn validate(
-    va: &Inner,
-    identifier: &Identifier,
-    key_authorization: &str,
-    deadline: Instant,
-) -> Result<(), Problem> {
+pub(super) async fn validate(va: &Inner, identifier: &Identifier, key_authorization: &str, deadline: Instant) -> Result<(), Problem> {
     if identifier.kind != IdentifierKind::Dns {
         // RFC 8738 §7: there is no DNS zone to prove control of for an address.
         return Err(Problem::malformed(format!("dns-01 cannot validate the IP identifier {}", identifier.value)));
@@ -24,18 +19,13 @@ pub(super) async fn validate(
     let name = format!("_acme-challenge.{base}");
     let expected = URL_SAFE_NO_PAD.encode(key_authorization_digest(key_authorization));
 
-    let records =
-        before(deadline, ProblemType::Dns, || format!("looking up TXT for {name}"), va.resolver.lookup_txt(&name))
-            .await?;
+    let records = before(deadline, ProblemType::Dns, || format!("looking up TXT for {name}"), va.resolver.lookup_txt(&name)).await?;
     if records.iter().any(|r| r == &expected) {
         return Ok(());
     }
     let detail = match records.as_slice() {
         [] => format!("No TXT record found at {name}"),
-        [only] => format!(
-            "Incorrect TXT record {} found at {name} (expected {expected:?})",
-            quote_truncated(only.as_bytes(), 100)
-        ),
+        [only] => format!("Incorrect TXT record {} found at {name} (expected {expected:?})", quote_truncated(only.as_bytes(), 100)),
         [first, rest @ ..] => format!(
             "Incorrect TXT record {} (and {} more) found at {name} (expected {expected:?})",
             quote_truncated(first.as_bytes(), 100),
@@ -81,10 +71,7 @@ mod tests {
     async fn wrong_value_is_unauthorized() {
         let (dns, va) = setup().await;
         dns.set_txt("_acme-challenge.example.com", vec![digest("other.key")]);
-        let err = va
-            .validate(ChallengeKind::Dns01, &Identifier::dns("example.com"), "token-abc", KEY_AUTH)
-            .await
-            .unwrap_err();
+        let err = va.validate(ChallengeKind::Dns01, &Identifier::dns("example.com"), "token-abc", KEY_AUTH).await.unwrap_err();
         assert_eq!(err.kind, ProblemType::Unauthorized);
         assert!(err.detail.contains(&digest("other.key")) && err.detail.contains(&digest(KEY_AUTH)), "{err}");
     }

@@ -50,9 +50,7 @@ pub(super) async fn validate(
                 if redirects == MAX_REDIRECTS {
                     return Err(Problem::new(
                         ProblemType::Connection,
-                        format!(
-                            "Too many redirects (more than {MAX_REDIRECTS}); the last was from {url} to {location:?}"
-                        ),
+                        format!("Too many redirects (more than {MAX_REDIRECTS}); the last was from {url} to {location:?}"),
                     ));
                 }
                 redirects += 1;
@@ -119,9 +117,7 @@ fn check_response(
 /// redirect without a port goes to the configured http-01 port for http (the
 /// same thing in production, the test responder's port otherwise).
 fn redirect_target(va: &Inner, from: &Url, location: &str) -> Result<Url, Problem> {
-    let bad = |why: String| {
-        Problem::new(ProblemType::Connection, format!("Invalid redirect from {from} to {location:?}: {why}"))
-    };
+    let bad = |why: String| Problem::new(ProblemType::Connection, format!("Invalid redirect from {from} to {location:?}: {why}"));
     let mut next = from.join(location).map_err(|e| bad(e.to_string()))?;
     if next.host().is_none() {
         return Err(bad("no host".into()));
@@ -155,13 +151,7 @@ async fn fetch(va: &Inner, url: &Url, host_header: &str, deadline: Instant) -> R
             return Err(Problem::new(ProblemType::Connection, format!("{url} has no host")));
         }
         Err(_) => {
-            let ips = before(
-                deadline,
-                ProblemType::Dns,
-                || format!("looking up A/AAAA for {host}"),
-                va.resolver.lookup_ips(host),
-            )
-            .await?;
+            let ips = before(deadline, ProblemType::Dns, || format!("looking up A/AAAA for {host}"), va.resolver.lookup_ips(host)).await?;
             (ips, ServerName::try_from(host.to_string()).ok())
         }
     };
@@ -186,19 +176,12 @@ async fn fetch(va: &Inner, url: &Url, host_header: &str, deadline: Instant) -> R
             return Err(Problem::new(ProblemType::Connection, format!("{url}: host is not a valid TLS server name")));
         };
         let connector = tokio_rustls::TlsConnector::from(Arc::clone(&va.https));
-        let tls = before(
-            deadline,
-            ProblemType::Connection,
-            || format!("during TLS handshake with {addr} for {url}"),
-            async {
-                connector.connect(server_name, stream).await.map_err(|e| {
-                    Problem::new(
-                        ProblemType::Tls,
-                        format!("TLS handshake with {addr} for {url} failed: {}", error_chain(&e)),
-                    )
-                })
-            },
-        )
+        let tls = before(deadline, ProblemType::Connection, || format!("during TLS handshake with {addr} for {url}"), async {
+            connector
+                .connect(server_name, stream)
+                .await
+                .map_err(|e| Problem::new(ProblemType::Tls, format!("TLS handshake with {addr} for {url} failed: {}", error_chain(&e))))
+        })
         .await?;
         exchange(TokioIo::new(tls), request, url, addr, deadline).await
     } else {
@@ -227,8 +210,7 @@ where
     let failed = |e: &hyper::Error, doing: &str| {
         Problem::new(ProblemType::Connection, format!("Fetching {url} [{}]: {doing}: {}", addr.ip(), error_chain(e)))
     };
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(io).await.map_err(|e| failed(&e, "HTTP handshake failed"))?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await.map_err(|e| failed(&e, "HTTP handshake failed"))?;
     let _driver = AbortOnDrop(tokio::spawn(async move {
         let _ = conn.await;
     }));
@@ -243,9 +225,9 @@ where
     if matches!(status.as_u16(), 301 | 302 | 303 | 307 | 308)
         && let Some(location) = response.headers().get(LOCATION)
     {
-        let location = location.to_str().map_err(|_| {
-            Problem::new(ProblemType::Connection, format!("Fetching {url}: redirect Location is not ASCII"))
-        })?;
+        let location = location
+            .to_str()
+            .map_err(|_| Problem::new(ProblemType::Connection, format!("Fetching {url}: redirect Location is not ASCII")))?;
         return Ok(Fetched::Redirect(location.to_string()));
     }
 
@@ -310,8 +292,7 @@ mod tests {
                         (Some(acceptor), Ok(1)) if first[0] == 0x16 => {
                             if let Ok(stream) = acceptor.accept(stream).await {
                                 // The handler sees TLS requests as `https:<path>`.
-                                let tls_handler: Handler =
-                                    Arc::new(move |path, host| handler(&format!("https:{path}"), host));
+                                let tls_handler: Handler = Arc::new(move |path, host| handler(&format!("https:{path}"), host));
                                 answer(stream, tls_handler).await;
                             }
                         }
@@ -333,11 +314,7 @@ mod tests {
         }
         let head = String::from_utf8_lossy(&head).to_string();
         let path = head.split(' ').nth(1).unwrap_or("").to_string();
-        let host = head
-            .lines()
-            .find_map(|l| l.strip_prefix("host: ").or_else(|| l.strip_prefix("Host: ")))
-            .unwrap_or("")
-            .to_string();
+        let host = head.lines().find_map(|l| l.strip_prefix("host: ").or_else(|| l.strip_prefix("Host: "))).unwrap_or("").to_string();
         let _ = stream.write_all(handler(&path, &host).as_bytes()).await;
         let _ = stream.shutdown().await;
     }
@@ -351,8 +328,7 @@ mod tests {
     }
 
     async fn validator(port: u16, dns: &TestDns) -> Validator {
-        Validator::new(ValidationConfig { http01_port: port, dns_resolver: Some(dns.addr), ..Default::default() })
-            .unwrap()
+        Validator::new(ValidationConfig { http01_port: port, dns_resolver: Some(dns.addr), ..Default::default() }).unwrap()
     }
 
     async fn run(handler: Handler, id: Identifier) -> Result<(), Problem> {
@@ -375,8 +351,7 @@ mod tests {
 
     #[tokio::test]
     async fn ip_identifier_is_fetched_directly() {
-        let handler: Handler =
-            Arc::new(|_, host| if host == "127.0.0.1" { ok(KEY_AUTH) } else { status(400, "", host) });
+        let handler: Handler = Arc::new(|_, host| if host == "127.0.0.1" { ok(KEY_AUTH) } else { status(400, "", host) });
         run(handler, Identifier::ip([127, 0, 0, 1].into())).await.unwrap();
     }
 
@@ -396,8 +371,7 @@ mod tests {
 
     #[tokio::test]
     async fn oversized_body_is_refused() {
-        let err =
-            run(Arc::new(|_, _| ok(&"a".repeat(MAX_BODY + 10))), Identifier::dns("example.com")).await.unwrap_err();
+        let err = run(Arc::new(|_, _| ok(&"a".repeat(MAX_BODY + 10))), Identifier::dns("example.com")).await.unwrap_err();
         assert_eq!(err.kind, ProblemType::Unauthorized);
         assert!(err.detail.contains("longer than"), "{err}");
     }
@@ -423,15 +397,10 @@ mod tests {
         let dns = TestDns::start().await;
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
-        let cfg = ValidationConfig {
-            http01_port: port,
-            dns_resolver: Some(dns.addr),
-            timeout: Duration::from_millis(500),
-            ..Default::default()
-        };
+        let cfg =
+            ValidationConfig { http01_port: port, dns_resolver: Some(dns.addr), timeout: Duration::from_millis(500), ..Default::default() };
         let va = Validator::new(cfg).unwrap();
-        let err =
-            va.validate(ChallengeKind::Http01, &Identifier::dns("example.com"), TOKEN, KEY_AUTH).await.unwrap_err();
+        let err = va.validate(ChallengeKind::Http01, &Identifier::dns("example.com"), TOKEN, KEY_AUTH).await.unwrap_err();
         assert_eq!(err.kind, ProblemType::Connection);
         assert!(err.detail.contains("timed out"), "{err}");
         drop(listener);
@@ -451,8 +420,7 @@ mod tests {
 
     #[tokio::test]
     async fn redirect_to_https_accepts_any_certificate() {
-        let rcgen::CertifiedKey { cert, signing_key } =
-            rcgen::generate_simple_self_signed(vec!["example.com".to_string()]).unwrap();
+        let rcgen::CertifiedKey { cert, signing_key } = rcgen::generate_simple_self_signed(vec!["example.com".to_string()]).unwrap();
         let key = rustls::pki_types::PrivateKeyDer::Pkcs8(signing_key.serialize_der().into());
         let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
             .with_safe_default_protocol_versions()
@@ -470,34 +438,22 @@ mod tests {
         });
         serve(listener, handler, Some(tokio_rustls::TlsAcceptor::from(Arc::new(config))));
         let dns = TestDns::start().await;
-        validator(port, &dns)
-            .await
-            .validate(ChallengeKind::Http01, &Identifier::dns("example.com"), TOKEN, KEY_AUTH)
-            .await
-            .unwrap();
+        validator(port, &dns).await.validate(ChallengeKind::Http01, &Identifier::dns("example.com"), TOKEN, KEY_AUTH).await.unwrap();
     }
 
     #[tokio::test]
     async fn redirect_loops_and_odd_ports_are_refused() {
-        let err = run(Arc::new(|_, _| status(302, "Location: /again\r\n", "")), Identifier::dns("example.com"))
-            .await
-            .unwrap_err();
+        let err = run(Arc::new(|_, _| status(302, "Location: /again\r\n", "")), Identifier::dns("example.com")).await.unwrap_err();
         assert_eq!(err.kind, ProblemType::Connection);
         assert!(err.detail.contains("Too many redirects"), "{err}");
 
-        let err = run(
-            Arc::new(|_, _| status(302, "Location: http://example.com:1/\r\n", "")),
-            Identifier::dns("example.com"),
-        )
-        .await
-        .unwrap_err();
+        let err =
+            run(Arc::new(|_, _| status(302, "Location: http://example.com:1/\r\n", "")), Identifier::dns("example.com")).await.unwrap_err();
         assert_eq!(err.kind, ProblemType::Connection);
         assert!(err.detail.contains("port 1 is not allowed"), "{err}");
 
         let err =
-            run(Arc::new(|_, _| status(302, "Location: ftp://example.com/\r\n", "")), Identifier::dns("example.com"))
-                .await
-                .unwrap_err();
+            run(Arc::new(|_, _| status(302, "Location: ftp://example.com/\r\n", "")), Identifier::dns("example.com")).await.unwrap_err();
         assert!(err.detail.contains("scheme \"ftp\""), "{err}");
     }
 

@@ -125,13 +125,9 @@ impl Validator {
         let deadline = Instant::now() + self.inner.cfg.timeout;
         let work = async {
             match kind {
-                ChallengeKind::Http01 => {
-                    http01::validate(&self.inner, identifier, token, key_authorization, deadline).await
-                }
+                ChallengeKind::Http01 => http01::validate(&self.inner, identifier, token, key_authorization, deadline).await,
                 ChallengeKind::Dns01 => dns01::validate(&self.inner, identifier, key_authorization, deadline).await,
-                ChallengeKind::TlsAlpn01 => {
-                    tlsalpn01::validate(&self.inner, identifier, key_authorization, deadline).await
-                }
+                ChallengeKind::TlsAlpn01 => tlsalpn01::validate(&self.inner, identifier, key_authorization, deadline).await,
             }
         };
         // The stages keep to the deadline themselves with precise details; this
@@ -180,12 +176,7 @@ async fn before<T>(
 /// Connects to the first of `ips` that answers on `port`. Each address gets
 /// an equal share of the time left, so one black-holed address (typically
 /// IPv6) cannot use up the whole budget before IPv4 is tried.
-async fn connect_any(
-    ips: &[IpAddr],
-    port: u16,
-    deadline: Instant,
-    what: &str,
-) -> Result<(TcpStream, SocketAddr), Problem> {
+async fn connect_any(ips: &[IpAddr], port: u16, deadline: Instant, what: &str) -> Result<(TcpStream, SocketAddr), Problem> {
     let mut failures = Vec::new();
     for (i, ip) in ips.iter().enumerate() {
         let addr = SocketAddr::new(*ip, port);

@@ -77,10 +77,7 @@ impl Resolver {
             Backend::System => match tokio::net::lookup_host((name, 0)).await {
                 Ok(addrs) => addrs.map(|a| a.ip()).collect(),
                 Err(e) => {
-                    return Err(Problem::new(
-                        ProblemType::Dns,
-                        format!("DNS problem: looking up A/AAAA for {name}: {e}"),
-                    ));
+                    return Err(Problem::new(ProblemType::Dns, format!("DNS problem: looking up A/AAAA for {name}: {e}")));
                 }
             },
         };
@@ -96,10 +93,7 @@ impl Resolver {
     /// name has none or does not exist (the caller decides what that means).
     pub(super) async fn lookup_txt(&self, name: &str) -> Result<Vec<String>, Problem> {
         let Backend::Hickory(resolver) = &self.backend else {
-            return Err(Problem::new(
-                ProblemType::Dns,
-                format!("DNS problem: cannot look up TXT for {name}: no DNS server configured"),
-            ));
+            return Err(Problem::new(ProblemType::Dns, format!("DNS problem: cannot look up TXT for {name}: no DNS server configured")));
         };
         let fqdn = fqdn(name)?;
         resolver.clear_lookup_cache(fqdn.clone(), RecordType::TXT);
@@ -120,8 +114,8 @@ impl Resolver {
 
 /// Absolute, so no search domain of this host is ever appended.
 fn fqdn(name: &str) -> Result<Name, Problem> {
-    let mut parsed = Name::from_ascii(name.trim_end_matches('.'))
-        .map_err(|e| Problem::malformed(format!("{name:?} is not a valid DNS name: {e}")))?;
+    let mut parsed =
+        Name::from_ascii(name.trim_end_matches('.')).map_err(|e| Problem::malformed(format!("{name:?} is not a valid DNS name: {e}")))?;
     parsed.set_fqdn(true);
     Ok(parsed)
 }
@@ -132,9 +126,7 @@ fn dns_problem(err: &NetError, rtype: &str, name: &str) -> Problem {
         _ if err.is_nx_domain() => {
             return Problem::new(
                 ProblemType::Dns,
-                format!(
-                    "DNS problem: NXDOMAIN looking up {rtype} for {name} - check that a DNS record exists for this domain"
-                ),
+                format!("DNS problem: NXDOMAIN looking up {rtype} for {name} - check that a DNS record exists for this domain"),
             );
         }
         NetError::Dns(DnsError::ResponseCode(code)) => format!("{code}"),

@@ -17,12 +17,7 @@ pub(super) const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
 /// id-pe-acmeIdentifier (RFC 8737 §6.1).
 const ACME_IDENTIFIER_OID: &str = "1.3.6.1.5.5.7.1.31";
 
-pub(super) async fn validate(
-    va: &Inner,
-    identifier: &Identifier,
-    key_authorization: &str,
-    deadline: Instant,
-) -> Result<(), Problem> {
+pub(super) async fn validate(va: &Inner, identifier: &Identifier, key_authorization: &str, deadline: Instant) -> Result<(), Problem> {
     let (ips, sni) = match identifier.kind {
         IdentifierKind::Dns if identifier.is_wildcard() => {
             return Err(Problem::malformed(format!("tls-alpn-01 cannot validate the wildcard {}", identifier.value)));
@@ -38,23 +33,22 @@ pub(super) async fn validate(
             (ips, identifier.value.clone())
         }
         IdentifierKind::Ip => {
-            let ip = identifier
-                .ip_addr()
-                .ok_or_else(|| Problem::malformed(format!("{:?} is not an IP address", identifier.value)))?;
+            let ip = identifier.ip_addr().ok_or_else(|| Problem::malformed(format!("{:?} is not an IP address", identifier.value)))?;
             // TLS cannot carry an address as SNI, so RFC 8738 §6 uses the reverse name.
             (vec![ip], reverse_dns_name(ip))
         }
     };
-    let server_name = ServerName::try_from(sni.clone())
-        .map_err(|e| Problem::malformed(format!("{sni:?} cannot be sent as TLS SNI: {e}")))?;
+    let server_name =
+        ServerName::try_from(sni.clone()).map_err(|e| Problem::malformed(format!("{sni:?} cannot be sent as TLS SNI: {e}")))?;
 
     let what = format!("for the tls-alpn-01 challenge to {}", identifier.value);
     let (stream, addr) = connect_any(&ips, va.cfg.tlsalpn01_port, deadline, &what).await?;
     let connector = tokio_rustls::TlsConnector::from(Arc::clone(&va.acme_tls));
     let tls = before(deadline, ProblemType::Connection, || format!("during the TLS handshake with {addr}"), async {
-        connector.connect(server_name, stream).await.map_err(|e| {
-            Problem::new(ProblemType::Tls, format!("TLS handshake with {addr} (SNI {sni}) failed: {}", error_chain(&e)))
-        })
+        connector
+            .connect(server_name, stream)
+            .await
+            .map_err(|e| Problem::new(ProblemType::Tls, format!("TLS handshake with {addr} (SNI {sni}) failed: {}", error_chain(&e))))
     })
     .await?;
     let (_, conn) = tls.get_ref();
@@ -75,18 +69,11 @@ pub(super) async fn validate(
 
 /// RFC 8737 §3: exactly one subjectAltName, the identifier; a critical
 /// acmeIdentifier extension whose value is the DER OCTET STRING of the digest.
-fn check_certificate(
-    der: &[u8],
-    identifier: &Identifier,
-    expected: &[u8; 32],
-    addr: SocketAddr,
-) -> Result<(), Problem> {
-    let incorrect = |why: String| {
-        Problem::new(ProblemType::IncorrectResponse, format!("Incorrect validation certificate from {addr}: {why}"))
-    };
-    let unauthorized = |why: String| {
-        Problem::new(ProblemType::Unauthorized, format!("Incorrect validation certificate from {addr}: {why}"))
-    };
+fn check_certificate(der: &[u8], identifier: &Identifier, expected: &[u8; 32], addr: SocketAddr) -> Result<(), Problem> {
+    let incorrect =
+        |why: String| Problem::new(ProblemType::IncorrectResponse, format!("Incorrect validation certificate from {addr}: {why}"));
+    let unauthorized =
+        |why: String| Problem::new(ProblemType::Unauthorized, format!("Incorrect validation certificate from {addr}: {why}"));
     let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(|e| incorrect(format!("cannot parse it: {e}")))?;
 
     let san = cert
@@ -96,11 +83,7 @@ fn check_certificate(
     let names = &san.value.general_names;
     if !matches!(names.as_slice(), [only] if names_identifier(only, identifier)) {
         let found: Vec<String> = names.iter().map(describe).collect();
-        return Err(unauthorized(format!(
-            "subjectAltName must be exactly [{}], found [{}]",
-            identifier.value,
-            found.join(", ")
-        )));
+        return Err(unauthorized(format!("subjectAltName must be exactly [{}], found [{}]", identifier.value, found.join(", "))));
     }
 
     let mut acme_exts = cert.extensions().iter().filter(|ext| ext.oid.to_id_string() == ACME_IDENTIFIER_OID);
@@ -219,11 +202,7 @@ mod tests {
         certificate_with(sans, ext, &rcgen::PKCS_ECDSA_P256_SHA256)
     }
 
-    fn certificate_with(
-        sans: &[&str],
-        ext: Option<CustomExtension>,
-        alg: &'static rcgen::SignatureAlgorithm,
-    ) -> Arc<CertifiedKey> {
+    fn certificate_with(sans: &[&str], ext: Option<CustomExtension>, alg: &'static rcgen::SignatureAlgorithm) -> Arc<CertifiedKey> {
         let mut params = CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
         params.custom_extensions.extend(ext);
         let key = KeyPair::generate_for(alg).unwrap();
@@ -239,18 +218,13 @@ mod tests {
     }
 
     /// A TLS server on 127.0.0.1 presenting `key`, negotiating `alpn`.
-    async fn server(
-        key: Arc<CertifiedKey>,
-        alpn: &[&[u8]],
-        versions: &[&'static rustls::SupportedProtocolVersion],
-    ) -> (u16, Arc<OneCert>) {
+    async fn server(key: Arc<CertifiedKey>, alpn: &[&[u8]], versions: &[&'static rustls::SupportedProtocolVersion]) -> (u16, Arc<OneCert>) {
         let resolver = Arc::new(OneCert { key, sni: Mutex::new(None) });
-        let mut config =
-            rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-                .with_protocol_versions(versions)
-                .unwrap()
-                .with_no_client_auth()
-                .with_cert_resolver(resolver.clone());
+        let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_protocol_versions(versions)
+            .unwrap()
+            .with_no_client_auth()
+            .with_cert_resolver(resolver.clone());
         config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -300,8 +274,7 @@ mod tests {
         // TLS 1.2 takes the hand-written SPKI path in tls.rs; try each key type.
         for alg in [&rcgen::PKCS_ECDSA_P256_SHA256, &rcgen::PKCS_ECDSA_P384_SHA384, &rcgen::PKCS_ED25519] {
             let key = certificate_with(&["example.com"], Some(good_extension()), alg);
-            let (result, _) =
-                run_with(key, &[ACME_TLS_ALPN], Identifier::dns("example.com"), &[&rustls::version::TLS12]).await;
+            let (result, _) = run_with(key, &[ACME_TLS_ALPN], Identifier::dns("example.com"), &[&rustls::version::TLS12]).await;
             result.unwrap_or_else(|e| panic!("{alg:?}: {e}"));
         }
     }
@@ -317,8 +290,7 @@ mod tests {
     #[tokio::test]
     async fn wrong_digest_is_unauthorized() {
         let ext = CustomExtension::new_acme_identifier(&key_authorization_digest("other.key"));
-        let (result, _) =
-            run(certificate(&["example.com"], Some(ext)), &[ACME_TLS_ALPN], Identifier::dns("example.com")).await;
+        let (result, _) = run(certificate(&["example.com"], Some(ext)), &[ACME_TLS_ALPN], Identifier::dns("example.com")).await;
         let err = result.unwrap_err();
         assert_eq!(err.kind, ProblemType::Unauthorized);
         assert!(err.detail.contains(&hex(&key_authorization_digest(KEY_AUTH))), "{err}");
@@ -337,8 +309,7 @@ mod tests {
     async fn non_critical_extension_is_unauthorized() {
         let mut ext = good_extension();
         ext.set_criticality(false);
-        let (result, _) =
-            run(certificate(&["example.com"], Some(ext)), &[ACME_TLS_ALPN], Identifier::dns("example.com")).await;
+        let (result, _) = run(certificate(&["example.com"], Some(ext)), &[ACME_TLS_ALPN], Identifier::dns("example.com")).await;
         let err = result.unwrap_err();
         assert_eq!(err.kind, ProblemType::Unauthorized);
         assert!(err.detail.contains("not marked critical"), "{err}");
@@ -346,8 +317,7 @@ mod tests {
 
     #[tokio::test]
     async fn missing_extension_and_extra_names_are_unauthorized() {
-        let (result, _) =
-            run(certificate(&["example.com"], None), &[ACME_TLS_ALPN], Identifier::dns("example.com")).await;
+        let (result, _) = run(certificate(&["example.com"], None), &[ACME_TLS_ALPN], Identifier::dns("example.com")).await;
         let err = result.unwrap_err();
         assert_eq!(err.kind, ProblemType::Unauthorized);
         assert!(err.detail.contains("no acmeIdentifier extension"), "{err}");

@@ -242,13 +242,7 @@ impl Authority {
         let mut eab_hmac = vec![0u8; 32];
         self.rng.fill(&mut eab_hmac).map_err(|_| Error::internal("no randomness"))?;
         let normalized: Vec<String> = parsed.iter().flatten().map(|p| p.to_string()).collect();
-        let tenant = self.store.insert_tenant(
-            name,
-            &normalized,
-            &intermediate.cert_der,
-            &key_blob,
-            Some((&eab_kid, &eab_hmac)),
-        )?;
+        let tenant = self.store.insert_tenant(name, &normalized, &intermediate.cert_der, &key_blob, Some((&eab_kid, &eab_hmac)))?;
         Ok(TenantCreated { tenant, eab_kid, eab_hmac })
     }
 
@@ -464,10 +458,7 @@ impl Authority {
     /// Refuses identifiers outside the tenant's intermediate's constraints, at
     /// newOrder already, so nothing is validated that could never be issued.
     fn check_identifiers_permitted(&self, tenant_name: &str, identifiers: &[Identifier]) -> Result<()> {
-        let tenant = self
-            .store
-            .tenant(tenant_name)?
-            .ok_or_else(|| Error::internal(format!("tenant {tenant_name:?} is missing")))?;
+        let tenant = self.store.tenant(tenant_name)?.ok_or_else(|| Error::internal(format!("tenant {tenant_name:?} is missing")))?;
         if tenant.name == PUBLIC_TENANT {
             return Ok(());
         }
@@ -580,20 +571,14 @@ impl Authority {
         if asked != ordered {
             return Err(Error::new(
                 ErrorKind::BadCsr,
-                format!(
-                    "the CSR names {} but the order is for {}",
-                    list(asked.iter().copied()),
-                    list(ordered.iter().copied())
-                ),
+                format!("the CSR names {} but the order is for {}", list(asked.iter().copied()), list(ordered.iter().copied())),
             ));
         }
         if account_key_spki == csr.spki_der.as_slice() {
             return Err(Error::new(ErrorKind::BadCsr, "the certificate key must not be the account key"));
         }
-        let tenant = self
-            .store
-            .tenant(&account.tenant)?
-            .ok_or_else(|| Error::internal(format!("tenant {:?} is missing", account.tenant)))?;
+        let tenant =
+            self.store.tenant(&account.tenant)?.ok_or_else(|| Error::internal(format!("tenant {:?} is missing", account.tenant)))?;
         let mut lifetime = self.profile_lifetime(&order.profile)?;
         if let Some(granted) = order.lifetime_seconds {
             lifetime = lifetime.min(Duration::from_secs(granted.max(1) as u64));
@@ -718,10 +703,7 @@ impl Authority {
         let issuer = self.issuer(issuer_id)?;
         let not_before = SystemTime::now() - Duration::from_secs(60);
         let not_after = not_before + lifetime + Duration::from_secs(60);
-        ca::issue_leaf(
-            &issuer,
-            &ca::LeafRequest { spki_der: spki, identifiers, not_before, not_after, crl_url: self.crl_url(issuer_id)? },
-        )
+        ca::issue_leaf(&issuer, &ca::LeafRequest { spki_der: spki, identifiers, not_before, not_after, crl_url: self.crl_url(issuer_id)? })
     }
 
     pub(crate) fn profile_lifetime(&self, name: &str) -> Result<Duration> {
@@ -770,8 +752,8 @@ impl Authority {
                 }
             }
             Revoker::Account(account_id) => {
-                let allowed = cert.account_id == account_id
-                    || self.store.account_holds_authorizations(account_id, &cert.identifiers, now())?;
+                let allowed =
+                    cert.account_id == account_id || self.store.account_holds_authorizations(account_id, &cert.identifiers, now())?;
                 if !allowed {
                     return Err(Error::new(
                         ErrorKind::Unauthorized,
@@ -816,9 +798,7 @@ fn validate_tenant_name(name: &str) -> Result<()> {
     if ok {
         Ok(())
     } else {
-        Err(Error::malformed(format!(
-            "tenant name {name:?} must be 1-63 characters of lowercase letters, digits, '-' and '_'"
-        )))
+        Err(Error::malformed(format!("tenant name {name:?} must be 1-63 characters of lowercase letters, digits, '-' and '_'")))
     }
 }
 
@@ -827,7 +807,8 @@ fn validate_contacts(contact: &[String]) -> Result<()> {
         let Some(addr) = c.strip_prefix("mailto:") else {
             return Err(Error::new(ErrorKind::InvalidContact, format!("contact {c:?}: only mailto: URLs are supported")));
         };
-        let valid = addr.split_once('@').is_some_and(|(l, d)| !l.is_empty() && d.contains('.') && !d.contains(',') && !addr.contains(['?', ' ']));
+        let valid =
+            addr.split_once('@').is_some_and(|(l, d)| !l.is_empty() && d.contains('.') && !d.contains(',') && !addr.contains(['?', ' ']));
         if !valid {
             return Err(Error::new(ErrorKind::InvalidContact, format!("contact {c:?} is not a valid email address")));
         }

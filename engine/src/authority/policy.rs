@@ -10,9 +10,7 @@ use ring::digest::{SHA256, digest};
 use super::{Authority, PUBLIC_TENANT};
 use crate::error::{Error, Result};
 use crate::model::now;
-use crate::policy::{
-    self, Chained, Decision, DistributionRequest, IssuanceRequest, Plugin, PluginInfo, PolicyHost, RegistryView,
-};
+use crate::policy::{self, Chained, Decision, DistributionRequest, IssuanceRequest, Plugin, PluginInfo, PolicyHost, RegistryView};
 use crate::registry::{Resource, ResourceState};
 use crate::store::{AuditRecord, Store};
 
@@ -135,7 +133,9 @@ impl Authority {
                 let mut map = HashMap::new();
                 // The built-in defaults are loaded here too, so a decision never
                 // re-hashes their bytes to find them.
-                for (key, bytes) in [(BUILTIN_PUBLIC, policy::builtin::PUBLIC_CHALLENGE), (BUILTIN_TENANT, policy::builtin::CONTROL_OR_CHALLENGE)] {
+                for (key, bytes) in
+                    [(BUILTIN_PUBLIC, policy::builtin::PUBLIC_CHALLENGE), (BUILTIN_TENANT, policy::builtin::CONTROL_OR_CHALLENGE)]
+                {
                     map.insert(key.to_string(), host.load(bytes).map_err(|e| Error::internal(format!("built-in plugin: {e}")))?);
                 }
                 for (scope, _, _) in self.store.plugins()? {

@@ -65,12 +65,8 @@ impl Authority {
             return Err(Error::malformed("the public tenant holds no resources; create a tenant first"));
         }
         let permits = t.permits.iter().map(|p| Permit::parse(p)).collect::<Result<Vec<_>>>()?;
-        let outside: Vec<String> = r
-            .identifiers()
-            .iter()
-            .filter(|id| !ca::permitted(Some(&permits), id))
-            .map(|id| id.value.clone())
-            .collect();
+        let outside: Vec<String> =
+            r.identifiers().iter().filter(|id| !ca::permitted(Some(&permits), id)).map(|id| id.value.clone()).collect();
         if !outside.is_empty() {
             return Err(Error::new(
                 ErrorKind::Malformed,

@@ -1,9 +1,6 @@
 //! The root and the per-tenant intermediates.
 
-use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyUsagePurpose, SerialNumber,
-};
+use rcgen::{BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, KeyUsagePurpose, SerialNumber};
 use time::OffsetDateTime;
 
 use super::constraints::{Permit, name_constraints};
@@ -30,9 +27,7 @@ pub fn new_root_with(common_name: &str, ca_key: CaKey) -> Result<CaMaterial, Err
     let start = now()?;
     let mut params = ca_params(common_name, start - BACKDATE, add_days(start, ROOT_DAYS)?)?;
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let cert = params
-        .self_signed(&key)
-        .map_err(rcgen_err("root certificate"))?;
+    let cert = params.self_signed(&key).map_err(rcgen_err("root certificate"))?;
     Ok(CaMaterial::new(cert.der().to_vec(), ca_key))
 }
 
@@ -44,33 +39,20 @@ pub fn new_root_with(common_name: &str, ca_key: CaKey) -> Result<CaMaterial, Err
 /// tenant); `Some` writes a critical nameConstraints extension permitting
 /// exactly those subtrees (see `constraints::name_constraints`). An empty
 /// `Some` is refused: it could certify nothing, so it is surely a mistake.
-pub fn new_intermediate(
-    root: &CaMaterial,
-    common_name: &str,
-    permits: Option<&[Permit]>,
-) -> Result<CaMaterial, Error> {
+pub fn new_intermediate(root: &CaMaterial, common_name: &str, permits: Option<&[Permit]>) -> Result<CaMaterial, Error> {
     new_intermediate_with(root, common_name, permits, CaKey::generate_software()?)
 }
 
 /// `new_intermediate` with a key from elsewhere (an HSM).
-pub fn new_intermediate_with(
-    root: &CaMaterial,
-    common_name: &str,
-    permits: Option<&[Permit]>,
-    ca_key: CaKey,
-) -> Result<CaMaterial, Error> {
+pub fn new_intermediate_with(root: &CaMaterial, common_name: &str, permits: Option<&[Permit]>, ca_key: CaKey) -> Result<CaMaterial, Error> {
     if permits.is_some_and(|p| p.is_empty()) {
-        return Err(Error::malformed(
-            "a constrained intermediate needs at least one permit (None makes an unconstrained one)",
-        ));
+        return Err(Error::malformed("a constrained intermediate needs at least one permit (None makes an unconstrained one)"));
     }
     let signer = root.signer()?;
     let root_not_after = signer.not_after;
     let start = now()?;
     if start < signer.not_before || start >= root_not_after {
-        return Err(Error::internal(
-            "the root certificate is not currently valid",
-        ));
+        return Err(Error::internal("the root certificate is not currently valid"));
     }
     let not_before = (start - BACKDATE).max(signer.not_before);
     let not_after = add_days(start, INTERMEDIATE_DAYS)?.min(root_not_after);
@@ -83,28 +65,18 @@ pub fn new_intermediate_with(
     // technically constrained CAs; leaves are serverAuth only anyway.
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     params.name_constraints = permits.map(name_constraints);
-    let cert = params
-        .signed_by(&key, &signer.issuer)
-        .map_err(rcgen_err("intermediate certificate"))?;
+    let cert = params.signed_by(&key, &signer.issuer).map_err(rcgen_err("intermediate certificate"))?;
     Ok(CaMaterial::new(cert.der().to_vec(), ca_key))
 }
 
-fn ca_params(
-    common_name: &str,
-    not_before: OffsetDateTime,
-    not_after: OffsetDateTime,
-) -> Result<CertificateParams, Error> {
+fn ca_params(common_name: &str, not_before: OffsetDateTime, not_after: OffsetDateTime) -> Result<CertificateParams, Error> {
     // ub-common-name (RFC 5280 Appendix A) is 64 characters.
     if common_name.trim().is_empty() || common_name.chars().count() > 64 {
-        return Err(Error::malformed(
-            "a CA common name must be 1 to 64 characters",
-        ));
+        return Err(Error::malformed("a CA common name must be 1 to 64 characters"));
     }
     let mut params = CertificateParams::default();
     params.distinguished_name = DistinguishedName::new();
-    params
-        .distinguished_name
-        .push(DnType::CommonName, common_name);
+    params.distinguished_name.push(DnType::CommonName, common_name);
     params.serial_number = Some(SerialNumber::from_slice(&random_serial()?));
     params.not_before = not_before;
     params.not_after = not_after;
@@ -138,9 +110,7 @@ mod tests {
     fn aki(cert: &X509Certificate<'_>) -> Vec<u8> {
         cert.iter_extensions()
             .find_map(|e| match e.parsed_extension() {
-                ParsedExtension::AuthorityKeyIdentifier(k) => {
-                    k.key_identifier.as_ref().map(|k| k.0.to_vec())
-                }
+                ParsedExtension::AuthorityKeyIdentifier(k) => k.key_identifier.as_ref().map(|k| k.0.to_vec()),
                 _ => None,
             })
             .unwrap()
@@ -166,10 +136,7 @@ mod tests {
     #[test]
     fn intermediate_is_constrained_under_the_root() {
         let root = new_root("tenure test root").unwrap();
-        let permits = [
-            Permit::parse("example.com").unwrap(),
-            Permit::parse("10.0.0.0/8").unwrap(),
-        ];
+        let permits = [Permit::parse("example.com").unwrap(), Permit::parse("10.0.0.0/8").unwrap()];
         let inter = new_intermediate(&root, "tenant acme", Some(&permits)).unwrap();
         let (rc, ic) = (parse(&root.cert_der), parse(&inter.cert_der));
         ic.verify_signature(Some(rc.public_key())).unwrap();
@@ -180,25 +147,11 @@ mod tests {
         assert_ne!(ski(&ic), ski(&rc));
         let nc = ic.name_constraints().unwrap().unwrap();
         assert!(nc.critical);
-        let permitted: Vec<_> = nc
-            .value
-            .permitted_subtrees
-            .as_ref()
-            .unwrap()
-            .iter()
-            .map(|s| s.base.clone())
-            .collect();
-        assert_eq!(
-            permitted,
-            vec![
-                GeneralName::DNSName("example.com"),
-                GeneralName::IPAddress(&[10, 0, 0, 0, 255, 0, 0, 0])
-            ]
-        );
+        let permitted: Vec<_> = nc.value.permitted_subtrees.as_ref().unwrap().iter().map(|s| s.base.clone()).collect();
+        assert_eq!(permitted, vec![GeneralName::DNSName("example.com"), GeneralName::IPAddress(&[10, 0, 0, 0, 255, 0, 0, 0])]);
         assert!(nc.value.excluded_subtrees.is_none());
         assert!(ic.validity().not_after <= rc.validity().not_after);
-        let days =
-            (ic.validity().not_after.timestamp() - ic.validity().not_before.timestamp()) / 86400;
+        let days = (ic.validity().not_after.timestamp() - ic.validity().not_before.timestamp()) / 86400;
         assert!((1826..=1827).contains(&days), "{days}");
 
         // DNS-only tenant: every IP address is excluded.
@@ -209,12 +162,7 @@ mod tests {
 
         // Public tenant: no nameConstraints at all.
         let public = new_intermediate(&root, "public", None).unwrap();
-        assert!(
-            parse(&public.cert_der)
-                .name_constraints()
-                .unwrap()
-                .is_none()
-        );
+        assert!(parse(&public.cert_der).name_constraints().unwrap().is_none());
 
         assert!(new_intermediate(&root, "nothing", Some(&[])).is_err());
     }
@@ -228,9 +176,6 @@ mod tests {
         let root_cert = params.self_signed(&root_key).unwrap();
         let root = CaMaterial::software(root_cert.der().to_vec(), root_key.serialize_der());
         let inter = new_intermediate(&root, "inter", None).unwrap();
-        assert_eq!(
-            parse(&inter.cert_der).validity().not_after,
-            parse(&root.cert_der).validity().not_after
-        );
+        assert_eq!(parse(&inter.cert_der).validity().not_after, parse(&root.cert_der).validity().not_after);
     }
 }

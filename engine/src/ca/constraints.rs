@@ -28,33 +28,22 @@ impl Permit {
         let bad = |why: &str| Error::malformed(format!("permit {s:?}: {why}"));
         let text = s.trim();
         if let Some((addr, prefix)) = text.split_once('/') {
-            let addr: IpAddr = addr
-                .parse()
-                .map_err(|_| bad("not an IP address before the '/'"))?;
-            let prefix: u8 = prefix
-                .parse()
-                .map_err(|_| bad("the prefix length is not a number"))?;
+            let addr: IpAddr = addr.parse().map_err(|_| bad("not an IP address before the '/'"))?;
+            let prefix: u8 = prefix.parse().map_err(|_| bad("the prefix length is not a number"))?;
             if prefix > max_prefix(addr) {
                 return Err(bad("the prefix length is longer than the address"));
             }
             if mask_addr(addr, prefix) != addr {
                 let net = mask_addr(addr, prefix);
-                return Err(bad(&format!(
-                    "host bits are set (the network is {net}/{prefix})"
-                )));
+                return Err(bad(&format!("host bits are set (the network is {net}/{prefix})")));
             }
             return Ok(Permit::Ip { addr, prefix });
         }
         if let Ok(addr) = text.parse::<IpAddr>() {
-            return Ok(Permit::Ip {
-                addr,
-                prefix: max_prefix(addr),
-            });
+            return Ok(Permit::Ip { addr, prefix: max_prefix(addr) });
         }
         if text.starts_with("*.") {
-            return Err(bad(
-                "a domain permit already covers every name under it; drop the \"*.\"",
-            ));
+            return Err(bad("a domain permit already covers every name under it; drop the \"*.\""));
         }
         let name = normalize_dns(text).map_err(|e| bad(&e.detail))?;
         Ok(Permit::Dns(name))
@@ -105,9 +94,7 @@ pub(super) fn name_constraints(permits: &[Permit]) -> NameConstraints {
         .iter()
         .map(|p| match p {
             Permit::Dns(name) => GeneralSubtree::DnsName(name.clone()),
-            Permit::Ip { addr, prefix } => {
-                GeneralSubtree::IpAddress(CidrSubnet::from_addr_prefix(*addr, *prefix))
-            }
+            Permit::Ip { addr, prefix } => GeneralSubtree::IpAddress(CidrSubnet::from_addr_prefix(*addr, *prefix)),
         })
         .collect();
     let mut excluded_subtrees = Vec::new();
@@ -118,10 +105,7 @@ pub(super) fn name_constraints(permits: &[Permit]) -> NameConstraints {
         excluded_subtrees.push(GeneralSubtree::IpAddress(CidrSubnet::V4([0; 4], [0; 4])));
         excluded_subtrees.push(GeneralSubtree::IpAddress(CidrSubnet::V6([0; 16], [0; 16])));
     }
-    NameConstraints {
-        permitted_subtrees,
-        excluded_subtrees,
-    }
+    NameConstraints { permitted_subtrees, excluded_subtrees }
 }
 
 /// The name constraints an issuing certificate carries, as read from it.
@@ -135,21 +119,12 @@ impl IssuerConstraints {
     /// `None` when the certificate has no nameConstraints extension. Fails
     /// closed on subtree types this CA does not evaluate.
     pub(super) fn from_cert(cert: &X509Certificate<'_>) -> Result<Option<Self>, Error> {
-        let ext = cert
-            .name_constraints()
-            .map_err(|e| Error::internal(format!("issuer nameConstraints unreadable: {e}")))?;
+        let ext = cert.name_constraints().map_err(|e| Error::internal(format!("issuer nameConstraints unreadable: {e}")))?;
         let Some(ext) = ext else { return Ok(None) };
         let read = |subtrees: &Option<Vec<X509Subtree<'_>>>| -> Result<Vec<Subtree>, Error> {
-            subtrees
-                .iter()
-                .flatten()
-                .map(|s| Subtree::from_general_name(&s.base))
-                .collect()
+            subtrees.iter().flatten().map(|s| Subtree::from_general_name(&s.base)).collect()
         };
-        Ok(Some(IssuerConstraints {
-            permitted: read(&ext.value.permitted_subtrees)?,
-            excluded: read(&ext.value.excluded_subtrees)?,
-        }))
+        Ok(Some(IssuerConstraints { permitted: read(&ext.value.permitted_subtrees)?, excluded: read(&ext.value.excluded_subtrees)? }))
     }
 
     /// RFC 5280 §4.2.1.10: in no excluded subtree, and inside a permitted one
@@ -158,11 +133,7 @@ impl IssuerConstraints {
         if self.excluded.iter().any(|s| s.overlaps(id)) {
             return false;
         }
-        let mut same_kind = self
-            .permitted
-            .iter()
-            .filter(|s| s.kind() == id.kind)
-            .peekable();
+        let mut same_kind = self.permitted.iter().filter(|s| s.kind() == id.kind).peekable();
         same_kind.peek().is_none() || same_kind.any(|s| s.contains(id))
     }
 }
@@ -179,10 +150,7 @@ impl From<&Permit> for Subtree {
     fn from(p: &Permit) -> Self {
         match p {
             Permit::Dns(name) => Subtree::Dns(name.clone()),
-            Permit::Ip { addr, prefix } => Subtree::Ip {
-                net: octets(*addr),
-                mask: octets(mask_addr(ones(*addr), *prefix)),
-            },
+            Permit::Ip { addr, prefix } => Subtree::Ip { net: octets(*addr), mask: octets(mask_addr(ones(*addr), *prefix)) },
         }
     }
 }
@@ -192,16 +160,11 @@ impl Subtree {
         match name {
             GeneralName::DNSName(base) => {
                 let base = base.to_ascii_lowercase();
-                Ok(Subtree::Dns(
-                    base.strip_suffix('.').unwrap_or(&base).to_string(),
-                ))
+                Ok(Subtree::Dns(base.strip_suffix('.').unwrap_or(&base).to_string()))
             }
             GeneralName::IPAddress(bytes) if bytes.len() == 8 || bytes.len() == 32 => {
                 let (net, mask) = bytes.split_at(bytes.len() / 2);
-                Ok(Subtree::Ip {
-                    net: net.to_vec(),
-                    mask: mask.to_vec(),
-                })
+                Ok(Subtree::Ip { net: net.to_vec(), mask: mask.to_vec() })
             }
             other => Err(Error::internal(format!(
                 "issuer nameConstraints hold a subtree this CA does not evaluate ({other:?}); refusing to issue"
@@ -230,13 +193,7 @@ impl Subtree {
                     return false;
                 };
                 let addr = octets(addr);
-                addr.len() == net.len()
-                    && mask.len() == net.len()
-                    && addr
-                        .iter()
-                        .zip(net)
-                        .zip(mask)
-                        .all(|((a, n), m)| a & m == n & m)
+                addr.len() == net.len() && mask.len() == net.len() && addr.iter().zip(net).zip(mask).all(|((a, n), m)| a & m == n & m)
             }
             _ => false,
         }
@@ -264,10 +221,7 @@ fn dns_in(name: &str, base: &str) -> bool {
     if base.starts_with('.') {
         return name.len() > base.len() && name.ends_with(base);
     }
-    name == base
-        || name
-            .strip_suffix(base)
-            .is_some_and(|head| head.ends_with('.'))
+    name == base || name.strip_suffix(base).is_some_and(|head| head.ends_with('.'))
 }
 
 fn max_prefix(addr: IpAddr) -> u8 {
@@ -285,15 +239,11 @@ fn ones(addr: IpAddr) -> IpAddr {
 fn mask_addr(addr: IpAddr, prefix: u8) -> IpAddr {
     match addr {
         IpAddr::V4(a) => {
-            let mask = u32::MAX
-                .checked_shl(32 - u32::from(prefix.min(32)))
-                .unwrap_or(0);
+            let mask = u32::MAX.checked_shl(32 - u32::from(prefix.min(32))).unwrap_or(0);
             IpAddr::from((u32::from(a) & mask).to_be_bytes())
         }
         IpAddr::V6(a) => {
-            let mask = u128::MAX
-                .checked_shl(128 - u32::from(prefix.min(128)))
-                .unwrap_or(0);
+            let mask = u128::MAX.checked_shl(128 - u32::from(prefix.min(128))).unwrap_or(0);
             IpAddr::from((u128::from(a) & mask).to_be_bytes())
         }
     }
@@ -381,24 +331,15 @@ mod tests {
     fn rcgen_subtree(s: &GeneralSubtree) -> Subtree {
         match s {
             GeneralSubtree::DnsName(n) => Subtree::Dns(n.clone()),
-            GeneralSubtree::IpAddress(CidrSubnet::V4(a, m)) => Subtree::Ip {
-                net: a.to_vec(),
-                mask: m.to_vec(),
-            },
-            GeneralSubtree::IpAddress(CidrSubnet::V6(a, m)) => Subtree::Ip {
-                net: a.to_vec(),
-                mask: m.to_vec(),
-            },
+            GeneralSubtree::IpAddress(CidrSubnet::V4(a, m)) => Subtree::Ip { net: a.to_vec(), mask: m.to_vec() },
+            GeneralSubtree::IpAddress(CidrSubnet::V6(a, m)) => Subtree::Ip { net: a.to_vec(), mask: m.to_vec() },
             other => panic!("unexpected {other:?}"),
         }
     }
 
     #[test]
     fn exclusions_catch_overlapping_wildcards() {
-        let c = IssuerConstraints {
-            permitted: vec![],
-            excluded: vec![Subtree::Dns("a.example.com".into())],
-        };
+        let c = IssuerConstraints { permitted: vec![], excluded: vec![Subtree::Dns("a.example.com".into())] };
         assert!(!c.allows(&id("*.example.com")));
         assert!(!c.allows(&id("x.a.example.com")));
         assert!(c.allows(&id("b.example.com")));
@@ -415,47 +356,15 @@ mod tests {
 
     #[test]
     fn permit_parsing() {
-        assert_eq!(
-            Permit::parse("Example.COM.").unwrap(),
-            Permit::Dns("example.com".into())
-        );
-        assert_eq!(
-            Permit::parse("192.0.2.7").unwrap().to_string(),
-            "192.0.2.7/32"
-        );
-        assert_eq!(
-            Permit::parse("2001:db8::/32").unwrap().to_string(),
-            "2001:db8::/32"
-        );
-        assert_eq!(
-            Permit::parse("10.0.0.0/8").unwrap(),
-            Permit::Ip {
-                addr: "10.0.0.0".parse().unwrap(),
-                prefix: 8
-            }
-        );
-        for bad in [
-            "10.0.0.1/8",
-            "10.0.0.0/33",
-            "2001:db8::/129",
-            "10.0.0.0/x",
-            "*.example.com",
-            "com",
-            "a..b",
-            "",
-            "x/8",
-        ] {
+        assert_eq!(Permit::parse("Example.COM.").unwrap(), Permit::Dns("example.com".into()));
+        assert_eq!(Permit::parse("192.0.2.7").unwrap().to_string(), "192.0.2.7/32");
+        assert_eq!(Permit::parse("2001:db8::/32").unwrap().to_string(), "2001:db8::/32");
+        assert_eq!(Permit::parse("10.0.0.0/8").unwrap(), Permit::Ip { addr: "10.0.0.0".parse().unwrap(), prefix: 8 });
+        for bad in ["10.0.0.1/8", "10.0.0.0/33", "2001:db8::/129", "10.0.0.0/x", "*.example.com", "com", "a..b", "", "x/8"] {
             assert!(Permit::parse(bad).is_err(), "{bad}");
         }
         for ok in ["example.com", "10.0.0.0/8", "2001:db8::/32", "0.0.0.0/0"] {
-            assert_eq!(
-                Permit::parse(ok)
-                    .unwrap()
-                    .to_string()
-                    .parse::<Permit>()
-                    .unwrap(),
-                Permit::parse(ok).unwrap()
-            );
+            assert_eq!(Permit::parse(ok).unwrap().to_string().parse::<Permit>().unwrap(), Permit::parse(ok).unwrap());
         }
     }
 }

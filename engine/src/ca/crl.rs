@@ -70,10 +70,8 @@ fn hex_bytes(hex: &str) -> Result<Vec<u8>, Error> {
         return Err(bad());
     }
     let padded = if hex.len() % 2 == 1 { format!("0{hex}") } else { hex.to_string() };
-    let mut out: Vec<u8> = (0..padded.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&padded[i..i + 2], 16).map_err(|_| bad()))
-        .collect::<Result<_, _>>()?;
+    let mut out: Vec<u8> =
+        (0..padded.len()).step_by(2).map(|i| u8::from_str_radix(&padded[i..i + 2], 16).map_err(|_| bad())).collect::<Result<_, _>>()?;
     // A DER INTEGER is signed: a serial with its top bit set needs a zero octet.
     if out[0] & 0x80 != 0 {
         out.insert(0, 0);
@@ -100,10 +98,7 @@ mod tests {
             7,
             t,
             t + Duration::from_secs(3600),
-            &[
-                CrlEntry { serial_hex: "4a01", revoked_at: t, reason: 5 },
-                CrlEntry { serial_hex: "4b02", revoked_at: t, reason: 0 },
-            ],
+            &[CrlEntry { serial_hex: "4a01", revoked_at: t, reason: 5 }, CrlEntry { serial_hex: "4b02", revoked_at: t, reason: 0 }],
         )
         .unwrap();
         let (_, crl) = CertificateRevocationList::from_der(&der).unwrap();

@@ -6,9 +6,7 @@ use x509_parser::certification_request::X509CertificationRequest;
 use x509_parser::cri_attributes::ParsedCriAttribute;
 use x509_parser::error::X509Error;
 use x509_parser::extensions::{GeneralName, ParsedExtension};
-use x509_parser::oid_registry::{
-    OID_PKCS1_SHA1WITHRSA, OID_SHA1_WITH_RSA, OID_X509_EXT_SUBJECT_ALT_NAME,
-};
+use x509_parser::oid_registry::{OID_PKCS1_SHA1WITHRSA, OID_SHA1_WITH_RSA, OID_X509_EXT_SUBJECT_ALT_NAME};
 use x509_parser::prelude::FromDer as _;
 
 use super::keys::{KeyType, leaf_key_type};
@@ -31,20 +29,14 @@ fn bad_csr(detail: impl Into<String>) -> Error {
 /// Parses a DER CSR, checks its key against policy (BadPublicKey) and its
 /// self-signature (BadCsr), and collects the names it asks for.
 pub fn parse_csr(der: &[u8]) -> Result<Csr, Error> {
-    let (rest, csr) = X509CertificationRequest::from_der(der)
-        .map_err(|e| bad_csr(format!("not a DER PKCS#10 certificate request: {e}")))?;
+    let (rest, csr) =
+        X509CertificationRequest::from_der(der).map_err(|e| bad_csr(format!("not a DER PKCS#10 certificate request: {e}")))?;
     if !rest.is_empty() {
-        return Err(bad_csr(format!(
-            "{} bytes of trailing data after the request",
-            rest.len()
-        )));
+        return Err(bad_csr(format!("{} bytes of trailing data after the request", rest.len())));
     }
     let info = &csr.certification_request_info;
     if info.version.0 != 0 {
-        return Err(bad_csr(format!(
-            "request version {} is not v1",
-            info.version.0 + 1
-        )));
+        return Err(bad_csr(format!("request version {} is not v1", info.version.0 + 1)));
     }
     // Key policy first, so an undersized key is reported as such rather than
     // as a signature ring refuses to check.
@@ -54,9 +46,7 @@ pub fn parse_csr(der: &[u8]) -> Result<Csr, Error> {
         return Err(bad_csr("SHA-1 signatures are not accepted"));
     }
     csr.verify_signature().map_err(|e| match e {
-        X509Error::SignatureUnsupportedAlgorithm => bad_csr(format!(
-            "signature algorithm {sig_alg} is not supported for this key"
-        )),
+        X509Error::SignatureUnsupportedAlgorithm => bad_csr(format!("signature algorithm {sig_alg} is not supported for this key")),
         _ => bad_csr("the request's signature does not verify with its own public key"),
     })?;
 
@@ -83,9 +73,7 @@ pub fn parse_csr(der: &[u8]) -> Result<Csr, Error> {
                         add(san_identifier(name)?);
                     }
                 }
-                ParsedExtension::ParseError { error }
-                    if ext.oid == OID_X509_EXT_SUBJECT_ALT_NAME =>
-                {
+                ParsedExtension::ParseError { error } if ext.oid == OID_X509_EXT_SUBJECT_ALT_NAME => {
                     return Err(bad_csr(format!("malformed subjectAltName: {error}")));
                 }
                 _ if ext.oid == OID_X509_EXT_SUBJECT_ALT_NAME => {
@@ -98,11 +86,7 @@ pub fn parse_csr(der: &[u8]) -> Result<Csr, Error> {
     if identifiers.is_empty() {
         return Err(bad_csr("the request names no DNS name or IP address"));
     }
-    Ok(Csr {
-        identifiers,
-        spki_der: info.subject_pki.raw.to_vec(),
-        key_type,
-    })
+    Ok(Csr { identifiers, spki_der: info.subject_pki.raw.to_vec(), key_type })
 }
 
 fn name_like(cn: &str) -> Option<Identifier> {
@@ -114,22 +98,15 @@ fn name_like(cn: &str) -> Option<Identifier> {
 
 fn san_identifier(name: &GeneralName<'_>) -> Result<Identifier, Error> {
     match name {
-        GeneralName::DNSName(dns) => normalize_dns(dns)
-            .map(|n| Identifier::dns(&n))
-            .map_err(|e| bad_csr(format!("subjectAltName dNSName: {}", e.detail))),
+        GeneralName::DNSName(dns) => {
+            normalize_dns(dns).map(|n| Identifier::dns(&n)).map_err(|e| bad_csr(format!("subjectAltName dNSName: {}", e.detail)))
+        }
         GeneralName::IPAddress(bytes) => match bytes.len() {
-            4 => Ok(Identifier::ip(IpAddr::from(
-                <[u8; 4]>::try_from(*bytes).map_err(|_| bad_csr("bad iPAddress"))?,
-            ))),
-            16 => Ok(Identifier::ip(IpAddr::from(
-                <[u8; 16]>::try_from(*bytes).map_err(|_| bad_csr("bad iPAddress"))?,
-            ))),
+            4 => Ok(Identifier::ip(IpAddr::from(<[u8; 4]>::try_from(*bytes).map_err(|_| bad_csr("bad iPAddress"))?))),
+            16 => Ok(Identifier::ip(IpAddr::from(<[u8; 16]>::try_from(*bytes).map_err(|_| bad_csr("bad iPAddress"))?))),
             n => Err(bad_csr(format!("subjectAltName iPAddress of {n} octets"))),
         },
-        other => Err(bad_csr(format!(
-            "subjectAltName {} is not supported (only dNSName and iPAddress are)",
-            general_name_kind(other)
-        ))),
+        other => Err(bad_csr(format!("subjectAltName {} is not supported (only dNSName and iPAddress are)", general_name_kind(other)))),
     }
 }
 
@@ -152,27 +129,20 @@ fn general_name_kind(name: &GeneralName<'_>) -> &'static str {
 pub(super) mod tests {
     use base64::Engine as _;
     use rcgen::{
-        CertificateParams, DnType, KeyPair, PKCS_ECDSA_P256_SHA256, PKCS_ECDSA_P384_SHA384,
-        PKCS_ED25519, PKCS_RSA_SHA256, SanType, SigningKey,
+        CertificateParams, DnType, KeyPair, PKCS_ECDSA_P256_SHA256, PKCS_ECDSA_P384_SHA384, PKCS_ED25519, PKCS_RSA_SHA256, SanType,
+        SigningKey,
     };
 
     use super::*;
     use crate::ca::testdata;
 
     pub(in crate::ca) fn rsa2048() -> KeyPair {
-        let der = base64::engine::general_purpose::STANDARD
-            .decode(testdata::RSA2048_PKCS8.concat())
-            .unwrap();
+        let der = base64::engine::general_purpose::STANDARD.decode(testdata::RSA2048_PKCS8.concat()).unwrap();
         KeyPair::from_pkcs8_der_and_sign_algo(&der.as_slice().into(), &PKCS_RSA_SHA256).unwrap()
     }
 
-    pub(in crate::ca) fn csr_der(
-        key: &impl SigningKey,
-        cn: Option<&str>,
-        sans: &[&str],
-    ) -> Vec<u8> {
-        let mut params =
-            CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
+    pub(in crate::ca) fn csr_der(key: &impl SigningKey, cn: Option<&str>, sans: &[&str]) -> Vec<u8> {
+        let mut params = CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
         params.distinguished_name = rcgen::DistinguishedName::new();
         if let Some(cn) = cn {
             params.distinguished_name.push(DnType::CommonName, cn);
@@ -192,42 +162,16 @@ pub(super) mod tests {
     #[test]
     fn ecdsa_and_rsa_requests_parse() {
         let cases: [(KeyPair, KeyType); 3] = [
-            (
-                KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap(),
-                KeyType::EcdsaP256,
-            ),
-            (
-                KeyPair::generate_for(&PKCS_ECDSA_P384_SHA384).unwrap(),
-                KeyType::EcdsaP384,
-            ),
+            (KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap(), KeyType::EcdsaP256),
+            (KeyPair::generate_for(&PKCS_ECDSA_P384_SHA384).unwrap(), KeyType::EcdsaP384),
             (rsa2048(), KeyType::Rsa(2048)),
         ];
         for (key, want) in cases {
-            let der = csr_der(
-                &key,
-                Some("WWW.Example.com"),
-                &[
-                    "www.example.com",
-                    "api.example.com",
-                    "192.0.2.1",
-                    "2001:db8::1",
-                ],
-            );
+            let der = csr_der(&key, Some("WWW.Example.com"), &["www.example.com", "api.example.com", "192.0.2.1", "2001:db8::1"]);
             let csr = parse_csr(&der).unwrap();
             assert_eq!(csr.key_type, want);
-            assert_eq!(
-                csr.identifiers,
-                ids(&[
-                    "www.example.com",
-                    "api.example.com",
-                    "192.0.2.1",
-                    "2001:db8::1"
-                ])
-            );
-            assert_eq!(
-                csr.spki_der,
-                rcgen::PublicKeyData::subject_public_key_info(&key)
-            );
+            assert_eq!(csr.identifiers, ids(&["www.example.com", "api.example.com", "192.0.2.1", "2001:db8::1"]));
+            assert_eq!(csr.spki_der, rcgen::PublicKeyData::subject_public_key_info(&key));
         }
     }
 
@@ -247,10 +191,7 @@ pub(super) mod tests {
         let key = KeyPair::generate().unwrap();
         let mut der = csr_der(&key, None, &["www.example.com"]);
         // Turn "www" into "wwx": the signature no longer covers the content.
-        let at = der
-            .windows(15)
-            .position(|w| w == b"www.example.com")
-            .unwrap();
+        let at = der.windows(15).position(|w| w == b"www.example.com").unwrap();
         der[at + 2] = b'x';
         let err = parse_csr(&der).unwrap_err();
         assert_eq!(err.kind, ErrorKind::BadCsr);
@@ -260,19 +201,12 @@ pub(super) mod tests {
         assert_eq!(err.kind, ErrorKind::BadCsr);
         let mut trailing = csr_der(&key, None, &["www.example.com"]);
         trailing.push(0);
-        assert!(
-            parse_csr(&trailing)
-                .unwrap_err()
-                .detail
-                .contains("trailing")
-        );
+        assert!(parse_csr(&trailing).unwrap_err().detail.contains("trailing"));
     }
 
     #[test]
     fn weak_or_foreign_keys_fail_bad_public_key() {
-        let der = base64::engine::general_purpose::STANDARD
-            .decode(testdata::RSA1024_CSR.concat())
-            .unwrap();
+        let der = base64::engine::general_purpose::STANDARD.decode(testdata::RSA1024_CSR.concat()).unwrap();
         let err = parse_csr(&der).unwrap_err();
         assert_eq!(err.kind, ErrorKind::BadPublicKey);
         assert!(err.detail.contains("1024"), "{}", err.detail);
@@ -286,9 +220,7 @@ pub(super) mod tests {
     fn unsupported_san_types_and_bad_names_fail() {
         let key = KeyPair::generate().unwrap();
         let mut params = CertificateParams::new(vec!["a.example.com".to_string()]).unwrap();
-        params
-            .subject_alt_names
-            .push(SanType::Rfc822Name("me@example.com".try_into().unwrap()));
+        params.subject_alt_names.push(SanType::Rfc822Name("me@example.com".try_into().unwrap()));
         let der = params.serialize_request(&key).unwrap().der().to_vec();
         let err = parse_csr(&der).unwrap_err();
         assert_eq!(err.kind, ErrorKind::BadCsr);

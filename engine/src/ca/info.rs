@@ -30,15 +30,12 @@ pub struct CertInfo {
 /// the result against what they stored when issuing.
 pub fn cert_info(der: &[u8]) -> Result<CertInfo, Error> {
     let bad = |why: String| Error::malformed(format!("certificate: {why}"));
-    let (rest, cert) = X509Certificate::from_der(der)
-        .map_err(|e| bad(format!("not a DER X.509 certificate: {e}")))?;
+    let (rest, cert) = X509Certificate::from_der(der).map_err(|e| bad(format!("not a DER X.509 certificate: {e}")))?;
     if !rest.is_empty() {
         return Err(bad("trailing data after the certificate".into()));
     }
     let mut identifiers = Vec::new();
-    let san = cert
-        .subject_alternative_name()
-        .map_err(|e| bad(format!("subjectAltName: {e}")))?;
+    let san = cert.subject_alternative_name().map_err(|e| bad(format!("subjectAltName: {e}")))?;
     for name in san.iter().flat_map(|san| san.value.general_names.iter()) {
         match name {
             GeneralName::DNSName(dns) => {
@@ -51,8 +48,7 @@ pub fn cert_info(der: &[u8]) -> Result<CertInfo, Error> {
                     16 => <[u8; 16]>::try_from(*bytes).map(IpAddr::from).ok(),
                     _ => None,
                 };
-                let addr =
-                    addr.ok_or_else(|| bad(format!("iPAddress of {} octets", bytes.len())))?;
+                let addr = addr.ok_or_else(|| bad(format!("iPAddress of {} octets", bytes.len())))?;
                 identifiers.push(Identifier::ip(addr));
             }
             _ => {}

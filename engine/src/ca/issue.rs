@@ -5,8 +5,8 @@ use std::time::SystemTime;
 
 use rcgen::string::Ia5String;
 use rcgen::{
-    CertificateParams, CrlDistributionPoint, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
-    IsCa, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, PublicKeyData, SanType, SerialNumber,
+    CertificateParams, CrlDistributionPoint, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose,
+    PKCS_ECDSA_P256_SHA256, PublicKeyData, SanType, SerialNumber,
 };
 use time::OffsetDateTime;
 use x509_parser::certificate::X509Certificate;
@@ -48,8 +48,8 @@ pub struct IssuedLeaf {
 /// are; refuses (Internal) a validity ending after the issuer's.
 pub fn issue_leaf(issuer: &CaMaterial, req: &LeafRequest<'_>) -> Result<IssuedLeaf, Error> {
     let key_type = KeyType::of_leaf_spki(req.spki_der)?;
-    let public_key = rcgen::SubjectPublicKeyInfo::from_der(req.spki_der)
-        .map_err(|e| Error::new(ErrorKind::BadPublicKey, format!("public key: {e}")))?;
+    let public_key =
+        rcgen::SubjectPublicKeyInfo::from_der(req.spki_der).map_err(|e| Error::new(ErrorKind::BadPublicKey, format!("public key: {e}")))?;
     let signer = issuer.signer()?;
     sign_end_entity(
         &signer,
@@ -68,15 +68,11 @@ pub fn issue_leaf(issuer: &CaMaterial, req: &LeafRequest<'_>) -> Result<IssuedLe
 /// The ACME server's own TLS certificate, signed directly by the root: a new
 /// P-256 key, SANs = names, EKU serverAuth, 90 days (never past the root).
 /// Returns (certificate DER, key PKCS#8 DER).
-pub fn server_certificate(
-    root: &CaMaterial,
-    names: &[Identifier],
-) -> Result<(Vec<u8>, Vec<u8>), Error> {
+pub fn server_certificate(root: &CaMaterial, names: &[Identifier]) -> Result<(Vec<u8>, Vec<u8>), Error> {
     let signer = root.signer()?;
     let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(rcgen_err("server key"))?;
     let not_before = now()?;
-    let not_after =
-        add_days(not_before, SERVER_CERT_DAYS)?.min(signer.not_after);
+    let not_after = add_days(not_before, SERVER_CERT_DAYS)?.min(signer.not_after);
     let issued = sign_end_entity(
         &signer,
         &key,
@@ -104,31 +100,20 @@ struct EndEntity<'a> {
     public_names_only: bool,
 }
 
-fn sign_end_entity(
-    signer: &Signer,
-    public_key: &impl PublicKeyData,
-    ee: &EndEntity<'_>,
-) -> Result<IssuedLeaf, Error> {
+fn sign_end_entity(signer: &Signer, public_key: &impl PublicKeyData, ee: &EndEntity<'_>) -> Result<IssuedLeaf, Error> {
     let identifiers = renormalize(ee.identifiers, ee.public_names_only)?;
     if let Some(constraints) = signer.constraints.as_ref().map_err(Clone::clone)?
         && let Some(outside) = identifiers.iter().find(|id| !constraints.allows(id))
     {
-        return Err(Error::new(
-            ErrorKind::RejectedIdentifier,
-            format!("{outside} is outside the names this issuer may certify"),
-        ));
+        return Err(Error::new(ErrorKind::RejectedIdentifier, format!("{outside} is outside the names this issuer may certify")));
     }
     if ee.not_before >= ee.not_after {
-        return Err(Error::internal(
-            "certificate validity ends before it begins",
-        ));
+        return Err(Error::internal("certificate validity ends before it begins"));
     }
     // Only the end matters: a leaf outliving its issuer would stop verifying
     // early. A not_before earlier than the issuer's (backdating) is harmless.
     if ee.not_after > signer.not_after {
-        return Err(Error::internal(
-            "requested validity ends after the issuer's; rotate the issuing CA",
-        ));
+        return Err(Error::internal("requested validity ends after the issuer's; rotate the issuing CA"));
     }
 
     let serial = random_serial()?;
@@ -139,13 +124,8 @@ fn sign_end_entity(
     params.distinguished_name = DistinguishedName::new();
     // ub-common-name is 64: a longer first name stays in the SANs only (and
     // rcgen then marks the SAN extension critical, as RFC 5280 asks).
-    if let Some(cn) = identifiers
-        .iter()
-        .find(|id| id.kind == IdentifierKind::Dns && id.value.len() <= 64)
-    {
-        params
-            .distinguished_name
-            .push(DnType::CommonName, cn.value.as_str());
+    if let Some(cn) = identifiers.iter().find(|id| id.kind == IdentifierKind::Dns && id.value.len() <= 64) {
+        params.distinguished_name.push(DnType::CommonName, cn.value.as_str());
     }
     params.subject_alt_names = identifiers.iter().map(san).collect::<Result<_, _>>()?;
     params.is_ca = IsCa::ExplicitNoCa;
@@ -158,25 +138,14 @@ fn sign_end_entity(
     if let Some(url) = ee.crl_url {
         // rcgen asserts IA5 (ASCII); a bad URL is configuration, not input.
         if url.is_empty() || !url.is_ascii() || url.contains(char::is_whitespace) {
-            return Err(Error::internal(format!(
-                "CRL URL {url:?} is not a plain ASCII URI"
-            )));
+            return Err(Error::internal(format!("CRL URL {url:?} is not a plain ASCII URI")));
         }
-        params.crl_distribution_points = vec![CrlDistributionPoint {
-            uris: vec![url.to_string()],
-        }];
+        params.crl_distribution_points = vec![CrlDistributionPoint { uris: vec![url.to_string()] }];
     }
-    let cert = params
-        .signed_by(public_key, &signer.issuer)
-        .map_err(rcgen_err("leaf certificate"))?;
+    let cert = params.signed_by(public_key, &signer.issuer).map_err(rcgen_err("leaf certificate"))?;
     let der = cert.der().to_vec();
     check_issued(signer, &der, &public_key.subject_public_key_info())?;
-    Ok(IssuedLeaf {
-        der,
-        serial_hex: serial_hex(&serial),
-        not_before: to_system(ee.not_before),
-        not_after: to_system(ee.not_after),
-    })
+    Ok(IssuedLeaf { der, serial_hex: serial_hex(&serial), not_before: to_system(ee.not_before), not_after: to_system(ee.not_after) })
 }
 
 /// A host name for the server's own certificate: LDH labels, any count.
@@ -184,14 +153,8 @@ fn local_dns_name(value: &str) -> Result<String, Error> {
     let name = value.strip_suffix('.').unwrap_or(value).to_ascii_lowercase();
     let ok = !name.is_empty()
         && name.len() <= 253
-        && name.split('.').all(|l| {
-            !l.is_empty() && l.len() <= 63 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        });
-    if ok {
-        Ok(name)
-    } else {
-        Err(Error::malformed(format!("{value:?} is not a host name")))
-    }
+        && name.split('.').all(|l| !l.is_empty() && l.len() <= 63 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'));
+    if ok { Ok(name) } else { Err(Error::malformed(format!("{value:?} is not a host name"))) }
 }
 
 /// Normalizes again (the caller's identifiers are trusted for nothing),
@@ -202,21 +165,18 @@ fn renormalize(identifiers: &[Identifier], public_names_only: bool) -> Result<Ve
         let id = match id.kind {
             IdentifierKind::Dns if public_names_only => Identifier::dns(&normalize_dns(&id.value)?),
             IdentifierKind::Dns => Identifier::dns(&local_dns_name(&id.value)?),
-            IdentifierKind::Ip => Identifier::ip(id.value.parse::<IpAddr>().map_err(|_| {
-                Error::new(
-                    ErrorKind::RejectedIdentifier,
-                    format!("{:?} is not an IP address", id.value),
-                )
-            })?),
+            IdentifierKind::Ip => Identifier::ip(
+                id.value
+                    .parse::<IpAddr>()
+                    .map_err(|_| Error::new(ErrorKind::RejectedIdentifier, format!("{:?} is not an IP address", id.value)))?,
+            ),
         };
         if !out.contains(&id) {
             out.push(id);
         }
     }
     if out.is_empty() {
-        return Err(Error::internal(
-            "a certificate needs at least one identifier",
-        ));
+        return Err(Error::internal("a certificate needs at least one identifier"));
     }
     Ok(out)
 }
@@ -226,12 +186,10 @@ fn san(id: &Identifier) -> Result<SanType, Error> {
         IdentifierKind::Dns => Ia5String::try_from(id.value.as_str())
             .map(SanType::DnsName)
             .map_err(|e| Error::new(ErrorKind::RejectedIdentifier, format!("{id}: {e}"))),
-        IdentifierKind::Ip => id.ip_addr().map(SanType::IpAddress).ok_or_else(|| {
-            Error::new(
-                ErrorKind::RejectedIdentifier,
-                format!("{id} is not an IP address"),
-            )
-        }),
+        IdentifierKind::Ip => id
+            .ip_addr()
+            .map(SanType::IpAddress)
+            .ok_or_else(|| Error::new(ErrorKind::RejectedIdentifier, format!("{id} is not an IP address"))),
     }
 }
 
@@ -251,10 +209,9 @@ fn check_issued(signer: &Signer, der: &[u8], spki: &[u8]) -> Result<(), Error> {
     // device fault must not reach a client). ring's software ECDSA needs no
     // second look, and the check costs more than the signature.
     if signer.remote {
-        let (_, issuer_key) = x509_parser::x509::SubjectPublicKeyInfo::from_der(&signer.spki_der)
-            .map_err(|_| bad("issuer key unparsable"))?;
-        cert.verify_signature(Some(&issuer_key))
-            .map_err(|_| bad("signature does not verify"))?;
+        let (_, issuer_key) =
+            x509_parser::x509::SubjectPublicKeyInfo::from_der(&signer.spki_der).map_err(|_| bad("issuer key unparsable"))?;
+        cert.verify_signature(Some(&issuer_key)).map_err(|_| bad("signature does not verify"))?;
     }
     Ok(())
 }
@@ -299,11 +256,7 @@ pub(super) mod tests {
         let (_, inter) = hierarchy(&["example.com", "192.0.2.0/24"]);
         let key = KeyPair::generate().unwrap();
         let spki = key.subject_public_key_info();
-        let ids = [
-            dns("www.example.com"),
-            dns("*.api.example.com"),
-            ip("192.0.2.10"),
-        ];
+        let ids = [dns("www.example.com"), dns("*.api.example.com"), ip("192.0.2.10")];
         let mut req = request(&spki, &ids);
         req.crl_url = Some("http://crl.example.net/tenant.crl".into());
         let leaf = issue_leaf(&inter, &req).unwrap();
@@ -319,22 +272,13 @@ pub(super) mod tests {
                 GeneralName::IPAddress(&[192, 0, 2, 10]),
             ]
         );
-        let cn: Vec<_> = cert
-            .subject()
-            .iter_common_name()
-            .map(|a| a.as_str().unwrap())
-            .collect();
+        let cn: Vec<_> = cert.subject().iter_common_name().map(|a| a.as_str().unwrap()).collect();
         assert_eq!(cn, ["www.example.com"]);
 
         let eku = cert.extended_key_usage().unwrap().unwrap().value;
         assert!(eku.server_auth && !eku.client_auth && !eku.any && eku.other.is_empty());
         let ku = cert.key_usage().unwrap().unwrap();
-        assert!(
-            ku.critical
-                && ku.value.digital_signature()
-                && !ku.value.key_encipherment()
-                && !ku.value.key_cert_sign()
-        );
+        assert!(ku.critical && ku.value.digital_signature() && !ku.value.key_encipherment() && !ku.value.key_cert_sign());
         let bc = cert.basic_constraints().unwrap().unwrap();
         assert!(!bc.value.ca);
 
@@ -346,8 +290,7 @@ pub(super) mod tests {
         assert_eq!(leaf.serial_hex, cert.serial.to_str_radix(16));
 
         // Validity exactly as asked, to the second.
-        let secs =
-            |t: SystemTime| t.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs() as i64;
+        let secs = |t: SystemTime| t.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs() as i64;
         assert_eq!(cert.validity().not_before.timestamp(), secs(req.not_before));
         assert_eq!(cert.validity().not_after.timestamp(), secs(req.not_after));
         assert_eq!(secs(leaf.not_after), secs(req.not_after));
@@ -355,14 +298,11 @@ pub(super) mod tests {
         // AKI is the intermediate's SKI; SKI present.
         let (_, ic) = X509Certificate::from_der(&inter.cert_der).unwrap();
         let find = |c: &X509Certificate<'_>, aki: bool| {
-            c.iter_extensions()
-                .find_map(|e| match e.parsed_extension() {
-                    ParsedExtension::AuthorityKeyIdentifier(k) if aki => {
-                        k.key_identifier.as_ref().map(|k| k.0.to_vec())
-                    }
-                    ParsedExtension::SubjectKeyIdentifier(k) if !aki => Some(k.0.to_vec()),
-                    _ => None,
-                })
+            c.iter_extensions().find_map(|e| match e.parsed_extension() {
+                ParsedExtension::AuthorityKeyIdentifier(k) if aki => k.key_identifier.as_ref().map(|k| k.0.to_vec()),
+                ParsedExtension::SubjectKeyIdentifier(k) if !aki => Some(k.0.to_vec()),
+                _ => None,
+            })
         };
         assert_eq!(find(&cert, true), find(&ic, false));
         assert!(find(&cert, false).is_some());
@@ -370,15 +310,11 @@ pub(super) mod tests {
         let crl = cert
             .iter_extensions()
             .find_map(|e| match e.parsed_extension() {
-                ParsedExtension::CRLDistributionPoints(p) => {
-                    Some(p.points[0].distribution_point.clone())
-                }
+                ParsedExtension::CRLDistributionPoints(p) => Some(p.points[0].distribution_point.clone()),
                 _ => None,
             })
             .flatten();
-        assert!(
-            matches!(crl, Some(DistributionPointName::FullName(n)) if n == [GeneralName::URI("http://crl.example.net/tenant.crl")])
-        );
+        assert!(matches!(crl, Some(DistributionPointName::FullName(n)) if n == [GeneralName::URI("http://crl.example.net/tenant.crl")]));
 
         let info = cert_info(&leaf.der).unwrap();
         assert_eq!(info.serial_hex, leaf.serial_hex);
@@ -392,12 +328,7 @@ pub(super) mod tests {
     fn out_of_constraint_names_are_refused() {
         let (_, inter) = hierarchy(&["example.com", "10.0.0.0/8"]);
         let spki = KeyPair::generate().unwrap().subject_public_key_info();
-        for bad in [
-            dns("notexample.com"),
-            dns("*.com.example"),
-            ip("11.0.0.1"),
-            ip("2001:db8::1"),
-        ] {
+        for bad in [dns("notexample.com"), dns("*.com.example"), ip("11.0.0.1"), ip("2001:db8::1")] {
             let ids = [dns("www.example.com"), bad.clone()];
             let err = issue_leaf(&inter, &request(&spki, &ids)).unwrap_err();
             assert_eq!(err.kind, ErrorKind::RejectedIdentifier, "{bad}");
@@ -423,18 +354,11 @@ pub(super) mod tests {
         assert!(ku.digital_signature() && ku.key_encipherment());
         assert_eq!(cert.public_key().raw, rsa_spki.as_slice());
 
-        let p384 = KeyPair::generate_for(&PKCS_ECDSA_P384_SHA384)
-            .unwrap()
-            .subject_public_key_info();
+        let p384 = KeyPair::generate_for(&PKCS_ECDSA_P384_SHA384).unwrap().subject_public_key_info();
         issue_leaf(&inter, &request(&p384, &ids)).unwrap();
 
-        let ed = KeyPair::generate_for(&PKCS_ED25519)
-            .unwrap()
-            .subject_public_key_info();
-        assert_eq!(
-            issue_leaf(&inter, &request(&ed, &ids)).unwrap_err().kind,
-            ErrorKind::BadPublicKey
-        );
+        let ed = KeyPair::generate_for(&PKCS_ED25519).unwrap().subject_public_key_info();
+        assert_eq!(issue_leaf(&inter, &request(&ed, &ids)).unwrap_err().kind, ErrorKind::BadPublicKey);
     }
 
     #[test]
@@ -444,67 +368,35 @@ pub(super) mod tests {
         let ids = [dns("example.com")];
         let mut req = request(&spki, &ids);
         req.not_after = SystemTime::now() + Duration::from_secs(10 * 365 * 86400);
-        assert_eq!(
-            issue_leaf(&inter, &req).unwrap_err().kind,
-            ErrorKind::Internal
-        );
+        assert_eq!(issue_leaf(&inter, &req).unwrap_err().kind, ErrorKind::Internal);
         let mut req = request(&spki, &ids);
         req.not_after = req.not_before;
-        assert_eq!(
-            issue_leaf(&inter, &req).unwrap_err().kind,
-            ErrorKind::Internal
-        );
+        assert_eq!(issue_leaf(&inter, &req).unwrap_err().kind, ErrorKind::Internal);
         assert!(issue_leaf(&inter, &request(&spki, &[])).is_err());
-        let sloppy = [Identifier {
-            kind: IdentifierKind::Dns,
-            value: "WWW.Example.COM".into(),
-        }];
+        let sloppy = [Identifier { kind: IdentifierKind::Dns, value: "WWW.Example.COM".into() }];
         let leaf = issue_leaf(&inter, &request(&spki, &sloppy)).unwrap();
-        assert_eq!(
-            cert_info(&leaf.der).unwrap().identifiers,
-            [dns("www.example.com")]
-        );
-        let junk = [Identifier {
-            kind: IdentifierKind::Dns,
-            value: "a b.example.com".into(),
-        }];
-        assert_eq!(
-            issue_leaf(&inter, &request(&spki, &junk)).unwrap_err().kind,
-            ErrorKind::RejectedIdentifier
-        );
+        assert_eq!(cert_info(&leaf.der).unwrap().identifiers, [dns("www.example.com")]);
+        let junk = [Identifier { kind: IdentifierKind::Dns, value: "a b.example.com".into() }];
+        assert_eq!(issue_leaf(&inter, &request(&spki, &junk)).unwrap_err().kind, ErrorKind::RejectedIdentifier);
 
         // Material whose key does not match its certificate never signs.
         let (_, other) = hierarchy(&["example.com"]);
         let mixed = CaMaterial::new(inter.cert_der.clone(), other.key.clone());
-        assert_eq!(
-            issue_leaf(&mixed, &request(&spki, &ids)).unwrap_err().kind,
-            ErrorKind::Internal
-        );
+        assert_eq!(issue_leaf(&mixed, &request(&spki, &ids)).unwrap_err().kind, ErrorKind::Internal);
     }
 
     #[test]
     fn server_certificate_is_signed_by_the_root() {
         let root = new_root("tenure test root").unwrap();
-        let (der, key) =
-            server_certificate(&root, &[dns("acme.internal.example"), ip("127.0.0.1")]).unwrap();
+        let (der, key) = server_certificate(&root, &[dns("acme.internal.example"), ip("127.0.0.1")]).unwrap();
         let (_, cert) = X509Certificate::from_der(&der).unwrap();
         let (_, rc) = X509Certificate::from_der(&root.cert_der).unwrap();
         cert.verify_signature(Some(rc.public_key())).unwrap();
-        assert!(
-            cert.extended_key_usage()
-                .unwrap()
-                .unwrap()
-                .value
-                .server_auth
-        );
-        let days = (cert.validity().not_after.timestamp() - cert.validity().not_before.timestamp())
-            / 86400;
+        assert!(cert.extended_key_usage().unwrap().unwrap().value.server_auth);
+        let days = (cert.validity().not_after.timestamp() - cert.validity().not_before.timestamp()) / 86400;
         assert_eq!(days, 90);
         let key = KeyPair::try_from(key.as_slice()).unwrap();
         assert_eq!(key.subject_public_key_info(), cert.public_key().raw);
-        assert_eq!(
-            cert_info(&der).unwrap().identifiers,
-            [dns("acme.internal.example"), ip("127.0.0.1")]
-        );
+        assert_eq!(cert_info(&der).unwrap().identifiers, [dns("acme.internal.example"), ip("127.0.0.1")]);
     }
 }

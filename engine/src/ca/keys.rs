@@ -1,9 +1,6 @@
 //! Subject key types, and which of them this CA certifies.
 
-use x509_parser::oid_registry::{
-    OID_EC_P256, OID_KEY_TYPE_EC_PUBLIC_KEY, OID_NIST_EC_P384, OID_PKCS1_RSAENCRYPTION,
-    OID_SIG_ED25519,
-};
+use x509_parser::oid_registry::{OID_EC_P256, OID_KEY_TYPE_EC_PUBLIC_KEY, OID_NIST_EC_P384, OID_PKCS1_RSAENCRYPTION, OID_SIG_ED25519};
 use x509_parser::prelude::FromDer as _;
 use x509_parser::public_key::PublicKey;
 use x509_parser::x509::SubjectPublicKeyInfo;
@@ -30,8 +27,7 @@ impl KeyType {
 
     /// Reads a DER SubjectPublicKeyInfo and returns its type if a leaf may carry it.
     pub fn of_leaf_spki(spki_der: &[u8]) -> Result<KeyType, Error> {
-        let (rest, spki) = SubjectPublicKeyInfo::from_der(spki_der)
-            .map_err(|e| bad_key(format!("unparsable public key: {e}")))?;
+        let (rest, spki) = SubjectPublicKeyInfo::from_der(spki_der).map_err(|e| bad_key(format!("unparsable public key: {e}")))?;
         if !rest.is_empty() {
             return Err(bad_key("trailing data after the public key".into()));
         }
@@ -59,15 +55,11 @@ pub(super) fn leaf_key_type(spki: &SubjectPublicKeyInfo<'_>) -> Result<KeyType, 
         } else if curve == OID_NIST_EC_P384 {
             (KeyType::EcdsaP384, 97)
         } else {
-            return Err(bad_key(format!(
-                "ECDSA curve {curve} is not accepted (P-256 and P-384 are)"
-            )));
+            return Err(bad_key(format!("ECDSA curve {curve} is not accepted (P-256 and P-384 are)")));
         };
         let point = &spki.subject_public_key.data;
         if point.len() != point_len || point.first() != Some(&0x04) {
-            return Err(bad_key(
-                "ECDSA public key is not an uncompressed point of its curve".into(),
-            ));
+            return Err(bad_key("ECDSA public key is not an uncompressed point of its curve".into()));
         }
         key_type
     } else if *alg == OID_PKCS1_RSAENCRYPTION {
@@ -76,28 +68,20 @@ pub(super) fn leaf_key_type(spki: &SubjectPublicKeyInfo<'_>) -> Result<KeyType, 
         };
         let bits = bit_length(rsa.modulus);
         if !(RSA_MIN_BITS as usize..=RSA_MAX_BITS as usize).contains(&bits) {
-            return Err(bad_key(format!(
-                "RSA key of {bits} bits is not accepted ({RSA_MIN_BITS} to {RSA_MAX_BITS} are)"
-            )));
+            return Err(bad_key(format!("RSA key of {bits} bits is not accepted ({RSA_MIN_BITS} to {RSA_MAX_BITS} are)")));
         }
         let exponent_ok = rsa.try_exponent().is_ok_and(|e| e >= 3 && e % 2 == 1);
         if !exponent_ok {
-            return Err(bad_key(
-                "RSA public exponent must be odd and at least 3".into(),
-            ));
+            return Err(bad_key("RSA public exponent must be odd and at least 3".into()));
         }
         KeyType::Rsa(bits as u32)
     } else if *alg == OID_SIG_ED25519 {
         KeyType::Ed25519
     } else {
-        return Err(bad_key(format!(
-            "public key algorithm {alg} is not accepted"
-        )));
+        return Err(bad_key(format!("public key algorithm {alg} is not accepted")));
     };
     if !key_type.allowed_for_leaf() {
-        return Err(bad_key(format!(
-            "{key_type:?} keys are not accepted for certificates (ECDSA P-256/P-384 and RSA are)"
-        )));
+        return Err(bad_key(format!("{key_type:?} keys are not accepted for certificates (ECDSA P-256/P-384 and RSA are)")));
     }
     Ok(key_type)
 }
@@ -124,27 +108,12 @@ mod tests {
 
     #[test]
     fn leaf_key_types() {
-        use rcgen::{
-            KeyPair, PKCS_ECDSA_P256_SHA256, PKCS_ECDSA_P384_SHA384, PKCS_ED25519, PublicKeyData,
-        };
-        let spki = |alg| {
-            KeyPair::generate_for(alg)
-                .unwrap()
-                .subject_public_key_info()
-        };
-        assert_eq!(
-            KeyType::of_leaf_spki(&spki(&PKCS_ECDSA_P256_SHA256)).unwrap(),
-            KeyType::EcdsaP256
-        );
-        assert_eq!(
-            KeyType::of_leaf_spki(&spki(&PKCS_ECDSA_P384_SHA384)).unwrap(),
-            KeyType::EcdsaP384
-        );
+        use rcgen::{KeyPair, PKCS_ECDSA_P256_SHA256, PKCS_ECDSA_P384_SHA384, PKCS_ED25519, PublicKeyData};
+        let spki = |alg| KeyPair::generate_for(alg).unwrap().subject_public_key_info();
+        assert_eq!(KeyType::of_leaf_spki(&spki(&PKCS_ECDSA_P256_SHA256)).unwrap(), KeyType::EcdsaP256);
+        assert_eq!(KeyType::of_leaf_spki(&spki(&PKCS_ECDSA_P384_SHA384)).unwrap(), KeyType::EcdsaP384);
         let ed = KeyType::of_leaf_spki(&spki(&PKCS_ED25519)).unwrap_err();
         assert_eq!(ed.kind, ErrorKind::BadPublicKey);
-        assert_eq!(
-            KeyType::of_leaf_spki(b"junk").unwrap_err().kind,
-            ErrorKind::BadPublicKey
-        );
+        assert_eq!(KeyType::of_leaf_spki(b"junk").unwrap_err().kind, ErrorKind::BadPublicKey);
     }
 }

@@ -65,8 +65,7 @@ impl CaMaterial {
     /// sign certificates: a mismatch would yield certificates nobody can verify.
     fn build_signer(&self) -> Result<Signer, Error> {
         let bad = |why: String| Error::internal(format!("issuing CA material: {why}"));
-        let (rest, cert) = X509Certificate::from_der(&self.cert_der)
-            .map_err(|e| bad(format!("certificate: {e}")))?;
+        let (rest, cert) = X509Certificate::from_der(&self.cert_der).map_err(|e| bad(format!("certificate: {e}")))?;
         if !rest.is_empty() {
             return Err(bad("trailing data after the certificate".into()));
         }
@@ -74,15 +73,11 @@ impl CaMaterial {
         if key.subject_public_key_info() != cert.public_key().raw {
             return Err(bad("the private key does not match the certificate".into()));
         }
-        let bc = cert
-            .basic_constraints()
-            .map_err(|e| bad(format!("basicConstraints: {e}")))?;
+        let bc = cert.basic_constraints().map_err(|e| bad(format!("basicConstraints: {e}")))?;
         if !bc.is_some_and(|bc| bc.value.ca) {
             return Err(bad("the certificate is not a CA".into()));
         }
-        let ku = cert
-            .key_usage()
-            .map_err(|e| bad(format!("keyUsage: {e}")))?;
+        let ku = cert.key_usage().map_err(|e| bad(format!("keyUsage: {e}")))?;
         if ku.is_some_and(|ku| !ku.value.key_cert_sign()) {
             return Err(bad("the certificate may not sign certificates".into()));
         }
@@ -91,8 +86,7 @@ impl CaMaterial {
         if cert.subject().iter().any(|rdn| rdn.iter().count() != 1) {
             return Err(bad("subject RDNs must hold exactly one attribute".into()));
         }
-        let issuer = Issuer::from_ca_cert_der(&self.cert_der.as_slice().into(), key)
-            .map_err(rcgen_err("issuing CA material"))?;
+        let issuer = Issuer::from_ca_cert_der(&self.cert_der.as_slice().into(), key).map_err(rcgen_err("issuing CA material"))?;
         let validity = cert.validity();
         Ok(Signer {
             cert_der: self.cert_der.clone(),
@@ -172,12 +166,9 @@ mod tests {
         let tbs = b"a TBSCertList, say";
         let sig = root.sign(tbs).unwrap();
         let (_, cert) = X509Certificate::from_der(&root.cert_der).unwrap();
-        ring::signature::UnparsedPublicKey::new(
-            &ring::signature::ECDSA_P256_SHA256_ASN1,
-            &cert.public_key().subject_public_key.data,
-        )
-        .verify(tbs, &sig)
-        .unwrap();
+        ring::signature::UnparsedPublicKey::new(&ring::signature::ECDSA_P256_SHA256_ASN1, &cert.public_key().subject_public_key.data)
+            .verify(tbs, &sig)
+            .unwrap();
     }
 
     #[test]

@@ -29,5 +29,5 @@ pub use info::{CertInfo, cert_info};
 pub use issue::{IssuedLeaf, LeafRequest, issue_leaf, server_certificate};
 pub use keys::KeyType;
 pub use material::{CaMaterial, to_pem};
-pub use util::serial_hex;
 pub use signing::{CaKey, CaSigningKey, RemoteKey};
+pub use util::serial_hex;

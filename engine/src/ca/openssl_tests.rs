@@ -18,24 +18,10 @@ fn verify(dir: &Path, root: &CaMaterial, inter: &CaMaterial, leaf_der: &[u8]) ->
     std::fs::write(dir.join("leaf.pem"), to_pem("CERTIFICATE", leaf_der)).unwrap();
     let out = Command::new("openssl")
         .current_dir(dir)
-        .args([
-            "verify",
-            "-x509_strict",
-            "-purpose",
-            "sslserver",
-            "-CAfile",
-            "root.pem",
-            "-untrusted",
-            "inter.pem",
-            "leaf.pem",
-        ])
+        .args(["verify", "-x509_strict", "-purpose", "sslserver", "-CAfile", "root.pem", "-untrusted", "inter.pem", "leaf.pem"])
         .output()
         .expect("openssl must be installed for these tests");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     (out.status.success(), text)
 }
 
@@ -43,8 +29,7 @@ fn verify(dir: &Path, root: &CaMaterial, inter: &CaMaterial, leaf_der: &[u8]) ->
 fn forged_leaf(inter: &CaMaterial, names: &[&str]) -> Vec<u8> {
     let key = inter.key.signing_key().unwrap();
     let issuer = Issuer::from_ca_cert_der(&inter.cert_der.as_slice().into(), key).unwrap();
-    let mut params =
-        CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
+    let mut params = CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
     params.is_ca = IsCa::ExplicitNoCa;
     params.use_authority_key_identifier_extension = true;
     params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
@@ -57,10 +42,7 @@ fn forged_leaf(inter: &CaMaterial, names: &[&str]) -> Vec<u8> {
 fn assert_constraint_violation(ok: bool, out: &str) {
     assert!(!ok, "openssl accepted an out-of-constraint leaf: {out}");
     let out_lc = out.to_ascii_lowercase();
-    assert!(
-        out_lc.contains("subtree violation") || out_lc.contains("name constraints"),
-        "openssl failed for another reason: {out}"
-    );
+    assert!(out_lc.contains("subtree violation") || out_lc.contains("name constraints"), "openssl failed for another reason: {out}");
 }
 
 #[test]
@@ -69,32 +51,19 @@ fn openssl_accepts_issued_chain_and_enforces_constraints() {
     let (root, inter) = hierarchy(&["example.com", "192.0.2.0/24"]);
     let spki = KeyPair::generate().unwrap().subject_public_key_info();
 
-    let ids = [
-        dns("www.example.com"),
-        dns("*.example.com"),
-        ip("192.0.2.10"),
-    ];
+    let ids = [dns("www.example.com"), dns("*.example.com"), ip("192.0.2.10")];
     let leaf = issue_leaf(&inter, &request(&spki, &ids)).unwrap();
     let (ok, out) = verify(dir.path(), &root, &inter, &leaf.der);
     assert!(ok, "openssl rejected a good chain: {out}");
 
     // Constraints are real: the same intermediate's signature over a foreign
     // name (or address) does not verify.
-    for names in [
-        &["www.example.org"][..],
-        &["notexample.com"],
-        &["www.example.com", "198.51.100.1"],
-    ] {
+    for names in [&["www.example.org"][..], &["notexample.com"], &["www.example.com", "198.51.100.1"]] {
         let (ok, out) = verify(dir.path(), &root, &inter, &forged_leaf(&inter, names));
         assert_constraint_violation(ok, &out);
     }
     // ... while a forged but in-constraint leaf does (the forgery itself is sound).
-    let (ok, out) = verify(
-        dir.path(),
-        &root,
-        &inter,
-        &forged_leaf(&inter, &["a.example.com"]),
-    );
+    let (ok, out) = verify(dir.path(), &root, &inter, &forged_leaf(&inter, &["a.example.com"]));
     assert!(ok, "{out}");
 }
 
@@ -104,12 +73,7 @@ fn openssl_enforces_the_exclusion_of_unpermitted_types() {
     // No DNS permit: without the zero-length dNSName exclusion, RFC 5280
     // would leave every DNS name open to this intermediate.
     let (root, inter) = hierarchy(&["10.0.0.0/8"]);
-    let (ok, out) = verify(
-        dir.path(),
-        &root,
-        &inter,
-        &forged_leaf(&inter, &["www.example.org"]),
-    );
+    let (ok, out) = verify(dir.path(), &root, &inter, &forged_leaf(&inter, &["www.example.org"]));
     assert_constraint_violation(ok, &out);
 
     let spki = KeyPair::generate().unwrap().subject_public_key_info();
@@ -119,12 +83,7 @@ fn openssl_enforces_the_exclusion_of_unpermitted_types() {
 
     // And the converse: a DNS-only tenant cannot certify addresses.
     let (root, inter) = hierarchy(&["example.com"]);
-    let (ok, out) = verify(
-        dir.path(),
-        &root,
-        &inter,
-        &forged_leaf(&inter, &["www.example.com", "10.0.0.1"]),
-    );
+    let (ok, out) = verify(dir.path(), &root, &inter, &forged_leaf(&inter, &["www.example.com", "10.0.0.1"]));
     assert_constraint_violation(ok, &out);
 }
 
@@ -138,21 +97,8 @@ fn openssl_accepts_the_server_certificate() {
     std::fs::write(dir.path().join("server.pem"), to_pem("CERTIFICATE", &der)).unwrap();
     let out = Command::new("openssl")
         .current_dir(dir.path())
-        .args([
-            "verify",
-            "-x509_strict",
-            "-purpose",
-            "sslserver",
-            "-CAfile",
-            "root.pem",
-            "server.pem",
-        ])
+        .args(["verify", "-x509_strict", "-purpose", "sslserver", "-CAfile", "root.pem", "server.pem"])
         .output()
         .expect("openssl must be installed for these tests");
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
 }

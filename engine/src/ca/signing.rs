@@ -74,9 +74,7 @@ fn parsed_software_key(pkcs8: &[u8]) -> Result<Arc<KeyPair>> {
     if let Some(k) = cache.lock().ok().and_then(|c| c.get(&id).cloned()) {
         return Ok(k);
     }
-    let key = Arc::new(
-        KeyPair::try_from(pkcs8).map_err(|e| Error::internal(format!("issuing CA material: private key: {e}")))?,
-    );
+    let key = Arc::new(KeyPair::try_from(pkcs8).map_err(|e| Error::internal(format!("issuing CA material: private key: {e}")))?);
     if let Ok(mut c) = cache.lock() {
         c.insert(id, key.clone());
     }

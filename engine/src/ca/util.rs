@@ -15,9 +15,7 @@ pub(super) const SERIAL_LEN: usize = 16;
 /// 126 random bits, and a hex form of constant length.
 pub(super) fn random_serial() -> Result<[u8; SERIAL_LEN], Error> {
     let mut serial = [0u8; SERIAL_LEN];
-    SystemRandom::new()
-        .fill(&mut serial)
-        .map_err(|_| Error::internal("the system random number generator failed"))?;
+    SystemRandom::new().fill(&mut serial).map_err(|_| Error::internal("the system random number generator failed"))?;
     serial[0] = (serial[0] & 0x7f) | 0x40;
     Ok(serial)
 }
@@ -37,10 +35,7 @@ pub fn serial_hex(raw: &[u8]) -> String {
 /// Converts to the whole second X.509 will carry, refusing times a
 /// certificate cannot express (before 1970 here, past year 9999 anywhere).
 pub(super) fn to_datetime(t: SystemTime) -> Result<OffsetDateTime, Error> {
-    let secs = t
-        .duration_since(UNIX_EPOCH)
-        .map_err(|_| Error::internal("certificate time before 1970"))?
-        .as_secs();
+    let secs = t.duration_since(UNIX_EPOCH).map_err(|_| Error::internal("certificate time before 1970"))?.as_secs();
     let dt = i64::try_from(secs)
         .ok()
         .and_then(|s| OffsetDateTime::from_unix_timestamp(s).ok())
@@ -51,11 +46,7 @@ pub(super) fn to_datetime(t: SystemTime) -> Result<OffsetDateTime, Error> {
 
 pub(super) fn to_system(dt: OffsetDateTime) -> SystemTime {
     let secs = dt.unix_timestamp();
-    if secs >= 0 {
-        UNIX_EPOCH + Duration::from_secs(secs.unsigned_abs())
-    } else {
-        UNIX_EPOCH - Duration::from_secs(secs.unsigned_abs())
-    }
+    if secs >= 0 { UNIX_EPOCH + Duration::from_secs(secs.unsigned_abs()) } else { UNIX_EPOCH - Duration::from_secs(secs.unsigned_abs()) }
 }
 
 /// Now, truncated to the second.
@@ -64,8 +55,7 @@ pub(super) fn now() -> Result<OffsetDateTime, Error> {
 }
 
 pub(super) fn add_days(t: OffsetDateTime, days: i64) -> Result<OffsetDateTime, Error> {
-    t.checked_add(time::Duration::days(days))
-        .ok_or_else(|| Error::internal("certificate validity overflows the calendar"))
+    t.checked_add(time::Duration::days(days)).ok_or_else(|| Error::internal("certificate validity overflows the calendar"))
 }
 
 /// rcgen failures are our own bugs or broken key material, never the client's.
@@ -90,10 +80,7 @@ mod tests {
     #[test]
     fn times_round_trip_at_second_precision() {
         let t = UNIX_EPOCH + Duration::new(1_700_000_000, 123_456_789);
-        assert_eq!(
-            to_system(to_datetime(t).unwrap()),
-            UNIX_EPOCH + Duration::from_secs(1_700_000_000)
-        );
+        assert_eq!(to_system(to_datetime(t).unwrap()), UNIX_EPOCH + Duration::from_secs(1_700_000_000));
         assert!(to_datetime(UNIX_EPOCH - Duration::from_secs(1)).is_err());
     }
 }

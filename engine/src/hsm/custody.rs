@@ -37,8 +37,7 @@ pub struct CaHsmConfig {
 /// Records (replacing) the CA's HSM configuration in the data directory, after
 /// checking the token opens with the PIN. Call before `Authority::open`.
 pub fn configure_ca_hsm(data_dir: &Path, config: &CaHsmConfig) -> Result<()> {
-    std::fs::create_dir_all(data_dir)
-        .map_err(|e| Error::internal(format!("cannot create data directory {}: {e}", data_dir.display())))?;
+    std::fs::create_dir_all(data_dir).map_err(|e| Error::internal(format!("cannot create data directory {}: {e}", data_dir.display())))?;
     let config = CaHsmConfig {
         module: config.module.clone(),
         token: config.token.clone(),
@@ -52,8 +51,7 @@ pub fn configure_ca_hsm(data_dir: &Path, config: &CaHsmConfig) -> Result<()> {
 }
 
 pub(crate) fn read_pin_file(path: &Path) -> Result<String> {
-    let pin = std::fs::read_to_string(path)
-        .map_err(|e| Error::malformed(format!("reading the PIN file {}: {e}", path.display())))?;
+    let pin = std::fs::read_to_string(path).map_err(|e| Error::malformed(format!("reading the PIN file {}: {e}", path.display())))?;
     let pin = pin.trim_end_matches(['\n', '\r']).to_string();
     if pin.is_empty() {
         return Err(Error::malformed(format!("the PIN file {} is empty", path.display())));
@@ -96,11 +94,12 @@ impl CaCustody {
         let kek = Arc::new(Kek::load_or_create(data_dir)?);
         let hsm = match store.setting(CA_HSM_SETTING)? {
             Some(raw) => {
-                let config: CaHsmConfig = serde_json::from_slice(&raw)
-                    .map_err(|e| Error::internal(format!("stored CA HSM configuration: {e}")))?;
-                Some(CaHsm::open(&config).map_err(|e| {
-                    Error::new(e.kind, format!("the CA keys are configured to live in {}: {}", config.token, e.detail))
-                })?)
+                let config: CaHsmConfig =
+                    serde_json::from_slice(&raw).map_err(|e| Error::internal(format!("stored CA HSM configuration: {e}")))?;
+                Some(
+                    CaHsm::open(&config)
+                        .map_err(|e| Error::new(e.kind, format!("the CA keys are configured to live in {}: {}", config.token, e.detail)))?,
+                )
             }
             None => None,
         };
@@ -124,7 +123,13 @@ impl CaCustody {
         let s = hsm.token.user_session(&hsm.pin)?;
         let pair = session::generate_p256(&s, &id, label, Exportability::Never)?;
         hsm.token.give_back(s);
-        Ok(CaKey::Remote(Arc::new(HsmCaKey { token: hsm.token.clone(), pin: hsm.pin.clone(), handle: pair.private, id, point: pair.point })))
+        Ok(CaKey::Remote(Arc::new(HsmCaKey {
+            token: hsm.token.clone(),
+            pin: hsm.pin.clone(),
+            handle: pair.private,
+            id,
+            point: pair.point,
+        })))
     }
 
     /// How a CA key is stored: sealed PKCS#8, or a reference into the token.

@@ -112,11 +112,7 @@ impl Authority {
             attributes: [("hsm-slot".to_string(), slot.id.clone()), ("token".to_string(), slot.token_label.clone())].into(),
             ..Default::default()
         })?;
-        let sealed = if tenant_only {
-            None
-        } else {
-            Some(self.custody.kek().seal(user_pin.as_bytes(), &user_pin_context(&slot.id))?)
-        };
+        let sealed = if tenant_only { None } else { Some(self.custody.kek().seal(user_pin.as_bytes(), &user_pin_context(&slot.id))?) };
         match self.store.complete_hsm_allocation(&slot.id, &resource.id, sealed.as_deref()) {
             Ok(done) => Ok((done, user_pin)),
             Err(e) => {

@@ -20,8 +20,8 @@ use crate::error::{Error, ErrorKind, Result};
 pub(crate) const P256_PARAMS: &[u8] = &[0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
 /// SubjectPublicKeyInfo prefix of a P-256 key, before the 65-octet point.
 const P256_SPKI_PREFIX: &[u8] = &[
-    0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce,
-    0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
+    0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01,
+    0x07, 0x03, 0x42, 0x00,
 ];
 
 pub(crate) fn p11(what: &str) -> impl Fn(P11Error) -> Error + '_ {
@@ -264,9 +264,7 @@ pub fn read_point(session: &Session, public: ObjectHandle) -> Result<Vec<u8>> {
 
 /// Finds the one object of `class` with CKA_ID `id`.
 pub fn find_by_id(session: &Session, class: ObjectClass, id: &[u8]) -> Result<Option<ObjectHandle>> {
-    let found = session
-        .find_objects(&[Attribute::Class(class), Attribute::Id(id.to_vec())])
-        .map_err(p11("finding an object"))?;
+    let found = session.find_objects(&[Attribute::Class(class), Attribute::Id(id.to_vec())]).map_err(p11("finding an object"))?;
     Ok(found.into_iter().next())
 }
 
@@ -329,8 +327,8 @@ pub fn write_certificate(session: &Session, id: &[u8], label: &str, cert_der: &[
 
 fn cert_names(der: &[u8]) -> Result<(Vec<u8>, Vec<u8>, Vec<u8>)> {
     use x509_parser::prelude::FromDer as _;
-    let (_, cert) = x509_parser::certificate::X509Certificate::from_der(der)
-        .map_err(|e| Error::internal(format!("certificate for the token: {e}")))?;
+    let (_, cert) =
+        x509_parser::certificate::X509Certificate::from_der(der).map_err(|e| Error::internal(format!("certificate for the token: {e}")))?;
     // CKA_SERIAL_NUMBER is the DER INTEGER.
     let raw = cert.tbs_certificate.raw_serial();
     let mut serial = vec![0x02, raw.len() as u8];
@@ -353,7 +351,8 @@ pub fn list_objects(session: &Session) -> Result<Vec<ObjectInfo>> {
         let attrs = session
             .get_attributes(h, &[AttributeType::Class, AttributeType::Id, AttributeType::Label])
             .map_err(p11("reading object attributes"))?;
-        let mut info = ObjectInfo { class: "other".into(), id_hex: String::new(), label: String::new(), sensitive: None, extractable: None };
+        let mut info =
+            ObjectInfo { class: "other".into(), id_hex: String::new(), label: String::new(), sensitive: None, extractable: None };
         let mut is_private = false;
         for a in attrs {
             match a {

@@ -67,9 +67,8 @@ impl Authority {
             Some(format!("{} belongs to another tenant: keys are never distributed across tenants", target_res.id))
         } else if source_res.id == target_res.id {
             Some("source and target are the same HSM".to_string())
-        } else if let Err(e) = self
-            .usable_hsm_resource(&source_res.id, &tenant)
-            .and_then(|_| self.usable_hsm_resource(&target_res.id, &tenant))
+        } else if let Err(e) =
+            self.usable_hsm_resource(&source_res.id, &tenant).and_then(|_| self.usable_hsm_resource(&target_res.id, &tenant))
         {
             Some(e.detail)
         } else {

@@ -42,14 +42,8 @@ impl Authority {
         let this_update = UNIX_EPOCH + Duration::from_secs(at.max(0) as u64);
         let validity = self.config().lifecycle.crl_validity;
         let der = ca::sign_crl(&*self.issuer(issuer_id)?, number as u64, this_update, this_update + validity, &entries)?;
-        let stored = StoredCrl {
-            issuer_id,
-            number,
-            this_update: at,
-            next_update: at + validity.as_secs() as i64,
-            revocation_mark: mark,
-            der,
-        };
+        let stored =
+            StoredCrl { issuer_id, number, this_update: at, next_update: at + validity.as_secs() as i64, revocation_mark: mark, der };
         if self.store.put_crl(&stored)? {
             Ok(stored.der)
         } else {

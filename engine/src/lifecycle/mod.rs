@@ -106,7 +106,12 @@ impl Authority {
     }
 
     /// Certificates with their lifecycle, newest first.
-    pub fn certificates(&self, tenant: Option<&str>, resource: Option<&str>, limit: i64) -> Result<Vec<(Certificate, CertificateLifecycle)>> {
+    pub fn certificates(
+        &self,
+        tenant: Option<&str>,
+        resource: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<(Certificate, CertificateLifecycle)>> {
         self.store.certificate_records(tenant, resource, limit)
     }
 

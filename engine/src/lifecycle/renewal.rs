@@ -139,7 +139,9 @@ impl Authority {
             let batch = &batch;
             let handles: Vec<_> = due
                 .chunks(per.max(1))
-                .map(|chunk| (chunk, s.spawn(move || chunk.iter().map(|(c, l)| (c.serial.clone(), self.renew_one(c, l, batch))).collect::<Vec<_>>())))
+                .map(|chunk| {
+                    (chunk, s.spawn(move || chunk.iter().map(|(c, l)| (c.serial.clone(), self.renew_one(c, l, batch))).collect::<Vec<_>>()))
+                })
                 .collect();
             handles
                 .into_iter()

@@ -3,16 +3,13 @@
 use std::path::{Path, PathBuf};
 
 /// The default policy of the public tenant: challenges for every name.
-pub const PUBLIC_CHALLENGE: &[u8] =
-    include_bytes!(concat!(env!("OUT_DIR"), "/plugins/public_challenge.wasm"));
+pub const PUBLIC_CHALLENGE: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/plugins/public_challenge.wasm"));
 
 /// Allow what the registry shows the tenant holding, authorized by control.
-pub const REGISTRY_CONTROL: &[u8] =
-    include_bytes!(concat!(env!("OUT_DIR"), "/plugins/registry_control.wasm"));
+pub const REGISTRY_CONTROL: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/plugins/registry_control.wasm"));
 
 /// The default policy of every other tenant: names it holds by control, the rest by challenge.
-pub const CONTROL_OR_CHALLENGE: &[u8] =
-    include_bytes!(concat!(env!("OUT_DIR"), "/plugins/control_or_challenge.wasm"));
+pub const CONTROL_OR_CHALLENGE: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/plugins/control_or_challenge.wasm"));
 
 /// Where the build left every plugin of `plugins/`, test plugins included.
 pub const PLUGINS_DIR: &str = concat!(env!("OUT_DIR"), "/plugins");

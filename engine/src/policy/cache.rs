@@ -47,23 +47,15 @@ impl DiskCache {
         let _ = fs::remove_file(&probe);
         let meta = fs::metadata(dir).map_err(|e| format!("plugin cache {}: {e}", dir.display()))?;
         if !private(&meta, uid) {
-            return Err(format!(
-                "plugin cache {} must belong to uid {uid} and be writable by no one else",
-                dir.display()
-            ));
+            return Err(format!("plugin cache {} must belong to uid {uid} and be writable by no one else", dir.display()));
         }
         let mut h = DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut h);
-        Ok(DiskCache {
-            dir: dir.to_owned(),
-            engine_hash: format!("{:016x}", h.finish()),
-            uid,
-        })
+        Ok(DiskCache { dir: dir.to_owned(), engine_hash: format!("{:016x}", h.finish()), uid })
     }
 
     fn path(&self, digest: &str) -> PathBuf {
-        self.dir
-            .join(format!("{digest}-{}.cwasm", self.engine_hash))
+        self.dir.join(format!("{digest}-{}.cwasm", self.engine_hash))
     }
 
     /// The cached compilation of `digest`, if there is one we can trust.
@@ -90,26 +82,13 @@ impl DiskCache {
     /// Stores a compilation; a failure only costs a recompilation later.
     pub fn put(&self, digest: &str, component: &Component) {
         let path = self.path(digest);
-        let tmp = self
-            .dir
-            .join(format!(".{digest}.{}.tmp", std::process::id()));
-        let result = component
-            .serialize()
-            .map_err(|e| e.to_string())
-            .and_then(|bytes| {
-                let mut f = fs::OpenOptions::new()
-                    .write(true)
-                    .create(true)
-                    .truncate(true)
-                    .mode(0o600)
-                    .open(&tmp)
-                    .map_err(|e| e.to_string())?;
-                f.write_all(&bytes)
-                    .and_then(|_| f.sync_all())
-                    .map_err(|e| e.to_string())?;
-                // Atomic: a concurrent reader sees the old file or the whole new one.
-                fs::rename(&tmp, &path).map_err(|e| e.to_string())
-            });
+        let tmp = self.dir.join(format!(".{digest}.{}.tmp", std::process::id()));
+        let result = component.serialize().map_err(|e| e.to_string()).and_then(|bytes| {
+            let mut f = fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp).map_err(|e| e.to_string())?;
+            f.write_all(&bytes).and_then(|_| f.sync_all()).map_err(|e| e.to_string())?;
+            // Atomic: a concurrent reader sees the old file or the whole new one.
+            fs::rename(&tmp, &path).map_err(|e| e.to_string())
+        });
         if let Err(e) = result {
             let _ = fs::remove_file(&tmp);
             tracing::warn!(path = %path.display(), error = %e, "could not cache a compiled plugin");

@@ -27,34 +27,20 @@ fn answer_size(g: &Grant) -> usize {
 
 /// Keeps log lines and reasons printable.
 fn sanitize(reason: &str) -> String {
-    reason
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect()
+    reason.chars().map(|c| if c.is_control() { ' ' } else { c }).collect()
 }
 
 /// Checks a plugin's answer. `Err` is the reason it is malformed, which denies.
 /// A valid allow comes back normalized: identifiers spelled as in the request, no
 /// duplicates, authorize-by-control within the grant, lifetime capped at the request's.
-pub(super) fn validate(
-    decision: Decision,
-    hook: Hook<'_>,
-    max_answer_bytes: usize,
-) -> Result<Decision, String> {
+pub(super) fn validate(decision: Decision, hook: Hook<'_>, max_answer_bytes: usize) -> Result<Decision, String> {
     let mut g = match decision {
         Decision::Deny(reason) => {
             if reason.len() > max_answer_bytes {
-                return Err(format!(
-                    "oversized answer: a deny reason of {} bytes exceeds the {max_answer_bytes}-byte limit",
-                    reason.len()
-                ));
+                return Err(format!("oversized answer: a deny reason of {} bytes exceeds the {max_answer_bytes}-byte limit", reason.len()));
             }
             let reason = sanitize(reason.trim());
-            return Ok(Decision::Deny(if reason.is_empty() {
-                "denied without a reason".to_owned()
-            } else {
-                reason
-            }));
+            return Ok(Decision::Deny(if reason.is_empty() { "denied without a reason".to_owned() } else { reason }));
         }
         Decision::Allow(g) => g,
     };
@@ -73,12 +59,7 @@ pub(super) fn validate(
             if !g.identifiers.is_empty() || !g.authorize_by_control.is_empty() {
                 return Err("malformed answer: a distribution grant names identifiers".to_owned());
             }
-            return Ok(Decision::Allow(Grant {
-                lifetime_seconds: 0,
-                profile: None,
-                rekey: false,
-                ..g
-            }));
+            return Ok(Decision::Allow(Grant { lifetime_seconds: 0, profile: None, rekey: false, ..g }));
         }
         Hook::Issuance(ids, lifetime) => (ids, lifetime),
         Hook::Renewal(ids) => (ids, 0),
@@ -87,10 +68,7 @@ pub(super) fn validate(
     let mut granted: Vec<Identifier> = Vec::with_capacity(g.identifiers.len());
     for id in &g.identifiers {
         let Some(req) = requested.iter().find(|r| same(r, id)) else {
-            return Err(format!(
-                "malformed answer: the grant names {}, which the request does not",
-                sanitize(&id.value)
-            ));
+            return Err(format!("malformed answer: the grant names {}, which the request does not", sanitize(&id.value)));
         };
         if !granted.iter().any(|x| same(x, req)) {
             granted.push(req.clone());
@@ -102,10 +80,7 @@ pub(super) fn validate(
     let mut by_control: Vec<Identifier> = Vec::with_capacity(g.authorize_by_control.len());
     for id in &g.authorize_by_control {
         let Some(x) = granted.iter().find(|x| same(x, id)) else {
-            return Err(format!(
-                "malformed answer: authorize-by-control names {}, which the grant does not",
-                sanitize(&id.value)
-            ));
+            return Err(format!("malformed answer: authorize-by-control names {}, which the grant does not", sanitize(&id.value)));
         };
         if !by_control.iter().any(|y| same(y, x)) {
             by_control.push(x.clone());
@@ -117,11 +92,7 @@ pub(super) fn validate(
     if requested_lifetime > 0 {
         g.lifetime_seconds = g.lifetime_seconds.min(requested_lifetime);
     }
-    Ok(Decision::Allow(Grant {
-        identifiers: granted,
-        authorize_by_control: by_control,
-        ..g
-    }))
+    Ok(Decision::Allow(Grant { identifiers: granted, authorize_by_control: by_control, ..g }))
 }
 
 fn short(digest: &str) -> &str {
@@ -137,10 +108,7 @@ pub fn chain(verdicts: &[Verdict]) -> Decision {
     if verdicts.is_empty() {
         return Decision::Deny("no policy plugin decided".to_owned());
     }
-    let denials: Vec<&str> = verdicts
-        .iter()
-        .filter_map(|v| v.decision.deny_reason())
-        .collect();
+    let denials: Vec<&str> = verdicts.iter().filter_map(|v| v.decision.deny_reason()).collect();
     if !denials.is_empty() {
         return Decision::Deny(denials.join("; "));
     }
@@ -153,8 +121,7 @@ pub fn chain(verdicts: &[Verdict]) -> Decision {
         };
         names_any |= !g.identifiers.is_empty();
         if let Some(p) = &g.profile {
-            if let (Some(prev), Some(who)) =
-                (acc.as_ref().and_then(|a| a.profile.as_ref()), chooser)
+            if let (Some(prev), Some(who)) = (acc.as_ref().and_then(|a| a.profile.as_ref()), chooser)
                 && prev != p
             {
                 return Decision::Deny(format!(
@@ -168,11 +135,7 @@ pub fn chain(verdicts: &[Verdict]) -> Decision {
         acc = Some(match acc {
             None => g.clone(),
             Some(a) => Grant {
-                identifiers: a
-                    .identifiers
-                    .into_iter()
-                    .filter(|i| g.identifiers.iter().any(|j| same(i, j)))
-                    .collect(),
+                identifiers: a.identifiers.into_iter().filter(|i| g.identifiers.iter().any(|j| same(i, j))).collect(),
                 lifetime_seconds: a.lifetime_seconds.min(g.lifetime_seconds),
                 profile: a.profile.or_else(|| g.profile.clone()),
                 authorize_by_control: a
@@ -187,9 +150,7 @@ pub fn chain(verdicts: &[Verdict]) -> Decision {
     let Some(mut grant) = acc else {
         return Decision::Deny("no policy plugin decided".to_owned());
     };
-    grant
-        .authorize_by_control
-        .retain(|i| grant.identifiers.iter().any(|j| same(i, j)));
+    grant.authorize_by_control.retain(|i| grant.identifiers.iter().any(|j| same(i, j)));
     if names_any && grant.identifiers.is_empty() {
         return Decision::Deny("no identifier is allowed by every policy plugin".to_owned());
     }

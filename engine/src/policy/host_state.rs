@@ -50,12 +50,7 @@ pub(super) struct MemoryLimiter {
 }
 
 impl ResourceLimiter for MemoryLimiter {
-    fn memory_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
         if desired > self.memory_bytes {
             self.hit = true;
             return Ok(false);
@@ -63,12 +58,7 @@ impl ResourceLimiter for MemoryLimiter {
         Ok(true)
     }
 
-    fn table_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
         // Tables hold function references; nothing a policy needs many of.
         Ok(desired <= 65536)
     }
@@ -126,24 +116,14 @@ impl tenure::policy::registry::Host for HostState {
     }
 
     fn resources(&mut self) -> Vec<w::Resource> {
-        self.timed(|s| {
-            s.registry
-                .resources(&s.tenant)
-                .into_iter()
-                .filter(|r| r.tenant == s.tenant)
-                .map(Into::into)
-                .collect()
-        })
+        self.timed(|s| s.registry.resources(&s.tenant).into_iter().filter(|r| r.tenant == s.tenant).map(Into::into).collect())
     }
 
     fn tenant(&mut self) -> w::Tenant {
         let found = self.timed(|s| s.registry.tenant(&s.tenant));
         match found {
             Some(info) if info.name == self.tenant => info.into(),
-            _ => w::Tenant {
-                name: self.tenant.clone(),
-                permits: Vec::new(),
-            },
+            _ => w::Tenant { name: self.tenant.clone(), permits: Vec::new() },
         }
     }
 }
@@ -193,10 +173,7 @@ impl tenure::policy::log::Host for HostState {
 
 impl tenure::policy::clock::Host for HostState {
     fn now(&mut self) -> u64 {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0)
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
     }
 }
 
@@ -217,21 +194,11 @@ fn kind_out(k: w::IdentifierKind) -> t::IdentifierKind {
 }
 
 fn ids_in(ids: &[t::Identifier]) -> Vec<w::Identifier> {
-    ids.iter()
-        .map(|i| w::Identifier {
-            kind: kind_in(i.kind),
-            value: i.value.clone(),
-        })
-        .collect()
+    ids.iter().map(|i| w::Identifier { kind: kind_in(i.kind), value: i.value.clone() }).collect()
 }
 
 fn ids_out(ids: Vec<w::Identifier>) -> Vec<t::Identifier> {
-    ids.into_iter()
-        .map(|i| t::Identifier {
-            kind: kind_out(i.kind),
-            value: i.value,
-        })
-        .collect()
+    ids.into_iter().map(|i| t::Identifier { kind: kind_out(i.kind), value: i.value }).collect()
 }
 
 fn state_out(s: t::ResourceState) -> w::ResourceState {
@@ -260,10 +227,7 @@ impl From<t::Resource> for w::Resource {
 
 impl From<t::TenantInfo> for w::Tenant {
     fn from(t: t::TenantInfo) -> Self {
-        w::Tenant {
-            name: t.name,
-            permits: t.permits,
-        }
+        w::Tenant { name: t.name, permits: t.permits }
     }
 }
 

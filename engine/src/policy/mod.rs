@@ -33,9 +33,8 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 pub use chain::chain;
 pub use set::PluginSet;
 pub use types::{
-    CertificateInfo, Decision, DistributionRequest, Grant, Holding, Identifier, IdentifierKind,
-    IssuanceRequest, KeyType, PluginInfo, RenewalRequest, Resource, ResourceState, TenantInfo,
-    Verdict,
+    CertificateInfo, Decision, DistributionRequest, Grant, Holding, Identifier, IdentifierKind, IssuanceRequest, KeyType, PluginInfo,
+    RenewalRequest, Resource, ResourceState, TenantInfo, Verdict,
 };
 
 use cache::DiskCache;
@@ -67,13 +66,7 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits {
-            fuel: 0,
-            memory_bytes: 16 << 20,
-            deadline: Duration::from_millis(100),
-            max_answer_bytes: 64 << 10,
-            max_instances: 256,
-        }
+        Limits { fuel: 0, memory_bytes: 16 << 20, deadline: Duration::from_millis(100), max_answer_bytes: 64 << 10, max_instances: 256 }
     }
 }
 
@@ -84,11 +77,7 @@ pub enum PolicyError {
     #[error("plugin {digest8} is not a valid component: {detail}")]
     Invalid { digest8: String, detail: String },
     #[error("plugin {digest8} imports what a policy may not use: {}", forbidden.join(", "))]
-    ForbiddenImports {
-        digest8: String,
-        forbidden: Vec<String>,
-        imports: Vec<String>,
-    },
+    ForbiddenImports { digest8: String, forbidden: Vec<String>, imports: Vec<String> },
     #[error("plugin {digest8} does not implement the tenure:policy/policy world: {detail}")]
     NotAPolicy { digest8: String, detail: String },
 }
@@ -150,9 +139,7 @@ impl Plugin {
 
 impl std::fmt::Debug for Plugin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Plugin")
-            .field("digest", &self.digest)
-            .finish_non_exhaustive()
+        f.debug_struct("Plugin").field("digest", &self.digest).finish_non_exhaustive()
     }
 }
 
@@ -209,14 +196,8 @@ fn sha256_hex(bytes: &[u8]) -> String {
     s
 }
 
-fn export(
-    store: &mut Store<HostState>,
-    instance: &Instance,
-    index: &ComponentExportIndex,
-) -> wasmtime::Result<wasmtime::component::Func> {
-    instance
-        .get_func(&mut *store, index)
-        .ok_or_else(|| wasmtime::format_err!("the export is not a function"))
+fn export(store: &mut Store<HostState>, instance: &Instance, index: &ComponentExportIndex) -> wasmtime::Result<wasmtime::component::Func> {
+    instance.get_func(&mut *store, index).ok_or_else(|| wasmtime::format_err!("the export is not a function"))
 }
 
 /// The registry of a load-time check: no tenant, nothing held.
@@ -241,10 +222,7 @@ impl RegistryView for NoRegistry {
 }
 
 fn allowed_import(name: &str) -> bool {
-    let Some(rest) = name
-        .strip_prefix(WIT_PACKAGE)
-        .and_then(|r| r.strip_prefix('/'))
-    else {
+    let Some(rest) = name.strip_prefix(WIT_PACKAGE).and_then(|r| r.strip_prefix('/')) else {
         return false;
     };
     let (iface, version) = rest.split_once('@').unwrap_or((rest, ""));
@@ -284,8 +262,7 @@ impl PolicyHost {
         let engine = Engine::new(&config).map_err(engine_err)?;
 
         let mut linker = Linker::new(&engine);
-        Policy::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
-            .map_err(engine_err)?;
+        Policy::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s).map_err(engine_err)?;
 
         let cache = match cache_dir {
             Some(dir) => Some(DiskCache::open(&dir, &engine).map_err(PolicyError::Engine)?),
@@ -293,8 +270,7 @@ impl PolicyHost {
         };
 
         // Deadline granularity: a tenth of the deadline, between 1 and 10 ms.
-        let tick =
-            (limits.deadline / 10).clamp(Duration::from_millis(1), Duration::from_millis(10));
+        let tick = (limits.deadline / 10).clamp(Duration::from_millis(1), Duration::from_millis(10));
         let stop = Arc::new(AtomicBool::new(false));
         let weak = engine.weak();
         let flag = Arc::clone(&stop);
@@ -320,10 +296,7 @@ impl PolicyHost {
             loaded: Mutex::new(HashMap::new()),
             compiled: AtomicU64::new(0),
             disk_hits: AtomicU64::new(0),
-            _ticker: Ticker {
-                stop,
-                thread: Some(thread),
-            },
+            _ticker: Ticker { stop, thread: Some(thread) },
         })
     }
 
@@ -332,23 +305,13 @@ impl PolicyHost {
     }
 
     pub fn stats(&self) -> HostStats {
-        HostStats {
-            compiled: self.compiled.load(Ordering::Relaxed),
-            disk_cache_hits: self.disk_hits.load(Ordering::Relaxed),
-        }
+        HostStats { compiled: self.compiled.load(Ordering::Relaxed), disk_cache_hits: self.disk_hits.load(Ordering::Relaxed) }
     }
 
     /// Compiles (or finds in the disk cache) and inspects a component.
-    fn component(
-        &self,
-        digest: &str,
-        bytes: &[u8],
-    ) -> Result<(Component, PluginInfo, bool), PolicyError> {
+    fn component(&self, digest: &str, bytes: &[u8]) -> Result<(Component, PluginInfo, bool), PolicyError> {
         let digest8 = digest[..8].to_owned();
-        let cached = self
-            .cache
-            .as_ref()
-            .and_then(|c| c.get(&self.engine, digest));
+        let cached = self.cache.as_ref().and_then(|c| c.get(&self.engine, digest));
         let from_cache = cached.is_some();
         let component = match cached {
             Some(c) => {
@@ -356,48 +319,24 @@ impl PolicyHost {
                 c
             }
             None => {
-                let c = Component::new(&self.engine, bytes).map_err(|e| PolicyError::Invalid {
-                    digest8: digest8.clone(),
-                    detail: format!("{e:#}"),
-                })?;
+                let c = Component::new(&self.engine, bytes)
+                    .map_err(|e| PolicyError::Invalid { digest8: digest8.clone(), detail: format!("{e:#}") })?;
                 self.compiled.fetch_add(1, Ordering::Relaxed);
                 c
             }
         };
         let ty = component.component_type();
-        let imports: Vec<String> = ty
-            .imports(&self.engine)
-            .map(|(n, _)| n.to_owned())
-            .collect();
-        let exports: Vec<String> = ty
-            .exports(&self.engine)
-            .map(|(n, _)| n.to_owned())
-            .collect();
-        let forbidden: Vec<String> = imports
-            .iter()
-            .filter(|n| !allowed_import(n))
-            .cloned()
-            .collect();
+        let imports: Vec<String> = ty.imports(&self.engine).map(|(n, _)| n.to_owned()).collect();
+        let exports: Vec<String> = ty.exports(&self.engine).map(|(n, _)| n.to_owned()).collect();
+        let forbidden: Vec<String> = imports.iter().filter(|n| !allowed_import(n)).cloned().collect();
         if !forbidden.is_empty() {
-            return Err(PolicyError::ForbiddenImports {
-                digest8,
-                forbidden,
-                imports,
-            });
+            return Err(PolicyError::ForbiddenImports { digest8, forbidden, imports });
         }
         // Cache only what passed the import check: the cache never holds a refused plugin.
         if let (false, Some(cache)) = (from_cache, &self.cache) {
             cache.put(digest, &component);
         }
-        Ok((
-            component,
-            PluginInfo {
-                digest: digest.to_owned(),
-                imports,
-                exports,
-            },
-            from_cache,
-        ))
+        Ok((component, PluginInfo { digest: digest.to_owned(), imports, exports }, from_cache))
     }
 
     /// Reports a component's digest, imports and exports; refuses what `load` refuses.
@@ -410,58 +349,34 @@ impl PolicyHost {
 
     /// Links the component and checks its exports' types, once: a decision then calls
     /// them unchecked.
-    fn prepare(
-        &self,
-        digest: &str,
-        component: &Component,
-    ) -> Result<(PolicyPre<HostState>, Exports), PolicyError> {
-        let not_policy = |e: wasmtime::Error| PolicyError::NotAPolicy {
-            digest8: digest[..8].to_owned(),
-            detail: format!("{e:#}"),
-        };
+    fn prepare(&self, digest: &str, component: &Component) -> Result<(PolicyPre<HostState>, Exports), PolicyError> {
+        let not_policy = |e: wasmtime::Error| PolicyError::NotAPolicy { digest8: digest[..8].to_owned(), detail: format!("{e:#}") };
         let pre = self.linker.instantiate_pre(component).map_err(not_policy)?;
         let pre = PolicyPre::new(pre).map_err(not_policy)?;
         let index = |name: &str| {
             component
                 .get_export_index(None, name)
-                .ok_or_else(|| PolicyError::NotAPolicy {
-                    digest8: digest[..8].to_owned(),
-                    detail: format!("no export {name}"),
-                })
+                .ok_or_else(|| PolicyError::NotAPolicy { digest8: digest[..8].to_owned(), detail: format!("no export {name}") })
         };
-        let exports = Exports {
-            issuance: index("decide-issuance")?,
-            renewal: index("decide-renewal")?,
-            distribution: index("decide-distribution")?,
-        };
+        let exports =
+            Exports { issuance: index("decide-issuance")?, renewal: index("decide-renewal")?, distribution: index("decide-distribution")? };
         // The bindings' own instantiation type-checks all three exports against the
         // world. It runs no export, but may run a start function: under the limits.
         let mut store = self.store(Arc::new(NoRegistry), "", Arc::from(&digest[..8]));
         if let Err(e) = pre.instantiate(&mut store) {
             let why = self.explain(&store, true, &e);
-            return Err(PolicyError::NotAPolicy {
-                digest8: digest[..8].to_owned(),
-                detail: why,
-            });
+            return Err(PolicyError::NotAPolicy { digest8: digest[..8].to_owned(), detail: why });
         }
         Ok((pre, exports))
     }
 
     /// A fresh store with this host's limits.
-    fn store(
-        &self,
-        registry: Arc<dyn RegistryView>,
-        tenant: &str,
-        digest8: Arc<str>,
-    ) -> Store<HostState> {
+    fn store(&self, registry: Arc<dyn RegistryView>, tenant: &str, digest8: Arc<str>) -> Store<HostState> {
         let state = HostState {
             tenant: tenant.to_owned(),
             registry,
             digest8,
-            limiter: MemoryLimiter {
-                memory_bytes: self.limits.memory_bytes,
-                hit: false,
-            },
+            limiter: MemoryLimiter { memory_bytes: self.limits.memory_bytes, hit: false },
             log_lines: 0,
             last_error: None,
             started: Instant::now(),
@@ -475,12 +390,7 @@ impl PolicyHost {
             let _ = store.set_fuel(self.limits.fuel);
         }
         // +1: the current epoch may end at once.
-        let ticks = self
-            .limits
-            .deadline
-            .as_nanos()
-            .div_ceil(self.tick.as_nanos().max(1)) as u64
-            + 1;
+        let ticks = self.limits.deadline.as_nanos().div_ceil(self.tick.as_nanos().max(1)) as u64 + 1;
         store.set_epoch_deadline(ticks);
         // At the deadline, count only the plugin's own time: registry calls may
         // have waited on the database.
@@ -508,14 +418,7 @@ impl PolicyHost {
         }
         let (component, info, from_disk_cache) = self.component(&digest, bytes)?;
         let (pre, exports) = self.prepare(&digest, &component)?;
-        let plugin = Arc::new(Plugin {
-            digest8: digest[..8].into(),
-            digest: digest.clone(),
-            info,
-            from_disk_cache,
-            pre,
-            exports,
-        });
+        let plugin = Arc::new(Plugin { digest8: digest[..8].into(), digest: digest.clone(), info, from_disk_cache, pre, exports });
         let mut loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
         loaded.retain(|_, w| w.strong_count() > 0);
         loaded.insert(digest, Arc::downgrade(&plugin));
@@ -527,53 +430,24 @@ impl PolicyHost {
         loaded.get(digest).and_then(Weak::upgrade)
     }
 
-    pub fn decide_issuance(
-        &self,
-        plugin: &Plugin,
-        registry: Arc<dyn RegistryView>,
-        tenant: &str,
-        req: &IssuanceRequest,
-    ) -> Verdict {
+    pub fn decide_issuance(&self, plugin: &Plugin, registry: Arc<dyn RegistryView>, tenant: &str, req: &IssuanceRequest) -> Verdict {
         let hook = Hook::Issuance(&req.identifiers, req.requested_lifetime_seconds);
-        self.decide(
-            plugin,
-            registry,
-            tenant,
-            &req.tenant,
-            hook,
-            |store, instance| {
-                let f = export(store, instance, &plugin.exports.issuance)?;
-                // SAFETY: `prepare` type-checked this export of this component.
-                let f = unsafe {
-                    TypedFunc::<(&w::IssuanceRequest,), (w::Decision,)>::new_unchecked(f)
-                };
-                Ok(f.call(store, (&host_state::issuance_in(req),))?.0)
-            },
-        )
+        self.decide(plugin, registry, tenant, &req.tenant, hook, |store, instance| {
+            let f = export(store, instance, &plugin.exports.issuance)?;
+            // SAFETY: `prepare` type-checked this export of this component.
+            let f = unsafe { TypedFunc::<(&w::IssuanceRequest,), (w::Decision,)>::new_unchecked(f) };
+            Ok(f.call(store, (&host_state::issuance_in(req),))?.0)
+        })
     }
 
-    pub fn decide_renewal(
-        &self,
-        plugin: &Plugin,
-        registry: Arc<dyn RegistryView>,
-        tenant: &str,
-        req: &RenewalRequest,
-    ) -> Verdict {
+    pub fn decide_renewal(&self, plugin: &Plugin, registry: Arc<dyn RegistryView>, tenant: &str, req: &RenewalRequest) -> Verdict {
         let hook = Hook::Renewal(&req.certificate.identifiers);
-        self.decide(
-            plugin,
-            registry,
-            tenant,
-            &req.tenant,
-            hook,
-            |store, instance| {
-                let f = export(store, instance, &plugin.exports.renewal)?;
-                // SAFETY: `prepare` type-checked this export of this component.
-                let f =
-                    unsafe { TypedFunc::<(&w::RenewalRequest,), (w::Decision,)>::new_unchecked(f) };
-                Ok(f.call(store, (&host_state::renewal_in(req),))?.0)
-            },
-        )
+        self.decide(plugin, registry, tenant, &req.tenant, hook, |store, instance| {
+            let f = export(store, instance, &plugin.exports.renewal)?;
+            // SAFETY: `prepare` type-checked this export of this component.
+            let f = unsafe { TypedFunc::<(&w::RenewalRequest,), (w::Decision,)>::new_unchecked(f) };
+            Ok(f.call(store, (&host_state::renewal_in(req),))?.0)
+        })
     }
 
     pub fn decide_distribution(
@@ -583,41 +457,20 @@ impl PolicyHost {
         tenant: &str,
         req: &DistributionRequest,
     ) -> Verdict {
-        self.decide(
-            plugin,
-            registry,
-            tenant,
-            &req.tenant,
-            Hook::Distribution,
-            |store, instance| {
-                let f = export(store, instance, &plugin.exports.distribution)?;
-                // SAFETY: `prepare` type-checked this export of this component.
-                let f = unsafe {
-                    TypedFunc::<(&w::DistributionRequest,), (w::Decision,)>::new_unchecked(f)
-                };
-                Ok(f.call(store, (&host_state::distribution_in(req),))?.0)
-            },
-        )
+        self.decide(plugin, registry, tenant, &req.tenant, Hook::Distribution, |store, instance| {
+            let f = export(store, instance, &plugin.exports.distribution)?;
+            // SAFETY: `prepare` type-checked this export of this component.
+            let f = unsafe { TypedFunc::<(&w::DistributionRequest,), (w::Decision,)>::new_unchecked(f) };
+            Ok(f.call(store, (&host_state::distribution_in(req),))?.0)
+        })
     }
 
     /// Runs every plugin of the chain (in order) and chains their verdicts.
-    pub fn chain_issuance(
-        &self,
-        plugins: &[Arc<Plugin>],
-        registry: Arc<dyn RegistryView>,
-        tenant: &str,
-        req: &IssuanceRequest,
-    ) -> Chained {
+    pub fn chain_issuance(&self, plugins: &[Arc<Plugin>], registry: Arc<dyn RegistryView>, tenant: &str, req: &IssuanceRequest) -> Chained {
         chained(plugins, |p| self.decide_issuance(p, Arc::clone(&registry), tenant, req))
     }
 
-    pub fn chain_renewal(
-        &self,
-        plugins: &[Arc<Plugin>],
-        registry: Arc<dyn RegistryView>,
-        tenant: &str,
-        req: &RenewalRequest,
-    ) -> Chained {
+    pub fn chain_renewal(&self, plugins: &[Arc<Plugin>], registry: Arc<dyn RegistryView>, tenant: &str, req: &RenewalRequest) -> Chained {
         chained(plugins, |p| self.decide_renewal(p, Arc::clone(&registry), tenant, req))
     }
 
@@ -643,25 +496,16 @@ impl PolicyHost {
         let started = Instant::now();
         let outcome = if tenant != req_tenant {
             // A caller bug, but the registry is scoped by `tenant`: fail closed.
-            Err(format!(
-                "request for tenant {req_tenant:?} decided for tenant {tenant:?}"
-            ))
+            Err(format!("request for tenant {req_tenant:?} decided for tenant {tenant:?}"))
         } else {
-            self.run(plugin, registry, tenant, call)
-                .and_then(|d| validate(d, hook, self.limits.max_answer_bytes))
+            self.run(plugin, registry, tenant, call).and_then(|d| validate(d, hook, self.limits.max_answer_bytes))
         };
         let decision = match outcome {
-            Ok(Decision::Deny(reason)) => {
-                Decision::Deny(format!("plugin {}: {reason}", plugin.digest8))
-            }
+            Ok(Decision::Deny(reason)) => Decision::Deny(format!("plugin {}: {reason}", plugin.digest8)),
             Ok(allow) => allow,
             Err(why) => Decision::Deny(format!("plugin {}: {why}", plugin.digest8)),
         };
-        Verdict {
-            decision,
-            plugin_digest: plugin.digest.clone(),
-            duration: started.elapsed(),
-        }
+        Verdict { decision, plugin_digest: plugin.digest.clone(), duration: started.elapsed() }
     }
 
     /// One fresh instance, one call. `Err` is why the plugin gave no usable answer.
@@ -691,18 +535,9 @@ impl PolicyHost {
         }
     }
 
-    fn explain(
-        &self,
-        store: &Store<HostState>,
-        instantiating: bool,
-        e: &wasmtime::Error,
-    ) -> String {
+    fn explain(&self, store: &Store<HostState>, instantiating: bool, e: &wasmtime::Error) -> String {
         let state = store.data();
-        let said = state
-            .last_error
-            .as_deref()
-            .map(|m| format!(" ({m})"))
-            .unwrap_or_default();
+        let said = state.last_error.as_deref().map(|m| format!(" ({m})")).unwrap_or_default();
         match e.downcast_ref::<Trap>() {
             Some(Trap::Interrupt) => format!(
                 "exceeded its deadline of {:?} (wall time {:?}, of which {:?} in registry calls)",
@@ -711,10 +546,7 @@ impl PolicyHost {
                 state.host_time
             ),
             Some(Trap::OutOfFuel) => format!("ran out of fuel ({} units)", self.limits.fuel),
-            Some(_) if state.limiter.hit => format!(
-                "exceeded its memory limit of {} bytes{said}",
-                self.limits.memory_bytes
-            ),
+            Some(_) if state.limiter.hit => format!("exceeded its memory limit of {} bytes{said}", self.limits.memory_bytes),
             Some(Trap::StackOverflow) => "overflowed its stack".to_owned(),
             Some(trap) => format!("trapped: {trap}{said}"),
             None if instantiating => format!("could not be instantiated: {e:#}"),

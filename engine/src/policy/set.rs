@@ -13,9 +13,7 @@ pub struct PluginSet {
 
 impl PluginSet {
     pub fn new(plugins: Vec<Arc<Plugin>>) -> Self {
-        PluginSet {
-            current: RwLock::new(plugins.into()),
-        }
+        PluginSet { current: RwLock::new(plugins.into()) }
     }
 
     /// The plugins installed now.

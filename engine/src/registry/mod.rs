@@ -195,9 +195,7 @@ pub struct Event {
 
 /// Parses `K=V` attribute arguments.
 pub fn parse_attribute(kv: &str) -> Result<(String, String)> {
-    let (k, v) = kv
-        .split_once('=')
-        .ok_or_else(|| Error::new(ErrorKind::Malformed, format!("attribute {kv:?} must be KEY=VALUE")))?;
+    let (k, v) = kv.split_once('=').ok_or_else(|| Error::new(ErrorKind::Malformed, format!("attribute {kv:?} must be KEY=VALUE")))?;
     Ok((k.to_string(), v.to_string()))
 }
 

@@ -69,12 +69,8 @@ impl Checkpointer {
         // The sync flags of a checkpoint are those of the connection running it.
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.busy_timeout(RESTART_WAIT)?;
-        let shared = Arc::new(Shared {
-            stop: Mutex::new(false),
-            wake: Condvar::new(),
-            passes: AtomicU64::new(0),
-            restarts: AtomicU64::new(0),
-        });
+        let shared =
+            Arc::new(Shared { stop: Mutex::new(false), wake: Condvar::new(), passes: AtomicU64::new(0), restarts: AtomicU64::new(0) });
         let theirs = shared.clone();
         #[cfg(test)]
         let alive = Arc::new(());

@@ -129,7 +129,14 @@ impl Store {
     }
 
     /// Changes a slot's state; `clear_user_pin` drops tenure's copy of the PIN.
-    pub fn set_hsm_slot_state(&self, id: &str, state: SlotState, release_after: Option<i64>, clear_user_pin: bool, why: &str) -> Result<HsmSlot> {
+    pub fn set_hsm_slot_state(
+        &self,
+        id: &str,
+        state: SlotState,
+        release_after: Option<i64>,
+        clear_user_pin: bool,
+        why: &str,
+    ) -> Result<HsmSlot> {
         self.tx(|tx| {
             let sql = if clear_user_pin {
                 "UPDATE hsm_slots SET state = ?2, release_after = ?3, user_pin = NULL, updated_at = ?4 WHERE id = ?1"
@@ -153,10 +160,7 @@ impl Store {
                  pin_handed_over_at = NULL, release_after = NULL, updated_at = ?2 WHERE id = ?1",
                 params![id, t],
             )?;
-            tx.execute(
-                "UPDATE hsm_keys SET state = 'retired', updated_at = ?2 WHERE slot_id = ?1 AND state != 'retired'",
-                params![id, t],
-            )?;
+            tx.execute("UPDATE hsm_keys SET state = 'retired', updated_at = ?2 WHERE slot_id = ?1 AND state != 'retired'", params![id, t])?;
             hsm_event(tx, id, None, "zeroized", serde_json::json!({}))?;
             slot_by_id(tx, id)?.ok_or_else(|| Error::internal("slot vanished"))
         })

@@ -26,7 +26,11 @@ pub struct Renewed {
 pub enum RenewalOutcome {
     Renewed(Renewed),
     /// The policy refused (or the certificate cannot be renewed): it lapses.
-    Lapsed { serial: String, note: String, audit: Option<AuditRecord> },
+    Lapsed {
+        serial: String,
+        note: String,
+        audit: Option<AuditRecord>,
+    },
 }
 
 /// What a batch of outcomes did once stored.
@@ -58,7 +62,8 @@ pub struct RevokedEntry {
     pub reason: u8,
 }
 
-const CERT_COLUMNS: &str = "serial, account_id, order_id, tenant, issuer_id, der, identifiers, not_before, not_after, revoked_at, revocation_reason,
+const CERT_COLUMNS: &str =
+    "serial, account_id, order_id, tenant, issuer_id, der, identifiers, not_before, not_after, revoked_at, revocation_reason,
      profile, renewal, renew_at, renewal_note, predecessor, successor, policy";
 
 fn certificate_with_life(c: &Connection, r: &rusqlite::Row<'_>) -> Result<(Certificate, CertificateLifecycle)> {
@@ -161,7 +166,12 @@ impl Store {
     }
 
     /// Certificates, newest first, optionally of one tenant and/or bound to one resource.
-    pub fn certificate_records(&self, tenant: Option<&str>, resource: Option<&str>, limit: i64) -> Result<Vec<(Certificate, CertificateLifecycle)>> {
+    pub fn certificate_records(
+        &self,
+        tenant: Option<&str>,
+        resource: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<(Certificate, CertificateLifecycle)>> {
         self.read(|c| {
             let sql = format!(
                 "SELECT {CERT_COLUMNS} FROM certificates

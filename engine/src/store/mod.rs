@@ -6,14 +6,14 @@
 //! move to PostgreSQL a matter of a second implementation of these methods.
 
 mod checkpoint;
-mod lifecycle;
 mod hsm;
+mod lifecycle;
 pub use hsm::CustodyEvent;
 mod registry;
 mod schema;
 
-pub use lifecycle::{RenewalOutcome, RenewalTally, Renewed, RevokedEntry, StoredCrl};
 pub(crate) use lifecycle::stop_certificates_of_resource;
+pub use lifecycle::{RenewalOutcome, RenewalTally, Renewed, RevokedEntry, StoredCrl};
 pub use registry::AuditRecord;
 pub(crate) use registry::append_audit;
 
@@ -165,9 +165,7 @@ impl Store {
     // ---- settings -------------------------------------------------------
 
     pub fn setting(&self, key: &str) -> Result<Option<Vec<u8>>> {
-        self.with(|c| {
-            Ok(c.prepare_cached("SELECT value FROM settings WHERE key = ?1")?.query_row([key], |r| r.get(0)).optional()?)
-        })
+        self.with(|c| Ok(c.prepare_cached("SELECT value FROM settings WHERE key = ?1")?.query_row([key], |r| r.get(0)).optional()?))
     }
 
     /// Sets `key` only if it is not set yet; returns the value that holds afterwards.
@@ -192,12 +190,8 @@ impl Store {
 
     pub fn root(&self) -> Result<Option<IssuerRecord>> {
         self.with(|c| {
-            Ok(c.query_row(
-                "SELECT id, tenant, cert_der, key_pkcs8 FROM issuers WHERE role = 'root' ORDER BY id LIMIT 1",
-                [],
-                issuer_row,
-            )
-            .optional()?)
+            Ok(c.query_row("SELECT id, tenant, cert_der, key_pkcs8 FROM issuers WHERE role = 'root' ORDER BY id LIMIT 1", [], issuer_row)
+                .optional()?)
         })
     }
 
@@ -205,11 +199,7 @@ impl Store {
     pub fn insert_root(&self, cert_der: &[u8], key_pkcs8: &[u8]) -> Result<IssuerRecord> {
         self.tx(|tx| {
             let existing = tx
-                .query_row(
-                    "SELECT id, tenant, cert_der, key_pkcs8 FROM issuers WHERE role = 'root' ORDER BY id LIMIT 1",
-                    [],
-                    issuer_row,
-                )
+                .query_row("SELECT id, tenant, cert_der, key_pkcs8 FROM issuers WHERE role = 'root' ORDER BY id LIMIT 1", [], issuer_row)
                 .optional()?;
             if let Some(root) = existing {
                 return Ok(root);
@@ -223,10 +213,7 @@ impl Store {
     }
 
     pub fn issuer(&self, id: i64) -> Result<Option<IssuerRecord>> {
-        self.with(|c| {
-            Ok(c.query_row("SELECT id, tenant, cert_der, key_pkcs8 FROM issuers WHERE id = ?1", [id], issuer_row)
-                .optional()?)
-        })
+        self.with(|c| Ok(c.query_row("SELECT id, tenant, cert_der, key_pkcs8 FROM issuers WHERE id = ?1", [id], issuer_row).optional()?))
     }
 
     pub fn issuers(&self) -> Result<Vec<IssuerRecord>> {
@@ -247,8 +234,7 @@ impl Store {
         eab: Option<(&str, &[u8])>,
     ) -> Result<Tenant> {
         self.tx(|tx| {
-            let exists: Option<String> =
-                tx.query_row("SELECT name FROM tenants WHERE name = ?1", [name], |r| r.get(0)).optional()?;
+            let exists: Option<String> = tx.query_row("SELECT name FROM tenants WHERE name = ?1", [name], |r| r.get(0)).optional()?;
             if exists.is_some() {
                 return Err(Error::new(crate::ErrorKind::Conflict, format!("tenant {name:?} already exists")));
             }
@@ -263,10 +249,7 @@ impl Store {
                 params![name, json(&permits), issuer_id, t],
             )?;
             if let Some((kid, key)) = eab {
-                tx.execute(
-                    "INSERT INTO eab_keys (kid, tenant, hmac_key, created_at) VALUES (?1, ?2, ?3, ?4)",
-                    params![kid, name, key, t],
-                )?;
+                tx.execute("INSERT INTO eab_keys (kid, tenant, hmac_key, created_at) VALUES (?1, ?2, ?3, ?4)", params![kid, name, key, t])?;
             }
             Ok(Tenant { name: name.to_string(), permits: permits.to_vec(), issuer_id })
         })
@@ -274,12 +257,11 @@ impl Store {
 
     pub fn tenant(&self, name: &str) -> Result<Option<Tenant>> {
         self.read(|c| {
-            c.prepare_cached("SELECT name, permits, issuer_id FROM tenants WHERE name = ?1")?.query_row([name], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?))
-            })
-            .optional()?
-            .map(|(name, permits, issuer_id)| Ok(Tenant { name, permits: from_json(&permits)?, issuer_id }))
-            .transpose()
+            c.prepare_cached("SELECT name, permits, issuer_id FROM tenants WHERE name = ?1")?
+                .query_row([name], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?)))
+                .optional()?
+                .map(|(name, permits, issuer_id)| Ok(Tenant { name, permits: from_json(&permits)?, issuer_id }))
+                .transpose()
         })
     }
 
@@ -289,9 +271,7 @@ impl Store {
             let rows = st
                 .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?)))?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
-            rows.into_iter()
-                .map(|(name, permits, issuer_id)| Ok(Tenant { name, permits: from_json(&permits)?, issuer_id }))
-                .collect()
+            rows.into_iter().map(|(name, permits, issuer_id)| Ok(Tenant { name, permits: from_json(&permits)?, issuer_id })).collect()
         })
     }
 
@@ -325,7 +305,17 @@ impl Store {
                 "INSERT INTO accounts (id, thumbprint, jwk, status, contact, tenant, eab_kid, tos_agreed, created_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             )?
-            .execute(params![a.id, a.thumbprint, a.jwk, a.status.as_str(), json(&a.contact), a.tenant, a.eab_kid, a.tos_agreed, a.created_at])?;
+            .execute(params![
+                a.id,
+                a.thumbprint,
+                a.jwk,
+                a.status.as_str(),
+                json(&a.contact),
+                a.tenant,
+                a.eab_kid,
+                a.tos_agreed,
+                a.created_at
+            ])?;
             Ok((a.clone(), true))
         })
     }
@@ -341,14 +331,8 @@ impl Store {
     pub fn deactivate_account(&self, id: &str) -> Result<()> {
         self.tx(|tx| {
             tx.execute("UPDATE accounts SET status = 'deactivated' WHERE id = ?1", [id])?;
-            tx.execute(
-                "UPDATE authorizations SET status = 'deactivated' WHERE account_id = ?1 AND status IN ('pending', 'valid')",
-                [id],
-            )?;
-            tx.execute(
-                "UPDATE orders SET status = 'invalid' WHERE account_id = ?1 AND status IN ('pending', 'ready')",
-                [id],
-            )?;
+            tx.execute("UPDATE authorizations SET status = 'deactivated' WHERE account_id = ?1 AND status IN ('pending', 'valid')", [id])?;
+            tx.execute("UPDATE orders SET status = 'invalid' WHERE account_id = ?1 AND status IN ('pending', 'ready')", [id])?;
             Ok(())
         })
     }
@@ -505,10 +489,7 @@ impl Store {
     pub fn deactivate_authorization(&self, authz_id: &str) -> Result<()> {
         self.tx(|tx| {
             let order_id: String = tx.query_row("SELECT order_id FROM authorizations WHERE id = ?1", [authz_id], |r| r.get(0))?;
-            tx.execute(
-                "UPDATE authorizations SET status = 'deactivated' WHERE id = ?1 AND status IN ('pending', 'valid')",
-                [authz_id],
-            )?;
+            tx.execute("UPDATE authorizations SET status = 'deactivated' WHERE id = ?1 AND status IN ('pending', 'valid')", [authz_id])?;
             refresh_order_status(tx, &order_id, None)
         })
     }
@@ -526,9 +507,7 @@ impl Store {
             }
             lifecycle::insert_certificate(tx, cert, life, now())?;
             let n = tx
-                .prepare_cached(
-                    "UPDATE orders SET status = 'valid', certificate = ?2 WHERE id = ?1 AND status = 'ready'",
-                )?
+                .prepare_cached("UPDATE orders SET status = 'valid', certificate = ?2 WHERE id = ?1 AND status = 'ready'")?
                 .execute(params![cert.order_id, cert.serial])?;
             if n != 1 {
                 // Returning an error rolls the certificate back with the rest.
@@ -653,9 +632,7 @@ fn issuer_row(r: &Row<'_>) -> rusqlite::Result<IssuerRecord> {
 }
 
 fn account_where(c: &Connection, cond: &str, arg: &str) -> Result<Option<Account>> {
-    let sql = format!(
-        "SELECT id, thumbprint, jwk, status, contact, tenant, eab_kid, tos_agreed, created_at FROM accounts WHERE {cond}"
-    );
+    let sql = format!("SELECT id, thumbprint, jwk, status, contact, tenant, eab_kid, tos_agreed, created_at FROM accounts WHERE {cond}");
     let row = c
         .prepare_cached(&sql)?
         .query_row([arg], |r| {
@@ -712,7 +689,8 @@ fn order_by_id(c: &Connection, id: &str) -> Result<Option<Order>> {
             },
         )
         .optional()?;
-    let Some((id, account_id, status, expires, identifiers, profile, error, certificate, replaces, created_at, lifetime_seconds)) = row else {
+    let Some((id, account_id, status, expires, identifiers, profile, error, certificate, replaces, created_at, lifetime_seconds)) = row
+    else {
         return Ok(None);
     };
     let authorizations = {
@@ -738,26 +716,24 @@ fn order_by_id(c: &Connection, id: &str) -> Result<Option<Order>> {
 fn authorization_by_id(c: &Connection, id: &str) -> Result<Option<Authorization>> {
     let row = c
         .prepare_cached("SELECT id, order_id, account_id, id_type, id_value, wildcard, status, expires FROM authorizations WHERE id = ?1")?
-        .query_row(
-            [id],
-            |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, String>(3)?,
-                    r.get::<_, String>(4)?,
-                    r.get::<_, bool>(5)?,
-                    r.get::<_, String>(6)?,
-                    r.get::<_, i64>(7)?,
-                ))
-            },
-        )
+        .query_row([id], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, String>(4)?,
+                r.get::<_, bool>(5)?,
+                r.get::<_, String>(6)?,
+                r.get::<_, i64>(7)?,
+            ))
+        })
         .optional()?;
     let Some((id, order_id, account_id, id_type, id_value, wildcard, status, expires)) = row else {
         return Ok(None);
     };
-    let mut st = c.prepare_cached("SELECT id, authz_id, type, token, status, validated, error FROM challenges WHERE authz_id = ?1 ORDER BY rowid")?;
+    let mut st =
+        c.prepare_cached("SELECT id, authz_id, type, token, status, validated, error FROM challenges WHERE authz_id = ?1 ORDER BY rowid")?;
     let raw = st
         .query_map([&id], |r| {
             Ok((
@@ -908,8 +884,7 @@ mod reprepare_tests {
                 let probe = |c: &Connection| -> Result<()> {
                     for sql in sqls {
                         let mut st = c.prepare_cached(sql)?;
-                        let args: Vec<&dyn rusqlite::ToSql> =
-                            if st.parameter_count() == 2 { vec![&round, &round] } else { vec![&round] };
+                        let args: Vec<&dyn rusqlite::ToSql> = if st.parameter_count() == 2 { vec![&round, &round] } else { vec![&round] };
                         st.query_map(&args[..], |_| Ok(()))?.for_each(drop);
                         assert_eq!(st.get_status(StatementStatus::RePrepare), 0, "{conn}: {sql}");
                     }

@@ -121,10 +121,7 @@ impl Store {
             let nr = current.moved_to(to);
             check_not_held_elsewhere(tx, to, &nr.identifiers_for_conflict(), Some(id))?;
             // An anchor in the old tenant makes no sense in the new one.
-            tx.execute(
-                "UPDATE resources SET tenant = ?2, anchor = NULL, updated_at = ?3 WHERE id = ?1",
-                params![id, to, now()],
-            )?;
+            tx.execute("UPDATE resources SET tenant = ?2, anchor = NULL, updated_at = ?3 WHERE id = ?1", params![id, to, now()])?;
             // RFC 5280 reason 4, superseded: the new holder gets its own certificates.
             let revoked = super::stop_certificates_of_resource(tx, id, 4, &format!("resource {id} was transferred to {to}"))?;
             event(
@@ -144,9 +141,7 @@ impl Store {
                 "SELECT seq, resource_id, tenant, kind, at, detail FROM resource_events WHERE resource_id = ?1 ORDER BY seq",
             )?;
             let rows = st
-                .query_map([id], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get::<_, String>(5)?))
-                })?
+                .query_map([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get::<_, String>(5)?)))?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             rows.into_iter()
                 .map(|(seq, resource_id, tenant, kind, at, detail)| {
@@ -189,18 +184,15 @@ impl Store {
 
     pub fn plugin_wasm(&self, scope: &str) -> Result<Option<(String, Vec<u8>)>> {
         self.with(|c| {
-            Ok(c.query_row("SELECT digest, wasm FROM plugins WHERE scope = ?1", [scope], |r| Ok((r.get(0)?, r.get(1)?)))
-                .optional()?)
+            Ok(c.query_row("SELECT digest, wasm FROM plugins WHERE scope = ?1", [scope], |r| Ok((r.get(0)?, r.get(1)?))).optional()?)
         })
     }
 
     /// A counter bumped by every plugin change, so servers notice installs made by the CLI.
     pub fn plugin_generation(&self) -> Result<i64> {
         self.read(|c| {
-            let v: Option<Vec<u8>> = c
-                .prepare_cached("SELECT value FROM settings WHERE key = 'plugin_generation'")?
-                .query_row([], |r| r.get(0))
-                .optional()?;
+            let v: Option<Vec<u8>> =
+                c.prepare_cached("SELECT value FROM settings WHERE key = 'plugin_generation'")?.query_row([], |r| r.get(0)).optional()?;
             Ok(v.and_then(|b| String::from_utf8(b).ok()).and_then(|s| s.parse().ok()).unwrap_or(0))
         })
     }
@@ -320,9 +312,7 @@ fn check_not_held_elsewhere(c: &Connection, tenant: &str, items: &[(bool, String
             if *is_zone {
                 // Anything held inside the new zone conflicts too.
                 let like = format!("%.{item}");
-                let mut st = c.prepare_cached(
-                    "SELECT DISTINCT resource_id FROM resource_names WHERE name LIKE ?1",
-                )?;
+                let mut st = c.prepare_cached("SELECT DISTINCT resource_id FROM resource_names WHERE name LIKE ?1")?;
                 let ids = st.query_map([like], |r| r.get::<_, String>(0))?.collect::<rusqlite::Result<Vec<_>>>()?;
                 for id in ids {
                     if let Some(r) = resource_by_id(c, &id)? {

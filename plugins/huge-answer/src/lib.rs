@@ -11,15 +11,8 @@ impl Policy for HugeAnswer {
         deny("x".repeat(4 << 20))
     }
     fn decide_renewal(req: RenewalRequest) -> Decision {
-        let name = req
-            .certificate
-            .identifiers
-            .first()
-            .cloned()
-            .unwrap_or(Identifier {
-                kind: IdentifierKind::Dns,
-                value: "example.com".into(),
-            });
+        let name =
+            req.certificate.identifiers.first().cloned().unwrap_or(Identifier { kind: IdentifierKind::Dns, value: "example.com".into() });
         allow(vec![name; 20_000], 3600)
     }
 }

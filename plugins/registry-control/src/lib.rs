@@ -19,17 +19,11 @@ fn lifetime_of(resource: &Resource) -> u64 {
 }
 
 fn held(resource: &Option<Resource>) -> Option<&Resource> {
-    resource
-        .as_ref()
-        .filter(|r| r.state == ResourceState::Active)
+    resource.as_ref().filter(|r| r.state == ResourceState::Active)
 }
 
 fn cap(lifetime: u64, requested: u64) -> u64 {
-    if requested > 0 {
-        lifetime.min(requested)
-    } else {
-        lifetime
-    }
+    if requested > 0 { lifetime.min(requested) } else { lifetime }
 }
 
 impl Policy for RegistryControl {
@@ -52,16 +46,9 @@ impl Policy for RegistryControl {
             return deny("no identifiers requested");
         }
         if !unheld.is_empty() {
-            return deny(format!(
-                "not held by tenant {}: {}",
-                req.tenant,
-                unheld.join(", ")
-            ));
+            return deny(format!("not held by tenant {}: {}", req.tenant, unheld.join(", ")));
         }
-        let mut g = grant(
-            req.identifiers.clone(),
-            cap(lifetime, req.requested_lifetime_seconds),
-        );
+        let mut g = grant(req.identifiers.clone(), cap(lifetime, req.requested_lifetime_seconds));
         g.authorize_by_control = req.identifiers;
         Decision::Allow(g)
     }
@@ -75,10 +62,7 @@ impl Policy for RegistryControl {
             Some(r) => {
                 let l = lifetime_of(r);
                 lifetime = Some(lifetime.map_or(l, |x| x.min(l)));
-                rekey |= r
-                    .attributes
-                    .iter()
-                    .any(|(k, v)| k == "rekey" && v == "true");
+                rekey |= r.attributes.iter().any(|(k, v)| k == "rekey" && v == "true");
             }
             None => lost.push(label.to_owned()),
         };
@@ -96,16 +80,9 @@ impl Policy for RegistryControl {
             return deny("certificate names no identifiers");
         }
         if !lost.is_empty() {
-            return deny(format!(
-                "no longer held by tenant {}: {}",
-                req.tenant,
-                lost.join(", ")
-            ));
+            return deny(format!("no longer held by tenant {}: {}", req.tenant, lost.join(", ")));
         }
-        let mut g = grant(
-            cert.identifiers.clone(),
-            lifetime.unwrap_or(DEFAULT_LIFETIME),
-        );
+        let mut g = grant(cert.identifiers.clone(), lifetime.unwrap_or(DEFAULT_LIFETIME));
         g.authorize_by_control = cert.identifiers;
         g.rekey = rekey;
         Decision::Allow(g)

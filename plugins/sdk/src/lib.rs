@@ -42,15 +42,13 @@ use alloc::string::String;
 use alloc::vec::Vec;
 
 pub use bindings::tenure::policy::types::{
-    CertificateInfo, Decision, DistributionRequest, Grant, Holding, Identifier, IdentifierKind,
-    IssuanceRequest, KeyType, RenewalRequest, Resource, ResourceState, Tenant,
+    CertificateInfo, Decision, DistributionRequest, Grant, Holding, Identifier, IdentifierKind, IssuanceRequest, KeyType, RenewalRequest,
+    Resource, ResourceState, Tenant,
 };
 
 /// The registry, scoped by the host to the tenant the decision is made for.
 pub mod registry {
-    pub use crate::bindings::tenure::policy::registry::{
-        holder, resource_by_address, resource_by_id, resource_by_name, resources, tenant,
-    };
+    pub use crate::bindings::tenure::policy::registry::{holder, resource_by_address, resource_by_id, resource_by_name, resources, tenant};
     use crate::{Identifier, IdentifierKind, Resource};
 
     /// The resource an identifier names: by name for DNS, by address for IP.
@@ -102,12 +100,7 @@ pub trait Policy {
 /// The resource's `lifetime-seconds` attribute, when it is a positive number:
 /// the convention platforms use to set certificate lifetimes per resource.
 pub fn lifetime_attribute(resource: &Resource) -> Option<u64> {
-    resource
-        .attributes
-        .iter()
-        .find(|(k, _)| k == "lifetime-seconds")
-        .and_then(|(_, v)| v.parse::<u64>().ok())
-        .filter(|&s| s > 0)
+    resource.attributes.iter().find(|(k, _)| k == "lifetime-seconds").and_then(|(_, v)| v.parse::<u64>().ok()).filter(|&s| s > 0)
 }
 
 pub fn deny(reason: impl Into<String>) -> Decision {
@@ -121,13 +114,7 @@ pub fn allow(identifiers: Vec<Identifier>, lifetime_seconds: u64) -> Decision {
 
 /// A grant to refine before `Decision::Allow(..)`.
 pub fn grant(identifiers: Vec<Identifier>, lifetime_seconds: u64) -> Grant {
-    Grant {
-        identifiers,
-        lifetime_seconds,
-        profile: None,
-        authorize_by_control: Vec::new(),
-        rekey: false,
-    }
+    Grant { identifiers, lifetime_seconds, profile: None, authorize_by_control: Vec::new(), rekey: false }
 }
 
 /// The allow of a key distribution (which grants no names and no lifetime).
@@ -138,9 +125,8 @@ pub fn allow_distribution() -> Decision {
 /// Everything a plugin usually needs, `format!` and `vec!` included.
 pub mod prelude {
     pub use crate::{
-        CertificateInfo, Decision, DistributionRequest, Grant, Identifier, IdentifierKind,
-        IssuanceRequest, KeyType, Policy, RenewalRequest, Resource, ResourceState, Tenant, allow,
-        allow_distribution, deny, grant, lifetime_attribute, log, now, registry,
+        CertificateInfo, Decision, DistributionRequest, Grant, Identifier, IdentifierKind, IssuanceRequest, KeyType, Policy,
+        RenewalRequest, Resource, ResourceState, Tenant, allow, allow_distribution, deny, grant, lifetime_attribute, log, now, registry,
     };
     pub use alloc::borrow::ToOwned;
     pub use alloc::boxed::Box;

@@ -74,8 +74,7 @@ unsafe impl GlobalAlloc for Bump {
             return ptr;
         }
         // SAFETY: the caller's layout is valid; the new one has the same alignment.
-        let new =
-            unsafe { self.alloc(Layout::from_size_align_unchecked(new_size, layout.align())) };
+        let new = unsafe { self.alloc(Layout::from_size_align_unchecked(new_size, layout.align())) };
         if !new.is_null() {
             // SAFETY: both blocks are live and distinct (bump blocks never overlap).
             unsafe { core::ptr::copy_nonoverlapping(ptr, new, layout.size()) };
@@ -85,10 +84,7 @@ unsafe impl GlobalAlloc for Bump {
 }
 
 #[global_allocator]
-static ALLOCATOR: Bump = Bump {
-    next: Cell::new(0),
-    end: Cell::new(0),
-};
+static ALLOCATOR: Bump = Bump { next: Cell::new(0), end: Cell::new(0) };
 
 /// Formats into a fixed buffer: the panic may be an out-of-memory one.
 struct Buf {
@@ -117,10 +113,7 @@ fn panic(info: &core::panic::PanicInfo) -> ! {
     unsafe {
         if !PANICKING {
             PANICKING = true;
-            let mut buf = Buf {
-                bytes: [0; 512],
-                len: 0,
-            };
+            let mut buf = Buf { bytes: [0; 512], len: 0 };
             let _ = core::fmt::write(&mut buf, format_args!("plugin panicked: {info}"));
             if let Ok(message) = core::str::from_utf8(&buf.bytes[..buf.len]) {
                 crate::log::error(message);
@@ -134,12 +127,7 @@ fn panic(info: &core::panic::PanicInfo) -> ! {
 /// answers in. wit-bindgen expects std (wasi-libc) to provide it on wasm32-wasip2;
 /// without std, the plugin exports it itself.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn cabi_realloc(
-    old_ptr: *mut u8,
-    old_len: usize,
-    align: usize,
-    new_len: usize,
-) -> *mut u8 {
+pub unsafe extern "C" fn cabi_realloc(old_ptr: *mut u8, old_len: usize, align: usize, new_len: usize) -> *mut u8 {
     if new_len == 0 {
         return align as *mut u8;
     }
@@ -149,11 +137,7 @@ pub unsafe extern "C" fn cabi_realloc(
         if old_len == 0 {
             ALLOCATOR.alloc(Layout::from_size_align_unchecked(new_len, align))
         } else {
-            ALLOCATOR.realloc(
-                old_ptr,
-                Layout::from_size_align_unchecked(old_len, align),
-                new_len,
-            )
+            ALLOCATOR.realloc(old_ptr, Layout::from_size_align_unchecked(old_len, align), new_len)
         }
     };
     if ptr.is_null() {
