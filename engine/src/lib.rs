@@ -1,17 +1,126 @@
 //! tenure's decision core. No HTTP here: the front end (`tenure_acme`) asks,
 //! the engine decides, signs and stores.
+//!
+//! [`Engine::open`] opens a data directory and hands out the services, each
+//! with the methods its callers need, all sharing one private core:
+//! - [`Ra`]: ACME accounts, orders, authorizations, finalize, revocation, ARI, CRLs (the front end's);
+//! - [`Registry`]: tenants, the resources they hold, and the audit log (the admin API's);
+//! - [`Policies`]: installed plugins, checks and evaluations (the admin API's);
+//! - [`Lifecycle`]: renewal sweeps, deliveries, certificate records (the scheduler's);
+//! - [`Custody`]: the HSM pool, tenant tokens, rekey and distribution (the CLI's).
+//!
+//! Every leaf certificate comes out of one path, [`issuance`]: decide (the
+//! tenant's plugin chain) → sign → record, the record in one transaction.
 
-pub mod authority;
+pub mod audit;
 pub mod ca;
+pub mod config;
+mod core;
 pub mod error;
 pub mod hsm;
 pub mod identifier;
+mod issuance;
 pub mod lifecycle;
 pub mod model;
+pub mod policies;
 pub mod policy;
+pub mod ra;
 pub mod registry;
 pub mod sealing;
 pub mod store;
 
-pub use error::{Error, ErrorKind, Result};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub use config::{Config, MAX_CERT_LIFETIME, MAX_IDENTIFIERS, PUBLIC_TENANT, Profile};
+pub use core::write_file_atomically;
+pub use error::{Conflict, Error, ErrorKind, Result};
+pub use hsm::Custody;
 pub use identifier::{Identifier, IdentifierKind};
+pub use lifecycle::Lifecycle;
+pub use policies::Policies;
+pub use ra::Ra;
+pub use registry::Registry;
+
+use crate::core::Core;
+
+/// An opened data directory: the services over one private core.
+#[derive(Clone)]
+pub struct Engine {
+    /// The registration authority: what the ACME front end calls.
+    pub ra: Ra,
+    /// Tenants, resources and the audit log.
+    pub registry: Registry,
+    /// Installed policy plugins.
+    pub policies: Policies,
+    /// Renewal, delivery, certificate records.
+    pub lifecycle: Lifecycle,
+    /// HSM custody.
+    pub custody: Custody,
+    core: Arc<Core>,
+}
+
+impl Engine {
+    /// Opens the data directory, initializing it on first use: the database,
+    /// the root CA (written to `root.pem`), the admin token and the public tenant.
+    pub fn open(data_dir: &Path, config: Config) -> Result<Engine> {
+        let core = Arc::new(Core::open(data_dir, config)?);
+        let engine = Engine::over(core);
+        if engine.core.store.tenant(PUBLIC_TENANT)?.is_none() {
+            match engine.registry.create_tenant(PUBLIC_TENANT, None) {
+                Ok(_) => {}
+                // Another process initialized it at the same moment.
+                Err(e) if e.conflict == Some(Conflict::TenantExists) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(engine)
+    }
+
+    fn over(core: Arc<Core>) -> Engine {
+        Engine {
+            ra: Ra { core: core.clone() },
+            registry: Registry { core: core.clone() },
+            policies: Policies { core: core.clone() },
+            lifecycle: Lifecycle { core: core.clone() },
+            custody: Custody { core: core.clone() },
+            core,
+        }
+    }
+
+    /// The configuration it was opened with.
+    pub fn config(&self) -> &Config {
+        &self.core.config
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> &Path {
+        &self.core.data_dir
+    }
+
+    /// The root certificate, PEM.
+    pub fn root_pem(&self) -> String {
+        self.core.root.cert_pem()
+    }
+
+    /// Where the root certificate is written (`DIR/root.pem`).
+    pub fn root_pem_path(&self) -> PathBuf {
+        self.core.data_dir.join("root.pem")
+    }
+
+    /// The bearer token of the admin API (created at init, `DIR/admin-token`).
+    pub fn admin_token(&self) -> Result<String> {
+        let path = self.core.data_dir.join("admin-token");
+        std::fs::read_to_string(&path)
+            .map(|s| s.trim().to_string())
+            .map_err(|e| Error::internal(format!("reading {}: {e}", path.display())).caused_by(e))
+    }
+
+    /// A TLS identity for the server itself, chaining to the root:
+    /// (certificate chain DER, private key PKCS#8 DER). Not a tenant leaf: it
+    /// is signed by the root, names the server, and goes through no policy.
+    pub fn server_identity(&self, names: &[Identifier]) -> Result<(Vec<Vec<u8>>, Vec<u8>)> {
+        let (cert, key) = ca::server_certificate(&self.core.root, names)?;
+        Ok((vec![cert], key))
+    }
+}

@@ -103,11 +103,15 @@ pub struct Challenge {
     pub error: Option<RecordedError>,
 }
 
+/// A certificate tenure signed.
 #[derive(Debug, Clone)]
 pub struct Certificate {
     pub serial: String,
-    pub account_id: String,
-    pub order_id: String,
+    /// The ACME account it was issued to; none when no account asked (an HSM
+    /// rekey, provisioning). Renewals keep their predecessor's.
+    pub account_id: Option<String>,
+    /// The ACME order it finalized (a renewal keeps its predecessor's).
+    pub order_id: Option<String>,
     pub tenant: String,
     pub issuer_id: i64,
     pub der: Vec<u8>,
@@ -158,6 +162,8 @@ pub struct CertificateLifecycle {
     pub successor: Option<String>,
     /// Digests of the plugins whose chain allowed it, comma-separated.
     pub policy: String,
+    /// What issued it.
+    pub trigger: Trigger,
 }
 
 /// A delivery of a renewed certificate to one of its resource's targets.
@@ -175,5 +181,8 @@ pub struct Delivery {
     pub last_error: Option<String>,
 }
 
+status_enum!(Trigger {
+    AcmeFinalize => "acme-finalize", Renewal => "renewal", Rekey => "rekey", Provisioning => "provisioning"
+});
 status_enum!(DeliveryKind { File => "file", Webhook => "webhook" });
 status_enum!(DeliveryState { Pending => "pending", Delivered => "delivered", Failed => "failed" });

@@ -16,6 +16,7 @@ use super::keys::KeyType;
 use super::material::{CaMaterial, Signer};
 use super::util::{add_days, now, random_serial, rcgen_err, serial_hex, to_datetime, to_system};
 use crate::error::{Error, ErrorKind};
+use crate::issuance::LeafSigning;
 use crate::identifier::{Identifier, IdentifierKind, normalize_dns};
 
 const SERVER_CERT_DAYS: i64 = 90;
@@ -46,7 +47,10 @@ pub struct IssuedLeaf {
 /// Refuses (RejectedIdentifier) any identifier outside the nameConstraints of
 /// the issuer certificate itself, whatever the caller believes the permits
 /// are; refuses (Internal) a validity ending after the issuer's.
-pub fn issue_leaf(issuer: &CaMaterial, req: &LeafRequest<'_>) -> Result<IssuedLeaf, Error> {
+///
+/// Only the issuance path may call it: it demands the [`LeafSigning`]
+/// capability, which only `issuance` can make.
+pub(crate) fn issue_leaf(_capability: &LeafSigning, issuer: &CaMaterial, req: &LeafRequest<'_>) -> Result<IssuedLeaf, Error> {
     let key_type = KeyType::of_leaf_spki(req.spki_der)?;
     let public_key =
         rcgen::SubjectPublicKeyInfo::from_der(req.spki_der).map_err(|e| Error::new(ErrorKind::BadPublicKey, format!("public key: {e}")))?;
@@ -259,7 +263,7 @@ pub(super) mod tests {
         let ids = [dns("www.example.com"), dns("*.api.example.com"), ip("192.0.2.10")];
         let mut req = request(&spki, &ids);
         req.crl_url = Some("http://crl.example.net/tenant.crl".into());
-        let leaf = issue_leaf(&inter, &req).unwrap();
+        let leaf = issue_leaf(&LeafSigning::for_tests(), &inter, &req).unwrap();
         let (_, cert) = X509Certificate::from_der(&leaf.der).unwrap();
 
         let san = cert.subject_alternative_name().unwrap().unwrap();
@@ -330,7 +334,7 @@ pub(super) mod tests {
         let spki = KeyPair::generate().unwrap().subject_public_key_info();
         for bad in [dns("notexample.com"), dns("*.com.example"), ip("11.0.0.1"), ip("2001:db8::1")] {
             let ids = [dns("www.example.com"), bad.clone()];
-            let err = issue_leaf(&inter, &request(&spki, &ids)).unwrap_err();
+            let err = issue_leaf(&LeafSigning::for_tests(), &inter, &request(&spki, &ids)).unwrap_err();
             assert_eq!(err.kind, ErrorKind::RejectedIdentifier, "{bad}");
             assert!(err.detail.contains(&bad.value), "{}", err.detail);
         }
@@ -338,9 +342,9 @@ pub(super) mod tests {
         // An IP-only tenant: DNS names are refused even though no DNS subtree
         // is permitted (the exclusion read from the certificate does it).
         let (_, ip_only) = hierarchy(&["10.0.0.0/8"]);
-        let err = issue_leaf(&ip_only, &request(&spki, &[dns("example.com")])).unwrap_err();
+        let err = issue_leaf(&LeafSigning::for_tests(), &ip_only, &request(&spki, &[dns("example.com")])).unwrap_err();
         assert_eq!(err.kind, ErrorKind::RejectedIdentifier);
-        issue_leaf(&ip_only, &request(&spki, &[ip("10.1.1.1")])).unwrap();
+        issue_leaf(&LeafSigning::for_tests(), &ip_only, &request(&spki, &[ip("10.1.1.1")])).unwrap();
     }
 
     #[test]
@@ -348,17 +352,17 @@ pub(super) mod tests {
         let (_, inter) = hierarchy(&["example.com"]);
         let ids = [dns("example.com")];
         let rsa_spki = rsa2048().subject_public_key_info();
-        let leaf = issue_leaf(&inter, &request(&rsa_spki, &ids)).unwrap();
+        let leaf = issue_leaf(&LeafSigning::for_tests(), &inter, &request(&rsa_spki, &ids)).unwrap();
         let (_, cert) = X509Certificate::from_der(&leaf.der).unwrap();
         let ku = cert.key_usage().unwrap().unwrap().value;
         assert!(ku.digital_signature() && ku.key_encipherment());
         assert_eq!(cert.public_key().raw, rsa_spki.as_slice());
 
         let p384 = KeyPair::generate_for(&PKCS_ECDSA_P384_SHA384).unwrap().subject_public_key_info();
-        issue_leaf(&inter, &request(&p384, &ids)).unwrap();
+        issue_leaf(&LeafSigning::for_tests(), &inter, &request(&p384, &ids)).unwrap();
 
         let ed = KeyPair::generate_for(&PKCS_ED25519).unwrap().subject_public_key_info();
-        assert_eq!(issue_leaf(&inter, &request(&ed, &ids)).unwrap_err().kind, ErrorKind::BadPublicKey);
+        assert_eq!(issue_leaf(&LeafSigning::for_tests(), &inter, &request(&ed, &ids)).unwrap_err().kind, ErrorKind::BadPublicKey);
     }
 
     #[test]
@@ -368,21 +372,21 @@ pub(super) mod tests {
         let ids = [dns("example.com")];
         let mut req = request(&spki, &ids);
         req.not_after = SystemTime::now() + Duration::from_secs(10 * 365 * 86400);
-        assert_eq!(issue_leaf(&inter, &req).unwrap_err().kind, ErrorKind::Internal);
+        assert_eq!(issue_leaf(&LeafSigning::for_tests(), &inter, &req).unwrap_err().kind, ErrorKind::Internal);
         let mut req = request(&spki, &ids);
         req.not_after = req.not_before;
-        assert_eq!(issue_leaf(&inter, &req).unwrap_err().kind, ErrorKind::Internal);
-        assert!(issue_leaf(&inter, &request(&spki, &[])).is_err());
+        assert_eq!(issue_leaf(&LeafSigning::for_tests(), &inter, &req).unwrap_err().kind, ErrorKind::Internal);
+        assert!(issue_leaf(&LeafSigning::for_tests(), &inter, &request(&spki, &[])).is_err());
         let sloppy = [Identifier { kind: IdentifierKind::Dns, value: "WWW.Example.COM".into() }];
-        let leaf = issue_leaf(&inter, &request(&spki, &sloppy)).unwrap();
+        let leaf = issue_leaf(&LeafSigning::for_tests(), &inter, &request(&spki, &sloppy)).unwrap();
         assert_eq!(cert_info(&leaf.der).unwrap().identifiers, [dns("www.example.com")]);
         let junk = [Identifier { kind: IdentifierKind::Dns, value: "a b.example.com".into() }];
-        assert_eq!(issue_leaf(&inter, &request(&spki, &junk)).unwrap_err().kind, ErrorKind::RejectedIdentifier);
+        assert_eq!(issue_leaf(&LeafSigning::for_tests(), &inter, &request(&spki, &junk)).unwrap_err().kind, ErrorKind::RejectedIdentifier);
 
         // Material whose key does not match its certificate never signs.
         let (_, other) = hierarchy(&["example.com"]);
         let mixed = CaMaterial::new(inter.cert_der.clone(), other.key.clone());
-        assert_eq!(issue_leaf(&mixed, &request(&spki, &ids)).unwrap_err().kind, ErrorKind::Internal);
+        assert_eq!(issue_leaf(&LeafSigning::for_tests(), &mixed, &request(&spki, &ids)).unwrap_err().kind, ErrorKind::Internal);
     }
 
     #[test]

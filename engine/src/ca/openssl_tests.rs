@@ -52,7 +52,7 @@ fn openssl_accepts_issued_chain_and_enforces_constraints() {
     let spki = KeyPair::generate().unwrap().subject_public_key_info();
 
     let ids = [dns("www.example.com"), dns("*.example.com"), ip("192.0.2.10")];
-    let leaf = issue_leaf(&inter, &request(&spki, &ids)).unwrap();
+    let leaf = issue_leaf(&crate::issuance::LeafSigning::for_tests(), &inter, &request(&spki, &ids)).unwrap();
     let (ok, out) = verify(dir.path(), &root, &inter, &leaf.der);
     assert!(ok, "openssl rejected a good chain: {out}");
 
@@ -77,7 +77,7 @@ fn openssl_enforces_the_exclusion_of_unpermitted_types() {
     assert_constraint_violation(ok, &out);
 
     let spki = KeyPair::generate().unwrap().subject_public_key_info();
-    let leaf = issue_leaf(&inter, &request(&spki, &[ip("10.20.30.40")])).unwrap();
+    let leaf = issue_leaf(&crate::issuance::LeafSigning::for_tests(), &inter, &request(&spki, &[ip("10.20.30.40")])).unwrap();
     let (ok, out) = verify(dir.path(), &root, &inter, &leaf.der);
     assert!(ok, "{out}");
 

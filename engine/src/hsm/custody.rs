@@ -17,7 +17,7 @@ use super::session::{self, Exportability, Token, hex, unhex};
 use crate::ca::{CaKey, RemoteKey};
 use crate::error::{Error, ErrorKind, Result};
 use crate::sealing::{Kek, is_sealed};
-use crate::store::Store;
+use crate::store::{SettingsStore, SqliteStore};
 
 /// The setting that holds the CA's HSM configuration.
 pub const CA_HSM_SETTING: &str = "ca-hsm";
@@ -45,7 +45,7 @@ pub fn configure_ca_hsm(data_dir: &Path, config: &CaHsmConfig) -> Result<()> {
         pin_file: std::path::absolute(&config.pin_file).unwrap_or_else(|_| config.pin_file.clone()),
     };
     CaHsm::open(&config)?;
-    let store = Store::open(&data_dir.join("tenure.db"))?;
+    let store = SqliteStore::open(&data_dir.join("tenure.db"))?;
     let json = serde_json::to_vec(&config).map_err(|e| Error::internal(e.to_string()))?;
     store.set_setting(CA_HSM_SETTING, &json)
 }
@@ -90,7 +90,7 @@ struct KeyRef {
 }
 
 impl CaCustody {
-    pub fn open(data_dir: &Path, store: &Store) -> Result<CaCustody> {
+    pub fn open(data_dir: &Path, store: &dyn SettingsStore) -> Result<CaCustody> {
         let kek = Arc::new(Kek::load_or_create(data_dir)?);
         let hsm = match store.setting(CA_HSM_SETTING)? {
             Some(raw) => {
@@ -232,12 +232,13 @@ impl RemoteKey for HsmCaKey {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::authority::{Authority, Config};
+    use crate::store::TenantStore;
+    use crate::{Config, Engine as Authority};
 
     #[test]
     fn software_keys_are_sealed_at_rest() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("tenure.db")).unwrap();
+        let store = crate::store::SqliteStore::open(&dir.path().join("tenure.db")).unwrap();
         let custody = CaCustody::open(dir.path(), &store).unwrap();
         let key = custody.new_ca_key("test CA").unwrap();
         let CaKey::Software(pkcs8) = &key else { panic!("no HSM configured: a software key") };
@@ -256,13 +257,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let root = crate::ca::new_root("old root").unwrap();
         let CaKey::Software(plain) = &root.key else { panic!() };
-        Store::open(&dir.path().join("tenure.db")).unwrap().insert_root(&root.cert_der, plain).unwrap();
+        crate::store::SqliteStore::open(&dir.path().join("tenure.db")).unwrap().insert_root(&root.cert_der, plain).unwrap();
         let authority = Authority::open(dir.path(), Config::default()).unwrap();
         assert_eq!(authority.root_pem(), root.cert_pem(), "the same root, now sealed");
-        for issuer in Store::open(&dir.path().join("tenure.db")).unwrap().issuers().unwrap() {
+        for issuer in crate::store::SqliteStore::open(&dir.path().join("tenure.db")).unwrap().issuers().unwrap() {
             assert!(is_sealed(&issuer.key_pkcs8), "issuer {} sealed", issuer.id);
         }
         // The public tenant's intermediate (made at open) signs with the unsealed root.
-        assert_eq!(authority.tenants().unwrap().len(), 1);
+        assert_eq!(authority.registry.tenants().unwrap().len(), 1);
     }
 }

@@ -32,9 +32,19 @@ pub use pool::{HsmKeyInfo, RekeyOutcome};
 pub use session::{ObjectInfo, Token};
 pub use wrap::{DistributionOutcome, sign_with};
 
+use std::sync::Arc;
+
 use serde::Serialize;
 
+use crate::core::Core;
 use crate::model::UnixTime;
+
+/// HSM custody: the token pool, allocation to tenants, keys generated (and
+/// certified, through the issuance path) in tenant tokens, distribution.
+#[derive(Clone)]
+pub struct Custody {
+    pub(crate) core: Arc<Core>,
+}
 
 /// The kind of registry resource an allocated token is.
 pub const RESOURCE_KIND: &str = "hsm";

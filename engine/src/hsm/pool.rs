@@ -4,20 +4,22 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use ring::rand::{SecureRandom, SystemRandom};
 use serde::Serialize;
 
 use super::session::{self, Exportability, ObjectInfo, Token};
 use super::{HsmKey, HsmSlot, KEY_ATTRIBUTE, KeyState, RESOURCE_KIND, SlotState, so_pin_context, user_pin_context};
-use crate::authority::{Authority, MAX_CERT_LIFETIME, PUBLIC_TENANT};
-use crate::ca::{self, LeafRequest};
-use crate::error::{Error, ErrorKind, Result};
+use super::Custody;
+use crate::error::{Conflict, Error, ErrorKind, Result};
 use crate::identifier::Identifier;
-use crate::model::now;
-use crate::policy::Grant;
-use crate::registry::{NewResource, Resource, ResourceState};
+use crate::issuance::{self, Ask, Provenance, Renewing, Verdict};
+use crate::model::{Trigger, now};
+use crate::policy::Trigger as PolicyTrigger;
+use crate::registry::{NewResource, Registry, Resource, ResourceState};
+use crate::store::Claim;
+use crate::{MAX_CERT_LIFETIME, PUBLIC_TENANT};
 
 /// What `tenure hsm keys` shows: tenure's records and the token's public objects.
 #[derive(Debug, Clone, Serialize)]
@@ -33,6 +35,8 @@ pub struct HsmKeyInfo {
 #[derive(Debug, Clone, Serialize)]
 pub struct RekeyOutcome {
     pub key: HsmKey,
+    /// The new certificate's serial (`tenure cert show`).
+    pub serial: String,
     #[serde(skip)]
     pub certificate_der: Vec<u8>,
     pub replaced: Option<String>,
@@ -57,28 +61,32 @@ pub(super) fn random_cka_id() -> Result<Vec<u8>> {
     Ok(id)
 }
 
-impl Authority {
+impl Custody {
+    fn registry(&self) -> Registry {
+        Registry { core: self.core.clone() }
+    }
+
     /// Puts an initialized token in the pool. Its SO PIN is checked and kept
     /// sealed; tenure will re-initialize the token whenever it allocates it.
     pub fn hsm_pool_add(&self, module: &Path, token_label: &str, so_pin: &str) -> Result<HsmSlot> {
         let token = Token::open(module, token_label)?;
         token.check_so_pin(so_pin)?;
-        let id = format!("hsm_{}", self.random_id(9));
-        let sealed = self.custody.kek().seal(so_pin.as_bytes(), &so_pin_context(&id))?;
+        let id = format!("hsm_{}", self.core.random_id(9));
+        let sealed = self.core.ca_keys.kek().seal(so_pin.as_bytes(), &so_pin_context(&id))?;
         let module = std::path::absolute(module).unwrap_or_else(|_| module.to_path_buf());
-        self.store.insert_hsm_slot(&id, &module.to_string_lossy(), token_label, &sealed)
+        self.core.store.insert_hsm_slot(&id, &module.to_string_lossy(), token_label, &sealed)
     }
 
     pub fn hsm_slots(&self) -> Result<Vec<HsmSlot>> {
-        self.store.hsm_slots()
+        self.core.store.hsm_slots()
     }
 
     /// A slot by its id (`hsm_…`) or by the id of its registry resource (`res_…`).
     pub fn hsm_slot(&self, id: &str) -> Result<HsmSlot> {
-        if let Some(s) = self.store.hsm_slot(id)? {
+        if let Some(s) = self.core.store.hsm_slot(id)? {
             return Ok(s);
         }
-        self.store.hsm_slot_by_resource(id)?.ok_or_else(|| Error::not_found(format!("no HSM slot or hsm resource {id}")))
+        self.core.store.hsm_slot_by_resource(id)?.ok_or_else(|| Error::not_found(format!("no HSM slot or hsm resource {id}")))
     }
 
     /// Allocates a free token to `tenant` exclusively: re-initializes it (every
@@ -90,14 +98,15 @@ impl Authority {
         if tenant == PUBLIC_TENANT {
             return Err(Error::malformed("the public tenant holds no resources; allocate to a tenant"));
         }
-        self.store.tenant(tenant)?.ok_or_else(|| Error::not_found(format!("no tenant {tenant:?}")))?;
+        self.core.store.tenant(tenant)?.ok_or_else(|| Error::not_found(format!("no tenant {tenant:?}")))?;
         let slot = self
+            .core
             .store
             .claim_free_hsm_slot(tenant)?
-            .ok_or_else(|| Error::new(ErrorKind::Conflict, "the HSM pool has no free token; add one with `tenure hsm pool add`"))?;
+            .ok_or_else(|| Error::conflict(Conflict::PoolExhausted, "the HSM pool has no free token; add one to the pool first"))?;
         let outcome = self.allocate_claimed(&slot, tenant, tenant_only);
         if outcome.is_err() {
-            self.store.abort_hsm_allocation(&slot.id)?;
+            self.core.store.abort_hsm_allocation(&slot.id)?;
         }
         outcome
     }
@@ -106,17 +115,17 @@ impl Authority {
         let so_pin = self.slot_so_pin(slot)?;
         let user_pin = random_pin()?;
         Token::open(Path::new(&slot.module), &slot.token_label)?.reinitialize(&so_pin, Some(&user_pin))?;
-        let resource = self.add_resource(NewResource {
+        let resource = self.registry().add_resource(NewResource {
             tenant: tenant.to_string(),
             kind: RESOURCE_KIND.into(),
             attributes: [("hsm-slot".to_string(), slot.id.clone()), ("token".to_string(), slot.token_label.clone())].into(),
             ..Default::default()
         })?;
-        let sealed = if tenant_only { None } else { Some(self.custody.kek().seal(user_pin.as_bytes(), &user_pin_context(&slot.id))?) };
-        match self.store.complete_hsm_allocation(&slot.id, &resource.id, sealed.as_deref()) {
+        let sealed = if tenant_only { None } else { Some(self.core.ca_keys.kek().seal(user_pin.as_bytes(), &user_pin_context(&slot.id))?) };
+        match self.core.store.complete_hsm_allocation(&slot.id, &resource.id, sealed.as_deref()) {
             Ok(done) => Ok((done, user_pin)),
             Err(e) => {
-                let _ = self.release_resource(&resource.id);
+                let _ = self.registry().release_resource(&resource.id);
                 Err(e)
             }
         }
@@ -130,9 +139,9 @@ impl Authority {
     pub fn hsm_release(&self, id: &str, grace: Option<Duration>) -> Result<HsmSlot> {
         let slot = self.hsm_slot(id)?;
         match slot.state {
-            SlotState::Free => return Err(Error::new(ErrorKind::Conflict, format!("{} is in the pool already", slot.id))),
+            SlotState::Free => return Err(Error::conflict(Conflict::Custody, format!("{} is in the pool already", slot.id))),
             SlotState::Releasing if grace.is_some() => {
-                return Err(Error::new(ErrorKind::Conflict, format!("{} is being released already", slot.id)));
+                return Err(Error::conflict(Conflict::Custody, format!("{} is being released already", slot.id)));
             }
             _ => {}
         }
@@ -140,11 +149,11 @@ impl Authority {
             Some(g) if !g.is_zero() => {
                 let until = now() + g.as_secs() as i64;
                 if let Some(rid) = &slot.resource_id
-                    && self.store.resource(rid)?.is_some_and(|r| r.state == ResourceState::Active)
+                    && self.core.store.resource(rid)?.is_some_and(|r| r.state == ResourceState::Active)
                 {
-                    self.suspend_resource(rid)?;
+                    self.registry().suspend_resource(rid)?;
                 }
-                self.store.set_hsm_slot_state(&slot.id, SlotState::Releasing, Some(until), false, "released with a grace period")
+                self.core.store.set_hsm_slot_state(&slot.id, SlotState::Releasing, Some(until), false, "released with a grace period")
             }
             _ => self.zeroize_and_free(&slot),
         }
@@ -155,14 +164,14 @@ impl Authority {
         // Zeroize first: if it fails, nothing is recorded and release can be retried.
         Token::open(Path::new(&slot.module), &slot.token_label)?.reinitialize(&so_pin, None)?;
         if let Some(rid) = &slot.resource_id {
-            match self.release_resource(rid) {
+            match self.registry().release_resource(rid) {
                 Ok(_) => {}
-                Err(e) if e.kind == ErrorKind::Conflict => {} // released in the registry already
+                Err(e) if e.conflict == Some(Conflict::ResourceState) => {} // released in the registry already
                 Err(e) if e.kind == ErrorKind::NotFound => {}
                 Err(e) => return Err(e),
             }
         }
-        self.store.finish_hsm_release(&slot.id)
+        self.core.store.finish_hsm_release(&slot.id)
     }
 
     /// Periodic custody work: zeroizes tokens whose grace period is over or
@@ -171,14 +180,14 @@ impl Authority {
     /// (tokens zeroized, keys retired). Safe to run from several processes.
     pub fn hsm_maintenance(&self) -> Result<(usize, usize)> {
         let mut zeroized = 0;
-        for slot in self.store.hsm_slots_due_release(now())? {
+        for slot in self.core.store.hsm_slots_due_release(now())? {
             self.zeroize_and_free(&slot)?;
             zeroized += 1;
         }
-        for slot in self.store.hsm_slots()? {
+        for slot in self.core.store.hsm_slots()? {
             let released = match (&slot.state, &slot.resource_id) {
                 (SlotState::HandedOver | SlotState::TenantOnly, Some(rid)) => {
-                    self.store.resource(rid)?.is_none_or(|r| r.state == ResourceState::Released)
+                    self.core.store.resource(rid)?.is_none_or(|r| r.state == ResourceState::Released)
                 }
                 _ => false,
             };
@@ -193,7 +202,7 @@ impl Authority {
     /// tenure's records of a slot's keys and the token's public objects.
     pub fn hsm_keys(&self, id: &str) -> Result<HsmKeyInfo> {
         let slot = self.hsm_slot(id)?;
-        let keys = self.store.hsm_keys_of_slot(&slot.id)?;
+        let keys = self.core.store.hsm_keys_of_slot(&slot.id)?;
         let objects = match slot.state {
             SlotState::Free => Vec::new(),
             _ => {
@@ -207,26 +216,29 @@ impl Authority {
     /// The custody log of a slot.
     pub fn hsm_events(&self, id: &str) -> Result<Vec<crate::store::CustodyEvent>> {
         let slot = self.hsm_slot(id)?;
-        self.store.hsm_events(&slot.id)
+        self.core.store.hsm_events(&slot.id)
     }
 
-    /// Rekey in place, for a renewal grant with `rekey: true` of a resource
-    /// whose key lives in the tenant's HSM: the resource is an `hsm` resource
-    /// itself, or names one in its `hsm` attribute. Generates a new ECDSA P-256
-    /// key pair in that token (sensitive, leaves only wrapped), issues its
-    /// certificate through the tenant's intermediate for the grant's
-    /// identifiers (or the resource's names and addresses) and lifetime, writes
-    /// the certificate object next to the key (same CKA_ID), and schedules the
-    /// previous key of the resource for destruction after `overlap` (both keys
-    /// work meanwhile). The first call for a resource simply generates its key.
+    /// Generates (or rekeys) the key of a resource in its tenant's HSM and
+    /// certifies it, through the one issuance path. The resource is an `hsm`
+    /// resource itself, or names one in its `hsm` attribute.
     ///
-    /// The caller (the renewal scheduler) has made the renewal decision; this
-    /// checks only what custody needs: the resource is held and active, the
-    /// token is the same tenant's, and tenure still holds its credential.
-    pub fn rekey_in_hsm(&self, resource_id: &str, grant: &Grant, overlap: Duration) -> Result<RekeyOutcome> {
-        let resource = self.store.resource(resource_id)?.ok_or_else(|| Error::not_found(format!("no resource {resource_id}")))?;
+    /// The tenant's plugin chain decides first (`decide-renewal`, trigger
+    /// `rekey`, with the certificate being succeeded, if any); a denial stops
+    /// here with the plugins' reason, audited, and nothing is generated. On
+    /// allow: a new ECDSA P-256 key pair in the token (sensitive; it leaves
+    /// only wrapped), its certificate for the resource's names and addresses
+    /// (narrowed by the grant) under the tenant's intermediate, written next
+    /// to the key (same CKA_ID), then recorded in one transaction with its
+    /// bindings (the resource, its HSM, their anchors), the audit record, its
+    /// deliveries and the key. The resource's previous key retires after
+    /// `overlap` (both work meanwhile) and its certificate is succeeded.
+    /// `lifetime` defaults to the default profile's.
+    pub fn rekey(&self, resource_id: &str, lifetime: Option<Duration>, overlap: Duration) -> Result<RekeyOutcome> {
+        let core = &self.core;
+        let resource = core.store.resource(resource_id)?.ok_or_else(|| Error::not_found(format!("no resource {resource_id}")))?;
         if resource.state != ResourceState::Active {
-            return Err(Error::new(ErrorKind::Conflict, format!("resource {resource_id} is {}", resource.state.as_str())));
+            return Err(Error::conflict(Conflict::ResourceState, format!("resource {resource_id} is {}", resource.state.as_str())));
         }
         let hsm_resource_id = if resource.kind == RESOURCE_KIND {
             resource.id.clone()
@@ -237,46 +249,60 @@ impl Authority {
         };
         let hsm_resource = self.usable_hsm_resource(&hsm_resource_id, &resource.tenant)?;
         let slot = self.hsm_slot(&hsm_resource.id)?;
-        let identifiers = rekey_identifiers(&resource, grant)?;
-        let lifetime = match grant.lifetime_seconds {
-            0 => Duration::from_secs(24 * 3600),
-            s => Duration::from_secs(s),
-        }
-        .min(MAX_CERT_LIFETIME);
-        let tenant = self.store.tenant(&resource.tenant)?.ok_or_else(|| Error::internal("the resource's tenant is missing"))?;
-        let issuer = self.issuer(tenant.issuer_id)?;
-
+        // Custody is checked before the decision: a token tenure cannot log in
+        // to (tenant-only, releasing) is refused without asking the plugins.
         let (token, pin) = self.tenant_token(&slot)?;
+        let identifiers = rekey_identifiers(&resource)?;
+        let tenant = core.tenant_of(&resource.tenant)?;
+        let previous = core.store.active_hsm_key_of_resource(&slot.id, &resource.id)?;
+        let current = match previous.as_ref().and_then(|k| k.cert_serial.as_deref()) {
+            Some(serial) => core.store.certificate(serial)?,
+            None => None,
+        };
+        let profile = core.config.default_profile.clone();
+        let lifetime = lifetime.unwrap_or(core.config.profile_lifetime(&profile)?).min(MAX_CERT_LIFETIME);
+        // Bound to what its names came from, to the resource and to its HSM:
+        // releasing any of them (the HSM is zeroized then) ends the certificate.
+        let mut binding = issuance::binding_of(core, &tenant.name, &identifiers)?;
+        binding.resources.extend([resource.id.clone(), hsm_resource.id.clone()]);
+        binding.resources.extend(resource.anchor.iter().cloned());
+        binding.resources.sort();
+        binding.resources.dedup();
+
+        let chain = core.plugin_chain(&tenant.name)?;
+        let ask = Ask { tenant: &tenant, account: None, trigger: PolicyTrigger::Rekey, identifiers: &identifiers, profile: &profile, lifetime };
+        let renewing = Renewing { current: current.as_ref(), resources: &binding.resources };
+        let allowed = match issuance::decide_renewal(core, &chain, &ask, &renewing)? {
+            Verdict::Allowed(a) => a,
+            Verdict::Denied { reason, audit } => {
+                issuance::record_denial(core, &audit)?;
+                return Err(Error::new(ErrorKind::Unauthorized, format!("policy denied the rekey of {resource_id}: {reason}")));
+            }
+        };
+        let mut deliveries = Vec::new();
+        for id in &binding.resources {
+            deliveries.extend(issuance::delivery_targets(core, id)?.into_iter().map(|(kind, target)| (id.clone(), kind, target)));
+        }
+
         let session = self.tenant_session(&slot, &token, &pin)?;
-        let previous = self.store.active_hsm_key_of_resource(&slot.id, &resource.id)?;
         let cka_id = random_cka_id()?;
         let label = format!("tenure {}", resource.id);
         let pair = session::generate_p256(&session, &cka_id, &label, Exportability::WrappedOnly)?;
         // From here on a failure must leave the token as it was.
         let issued = (|| {
-            let start = SystemTime::now();
-            let leaf = ca::issue_leaf(
-                &issuer,
-                &LeafRequest {
-                    spki_der: &pair.spki_der,
-                    identifiers: &identifiers,
-                    not_before: start - Duration::from_secs(60),
-                    not_after: start + lifetime,
-                    crl_url: None,
-                },
-            )?;
-            session::write_certificate(&session, &cka_id, &label, &leaf.der)?;
+            let signed = allowed.sign(core, &pair.spki_der)?;
+            session::write_certificate(&session, &cka_id, &label, signed.der())?;
             let t = now();
             let key = HsmKey {
-                id: format!("key_{}", self.random_id(9)),
+                id: format!("key_{}", core.random_id(9)),
                 slot_id: slot.id.clone(),
                 cka_id: cka_id.clone(),
                 label: label.clone(),
                 resource_id: Some(resource.id.clone()),
                 spki: pair.spki_der.clone(),
-                cert_der: Some(leaf.der.clone()),
-                cert_serial: Some(leaf.serial_hex.clone()),
-                cert_not_after: leaf.not_after.duration_since(SystemTime::UNIX_EPOCH).ok().map(|d| d.as_secs() as i64),
+                cert_der: Some(signed.der().to_vec()),
+                cert_serial: Some(signed.serial().to_string()),
+                cert_not_after: Some(signed.not_after()),
                 state: KeyState::Active,
                 retire_after: None,
                 replaces: previous.as_ref().map(|k| k.id.clone()),
@@ -285,9 +311,18 @@ impl Authority {
                 created_at: t,
             };
             let retire_at = t + overlap.as_secs() as i64;
-            self.store.record_hsm_rekey(&key, retire_at)?;
+            let from = Provenance {
+                account_id: None,
+                order_id: None,
+                trigger: Trigger::Rekey,
+                predecessor: current.as_ref().map(|c| c.serial.clone()),
+                binding,
+                deliveries,
+            };
+            let certificate = signed.record(core, from, Claim::HsmKey { key: key.clone(), retire_after: retire_at })?;
             Ok(RekeyOutcome {
-                certificate_der: leaf.der,
+                certificate_der: certificate.der,
+                serial: certificate.serial,
                 replaced: key.replaces.clone(),
                 replaced_retires_at: key.replaces.as_ref().map(|_| retire_at),
                 key,
@@ -305,8 +340,8 @@ impl Authority {
     /// log in to is left to the tenant and only marked. Returns how many retired.
     pub fn retire_expired_hsm_keys(&self) -> Result<usize> {
         let mut retired = 0;
-        for key in self.store.hsm_keys_due_retirement(now())? {
-            let Some(slot) = self.store.hsm_slot(&key.slot_id)? else { continue };
+        for key in self.core.store.hsm_keys_due_retirement(now())? {
+            let Some(slot) = self.core.store.hsm_slot(&key.slot_id)? else { continue };
             if slot.state == SlotState::HandedOver {
                 let (token, pin) = self.tenant_token(&slot)?;
                 let session = self.tenant_session(&slot, &token, &pin)?;
@@ -315,7 +350,7 @@ impl Authority {
             } else {
                 tracing::warn!(key = %key.id, slot = %slot.id, state = slot.state.as_str(), "overlap over, but tenure cannot log in to the token; the key is left to the tenant");
             }
-            self.store.mark_hsm_key_retired(&key)?;
+            self.core.store.mark_hsm_key_retired(&key)?;
             retired += 1;
         }
         Ok(retired)
@@ -323,7 +358,7 @@ impl Authority {
 
     /// The active `hsm` resource `id` of `tenant`.
     pub(super) fn usable_hsm_resource(&self, id: &str, tenant: &str) -> Result<Resource> {
-        let r = self.store.resource(id)?.ok_or_else(|| Error::not_found(format!("no resource {id}")))?;
+        let r = self.core.store.resource(id)?.ok_or_else(|| Error::not_found(format!("no resource {id}")))?;
         if r.kind != RESOURCE_KIND {
             return Err(Error::malformed(format!("resource {id} is a {}, not an hsm", r.kind)));
         }
@@ -331,7 +366,7 @@ impl Authority {
             return Err(Error::new(ErrorKind::Unauthorized, format!("hsm {id} is not tenant {tenant}'s")));
         }
         if r.state != ResourceState::Active {
-            return Err(Error::new(ErrorKind::Conflict, format!("hsm {id} is {}", r.state.as_str())));
+            return Err(Error::conflict(Conflict::ResourceState, format!("hsm {id} is {}", r.state.as_str())));
         }
         Ok(r)
     }
@@ -348,7 +383,7 @@ impl Authority {
                 ));
             }
         };
-        let pin = String::from_utf8(self.custody.kek().open(sealed, &user_pin_context(&slot.id))?)
+        let pin = String::from_utf8(self.core.ca_keys.kek().open(sealed, &user_pin_context(&slot.id))?)
             .map_err(|_| Error::internal("stored user PIN is not text"))?;
         Ok((Token::open(Path::new(&slot.module), &slot.token_label)?, pin))
     }
@@ -368,30 +403,24 @@ impl Authority {
     }
 
     fn slot_so_pin(&self, slot: &HsmSlot) -> Result<String> {
-        String::from_utf8(self.custody.kek().open(&slot.so_pin_sealed, &so_pin_context(&slot.id))?)
+        String::from_utf8(self.core.ca_keys.kek().open(&slot.so_pin_sealed, &so_pin_context(&slot.id))?)
             .map_err(|_| Error::internal("stored SO PIN is not text"))
     }
 }
 
-/// The identifiers a rekeyed certificate names: the grant's, which must all be
-/// the resource's, or else every name and address of the resource.
-fn rekey_identifiers(resource: &Resource, grant: &Grant) -> Result<Vec<Identifier>> {
-    let ids: Vec<Identifier> = if grant.identifiers.is_empty() {
-        let mut ids: Vec<Identifier> = resource.names.iter().map(|n| Identifier::dns(n)).collect();
-        for a in &resource.addresses {
-            if let Ok(ip) = a.parse() {
-                ids.push(Identifier::ip(ip));
-            }
+/// The identifiers a rekeyed certificate names: every name and address of
+/// the resource (the grant may narrow them).
+fn rekey_identifiers(resource: &Resource) -> Result<Vec<Identifier>> {
+    let mut ids: Vec<Identifier> = resource.names.iter().map(|n| Identifier::dns(n)).collect();
+    for a in &resource.addresses {
+        if let Ok(ip) = a.parse() {
+            ids.push(Identifier::ip(ip));
         }
-        ids
-    } else {
-        grant.identifiers.clone()
-    };
+    }
     if ids.is_empty() {
         return Err(Error::malformed(format!("resource {} has no name or address to certify", resource.id)));
     }
-    if let Some(outside) = ids.iter().find(|id| !resource.covers(id)) {
-        return Err(Error::new(ErrorKind::RejectedIdentifier, format!("{outside} is not held by resource {}", resource.id)));
-    }
+    ids.sort();
+    ids.dedup();
     Ok(ids)
 }

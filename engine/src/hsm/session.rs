@@ -128,7 +128,7 @@ impl Token {
                 Err(Error::new(ErrorKind::Unauthorized, format!("{}: the user PIN is refused ({e})", self.describe())))
             }
             Err(e) if is_rv(&e, RvError::UserPinNotInitialized) => {
-                Err(Error::new(ErrorKind::Conflict, format!("{}: no user PIN is set", self.describe())))
+                Err(Error::conflict(crate::Conflict::Custody, format!("{}: no user PIN is set", self.describe())))
             }
             Err(e) => Err(Error::internal(format!("HSM: login to {}: {e}", self.describe()))),
         }

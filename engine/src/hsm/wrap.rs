@@ -19,8 +19,8 @@ use serde::Serialize;
 
 use super::session::{self, P256_PARAMS, p11};
 use super::{HsmKey, KeyState};
-use crate::authority::Authority;
-use crate::error::{Error, ErrorKind, Result};
+use super::Custody;
+use crate::error::{Conflict, Error, ErrorKind, Result};
 use crate::model::now;
 use crate::policy::{Decision, DistributionRequest};
 
@@ -32,7 +32,7 @@ pub struct DistributionOutcome {
     pub plugins: Vec<String>,
 }
 
-impl Authority {
+impl Custody {
     /// Copies key `key_id` from slot `from` to slot `to` (slot ids or their
     /// `hsm` resource ids). Asks `decide-distribution` of the tenant's plugin
     /// chain; whatever the plugins say, the host refuses a copy across tenants,
@@ -40,20 +40,20 @@ impl Authority {
     /// attempt is audited with the plugins' digests; a refused one changes
     /// nothing in either token.
     pub fn distribute_hsm_key(&self, key_id: &str, from: &str, to: &str) -> Result<DistributionOutcome> {
-        let key = self.store.hsm_key(key_id)?.ok_or_else(|| Error::not_found(format!("no HSM key {key_id}")))?;
+        let key = self.core.store.hsm_key(key_id)?.ok_or_else(|| Error::not_found(format!("no HSM key {key_id}")))?;
         let source = self.hsm_slot(from)?;
         let target = self.hsm_slot(to)?;
         if key.slot_id != source.id {
             return Err(Error::malformed(format!("key {key_id} is not in {}", source.id)));
         }
         if key.state == KeyState::Retired {
-            return Err(Error::new(ErrorKind::Conflict, format!("key {key_id} is retired")));
+            return Err(Error::conflict(Conflict::Custody, format!("key {key_id} is retired")));
         }
         let (Some(source_res), Some(target_res)) = (&source.resource_id, &target.resource_id) else {
-            return Err(Error::new(ErrorKind::Conflict, "both HSMs must be allocated to a tenant"));
+            return Err(Error::conflict(Conflict::Custody, "both HSMs must be allocated to a tenant"));
         };
-        let source_res = self.store.resource(source_res)?.ok_or_else(|| Error::internal("source hsm resource missing"))?;
-        let target_res = self.store.resource(target_res)?.ok_or_else(|| Error::internal("target hsm resource missing"))?;
+        let source_res = self.core.store.resource(source_res)?.ok_or_else(|| Error::internal("source hsm resource missing"))?;
+        let target_res = self.core.store.resource(target_res)?.ok_or_else(|| Error::internal("target hsm resource missing"))?;
         let tenant = source_res.tenant.clone();
         let request = DistributionRequest {
             tenant: tenant.clone(),
@@ -61,7 +61,7 @@ impl Authority {
             source_hsm: source_res.id.clone(),
             target_hsm: target_res.id.clone(),
         };
-        let mut decided = self.decide_distribution(&tenant, &request)?;
+        let mut decided = self.core.decide_distribution(&tenant, &request)?;
         // Host rules, after the plugins and over them: no plugin can open these.
         let host_refusal = if target_res.tenant != tenant {
             Some(format!("{} belongs to another tenant: keys are never distributed across tenants", target_res.id))
@@ -78,7 +78,7 @@ impl Authority {
             decided.overrule(reason);
         }
         if let Decision::Deny(reason) = &decided.decision {
-            self.store.record_audit(&decided.audit)?;
+            self.core.store.record_audit(&decided.audit)?;
             return Err(Error::new(ErrorKind::Unauthorized, format!("distribution refused: {reason}")));
         }
 
@@ -87,11 +87,11 @@ impl Authority {
         let src = self.tenant_session(&source, &src_token, &src_pin)?;
         let dst = self.tenant_session(&target, &dst_token, &dst_pin)?;
         if session::find_by_id(&dst, ObjectClass::PRIVATE_KEY, &key.cka_id)?.is_some() {
-            return Err(Error::new(ErrorKind::Conflict, format!("{} holds key {key_id} already", target.id)));
+            return Err(Error::conflict(Conflict::Custody, format!("{} holds key {key_id} already", target.id)));
         }
         let copied = copy_wrapped(&src, &dst, &key).and_then(|()| {
             let copy = HsmKey {
-                id: format!("key_{}", self.random_id(9)),
+                id: format!("key_{}", self.core.random_id(9)),
                 slot_id: target.id.clone(),
                 state: KeyState::Active,
                 retire_after: None,
@@ -101,7 +101,7 @@ impl Authority {
                 created_at: now(),
                 ..key.clone()
             };
-            self.store.record_hsm_distribution(&copy, &decided.audit)?;
+            self.core.store.record_hsm_distribution(&copy, &decided.audit)?;
             Ok(copy)
         });
         if copied.is_err() {

@@ -4,7 +4,7 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
-use crate::authority::Authority;
+use crate::core::Core;
 use crate::ca;
 use crate::error::{Error, ErrorKind, Result};
 use crate::identifier::Identifier;
@@ -38,9 +38,9 @@ fn parse_cert_id(cert_id: &str) -> Result<(Vec<u8>, String)> {
     Ok((aki, ca::serial_hex(&serial)))
 }
 
-impl Authority {
+impl Core {
     /// The certificate an ARI identifier names, if we issued it.
-    pub fn certificate_by_ari_id(&self, cert_id: &str) -> Result<(Certificate, CertificateLifecycle)> {
+    pub(crate) fn certificate_by_ari_id(&self, cert_id: &str) -> Result<(Certificate, CertificateLifecycle)> {
         let (aki, serial) = parse_cert_id(cert_id)?;
         let unknown = || Error::not_found(format!("no certificate {cert_id} was issued here"));
         let (cert, life) = self.store.certificate_record(&serial)?.ok_or_else(unknown)?;
@@ -53,7 +53,7 @@ impl Authority {
 
     /// The renewal window of a certificate: the scheduler's own plan, or now
     /// when it must be replaced early.
-    pub fn renewal_info(&self, cert_id: &str) -> Result<RenewalWindow> {
+    pub(crate) fn renewal_info(&self, cert_id: &str) -> Result<RenewalWindow> {
         let (cert, life) = self.certificate_by_ari_id(cert_id)?;
         let at = now();
         if let Some(reason) = self.replace_early_because(&cert, &life)? {

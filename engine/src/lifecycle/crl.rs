@@ -4,15 +4,15 @@
 
 use std::time::{Duration, UNIX_EPOCH};
 
-use crate::authority::Authority;
+use crate::core::Core;
 use crate::ca::{self, CrlEntry};
 use crate::error::{Error, Result};
 use crate::model::*;
 use crate::store::StoredCrl;
 
-impl Authority {
+impl Core {
     /// The current CRL (DER) of an issuer.
-    pub fn crl(&self, issuer_id: i64) -> Result<Vec<u8>> {
+    pub(crate) fn crl(&self, issuer_id: i64) -> Result<Vec<u8>> {
         if self.store.issuer(issuer_id)?.is_none() {
             return Err(Error::not_found(format!("no issuer {issuer_id}")));
         }
@@ -20,7 +20,7 @@ impl Authority {
         // stored mark low, so the next fetch regenerates.
         let mark = self.store.revocation_mark(issuer_id)?;
         let at = now();
-        let refresh = self.config().lifecycle.crl_refresh.as_secs() as i64;
+        let refresh = self.config.lifecycle.crl_refresh.as_secs() as i64;
         let previous = self.store.crl(issuer_id)?;
         if let Some(c) = &previous
             && c.revocation_mark == mark
@@ -40,7 +40,7 @@ impl Authority {
             .collect();
         let number = previous.as_ref().map_or(1, |c| c.number + 1);
         let this_update = UNIX_EPOCH + Duration::from_secs(at.max(0) as u64);
-        let validity = self.config().lifecycle.crl_validity;
+        let validity = self.config.lifecycle.crl_validity;
         let der = ca::sign_crl(&*self.issuer(issuer_id)?, number as u64, this_update, this_update + validity, &entries)?;
         let stored =
             StoredCrl { issuer_id, number, this_update: at, next_update: at + validity.as_secs() as i64, revocation_mark: mark, der };
@@ -53,7 +53,7 @@ impl Authority {
     }
 
     /// Brings every issuer's CRL up to date (the scheduler's periodic pass).
-    pub fn refresh_crls(&self) -> Result<usize> {
+    pub(crate) fn refresh_crls(&self) -> Result<usize> {
         let mut n = 0;
         for issuer in self.store.issuers()? {
             self.crl(issuer.id)?;

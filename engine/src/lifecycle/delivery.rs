@@ -17,7 +17,8 @@ use ring::hmac;
 use ring::rand::{SecureRandom, SystemRandom};
 use serde_json::json;
 
-use crate::authority::{Authority, write_file_atomically};
+use super::Lifecycle;
+use crate::core::write_file_atomically;
 use crate::error::{Error, Result};
 use crate::model::*;
 
@@ -40,19 +41,19 @@ pub struct DeliveryReport {
 const CLAIM: i64 = 64;
 const LEASE_SECONDS: i64 = 120;
 
-impl Authority {
+impl Lifecycle {
     /// Works off every due delivery once. File drops are written here; webhooks
     /// go through `sender`.
     pub fn deliver_pending(&self, sender: &dyn WebhookSender) -> Result<DeliveryReport> {
         let mut report = DeliveryReport::default();
         loop {
-            let claimed = self.store.claim_deliveries(now(), CLAIM, LEASE_SECONDS)?;
+            let claimed = self.core.store.claim_deliveries(now(), CLAIM, LEASE_SECONDS)?;
             if claimed.is_empty() {
                 return Ok(report);
             }
             for d in claimed {
                 let outcome = self.deliver(&d, sender);
-                let cfg = &self.config().lifecycle;
+                let cfg = &self.core.config.lifecycle;
                 let retry_at = match &outcome {
                     Ok(()) => None,
                     Err(_) if d.attempts + 1 >= cfg.delivery_attempts => None,
@@ -69,18 +70,19 @@ impl Authority {
                         report.failed += 1;
                     }
                 }
-                self.store.finish_delivery(d.id, outcome, retry_at)?;
+                self.core.store.finish_delivery(d.id, outcome, retry_at)?;
             }
         }
     }
 
     fn deliver(&self, d: &Delivery, sender: &dyn WebhookSender) -> std::result::Result<(), String> {
         let (cert, life) = self
+            .core
             .store
             .certificate_record(&d.serial)
             .map_err(|e| e.detail)?
             .ok_or_else(|| format!("certificate {} is missing", d.serial))?;
-        let chain = self.certificate_chain_pem(&cert).map_err(|e| e.detail)?;
+        let chain = self.core.chain_pem(&cert).map_err(|e| e.detail)?;
         let metadata = json!({
             "serial": cert.serial,
             "predecessor": life.predecessor,
@@ -111,7 +113,7 @@ impl Authority {
 
     /// The webhook signing secret, created with the data directory.
     pub fn webhook_secret(&self) -> Result<Vec<u8>> {
-        let path = self.data_dir().join("webhook-secret");
+        let path = self.core.data_dir.join("webhook-secret");
         if !path.exists() {
             let mut raw = [0u8; 32];
             SystemRandom::new().fill(&mut raw).map_err(|_| Error::internal("no randomness"))?;

@@ -12,13 +12,12 @@ pub mod delivery;
 pub mod renewal;
 pub mod scheduler;
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use crate::authority::Authority;
+use crate::core::Core;
 use crate::error::Result;
-use crate::identifier::Identifier;
 use crate::model::*;
-use crate::registry::ResourceState;
 
 pub use ari::RenewalWindow;
 pub use delivery::{DeliveryReport, WebhookSender};
@@ -75,36 +74,14 @@ impl LifecycleConfig {
     }
 }
 
-/// The resources a new certificate is bound to, and whether every one of its
-/// names is held (then tenure renews it itself).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Binding {
-    pub resources: Vec<String>,
-    pub all_held: bool,
+/// Renewal sweeps, deliveries, CRLs and the records of issued certificates:
+/// what the scheduler and the CLI's `cert` and `renew` commands call.
+#[derive(Clone)]
+pub struct Lifecycle {
+    pub(crate) core: Arc<Core>,
 }
 
-impl Authority {
-    /// Binds identifiers to the tenant's active resources holding them, plus
-    /// those resources' anchors: releasing an anchor ends the certificate too.
-    pub fn binding_of(&self, tenant: &str, identifiers: &[Identifier]) -> Result<Binding> {
-        let mut resources: Vec<String> = Vec::new();
-        let mut all_held = !identifiers.is_empty();
-        for id in identifiers {
-            let holders = self.store.resources_holding(Some(tenant), id)?;
-            let Some(holder) = holders.into_iter().find(|r| r.state == ResourceState::Active) else {
-                all_held = false;
-                continue;
-            };
-            if let Some(anchor) = &holder.anchor {
-                resources.push(anchor.clone());
-            }
-            resources.push(holder.id);
-        }
-        resources.sort();
-        resources.dedup();
-        Ok(Binding { resources, all_held })
-    }
-
+impl Lifecycle {
     /// Certificates with their lifecycle, newest first.
     pub fn certificates(
         &self,
@@ -112,15 +89,15 @@ impl Authority {
         resource: Option<&str>,
         limit: i64,
     ) -> Result<Vec<(Certificate, CertificateLifecycle)>> {
-        self.store.certificate_records(tenant, resource, limit)
+        self.core.store.certificate_records(tenant, resource, limit)
     }
 
     pub fn certificate_record(&self, serial: &str) -> Result<Option<(Certificate, CertificateLifecycle)>> {
-        self.store.certificate_record(serial)
+        self.core.store.certificate_record(serial)
     }
 
     pub fn deliveries_of(&self, serial: &str) -> Result<Vec<Delivery>> {
-        self.store.deliveries_of(serial)
+        self.core.store.deliveries_of(serial)
     }
 
     /// Sets the URL certificates use to point at this server (CRL distribution
@@ -128,26 +105,30 @@ impl Authority {
     /// read the last one set.
     pub fn set_public_url(&self, url: &str) -> Result<()> {
         let url = url.trim_end_matches('/').to_string();
-        self.store.set_setting("public-url", url.as_bytes())?;
-        if let Ok(mut cached) = self.public_url.write() {
+        self.core.store.set_setting("public-url", url.as_bytes())?;
+        if let Ok(mut cached) = self.core.public_url.write() {
             *cached = Some(url);
         }
         Ok(())
     }
 
-    pub(crate) fn public_url(&self) -> Result<Option<String>> {
-        if let Some(url) = self.public_url.read().ok().and_then(|u| u.clone()) {
-            return Ok(Some(url));
-        }
-        let stored = self.store.setting("public-url")?.and_then(|v| String::from_utf8(v).ok());
-        if let (Some(url), Ok(mut cached)) = (&stored, self.public_url.write()) {
-            *cached = Some(url.clone());
-        }
-        Ok(stored)
-    }
-
     /// The CRL URL certificates of `issuer_id` carry, once a public URL is known.
     pub fn crl_url(&self, issuer_id: i64) -> Result<Option<String>> {
-        Ok(self.public_url()?.map(|base| format!("{base}/crl/{issuer_id}")))
+        self.core.crl_url(issuer_id)
+    }
+
+    /// Brings every issuer's CRL up to date (the scheduler's periodic pass).
+    pub fn refresh_crls(&self) -> Result<usize> {
+        self.core.refresh_crls()
+    }
+
+    /// The current CRL (DER) of an issuer.
+    pub fn crl(&self, issuer_id: i64) -> Result<Vec<u8>> {
+        self.core.crl(issuer_id)
+    }
+
+    /// The PEM chain of a certificate: leaf, then its intermediate.
+    pub fn certificate_chain_pem(&self, cert: &Certificate) -> Result<String> {
+        self.core.chain_pem(cert)
     }
 }

@@ -12,14 +12,13 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::authority::Authority;
+use super::Lifecycle;
 use crate::ca;
 use crate::error::Result;
+use crate::issuance::{self, Ask, Binding, Provenance, Renewing, Verdict};
 use crate::model::*;
-use crate::policy::{CertificateInfo, Decision, Plugin, RenewalRequest};
-use crate::store::{RenewalOutcome, RenewalTally, Renewed};
-
-use super::{DELIVERY_DIR_ATTRIBUTE, DELIVERY_WEBHOOK_ATTRIBUTE};
+use crate::policy::{Plugin, Trigger as PolicyTrigger};
+use crate::store::{Claim, RenewalOutcome, RenewalTally};
 
 /// What one sweep did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -46,6 +45,7 @@ impl SweepReport {
 
 /// What a batch's certificates share, looked up once.
 struct Batch {
+    tenants: HashMap<String, Result<Tenant>>,
     chains: HashMap<String, Result<Vec<Arc<Plugin>>>>,
     targets: HashMap<String, Vec<(DeliveryKind, String)>>,
 }
@@ -53,7 +53,7 @@ struct Batch {
 /// How long a certificate whose renewal failed on our side waits for the next try.
 const RETRY_DELAY: i64 = 60;
 
-impl Authority {
+impl Lifecycle {
     /// Renews every certificate whose renewal window has opened (or that
     /// expired while still held), batch by batch, until none is due.
     pub fn sweep_renewals(&self) -> Result<SweepReport> {
@@ -70,15 +70,15 @@ impl Authority {
     pub fn sweep_renewals_paced(&self, mut pause: impl FnMut(Duration) -> bool) -> Result<SweepReport> {
         let started = Instant::now();
         let mut report = SweepReport::default();
-        let batch = self.config().lifecycle.batch.max(1) as i64;
-        let rate = self.config().lifecycle.renewal_rate.filter(|r| r.is_finite() && *r > 0.0);
+        let batch = self.core.config.lifecycle.batch.max(1) as i64;
+        let rate = self.core.config.lifecycle.renewal_rate.filter(|r| r.is_finite() && *r > 0.0);
         // Only what was due when the sweep began: successors issued by this
         // sweep fall due at or after it, so the loop ends even when lifetimes
         // are shorter than a sweep.
         let cutoff = now();
         loop {
             // Each batch leaves the queue: renewed, lapsed, or deferred to a later sweep.
-            let due = self.store.due_certificates(cutoff, batch)?;
+            let due = self.core.store.due_certificates(cutoff, batch)?;
             if due.is_empty() {
                 break;
             }
@@ -104,10 +104,10 @@ impl Authority {
     /// Renews a resource's scheduled certificates now, due or not (`tenure renew --now --resource`).
     pub fn renew_resource_now(&self, resource_id: &str) -> Result<SweepReport> {
         let started = Instant::now();
-        self.store.resource(resource_id)?.ok_or_else(|| crate::Error::not_found(format!("no resource {resource_id}")))?;
+        self.core.store.resource(resource_id)?.ok_or_else(|| crate::Error::not_found(format!("no resource {resource_id}")))?;
         let mut report = SweepReport::default();
-        let due = self.store.scheduled_certificates_of_resource(resource_id)?;
-        for chunk in due.chunks(self.config().lifecycle.batch.max(1)) {
+        let due = self.core.store.scheduled_certificates_of_resource(resource_id)?;
+        for chunk in due.chunks(self.core.config.lifecycle.batch.max(1)) {
             let (tally, deferred) = self.renew_batch(chunk.to_vec())?;
             report.add(tally, deferred);
         }
@@ -120,19 +120,21 @@ impl Authority {
     fn renew_batch(&self, due: Vec<(Certificate, CertificateLifecycle)>) -> Result<(RenewalTally, usize)> {
         // Looked up once per batch rather than per certificate: each tenant's
         // plugin chain, and each bound resource's delivery targets.
+        let mut tenants = HashMap::new();
         let mut chains = HashMap::new();
         let mut targets: HashMap<String, Vec<(DeliveryKind, String)>> = HashMap::new();
         for (cert, life) in &due {
             if !chains.contains_key(&cert.tenant) {
-                chains.insert(cert.tenant.clone(), self.plugin_chain(&cert.tenant));
+                chains.insert(cert.tenant.clone(), self.core.plugin_chain(&cert.tenant));
+                tenants.insert(cert.tenant.clone(), self.core.tenant_of(&cert.tenant));
             }
             for id in &life.resources {
                 if !targets.contains_key(id) {
-                    targets.insert(id.clone(), self.delivery_targets(id)?);
+                    targets.insert(id.clone(), issuance::delivery_targets(&self.core, id)?);
                 }
             }
         }
-        let batch = Batch { chains, targets };
+        let batch = Batch { tenants, chains, targets };
         let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(due.len().max(1));
         let per = due.len().div_ceil(workers);
         let results: Vec<(String, Result<RenewalOutcome>)> = std::thread::scope(|s| {
@@ -161,105 +163,63 @@ impl Authority {
                 Ok(o) => outcomes.push(o),
                 Err(e) => {
                     tracing::warn!(%serial, error = %e, "renewal failed; retrying later");
-                    self.store.defer_renewal(&serial, now() + RETRY_DELAY, &e.detail)?;
+                    self.core.store.defer_renewal(&serial, now() + RETRY_DELAY, &e.detail)?;
                     deferred += 1;
                 }
             }
         }
-        Ok((self.store.record_renewals(&outcomes)?, deferred))
+        Ok((issuance::record_renewals(&self.core, &outcomes)?, deferred))
     }
 
-    /// Where a resource's renewed certificates go, from its attributes.
-    fn delivery_targets(&self, resource_id: &str) -> Result<Vec<(DeliveryKind, String)>> {
-        let Some(resource) = self.store.resource(resource_id)? else { return Ok(Vec::new()) };
-        Ok([(DELIVERY_DIR_ATTRIBUTE, DeliveryKind::File), (DELIVERY_WEBHOOK_ATTRIBUTE, DeliveryKind::Webhook)]
-            .into_iter()
-            .filter_map(|(attribute, kind)| resource.attributes.get(attribute).filter(|t| !t.is_empty()).map(|t| (kind, t.clone())))
-            .collect())
-    }
-
-    /// One certificate: the policy's decision, and on allow its successor.
+    /// One certificate: the policy's decision, and on allow its successor,
+    /// through the issuance path (decide → sign; the batch records).
     fn renew_one(&self, cert: &Certificate, life: &CertificateLifecycle, batch: &Batch) -> Result<RenewalOutcome> {
-        let request = RenewalRequest {
-            tenant: cert.tenant.clone(),
-            certificate: CertificateInfo {
-                serial: cert.serial.clone(),
-                identifiers: cert.identifiers.clone(),
-                not_before: cert.not_before.max(0) as u64,
-                not_after: cert.not_after.max(0) as u64,
-                resources: life.resources.clone(),
-            },
-            profile: life.profile.clone(),
+        let (tenant, chain) = match (batch.tenants.get(&cert.tenant), batch.chains.get(&cert.tenant)) {
+            (Some(Ok(tenant)), Some(Ok(chain))) => (tenant, chain),
+            (Some(Err(e)), _) | (_, Some(Err(e))) => return Err(e.clone()),
+            _ => return Err(crate::Error::internal("the batch has no chain for this tenant")),
         };
-        let chain = match batch.chains.get(&cert.tenant) {
-            Some(Ok(chain)) => chain,
-            Some(Err(e)) => return Err(e.clone()),
-            None => return Err(crate::Error::internal("the batch has no chain for this tenant")),
+        let ask = Ask {
+            tenant,
+            account: cert.account_id.as_deref(),
+            trigger: PolicyTrigger::Renewal,
+            identifiers: &cert.identifiers,
+            profile: &life.profile,
+            lifetime: self.core.config.profile_lifetime(&life.profile)?,
         };
-        let decided = self.decide_renewal_by(chain, &cert.tenant, Some(&cert.account_id), &request)?;
-        let grant = match &decided.decision {
-            Decision::Allow(g) => g,
-            Decision::Deny(reason) => {
+        let renewing = Renewing { current: Some(cert), resources: &life.resources };
+        let allowed = match issuance::decide_renewal(&self.core, chain, &ask, &renewing)? {
+            Verdict::Allowed(a) => a,
+            Verdict::Denied { reason, audit } => {
                 return Ok(RenewalOutcome::Lapsed {
                     serial: cert.serial.clone(),
                     note: format!("policy denied renewal: {reason}"),
-                    audit: Some(decided.audit),
+                    audit: Some(audit),
                 });
             }
         };
-        // The grant may narrow the names, never widen them.
-        let identifiers: Vec<_> = cert.identifiers.iter().filter(|i| grant.identifiers.contains(i)).cloned().collect();
-        if identifiers.is_empty() {
-            return Ok(RenewalOutcome::Lapsed {
-                serial: cert.serial.clone(),
-                note: "the renewal grant names none of the certificate's identifiers".into(),
-                audit: Some(decided.audit),
-            });
-        }
-        let profile = grant.profile.clone().filter(|p| self.config().profiles.iter().any(|x| &x.name == p)).unwrap_or(life.profile.clone());
-        let lifetime = self.profile_lifetime(&profile)?.min(Duration::from_secs(grant.lifetime_seconds.max(1)));
-        if grant.rekey {
+        if allowed.grant().rekey {
             // Keys of ACME clients are theirs: tenure can only rekey keys it
             // holds (HSM slots); this one is reissued on the same key.
             tracing::info!(serial = %cert.serial, "renewal grant asks for a new key; the key is the client's, keeping it");
         }
         let spki = ca::cert_info(&cert.der)?.spki_der;
-        let issued_at = now();
-        let leaf = self.sign_leaf(cert.issuer_id, &spki, &identifiers, lifetime)?;
-        let successor = Certificate {
-            serial: leaf.serial_hex.clone(),
-            account_id: cert.account_id.clone(),
-            order_id: cert.order_id.clone(),
-            tenant: cert.tenant.clone(),
-            issuer_id: cert.issuer_id,
-            der: leaf.der,
-            identifiers,
-            not_before: leaf.not_before.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0),
-            not_after: leaf.not_after.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0),
-            revoked_at: None,
-            revocation_reason: None,
-        };
+        let signed = allowed.sign(&self.core, &spki)?;
         let deliveries = life
             .resources
             .iter()
             .flat_map(|id| batch.targets.get(id).into_iter().flatten().map(move |(kind, target)| (id.clone(), *kind, target.clone())))
             .collect();
-        Ok(RenewalOutcome::Renewed(Renewed {
-            predecessor: cert.serial.clone(),
-            life: CertificateLifecycle {
-                profile,
-                resources: life.resources.clone(),
-                renewal: RenewalState::Scheduled,
-                renew_at: Some(self.config().lifecycle.renew_at(issued_at, lifetime)),
-                note: None,
-                predecessor: Some(cert.serial.clone()),
-                successor: None,
-                policy: decided.audit.plugins.join(","),
-            },
-            cert: successor,
+        let from = Provenance {
+            account_id: cert.account_id.clone(),
+            order_id: cert.order_id.clone(),
+            trigger: Trigger::Renewal,
+            predecessor: Some(cert.serial.clone()),
+            // A renewal keeps its predecessor's binding and is renewed again.
+            binding: Binding { resources: life.resources.clone(), all_held: true },
             deliveries,
-            audit: decided.audit,
-        }))
+        };
+        Ok(RenewalOutcome::Renewed(signed.into_record(&self.core, from, Claim::Renewal { predecessor: cert.serial.clone() })))
     }
 }
 
@@ -270,19 +230,21 @@ mod tests {
     use rcgen::{CertificateParams, KeyPair};
 
     use crate::Identifier;
-    use crate::authority::{Authority, Config, NewOrder};
+    use crate::Engine as Authority;
+use crate::config::Config;
+use crate::ra::NewOrder;
 
     /// `n` certificates for www.corp.example, due once the second they were issued in is over.
     fn issue_due(a: &Authority, n: usize) -> Vec<String> {
-        let account = crate::authority::tenant_account_holding_corp_example(a);
+        let account = crate::ra::tenant_account_holding_corp_example(a);
         let key = KeyPair::generate().unwrap();
         let csr = CertificateParams::new(vec!["www.corp.example".to_string()]).unwrap().serialize_request(&key).unwrap();
         let originals = (0..n)
             .map(|_| {
                 let order = a
-                    .new_order(&account, NewOrder { identifiers: vec![Identifier::dns("www.corp.example")], profile: None, replaces: None })
+                    .ra.new_order(&account, NewOrder { identifiers: vec![Identifier::dns("www.corp.example")], profile: None, replaces: None })
                     .unwrap();
-                a.finalize(&account, &order, csr.der(), b"account key").unwrap().certificate.unwrap()
+                a.ra.finalize(&account, &order, csr.der(), b"account key").unwrap().certificate.unwrap()
             })
             .collect();
         // A sweep takes what fell due before the second it starts in.
@@ -308,13 +270,13 @@ mod tests {
         let a = Authority::open(dir.path(), config.clone()).unwrap();
         let b = Authority::open(dir.path(), config).unwrap();
         let (ra, rb) = std::thread::scope(|s| {
-            let ha = s.spawn(|| a.sweep_renewals().unwrap());
-            let hb = s.spawn(|| b.sweep_renewals().unwrap());
+            let ha = s.spawn(|| a.lifecycle.sweep_renewals().unwrap());
+            let hb = s.spawn(|| b.lifecycle.sweep_renewals().unwrap());
             (ha.join().unwrap(), hb.join().unwrap())
         });
         assert_eq!(ra.renewed + rb.renewed, originals.len(), "{ra:?} {rb:?}");
         let mut successors: HashMap<String, usize> = HashMap::new();
-        for (_, life) in a.certificates(Some("corp"), None, 1000).unwrap() {
+        for (_, life) in a.lifecycle.certificates(Some("corp"), None, 1000).unwrap() {
             if let Some(p) = life.predecessor {
                 *successors.entry(p).or_default() += 1;
             }
@@ -338,6 +300,7 @@ mod tests {
 
         let mut pauses = 0;
         let report = a
+            .lifecycle
             .sweep_renewals_paced(|wait| {
                 std::thread::sleep(wait);
                 pauses += 1;
@@ -349,12 +312,12 @@ mod tests {
         assert!(report.elapsed >= std::time::Duration::from_millis(400), "{report:?}");
 
         let renewed = |a: &Authority| {
-            let certs = a.certificates(Some("corp"), None, 1000).unwrap();
+            let certs = a.lifecycle.certificates(Some("corp"), None, 1000).unwrap();
             originals.iter().filter(|o| certs.iter().any(|(_, l)| l.predecessor.as_ref() == Some(o))).count()
         };
         assert_eq!(renewed(&a), 4);
         // What the stopped sweep left is still due (with the successors, whose window opens at once here).
-        a.sweep_renewals_paced(|_| true).unwrap();
+        a.lifecycle.sweep_renewals_paced(|_| true).unwrap();
         assert_eq!(renewed(&a), 6);
     }
 }

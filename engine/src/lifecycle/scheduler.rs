@@ -7,19 +7,19 @@ use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crate::authority::Authority;
+use super::{Lifecycle, WebhookSender};
 
-use super::WebhookSender;
-
+/// The lifecycle's background thread; stopped (between two transactions) when dropped.
 pub struct Scheduler {
     stop: mpsc::Sender<()>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl Scheduler {
-    pub fn spawn(authority: Arc<Authority>, webhooks: Arc<dyn WebhookSender>) -> std::io::Result<Scheduler> {
+    /// Starts the thread.
+    pub fn spawn(lifecycle: Lifecycle, webhooks: Arc<dyn WebhookSender>) -> std::io::Result<Scheduler> {
         let (stop, stopped) = mpsc::channel::<()>();
-        let interval = authority.config().lifecycle.interval;
+        let interval = lifecycle.core.config.lifecycle.interval;
         let thread = std::thread::Builder::new().name("lifecycle".into()).spawn(move || {
             // Every wait, between passes and between a sweep's batches, is a
             // wait for the stop signal; once seen, every later wait says stop.
@@ -29,7 +29,7 @@ impl Scheduler {
                 !stopping
             };
             loop {
-                run_once(&authority, &*webhooks, &mut pause);
+                run_once(&lifecycle, &*webhooks, &mut pause);
                 if !pause(interval) {
                     return;
                 }
@@ -41,8 +41,8 @@ impl Scheduler {
 
 /// One pass; failures are logged and retried on the next pass. The sweep
 /// waits (and may be stopped) through `pause`.
-fn run_once(authority: &Authority, webhooks: &dyn WebhookSender, pause: &mut dyn FnMut(Duration) -> bool) {
-    match authority.sweep_renewals_paced(pause) {
+fn run_once(lifecycle: &Lifecycle, webhooks: &dyn WebhookSender, pause: &mut dyn FnMut(Duration) -> bool) {
+    match lifecycle.sweep_renewals_paced(pause) {
         Ok(r) if r.renewed + r.lapsed + r.deferred > 0 => tracing::info!(
             renewed = r.renewed,
             lapsed = r.lapsed,
@@ -54,14 +54,14 @@ fn run_once(authority: &Authority, webhooks: &dyn WebhookSender, pause: &mut dyn
         Ok(_) => {}
         Err(e) => tracing::error!(error = %e, "renewal sweep failed"),
     }
-    match authority.deliver_pending(webhooks) {
+    match lifecycle.deliver_pending(webhooks) {
         Ok(d) if d.delivered + d.retrying + d.failed > 0 => {
             tracing::info!(delivered = d.delivered, retrying = d.retrying, failed = d.failed, "deliveries")
         }
         Ok(_) => {}
         Err(e) => tracing::error!(error = %e, "delivery pass failed"),
     }
-    if let Err(e) = authority.refresh_crls() {
+    if let Err(e) = lifecycle.refresh_crls() {
         tracing::error!(error = %e, "CRL refresh failed");
     }
 }

@@ -232,33 +232,42 @@ impl From<t::TenantInfo> for w::Tenant {
 }
 
 pub(super) fn issuance_in(r: &t::IssuanceRequest) -> w::IssuanceRequest {
+    let (key_type, key_bits) = r.key.map_or((t::KeyType::Unknown, 0), |k| (k.key_type, k.bits));
     w::IssuanceRequest {
-        account: r.account.clone(),
+        account: r.account.clone().unwrap_or_default(),
         tenant: r.tenant.clone(),
         identifiers: ids_in(&r.identifiers),
-        key_type: match r.key_type {
+        key_type: match key_type {
             t::KeyType::EcdsaP256 => w::KeyType::EcdsaP256,
             t::KeyType::EcdsaP384 => w::KeyType::EcdsaP384,
             t::KeyType::Rsa => w::KeyType::Rsa,
             t::KeyType::Ed25519 => w::KeyType::Ed25519,
             t::KeyType::Unknown => w::KeyType::Unknown,
         },
-        key_bits: r.key_bits,
+        key_bits,
         profile: r.profile.clone(),
         requested_lifetime_seconds: r.requested_lifetime_seconds,
     }
 }
 
 pub(super) fn renewal_in(r: &t::RenewalRequest) -> w::RenewalRequest {
-    let c = &r.certificate;
     w::RenewalRequest {
         tenant: r.tenant.clone(),
-        certificate: w::CertificateInfo {
-            serial: c.serial.clone(),
-            identifiers: ids_in(&c.identifiers),
-            not_before: c.not_before,
-            not_after: c.not_after,
-            resources: c.resources.clone(),
+        certificate: match &r.certificate {
+            Some(c) => w::CertificateInfo {
+                serial: c.serial.clone(),
+                identifiers: ids_in(&r.identifiers),
+                not_before: c.not_before,
+                not_after: c.not_after,
+                resources: r.resources.clone(),
+            },
+            None => w::CertificateInfo {
+                serial: String::new(),
+                identifiers: ids_in(&r.identifiers),
+                not_before: 0,
+                not_after: 0,
+                resources: r.resources.clone(),
+            },
         },
         profile: r.profile.clone(),
     }

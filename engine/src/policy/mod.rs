@@ -33,8 +33,8 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 pub use chain::chain;
 pub use set::PluginSet;
 pub use types::{
-    CertificateInfo, Decision, DistributionRequest, Grant, Holding, Identifier, IdentifierKind, IssuanceRequest, KeyType, PluginInfo,
-    RenewalRequest, Resource, ResourceState, TenantInfo, Verdict,
+    CertificateInfo, Decision, DistributionRequest, Grant, Holding, Identifier, IdentifierKind, IssuanceRequest, KeyInfo, KeyType,
+    PluginInfo, RenewalRequest, Resource, ResourceState, TenantInfo, Trigger, Verdict,
 };
 
 use cache::DiskCache;
@@ -441,7 +441,7 @@ impl PolicyHost {
     }
 
     pub fn decide_renewal(&self, plugin: &Plugin, registry: Arc<dyn RegistryView>, tenant: &str, req: &RenewalRequest) -> Verdict {
-        let hook = Hook::Renewal(&req.certificate.identifiers);
+        let hook = Hook::Renewal(&req.identifiers);
         self.decide(plugin, registry, tenant, &req.tenant, hook, |store, instance| {
             let f = export(store, instance, &plugin.exports.renewal)?;
             // SAFETY: `prepare` type-checked this export of this component.

@@ -75,8 +75,9 @@ fn dns(name: &str) -> Identifier {
 
 fn issuance(tenant: &str, names: &[&str], lifetime: u64) -> IssuanceRequest {
     IssuanceRequest {
-        account: "acct-1".into(),
+        account: Some("acct-1".into()),
         tenant: tenant.into(),
+        trigger: Trigger::AcmeFinalize,
         identifiers: names
             .iter()
             .map(|n| match n.parse() {
@@ -84,24 +85,30 @@ fn issuance(tenant: &str, names: &[&str], lifetime: u64) -> IssuanceRequest {
                 Err(_) => dns(n),
             })
             .collect(),
-        key_type: KeyType::EcdsaP256,
-        key_bits: 256,
-        profile: String::new(),
+        key: Some(KeyInfo { key_type: KeyType::EcdsaP256, bits: 256 }),
+        profile: "default".into(),
         requested_lifetime_seconds: lifetime,
+        resource: None,
     }
 }
 
 fn renewal(tenant: &str, names: &[&str], resources: &[&str]) -> RenewalRequest {
+    let identifiers: Vec<Identifier> = names.iter().map(|n| dns(n)).collect();
+    let resources: Vec<String> = resources.iter().map(|s| s.to_string()).collect();
     RenewalRequest {
         tenant: tenant.into(),
-        certificate: CertificateInfo {
+        trigger: Trigger::Renewal,
+        certificate: Some(CertificateInfo {
             serial: "01".into(),
-            identifiers: names.iter().map(|n| dns(n)).collect(),
+            identifiers: identifiers.clone(),
             not_before: 1_700_000_000,
             not_after: 1_700_086_400,
-            resources: resources.iter().map(|s| s.to_string()).collect(),
-        },
-        profile: String::new(),
+            resources: resources.clone(),
+        }),
+        identifiers,
+        resources,
+        profile: "default".into(),
+        requested_lifetime_seconds: 86_400,
     }
 }
 
@@ -583,7 +590,7 @@ fn a_refused_plugin_is_not_cached() {
 #[test]
 fn requests_and_verdicts_round_trip_through_json() {
     let req: IssuanceRequest = serde_json::from_str(
-        r#"{"account":"a","tenant":"acme","identifiers":[{"type":"dns","value":"www.acme.test"}],"key_type":"ecdsa-p256"}"#,
+        r#"{"account":"a","tenant":"acme","trigger":"acme-order","identifiers":[{"type":"dns","value":"www.acme.test"}],"key":null,"profile":"default","requested_lifetime_seconds":3600,"resource":null}"#,
     )
     .unwrap();
     assert_eq!(req.identifiers, vec![dns("www.acme.test")]);

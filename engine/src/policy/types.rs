@@ -77,21 +77,34 @@ pub struct TenantInfo {
     pub permits: Vec<String>,
 }
 
+/// What made the host ask (interim: the WIT 0.2.0 work replaces this file).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Trigger {
+    AcmeOrder,
+    AcmeFinalize,
+    Renewal,
+    Rekey,
+    Provisioning,
+}
+
+/// The certificate key, once known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyInfo {
+    pub key_type: KeyType,
+    pub bits: u32,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IssuanceRequest {
-    pub account: String,
     pub tenant: String,
+    pub account: Option<String>,
+    pub trigger: Trigger,
     pub identifiers: Vec<Identifier>,
-    #[serde(default)]
-    pub key_type: KeyType,
-    #[serde(default)]
-    pub key_bits: u32,
-    /// "" for the default profile.
-    #[serde(default)]
+    pub key: Option<KeyInfo>,
     pub profile: String,
-    /// 0 when the client asked for no particular lifetime.
-    #[serde(default)]
     pub requested_lifetime_seconds: u64,
+    pub resource: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -108,9 +121,12 @@ pub struct CertificateInfo {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RenewalRequest {
     pub tenant: String,
-    pub certificate: CertificateInfo,
-    #[serde(default)]
+    pub trigger: Trigger,
+    pub identifiers: Vec<Identifier>,
+    pub resources: Vec<String>,
     pub profile: String,
+    pub requested_lifetime_seconds: u64,
+    pub certificate: Option<CertificateInfo>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

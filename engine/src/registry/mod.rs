@@ -8,6 +8,9 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
+mod service;
+pub use service::{Registry, TenantCreated};
+
 use crate::error::{Error, ErrorKind, Result};
 use crate::identifier::{Identifier, IdentifierKind, normalize_dns};
 use crate::model::UnixTime;

@@ -1,898 +1,430 @@
-//! Storage (the SA role): SQLite in WAL mode behind one narrow interface.
+//! Storage (the SA role), behind narrow traits: one per part of the engine that
+//! stores something. [`Storage`] is all of them; `sqlite` is the embedded
+//! implementation (the default), and a PostgreSQL one is a second
+//! implementation of the same traits.
 //!
 //! Every method is one whole state change or one read; a method that writes
 //! several rows does so in one transaction, so a crash leaves either all of a
-//! change or none of it. Nothing outside this module sees SQL, which keeps a
-//! move to PostgreSQL a matter of a second implementation of these methods.
+//! change or none of it. Nothing outside this module sees SQL. Business rules
+//! stay with the engine: a method that needs one inside its transaction (the
+//! registry's conflict rule) takes it as a closure.
 
-mod checkpoint;
-mod hsm;
-mod lifecycle;
-pub use hsm::CustodyEvent;
-mod registry;
-mod schema;
+mod sqlite;
 
-pub(crate) use lifecycle::stop_certificates_of_resource;
-pub use lifecycle::{RenewalOutcome, RenewalTally, Renewed, RevokedEntry, StoredCrl};
-pub use registry::AuditRecord;
-pub(crate) use registry::append_audit;
+use std::path::Path;
+use std::sync::Arc;
 
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
-
-use rusqlite::{Connection, OptionalExtension, Row, params};
-
-use crate::error::{Error, Result};
+pub use crate::audit::AuditRecord;
+use crate::error::Result;
+use crate::hsm::{HsmKey, HsmSlot, SlotState};
 use crate::identifier::Identifier;
 use crate::model::*;
+use crate::registry::{Event, EventKind, NewResource, Resource, ResourceState};
+pub use sqlite::SqliteStore;
 
-pub struct Store {
-    /// The one connection that writes (and serves `with`).
-    conn: Arc<Mutex<Connection>>,
-    /// Idle read-only connections for the hot reads (`read`). WAL readers
-    /// never wait for the writer, so reads no longer queue behind commits and
-    /// checkpoints. The pool grows to the number of concurrent readers.
-    readers: Mutex<Vec<Connection>>,
-    /// The database file; `None` in memory, where reads share `conn`.
-    path: Option<PathBuf>,
-    /// Checkpoints the WAL off the request path (on disk only).
-    #[allow(dead_code)] // held for its Drop, which stops the thread
-    checkpointer: Option<checkpoint::Checkpointer>,
+/// Every store trait: what the engine holds.
+pub trait Storage:
+    SettingsStore + TenantStore + AccountStore + OrderStore + CertificateStore + DeliveryStore + RegistryStore + PluginStore + AuditStore + CustodyStore
+{
 }
 
-/// An open write transaction on the writer connection: what `Store::tx`
-/// hands its closure. It reads and writes as the connection does; `tx`
-/// commits it when the closure succeeds and rolls it back otherwise.
-pub(crate) struct Tx<'c>(&'c Connection);
-
-impl std::ops::Deref for Tx<'_> {
-    type Target = Connection;
-    fn deref(&self) -> &Connection {
-        self.0
-    }
+impl<T> Storage for T where
+    T: SettingsStore + TenantStore + AccountStore + OrderStore + CertificateStore + DeliveryStore + RegistryStore + PluginStore + AuditStore + CustodyStore
+{
 }
 
-/// Rolls back whatever transaction is still open when dropped: after a
-/// failed closure, a failed COMMIT, or a panic.
-struct RollbackGuard<'c>(&'c Connection);
-
-impl Drop for RollbackGuard<'_> {
-    fn drop(&mut self) {
-        if !self.0.is_autocommit() {
-            let _ = self.0.prepare_cached("ROLLBACK").and_then(|mut st| st.execute([]));
-        }
-    }
+/// Opens the embedded store of a data directory (`DIR/tenure.db`), creating it
+/// and bringing its schema up to date.
+pub fn open_sqlite(path: &Path) -> Result<Arc<dyn Storage>> {
+    Ok(Arc::new(SqliteStore::open(path)?))
 }
 
-fn json<T: serde::Serialize>(v: &T) -> String {
-    serde_json::to_string(v).unwrap_or_else(|_| "null".into())
+/// A live resource overlapping a name, zone or address another resource is
+/// about to hold: what the registry's conflict rule judges.
+#[derive(Debug, Clone)]
+pub struct Overlap {
+    /// The name, zone or address asked for.
+    pub item: String,
+    /// The live resource already holding it, or something inside or above it.
+    pub holder: Resource,
 }
 
-fn from_json<T: serde::de::DeserializeOwned>(s: &str) -> Result<T> {
-    serde_json::from_str(s).map_err(|e| Error::internal(format!("stored JSON is corrupt: {e}")))
+/// The registry's conflict rule, run inside the store's transaction.
+pub type ConflictRule<'a> = &'a dyn Fn(&[Overlap]) -> Result<()>;
+
+/// What an issued certificate settles when it is recorded.
+#[derive(Debug, Clone)]
+pub enum Claim {
+    /// An ACME order, which must still be ready and becomes valid with it.
+    /// (A `replaces` predecessor is marked replaced in the same transaction.)
+    Order {
+        /// The order finalized.
+        order_id: String,
+    },
+    /// A scheduled certificate the sweep renews, which must still be
+    /// scheduled and unrevoked, and becomes renewed.
+    Renewal {
+        /// The certificate succeeded.
+        predecessor: String,
+    },
+    /// A key generated in a tenant's HSM: it becomes the resource's active key,
+    /// and the key it replaces (and that key's certificate) start retiring.
+    HsmKey {
+        /// The new key, with its certificate.
+        key: HsmKey,
+        /// When the replaced key is destroyed.
+        retire_after: UnixTime,
+    },
 }
 
-fn bad_status(what: &str, s: &str) -> Error {
-    Error::internal(format!("stored {what} status {s:?} is unknown"))
+/// A signed certificate and everything recorded with it in one transaction.
+#[derive(Debug, Clone)]
+pub struct IssuedRecord {
+    /// The certificate.
+    pub cert: Certificate,
+    /// Its lifecycle: bindings, renewal plan, predecessor, policy.
+    pub life: CertificateLifecycle,
+    /// The decision that allowed it.
+    pub audit: AuditRecord,
+    /// (resource id, kind, target) for every delivery target of its resources.
+    pub deliveries: Vec<(String, DeliveryKind, String)>,
+    /// What it settles.
+    pub claim: Claim,
 }
 
-impl Store {
-    /// Opens (creating if needed) the database and brings its schema up to date.
-    pub fn open(path: &Path) -> Result<Store> {
-        let conn = Connection::open(path)?;
-        Self::configure(conn, Some(path.to_path_buf()))
-    }
+/// What the sweep decided for one due certificate. (At most a batch of these
+/// exist at once; boxing the larger variant would buy nothing.)
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone)]
+pub enum RenewalOutcome {
+    /// A successor, claiming its predecessor ([`Claim::Renewal`]).
+    Renewed(IssuedRecord),
+    /// The policy refused (or the certificate cannot be renewed): it lapses.
+    Lapsed {
+        /// The certificate that lapses.
+        serial: String,
+        /// Why.
+        note: String,
+        /// The decision, when there was one.
+        audit: Option<AuditRecord>,
+    },
+}
 
-    /// An in-memory store, for unit tests.
-    pub fn open_in_memory() -> Result<Store> {
-        Self::configure(Connection::open_in_memory()?, None)
-    }
+/// What a batch of outcomes did once stored.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RenewalTally {
+    /// Successors stored.
+    pub renewed: usize,
+    /// Certificates that lapsed.
+    pub lapsed: usize,
+    /// Outcomes dropped because the certificate left the queue meanwhile (a
+    /// release, a client's replacement, another sweep).
+    pub skipped: usize,
+}
 
-    fn configure(mut conn: Connection, path: Option<PathBuf>) -> Result<Store> {
-        // WAL with synchronous=NORMAL survives a process crash (the OS has the
-        // log); the CLI writes while the server runs, hence the busy timeout.
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
-        conn.pragma_update(None, "foreign_keys", "ON")?;
-        tune(&conn)?;
-        migrate(&mut conn)?;
-        // Checkpoints run on their own thread, never inside a request's
-        // commit (see `checkpoint`). In memory there is no WAL.
-        if path.is_some() {
-            conn.pragma_update(None, "wal_autocheckpoint", 0)?;
-        }
-        let conn = Arc::new(Mutex::new(conn));
-        let checkpointer = match &path {
-            Some(p) => Some(checkpoint::Checkpointer::start(p, conn.clone())?),
-            None => None,
-        };
-        Ok(Store { conn, readers: Mutex::new(Vec::new()), path, checkpointer })
-    }
+/// An issuer's latest CRL.
+#[derive(Debug, Clone)]
+pub struct StoredCrl {
+    /// The issuer.
+    pub issuer_id: i64,
+    /// The CRL number (RFC 5280 §5.2.3).
+    pub number: i64,
+    /// thisUpdate.
+    pub this_update: UnixTime,
+    /// nextUpdate.
+    pub next_update: UnixTime,
+    /// The issuer's revocation count when the CRL was made: a higher count means it is stale.
+    pub revocation_mark: i64,
+    /// The signed CRL.
+    pub der: Vec<u8>,
+}
 
-    /// Runs a read on a pooled read-only connection (the writer's, in memory).
-    /// Each statement sees the latest commit, as on the writer.
-    fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
-        let Some(path) = &self.path else { return self.with(|c| f(c)) };
-        let pooled = self.readers.lock().map_err(|_| Error::internal("storage lock poisoned"))?.pop();
-        let conn = match pooled {
-            Some(c) => c,
-            None => {
-                let c = Connection::open(path)?;
-                tune(&c)?;
-                // A write through a reader would bypass the writer's lock; make it fail loudly.
-                c.pragma_update(None, "query_only", true)?;
-                c
-            }
-        };
-        let out = f(&conn);
-        if let Ok(mut idle) = self.readers.lock() {
-            idle.push(conn);
-        }
-        out
-    }
+/// An entry of a CRL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RevokedEntry {
+    /// The certificate's serial, hex.
+    pub serial: String,
+    /// When it was revoked.
+    pub revoked_at: UnixTime,
+    /// The RFC 5280 reason code.
+    pub reason: u8,
+}
 
-    fn with<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T>) -> Result<T> {
-        let mut conn = match self.conn.lock() {
-            Ok(c) => c,
-            // A panic while writing: `tx` rolled its transaction back, and
-            // anything else left open is rolled back here, so the
-            // connection is sound again and the store stays usable.
-            Err(poisoned) => {
-                self.conn.clear_poison();
-                let c = poisoned.into_inner();
-                drop(RollbackGuard(&c));
-                c
-            }
-        };
-        f(&mut conn)
-    }
+/// One entry of a slot's custody log: (kind, at, key id, detail).
+pub type CustodyEvent = (String, i64, Option<String>, serde_json::Value);
 
-    /// Runs `f` in one write transaction. BEGIN IMMEDIATE, since this
-    /// connection is the only writer (behind the mutex) and would take the
-    /// write lock anyway; BEGIN and COMMIT are cached statements, which
-    /// rusqlite's `Transaction` (parsing both each time) is not.
-    fn tx<T>(&self, f: impl FnOnce(&Tx<'_>) -> Result<T>) -> Result<T> {
-        self.with(|conn| {
-            conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
-            let _rollback = RollbackGuard(conn);
-            let out = f(&Tx(conn))?;
-            conn.prepare_cached("COMMIT")?.execute([])?;
-            Ok(out)
-        })
-    }
-
-    // ---- settings -------------------------------------------------------
-
-    pub fn setting(&self, key: &str) -> Result<Option<Vec<u8>>> {
-        self.with(|c| Ok(c.prepare_cached("SELECT value FROM settings WHERE key = ?1")?.query_row([key], |r| r.get(0)).optional()?))
-    }
+/// Small named values: the public URL, the CA-HSM configuration, the webhook secret marker.
+pub trait SettingsStore: Send + Sync {
+    fn setting(&self, key: &str) -> Result<Option<Vec<u8>>>;
 
     /// Sets `key` only if it is not set yet; returns the value that holds afterwards.
-    pub fn set_setting(&self, key: &str, value: &[u8]) -> Result<()> {
-        self.with(|c| {
-            c.execute(
-                "INSERT INTO settings (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                params![key, value],
-            )?;
-            Ok(())
-        })
-    }
+    fn set_setting(&self, key: &str, value: &[u8]) -> Result<()>;
 
-    pub fn setting_or_insert(&self, key: &str, value: &[u8]) -> Result<Vec<u8>> {
-        self.tx(|tx| {
-            tx.execute("INSERT OR IGNORE INTO settings (key, value) VALUES (?1, ?2)", params![key, value])?;
-            Ok(tx.query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| r.get(0))?)
-        })
-    }
+    fn setting_or_insert(&self, key: &str, value: &[u8]) -> Result<Vec<u8>>;
+}
 
-    // ---- issuers and tenants ---------------------------------------------
-
-    pub fn root(&self) -> Result<Option<IssuerRecord>> {
-        self.with(|c| {
-            Ok(c.query_row("SELECT id, tenant, cert_der, key_pkcs8 FROM issuers WHERE role = 'root' ORDER BY id LIMIT 1", [], issuer_row)
-                .optional()?)
-        })
-    }
+/// The CA hierarchy (root and per-tenant intermediates), tenants and their EAB keys.
+pub trait TenantStore: Send + Sync {
+    fn root(&self) -> Result<Option<IssuerRecord>>;
 
     /// Stores the root unless another process stored one first; returns the one that holds.
-    pub fn insert_root(&self, cert_der: &[u8], key_pkcs8: &[u8]) -> Result<IssuerRecord> {
-        self.tx(|tx| {
-            let existing = tx
-                .query_row("SELECT id, tenant, cert_der, key_pkcs8 FROM issuers WHERE role = 'root' ORDER BY id LIMIT 1", [], issuer_row)
-                .optional()?;
-            if let Some(root) = existing {
-                return Ok(root);
-            }
-            tx.execute(
-                "INSERT INTO issuers (role, tenant, cert_der, key_pkcs8, created_at) VALUES ('root', NULL, ?1, ?2, ?3)",
-                params![cert_der, key_pkcs8, now()],
-            )?;
-            Ok(IssuerRecord { id: tx.last_insert_rowid(), tenant: None, cert_der: cert_der.to_vec(), key_pkcs8: key_pkcs8.to_vec() })
-        })
-    }
+    fn insert_root(&self, cert_der: &[u8], key_pkcs8: &[u8]) -> Result<IssuerRecord>;
 
-    pub fn issuer(&self, id: i64) -> Result<Option<IssuerRecord>> {
-        self.with(|c| Ok(c.query_row("SELECT id, tenant, cert_der, key_pkcs8 FROM issuers WHERE id = ?1", [id], issuer_row).optional()?))
-    }
+    fn issuer(&self, id: i64) -> Result<Option<IssuerRecord>>;
 
-    pub fn issuers(&self) -> Result<Vec<IssuerRecord>> {
-        self.with(|c| {
-            let mut st = c.prepare("SELECT id, tenant, cert_der, key_pkcs8 FROM issuers ORDER BY id")?;
-            let rows = st.query_map([], issuer_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
-            Ok(rows)
-        })
-    }
+    fn issuers(&self) -> Result<Vec<IssuerRecord>>;
 
     /// Creates a tenant with its intermediate and (optionally) its first EAB key, in one transaction.
-    pub fn insert_tenant(
+    fn insert_tenant(
         &self,
         name: &str,
         permits: &[String],
         intermediate_der: &[u8],
         intermediate_key: &[u8],
         eab: Option<(&str, &[u8])>,
-    ) -> Result<Tenant> {
-        self.tx(|tx| {
-            let exists: Option<String> = tx.query_row("SELECT name FROM tenants WHERE name = ?1", [name], |r| r.get(0)).optional()?;
-            if exists.is_some() {
-                return Err(Error::new(crate::ErrorKind::Conflict, format!("tenant {name:?} already exists")));
-            }
-            let t = now();
-            tx.execute(
-                "INSERT INTO issuers (role, tenant, cert_der, key_pkcs8, created_at) VALUES ('intermediate', ?1, ?2, ?3, ?4)",
-                params![name, intermediate_der, intermediate_key, t],
-            )?;
-            let issuer_id = tx.last_insert_rowid();
-            tx.execute(
-                "INSERT INTO tenants (name, permits, issuer_id, created_at) VALUES (?1, ?2, ?3, ?4)",
-                params![name, json(&permits), issuer_id, t],
-            )?;
-            if let Some((kid, key)) = eab {
-                tx.execute("INSERT INTO eab_keys (kid, tenant, hmac_key, created_at) VALUES (?1, ?2, ?3, ?4)", params![kid, name, key, t])?;
-            }
-            Ok(Tenant { name: name.to_string(), permits: permits.to_vec(), issuer_id })
-        })
-    }
+    ) -> Result<Tenant>;
 
-    pub fn tenant(&self, name: &str) -> Result<Option<Tenant>> {
-        self.read(|c| {
-            c.prepare_cached("SELECT name, permits, issuer_id FROM tenants WHERE name = ?1")?
-                .query_row([name], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?)))
-                .optional()?
-                .map(|(name, permits, issuer_id)| Ok(Tenant { name, permits: from_json(&permits)?, issuer_id }))
-                .transpose()
-        })
-    }
+    fn tenant(&self, name: &str) -> Result<Option<Tenant>>;
 
-    pub fn tenants(&self) -> Result<Vec<Tenant>> {
-        self.with(|c| {
-            let mut st = c.prepare("SELECT name, permits, issuer_id FROM tenants ORDER BY name")?;
-            let rows = st
-                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?)))?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
-            rows.into_iter().map(|(name, permits, issuer_id)| Ok(Tenant { name, permits: from_json(&permits)?, issuer_id })).collect()
-        })
-    }
+    fn tenants(&self) -> Result<Vec<Tenant>>;
 
     /// The tenant and HMAC key behind an EAB key id.
-    pub fn eab_key(&self, kid: &str) -> Result<Option<(String, Vec<u8>)>> {
-        self.read(|c| {
-            Ok(c.prepare_cached("SELECT tenant, hmac_key FROM eab_keys WHERE kid = ?1")?
-                .query_row([kid], |r| Ok((r.get(0)?, r.get(1)?)))
-                .optional()?)
-        })
-    }
+    fn eab_key(&self, kid: &str) -> Result<Option<(String, Vec<u8>)>>;
 
-    // ---- accounts ---------------------------------------------------------
+    /// Rewrites issuer key blobs `f` wants changed (sealing plain keys of an
+    /// older data directory), all in one transaction. Returns how many changed.
+    fn reseal_issuer_keys(&self, f: &dyn Fn(&[u8]) -> Result<Option<Vec<u8>>>) -> Result<usize>;
+}
 
-    pub fn account(&self, id: &str) -> Result<Option<Account>> {
-        self.read(|c| account_where(c, "id = ?1", id))
-    }
+/// ACME accounts (RFC 8555 §7.3).
+pub trait AccountStore: Send + Sync {
+    fn account(&self, id: &str) -> Result<Option<Account>>;
 
-    pub fn account_by_thumbprint(&self, thumbprint: &str) -> Result<Option<Account>> {
-        self.read(|c| account_where(c, "thumbprint = ?1", thumbprint))
-    }
+    fn account_by_thumbprint(&self, thumbprint: &str) -> Result<Option<Account>>;
 
     /// Inserts the account unless its key is already registered, in which case
     /// the existing account is returned with `false`.
-    pub fn insert_account(&self, a: &Account) -> Result<(Account, bool)> {
-        self.tx(|tx| {
-            if let Some(existing) = account_where(tx, "thumbprint = ?1", &a.thumbprint)? {
-                return Ok((existing, false));
-            }
-            tx.prepare_cached(
-                "INSERT INTO accounts (id, thumbprint, jwk, status, contact, tenant, eab_kid, tos_agreed, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            )?
-            .execute(params![
-                a.id,
-                a.thumbprint,
-                a.jwk,
-                a.status.as_str(),
-                json(&a.contact),
-                a.tenant,
-                a.eab_kid,
-                a.tos_agreed,
-                a.created_at
-            ])?;
-            Ok((a.clone(), true))
-        })
-    }
+    fn insert_account(&self, a: &Account) -> Result<(Account, bool)>;
 
-    pub fn update_account_contact(&self, id: &str, contact: &[String]) -> Result<()> {
-        self.with(|c| {
-            c.execute("UPDATE accounts SET contact = ?2 WHERE id = ?1", params![id, json(&contact)])?;
-            Ok(())
-        })
-    }
+    fn update_account_contact(&self, id: &str, contact: &[String]) -> Result<()>;
 
     /// Deactivates the account and, as RFC 8555 §7.3.6 asks, its pending authorizations.
-    pub fn deactivate_account(&self, id: &str) -> Result<()> {
-        self.tx(|tx| {
-            tx.execute("UPDATE accounts SET status = 'deactivated' WHERE id = ?1", [id])?;
-            tx.execute("UPDATE authorizations SET status = 'deactivated' WHERE account_id = ?1 AND status IN ('pending', 'valid')", [id])?;
-            tx.execute("UPDATE orders SET status = 'invalid' WHERE account_id = ?1 AND status IN ('pending', 'ready')", [id])?;
-            Ok(())
-        })
-    }
+    fn deactivate_account(&self, id: &str) -> Result<()>;
 
     /// Replaces the account key; fails with Conflict (and the holder's id) if the new key is taken.
-    pub fn change_account_key(&self, id: &str, old_thumbprint: &str, new_thumbprint: &str, new_jwk: &str) -> Result<()> {
-        self.tx(|tx| {
-            let holder: Option<String> =
-                tx.query_row("SELECT id FROM accounts WHERE thumbprint = ?1", [new_thumbprint], |r| r.get(0)).optional()?;
-            if let Some(holder) = holder {
-                return Err(Error::new(crate::ErrorKind::Conflict, holder));
-            }
-            let n = tx.execute(
-                "UPDATE accounts SET thumbprint = ?3, jwk = ?4 WHERE id = ?1 AND thumbprint = ?2",
-                params![id, old_thumbprint, new_thumbprint, new_jwk],
-            )?;
-            if n != 1 {
-                return Err(Error::new(crate::ErrorKind::Unauthorized, "the account key changed concurrently"));
-            }
-            Ok(())
-        })
-    }
+    fn change_account_key(&self, id: &str, old_thumbprint: &str, new_thumbprint: &str, new_jwk: &str) -> Result<()>;
+}
 
-    // ---- orders, authorizations, challenges ----------------------------------
-
+/// ACME orders, authorizations and challenges (RFC 8555 §7.4-7.5).
+pub trait OrderStore: Send + Sync {
     /// Stores a new order with all its authorizations and challenges at once.
     /// The decision that allowed it is audited in the same transaction.
-    pub fn insert_order(&self, order: &Order, authzs: &[Authorization], audit: Option<&AuditRecord>) -> Result<()> {
-        self.tx(|tx| {
-            tx.prepare_cached(
-                "INSERT INTO orders (id, account_id, status, expires, identifiers, profile, error, certificate, replaces, created_at, lifetime_seconds)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, NULL, NULL, ?7, ?8, ?9)",
-            )?
-            .execute(params![order.id, order.account_id, order.status.as_str(), order.expires, json(&order.identifiers), order.profile, order.replaces, order.created_at, order.lifetime_seconds],
-            )?;
-            if let Some(rec) = audit {
-                append_audit(tx, rec)?;
-            }
-            for a in authzs {
-                tx.prepare_cached(
-                    "INSERT INTO authorizations (id, order_id, account_id, id_type, id_value, wildcard, status, expires)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                )?
-                .execute(params![a.id, a.order_id, a.account_id, a.identifier.kind.as_str(), a.identifier.value, a.wildcard, a.status.as_str(), a.expires],
-                )?;
-                for ch in &a.challenges {
-                    tx.prepare_cached(
-                        "INSERT INTO challenges (id, authz_id, type, token, status, validated, error) VALUES (?1, ?2, ?3, ?4, ?5, NULL, NULL)",
-                    )?
-                    .execute(params![ch.id, ch.authz_id, ch.kind, ch.token, ch.status.as_str()])?;
-                }
-            }
-            Ok(())
-        })
-    }
+    fn insert_order(&self, order: &Order, authzs: &[Authorization], audit: Option<&AuditRecord>) -> Result<()>;
 
-    pub fn order(&self, id: &str) -> Result<Option<Order>> {
-        self.read(|c| order_by_id(c, id))
-    }
+    fn order(&self, id: &str) -> Result<Option<Order>>;
 
-    pub fn order_ids_of_account(&self, account_id: &str) -> Result<Vec<String>> {
-        self.read(|c| {
-            let mut st = c.prepare_cached("SELECT id FROM orders WHERE account_id = ?1 ORDER BY created_at, id")?;
-            let ids = st.query_map([account_id], |r| r.get(0))?.collect::<rusqlite::Result<Vec<String>>>()?;
-            Ok(ids)
-        })
-    }
+    fn order_ids_of_account(&self, account_id: &str) -> Result<Vec<String>>;
 
-    pub fn authorization(&self, id: &str) -> Result<Option<Authorization>> {
-        self.read(|c| authorization_by_id(c, id))
-    }
+    fn authorization(&self, id: &str) -> Result<Option<Authorization>>;
 
-    pub fn authorizations_of_order(&self, order_id: &str) -> Result<Vec<Authorization>> {
-        self.read(|c| {
-            let ids: Vec<String> = {
-                let mut st = c.prepare_cached("SELECT id FROM authorizations WHERE order_id = ?1 ORDER BY rowid")?;
-                st.query_map([order_id], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?
-            };
-            ids.iter().filter_map(|id| authorization_by_id(c, id).transpose()).collect()
-        })
-    }
+    fn authorizations_of_order(&self, order_id: &str) -> Result<Vec<Authorization>>;
 
     /// The challenge and its authorization.
-    pub fn challenge(&self, id: &str) -> Result<Option<(Challenge, Authorization)>> {
-        self.read(|c| {
-            let authz_id: Option<String> =
-                c.prepare_cached("SELECT authz_id FROM challenges WHERE id = ?1")?.query_row([id], |r| r.get(0)).optional()?;
-            let Some(authz_id) = authz_id else { return Ok(None) };
-            let Some(authz) = authorization_by_id(c, &authz_id)? else { return Ok(None) };
-            let ch = authz.challenges.iter().find(|ch| ch.id == id).cloned();
-            Ok(ch.map(|ch| (ch, authz)))
-        })
-    }
+    fn challenge(&self, id: &str) -> Result<Option<(Challenge, Authorization)>>;
 
     /// Moves a pending challenge of a pending authorization to `processing`.
     /// Returns false when another request got there first or the state forbids it.
-    pub fn begin_challenge(&self, challenge_id: &str) -> Result<bool> {
-        self.tx(|tx| {
-            let n = tx
-                .prepare_cached(
-                    "UPDATE challenges SET status = 'processing' WHERE id = ?1 AND status = 'pending'
-                   AND authz_id IN (SELECT id FROM authorizations WHERE status = 'pending')
-                   AND NOT EXISTS (SELECT 1 FROM challenges c2 WHERE c2.authz_id = challenges.authz_id AND c2.status = 'processing')",
-                )?
-                .execute([challenge_id])?;
-            Ok(n == 1)
-        })
-    }
+    fn begin_challenge(&self, challenge_id: &str) -> Result<bool>;
 
     /// Records a validation outcome on the challenge, its authorization and its order, atomically.
-    pub fn finish_challenge(&self, challenge_id: &str, outcome: std::result::Result<(), RecordedError>) -> Result<()> {
-        self.tx(|tx| {
-            let (authz_id, order_id): (String, String) = tx
-                .prepare_cached("SELECT a.id, a.order_id FROM challenges c JOIN authorizations a ON a.id = c.authz_id WHERE c.id = ?1")?
-                .query_row([challenge_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
-            let t = now();
-            match &outcome {
-                Ok(()) => {
-                    tx.prepare_cached(
-                        "UPDATE challenges SET status = 'valid', validated = ?2, error = NULL WHERE id = ?1 AND status = 'processing'",
-                    )?
-                    .execute(params![challenge_id, t])?;
-                    tx.prepare_cached("UPDATE authorizations SET status = 'valid' WHERE id = ?1 AND status = 'pending'")?
-                        .execute([&authz_id])?;
-                }
-                Err(err) => {
-                    tx.prepare_cached("UPDATE challenges SET status = 'invalid', error = ?2 WHERE id = ?1 AND status = 'processing'")?
-                        .execute(params![challenge_id, json(err)])?;
-                    tx.prepare_cached("UPDATE authorizations SET status = 'invalid' WHERE id = ?1 AND status = 'pending'")?
-                        .execute([&authz_id])?;
-                }
-            }
-            refresh_order_status(tx, &order_id, outcome.err())?;
-            Ok(())
-        })
-    }
+    fn finish_challenge(&self, challenge_id: &str, outcome: std::result::Result<(), RecordedError>) -> Result<()>;
 
     /// Challenges left `processing` (e.g. by a restart), to validate again.
-    pub fn processing_challenges(&self) -> Result<Vec<(Challenge, Authorization)>> {
-        let ids: Vec<String> = self.with(|c| {
-            let mut st = c.prepare("SELECT id FROM challenges WHERE status = 'processing'")?;
-            let ids = st.query_map([], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
-            Ok(ids)
-        })?;
-        let mut out = Vec::new();
-        for id in ids {
-            if let Some(pair) = self.challenge(&id)? {
-                out.push(pair);
-            }
-        }
-        Ok(out)
-    }
+    fn processing_challenges(&self) -> Result<Vec<(Challenge, Authorization)>>;
 
-    pub fn deactivate_authorization(&self, authz_id: &str) -> Result<()> {
-        self.tx(|tx| {
-            let order_id: String = tx.query_row("SELECT order_id FROM authorizations WHERE id = ?1", [authz_id], |r| r.get(0))?;
-            tx.execute("UPDATE authorizations SET status = 'deactivated' WHERE id = ?1 AND status IN ('pending', 'valid')", [authz_id])?;
-            refresh_order_status(tx, &order_id, None)
-        })
-    }
+    fn deactivate_authorization(&self, authz_id: &str) -> Result<()>;
 
-    /// Stores the certificate (bound to its resources) and marks its order
-    /// valid, atomically, if the order is still ready; otherwise (finalized
-    /// meanwhile by another process, or invalidated) nothing is stored and the
-    /// certificate must not be handed out. If the order replaces an earlier certificate (RFC
-    /// 9773), that one is marked replaced in the same transaction, so tenure
-    /// does not renew it as well.
-    pub fn complete_order(&self, cert: &Certificate, life: &CertificateLifecycle, audit: Option<&AuditRecord>) -> Result<()> {
-        self.tx(|tx| {
-            if let Some(rec) = audit {
-                append_audit(tx, rec)?;
-            }
-            lifecycle::insert_certificate(tx, cert, life, now())?;
-            let n = tx
-                .prepare_cached("UPDATE orders SET status = 'valid', certificate = ?2 WHERE id = ?1 AND status = 'ready'")?
-                .execute(params![cert.order_id, cert.serial])?;
-            if n != 1 {
-                // Returning an error rolls the certificate back with the rest.
-                return Err(Error::new(
-                    crate::ErrorKind::OrderNotReady,
-                    "the order changed while its certificate was being signed; nothing was issued",
-                ));
-            }
-            if let Some(replaced) = &life.predecessor {
-                tx.prepare_cached(
-                    "UPDATE certificates SET renewal = 'replaced', successor = ?2
-                     WHERE serial = ?1 AND renewal IN ('client', 'scheduled', 'lapsed')",
-                )?
-                .execute(params![replaced, cert.serial])?;
-            }
-            Ok(())
-        })
-    }
 
-    /// Records a finalize that failed for good (e.g. a policy denial): the order becomes invalid.
-    pub fn fail_order(&self, order_id: &str, err: &RecordedError) -> Result<()> {
-        self.with(|c| {
-            c.prepare_cached("UPDATE orders SET status = 'invalid', error = ?2 WHERE id = ?1")?.execute(params![order_id, json(err)])?;
-            Ok(())
-        })
-    }
 
     /// Whether the account holds valid, unexpired authorizations for every identifier.
-    pub fn account_holds_authorizations(&self, account_id: &str, identifiers: &[Identifier], at: UnixTime) -> Result<bool> {
-        self.read(|c| {
-            for id in identifiers {
-                let target = id.authorization_target();
-                let found: Option<i64> = c
-                    .prepare_cached(
-                        "SELECT 1 FROM authorizations WHERE account_id = ?1 AND id_type = ?2 AND id_value = ?3
-                         AND status = 'valid' AND expires > ?4 LIMIT 1",
-                    )?
-                    .query_row(params![account_id, target.kind.as_str(), target.value, at], |r| r.get(0))
-                    .optional()?;
-                if found.is_none() {
-                    return Ok(false);
-                }
-            }
-            Ok(true)
-        })
-    }
+    fn account_holds_authorizations(&self, account_id: &str, identifiers: &[Identifier], at: UnixTime) -> Result<bool>;
+}
 
-    // ---- certificates -----------------------------------------------------
-
-    pub fn certificate(&self, serial: &str) -> Result<Option<Certificate>> {
-        self.read(|c| {
-            Ok(c.prepare_cached(
-                "SELECT serial, account_id, order_id, tenant, issuer_id, der, identifiers, not_before, not_after, revoked_at, revocation_reason
-                 FROM certificates WHERE serial = ?1",
-            )?
-            .query_row([serial], certificate_row)
-            .optional()?
-            .transpose()?)
-        })
-    }
+/// Certificates, their lifecycle (bindings, renewal queue) and CRLs. 
+/// Every certificate enters through `record_issuance` or `record_renewals`,
+/// which only the issuance path calls.
+pub trait CertificateStore: Send + Sync {
+    fn certificate(&self, serial: &str) -> Result<Option<Certificate>>;
 
     /// Revokes unless already revoked; returns false if it was.
     /// A revoked certificate is not renewed either: both in one transaction.
-    pub fn revoke_certificate(&self, serial: &str, reason: u8) -> Result<bool> {
-        self.tx(|tx| {
-            let revoked = tx.execute(
-                "UPDATE certificates SET revoked_at = ?2, revocation_reason = ?3 WHERE serial = ?1 AND revoked_at IS NULL",
-                params![serial, now(), reason],
-            )? == 1;
-            if revoked {
-                tx.execute(
-                    "UPDATE certificates SET renewal = 'stopped', renewal_note = 'revoked'
-                     WHERE serial = ?1 AND renewal IN ('client', 'scheduled')",
-                    [serial],
-                )?;
-            }
-            Ok(revoked)
-        })
-    }
+    fn revoke_certificate(&self, serial: &str, reason: u8) -> Result<bool>;
+
+    fn certificate_record(&self, serial: &str) -> Result<Option<(Certificate, CertificateLifecycle)>>;
+
+    /// Certificates, newest first, optionally of one tenant and/or bound to one resource.
+    fn certificate_records(
+        &self,
+        tenant: Option<&str>,
+        resource: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<(Certificate, CertificateLifecycle)>>;
+
+    /// Up to `limit` certificates whose renewal window opened before `before`, oldest due first.
+    fn due_certificates(&self, before: UnixTime, limit: i64) -> Result<Vec<(Certificate, CertificateLifecycle)>>;
+
+    /// The scheduled certificates bound to a resource, due or not.
+    fn scheduled_certificates_of_resource(&self, resource_id: &str) -> Result<Vec<(Certificate, CertificateLifecycle)>>;
+
+    /// Records one issued certificate with everything that goes with it (its
+    /// bindings, its audit record, its deliveries, the claim it settles) in one
+    /// transaction. If the claim no longer holds (the order is no longer ready,
+    /// the predecessor no longer scheduled) nothing is stored and the error says
+    /// so: the certificate must not be handed out.
+    fn record_issuance(&self, issued: &IssuedRecord) -> Result<()>;
+
+    /// Stores a batch of sweep outcomes in one transaction. Each applies only if
+    /// its claim still holds (the certificate is still scheduled and unrevoked),
+    /// so a release that came in meanwhile wins, and a sweep repeated after a
+    /// crash issues nothing twice.
+    fn record_renewals(&self, outcomes: &[RenewalOutcome]) -> Result<RenewalTally>;
+
+    /// Moves a scheduled certificate's renewal to `at` after a failure of ours.
+    fn defer_renewal(&self, serial: &str, at: UnixTime, note: &str) -> Result<()>;
+
+    /// Revoked certificates of an issuer that have not expired yet (an expired
+    /// certificate may leave the CRL, RFC 5280 §3.3).
+    fn revoked_certificates(&self, issuer_id: i64, at: UnixTime) -> Result<Vec<RevokedEntry>>;
+
+    /// How many certificates of the issuer were ever revoked: grows with every revocation.
+    fn revocation_mark(&self, issuer_id: i64) -> Result<i64>;
+
+    fn crl(&self, issuer_id: i64) -> Result<Option<StoredCrl>>;
+
+    /// Stores a CRL unless one with the same or a higher number is there (two
+    /// processes regenerating at once); returns whether it was stored.
+    fn put_crl(&self, crl: &StoredCrl) -> Result<bool>;
 }
 
-/// Settings every connection of the store's gets.
-fn tune(c: &Connection) -> Result<()> {
-    // The CLI writes while the server runs.
-    c.busy_timeout(Duration::from_secs(10))?;
-    // Hot statements are prepared once per connection (parsing one costs
-    // as much as running it); the default cache of 16 is too small.
-    c.set_prepared_statement_cache_capacity(128);
-    // Without the query planner stability guarantee SQLite re-plans a cached
-    // statement whenever a new value is bound to a parameter its plan looked
-    // at (`x = ?1 ORDER BY rowid`, `LIMIT ?2`): a full parse per request.
-    // Every lookup here is by key, so one plan per statement is right anyway.
-    c.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
-    Ok(())
+/// The delivery outbox of issued certificates.
+pub trait DeliveryStore: Send + Sync {
+    /// Claims up to `limit` due deliveries for `lease` seconds: another worker
+    /// (the CLI, a second process) skips them until the lease runs out.
+    fn claim_deliveries(&self, at: UnixTime, limit: i64, lease: i64) -> Result<Vec<Delivery>>;
+
+    /// Records one attempt: delivered, retry at `retry_at`, or (None) given up.
+    fn finish_delivery(&self, id: i64, outcome: std::result::Result<(), String>, retry_at: Option<UnixTime>) -> Result<()>;
+
+    fn deliveries_of(&self, serial: &str) -> Result<Vec<Delivery>>;
 }
 
-fn migrate(conn: &mut Connection) -> Result<()> {
-    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-    let version = usize::try_from(version).map_err(|_| Error::internal("negative schema version"))?;
-    if version > schema::MIGRATIONS.len() {
-        return Err(Error::internal(format!(
-            "the database is at schema version {version}, newer than this tenure ({}); refusing to touch it",
-            schema::MIGRATIONS.len()
-        )));
-    }
-    for (i, sql) in schema::MIGRATIONS.iter().enumerate().skip(version) {
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Exclusive)?;
-        // Another process may have migrated while we waited for the lock.
-        let now_at: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
-        if now_at as usize > i {
-            continue;
-        }
-        tx.execute_batch(sql)?;
-        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
-        tx.commit()?;
-    }
-    Ok(())
+/// The resource registry: what each tenant holds, and its events.
+pub trait RegistryStore: Send + Sync {
+    /// Adds a resource and its `created` event, after `rule` has judged the
+    /// live resources overlapping what it would hold, in the same transaction
+    /// (so two racing adds cannot both pass).
+    fn insert_resource(&self, id: &str, r: &NewResource, rule: ConflictRule<'_>) -> Result<Resource>;
+
+    fn resource(&self, id: &str) -> Result<Option<Resource>>;
+
+    fn resources(&self, tenant: Option<&str>) -> Result<Vec<Resource>>;
+
+    /// Live (not released) resources of `tenant` holding a DNS name, exactly or through a zone.
+    fn resources_holding_name(&self, tenant: Option<&str>, name: &str) -> Result<Vec<Resource>>;
+
+    fn resources_holding_address(&self, tenant: Option<&str>, address: &str) -> Result<Vec<Resource>>;
+
+    /// The resources holding what an identifier's authorization is for (a
+    /// wildcard's base name), by name or zone for DNS, by address for IP.
+    fn resources_holding(&self, tenant: Option<&str>, id: &crate::identifier::Identifier) -> Result<Vec<Resource>>;
+
+    /// Changes a resource's state (suspend, resume, release) and logs the event.
+    fn set_resource_state(&self, id: &str, state: ResourceState, kind: EventKind) -> Result<Resource>;
+
+    /// Moves a resource to another tenant and logs the event, after `rule` has
+    /// judged what overlaps it in the new tenant's hands; revokes its
+    /// certificates in the same transaction.
+    fn transfer_resource(&self, id: &str, to: &str, rule: ConflictRule<'_>) -> Result<Resource>;
+
+    fn resource_events(&self, id: &str) -> Result<Vec<Event>>;
 }
 
-fn issuer_row(r: &Row<'_>) -> rusqlite::Result<IssuerRecord> {
-    Ok(IssuerRecord { id: r.get(0)?, tenant: r.get(1)?, cert_der: r.get(2)?, key_pkcs8: r.get(3)? })
+/// Installed policy plugins, by scope, and the generation counter every server watches.
+pub trait PluginStore: Send + Sync {
+    /// Installs (or replaces) the plugin of a scope and bumps the plugin generation.
+    fn install_plugin(&self, scope: &str, digest: &str, wasm: &[u8]) -> Result<()>;
+
+    fn remove_plugin(&self, scope: &str) -> Result<bool>;
+
+    /// (scope, digest, installed_at) of every installed plugin.
+    fn plugins(&self) -> Result<Vec<(String, String, i64)>>;
+
+    fn plugin_wasm(&self, scope: &str) -> Result<Option<(String, Vec<u8>)>>;
+
+    /// A counter bumped by every plugin change, so servers notice installs made by the CLI.
+    fn plugin_generation(&self) -> Result<i64>;
 }
 
-fn account_where(c: &Connection, cond: &str, arg: &str) -> Result<Option<Account>> {
-    let sql = format!("SELECT id, thumbprint, jwk, status, contact, tenant, eab_kid, tos_agreed, created_at FROM accounts WHERE {cond}");
-    let row = c
-        .prepare_cached(&sql)?
-        .query_row([arg], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, String>(3)?,
-                r.get::<_, String>(4)?,
-                r.get::<_, String>(5)?,
-                r.get::<_, Option<String>>(6)?,
-                r.get::<_, bool>(7)?,
-                r.get::<_, i64>(8)?,
-            ))
-        })
-        .optional()?;
-    row.map(|(id, thumbprint, jwk, status, contact, tenant, eab_kid, tos_agreed, created_at)| {
-        Ok(Account {
-            status: AccountStatus::parse(&status).ok_or_else(|| bad_status("account", &status))?,
-            contact: from_json(&contact)?,
-            id,
-            thumbprint,
-            jwk,
-            tenant,
-            eab_kid,
-            tos_agreed,
-            created_at,
-        })
-    })
-    .transpose()
+/// The append-only audit log of decisions.
+pub trait AuditStore: Send + Sync {
+    fn audit(&self, tenant: Option<&str>, limit: i64) -> Result<Vec<AuditRecord>>;
+
+    /// Appends an audit record on its own (a denial that changes no other state).
+    fn record_audit(&self, rec: &AuditRecord) -> Result<()>;
 }
 
-fn order_by_id(c: &Connection, id: &str) -> Result<Option<Order>> {
-    let row = c
-        .prepare_cached(
-            "SELECT id, account_id, status, expires, identifiers, profile, error, certificate, replaces, created_at, lifetime_seconds FROM orders WHERE id = ?1",
-        )?
-        .query_row(
-            [id],
-            |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, i64>(3)?,
-                    r.get::<_, String>(4)?,
-                    r.get::<_, String>(5)?,
-                    r.get::<_, Option<String>>(6)?,
-                    r.get::<_, Option<String>>(7)?,
-                    r.get::<_, Option<String>>(8)?,
-                    r.get::<_, i64>(9)?,
-                    r.get::<_, Option<i64>>(10)?,
-                ))
-            },
-        )
-        .optional()?;
-    let Some((id, account_id, status, expires, identifiers, profile, error, certificate, replaces, created_at, lifetime_seconds)) = row
-    else {
-        return Ok(None);
-    };
-    let authorizations = {
-        let mut st = c.prepare_cached("SELECT id FROM authorizations WHERE order_id = ?1 ORDER BY rowid")?;
-        st.query_map([&id], |r| r.get(0))?.collect::<rusqlite::Result<Vec<String>>>()?
-    };
-    Ok(Some(Order {
-        status: OrderStatus::parse(&status).ok_or_else(|| bad_status("order", &status))?,
-        identifiers: from_json(&identifiers)?,
-        error: error.as_deref().map(from_json).transpose()?,
-        id,
-        account_id,
-        expires,
-        profile,
-        certificate,
-        replaces,
-        created_at,
-        authorizations,
-        lifetime_seconds,
-    }))
-}
+/// HSM custody: the token pool, allocations, keys and their log.
+pub trait CustodyStore: Send + Sync {
+    fn insert_hsm_slot(&self, id: &str, module: &str, label: &str, so_pin_sealed: &[u8]) -> Result<HsmSlot>;
 
-fn authorization_by_id(c: &Connection, id: &str) -> Result<Option<Authorization>> {
-    let row = c
-        .prepare_cached("SELECT id, order_id, account_id, id_type, id_value, wildcard, status, expires FROM authorizations WHERE id = ?1")?
-        .query_row([id], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, String>(3)?,
-                r.get::<_, String>(4)?,
-                r.get::<_, bool>(5)?,
-                r.get::<_, String>(6)?,
-                r.get::<_, i64>(7)?,
-            ))
-        })
-        .optional()?;
-    let Some((id, order_id, account_id, id_type, id_value, wildcard, status, expires)) = row else {
-        return Ok(None);
-    };
-    let mut st =
-        c.prepare_cached("SELECT id, authz_id, type, token, status, validated, error FROM challenges WHERE authz_id = ?1 ORDER BY rowid")?;
-    let raw = st
-        .query_map([&id], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, String>(3)?,
-                r.get::<_, String>(4)?,
-                r.get::<_, Option<i64>>(5)?,
-                r.get::<_, Option<String>>(6)?,
-            ))
-        })?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
-    let challenges = raw
-        .into_iter()
-        .map(|(id, authz_id, kind, token, status, validated, error)| {
-            Ok(Challenge {
-                status: ChallengeStatus::parse(&status).ok_or_else(|| bad_status("challenge", &status))?,
-                error: error.as_deref().map(from_json).transpose()?,
-                id,
-                authz_id,
-                kind,
-                token,
-                validated,
-            })
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let identifier = Identifier::parse(&id_type, &id_value).map_err(|e| Error::internal(format!("stored identifier: {e}")))?;
-    Ok(Some(Authorization {
-        status: AuthorizationStatus::parse(&status).ok_or_else(|| bad_status("authorization", &status))?,
-        id,
-        order_id,
-        account_id,
-        identifier,
-        wildcard,
-        expires,
-        challenges,
-    }))
-}
+    fn hsm_slot(&self, id: &str) -> Result<Option<HsmSlot>>;
 
-/// Recomputes a pending order's status from its authorizations (RFC 8555 §7.1.6):
-/// all valid → ready; any invalid/deactivated → invalid.
-fn refresh_order_status(tx: &Tx<'_>, order_id: &str, cause: Option<RecordedError>) -> Result<()> {
-    let statuses: Vec<String> = {
-        let mut st = tx.prepare_cached("SELECT status FROM authorizations WHERE order_id = ?1")?;
-        st.query_map([order_id], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?
-    };
-    if statuses.iter().all(|s| s == "valid") {
-        tx.prepare_cached("UPDATE orders SET status = 'ready' WHERE id = ?1 AND status = 'pending'")?.execute([order_id])?;
-    } else if statuses.iter().any(|s| s != "valid" && s != "pending") {
-        let err = cause.unwrap_or(RecordedError {
-            kind: "unauthorized".into(),
-            detail: "an authorization of this order is no longer pending or valid".into(),
-        });
-        tx.prepare_cached("UPDATE orders SET status = 'invalid', error = ?2 WHERE id = ?1 AND status IN ('pending', 'ready')")?
-            .execute(params![order_id, json(&err)])?;
-    }
-    Ok(())
-}
+    /// The slot allocated as registry resource `resource_id`.
+    fn hsm_slot_by_resource(&self, resource_id: &str) -> Result<Option<HsmSlot>>;
 
-fn certificate_row(r: &Row<'_>) -> rusqlite::Result<Result<Certificate>> {
-    let identifiers: String = r.get(6)?;
-    let reason: Option<i64> = r.get(10)?;
-    let cert = Certificate {
-        serial: r.get(0)?,
-        account_id: r.get(1)?,
-        order_id: r.get(2)?,
-        tenant: r.get(3)?,
-        issuer_id: r.get(4)?,
-        der: r.get(5)?,
-        identifiers: Vec::new(),
-        not_before: r.get(7)?,
-        not_after: r.get(8)?,
-        revoked_at: r.get(9)?,
-        revocation_reason: reason.and_then(|r| u8::try_from(r).ok()),
-    };
-    Ok(from_json(&identifiers).map(|identifiers| Certificate { identifiers, ..cert }))
-}
+    fn hsm_slots(&self) -> Result<Vec<HsmSlot>>;
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+    /// Claims a free slot for `tenant` (state `allocating`), or None if the pool is empty.
+    fn claim_free_hsm_slot(&self, tenant: &str) -> Result<Option<HsmSlot>>;
 
-    fn stored(s: &Store, key: &str) -> Option<Vec<u8>> {
-        s.setting(key).unwrap()
-    }
+    /// A claimed slot goes back to the pool untouched (a failed allocation).
+    fn abort_hsm_allocation(&self, id: &str) -> Result<()>;
 
-    #[test]
-    fn tx_commits_on_success_and_rolls_back_on_error() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(&dir.path().join("t.db")).unwrap();
-        s.tx(|tx| {
-            tx.execute("INSERT INTO settings (key, value) VALUES ('a', x'01')", [])?;
-            Ok(())
-        })
-        .unwrap();
-        assert_eq!(stored(&s, "a"), Some(vec![1]));
-        let failed: Result<()> = s.tx(|tx| {
-            tx.execute("INSERT INTO settings (key, value) VALUES ('b', x'02')", [])?;
-            Err(Error::internal("changed my mind"))
-        });
-        assert!(failed.is_err());
-        assert_eq!(stored(&s, "b"), None);
-        // The next transaction starts cleanly (no BEGIN inside an open one).
-        s.tx(|tx| {
-            tx.execute("INSERT INTO settings (key, value) VALUES ('c', x'03')", [])?;
-            Ok(())
-        })
-        .unwrap();
-        assert_eq!(stored(&s, "c"), Some(vec![3]));
-    }
+    /// The allocation is done: the slot is the tenant's, known to the registry as `resource_id`.
+    fn complete_hsm_allocation(&self, id: &str, resource_id: &str, user_pin_sealed: Option<&[u8]>) -> Result<HsmSlot>;
 
-    #[test]
-    fn a_panic_inside_tx_rolls_back_and_leaves_the_store_usable() {
-        let s = Store::open_in_memory().unwrap();
-        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            let _ = s.tx(|tx| -> Result<()> {
-                tx.execute("INSERT INTO settings (key, value) VALUES ('p', x'01')", [])?;
-                panic!("bug in a closure");
-            });
-        }));
-        assert!(caught.is_err());
-        assert_eq!(stored(&s, "p"), None);
-        s.set_setting("q", b"ok").unwrap();
-        assert_eq!(stored(&s, "q"), Some(b"ok".to_vec()));
-    }
-}
+    /// Changes a slot's state; `clear_user_pin` drops tenure's copy of the PIN.
+    fn set_hsm_slot_state(
+        &self,
+        id: &str,
+        state: SlotState,
+        release_after: Option<i64>,
+        clear_user_pin: bool,
+        why: &str,
+    ) -> Result<HsmSlot>;
 
-#[cfg(test)]
-mod reprepare_tests {
-    use super::*;
-    use rusqlite::StatementStatus;
+    /// The token was zeroized: back to the pool; its keys are gone.
+    fn finish_hsm_release(&self, id: &str) -> Result<HsmSlot>;
 
-    /// SQLite 3.54 re-plans (re-parses) `WHERE x = ?1 ORDER BY rowid` and
-    /// `LIMIT ?n` on every new binding unless QPSG is on; the store's hot
-    /// reads are of that shape.
-    #[test]
-    fn cached_statements_are_not_reprepared_on_rebind() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(&dir.path().join("t.db")).unwrap();
-        let sqls = [
-            "SELECT id FROM authorizations WHERE order_id = ?1 ORDER BY rowid",
-            "SELECT id, authz_id, type, token, status, validated, error FROM challenges WHERE authz_id = ?1 ORDER BY rowid",
-            "SELECT serial FROM certificates WHERE renewal = 'scheduled' AND renew_at < ?1 ORDER BY renew_at, serial LIMIT ?2",
-        ];
-        for round in 0..3i64 {
-            for conn in ["reader", "writer"] {
-                let probe = |c: &Connection| -> Result<()> {
-                    for sql in sqls {
-                        let mut st = c.prepare_cached(sql)?;
-                        let args: Vec<&dyn rusqlite::ToSql> = if st.parameter_count() == 2 { vec![&round, &round] } else { vec![&round] };
-                        st.query_map(&args[..], |_| Ok(()))?.for_each(drop);
-                        assert_eq!(st.get_status(StatementStatus::RePrepare), 0, "{conn}: {sql}");
-                    }
-                    Ok(())
-                };
-                if conn == "reader" { s.read(probe) } else { s.with(|c| probe(c)) }.unwrap();
-            }
-            s.set_setting("k", round.to_string().as_bytes()).unwrap();
-        }
-    }
+    /// Slots whose grace period is over.
+    fn hsm_slots_due_release(&self, at: i64) -> Result<Vec<HsmSlot>>;
+
+    fn hsm_key(&self, id: &str) -> Result<Option<HsmKey>>;
+
+    fn hsm_keys_of_slot(&self, slot_id: &str) -> Result<Vec<HsmKey>>;
+
+    /// The active key generated for a resource in a slot, if any.
+    fn active_hsm_key_of_resource(&self, slot_id: &str, resource_id: &str) -> Result<Option<HsmKey>>;
+
+
+    /// Keys whose overlap is over.
+    fn hsm_keys_due_retirement(&self, at: i64) -> Result<Vec<HsmKey>>;
+
+    fn mark_hsm_key_retired(&self, key: &HsmKey) -> Result<()>;
+
+    /// A distribution that happened: the copy's record and the decision's audit record, together.
+    fn record_hsm_distribution(&self, copy: &HsmKey, audit: &AuditRecord) -> Result<()>;
+
+    /// The custody log of a slot, oldest first.
+    fn hsm_events(&self, slot_id: &str) -> Result<Vec<CustodyEvent>>;
 }

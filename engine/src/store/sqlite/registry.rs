@@ -2,34 +2,18 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{Store, Tx, from_json, json};
-use crate::error::{Error, ErrorKind, Result};
+use super::{SqliteStore, Tx, from_json, json};
+use crate::error::{Error, Result};
+use crate::store::*;
 use crate::model::now;
 use crate::registry::*;
 
 const RESOURCE_COLUMNS: &str = "id, tenant, kind, names, zones, addresses, state, attributes, anchor, created_at, updated_at";
 
-/// An audit record: one decision of the policy chain.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct AuditRecord {
-    pub seq: i64,
-    pub at: i64,
-    pub hook: String,
-    pub tenant: String,
-    pub account: Option<String>,
-    pub plugins: Vec<String>,
-    pub input_digest: String,
-    pub input: serde_json::Value,
-    pub outcome: String,
-    pub reason: Option<String>,
-    pub grant: Option<serde_json::Value>,
-    pub duration_us: i64,
-}
-
-impl Store {
+impl RegistryStore for SqliteStore {
     /// Adds a resource and its `created` event. Refuses names, zones or
     /// addresses another tenant's live resource already holds.
-    pub fn insert_resource(&self, id: &str, r: &NewResource) -> Result<Resource> {
+    fn insert_resource(&self, id: &str, r: &NewResource, rule: ConflictRule<'_>) -> Result<Resource> {
         self.tx(|tx| {
             if let Some(anchor) = &r.anchor {
                 let anchor_tenant: Option<String> =
@@ -42,7 +26,7 @@ impl Store {
                     Some(_) => {}
                 }
             }
-            check_not_held_elsewhere(tx, &r.tenant, &r.identifiers_for_conflict(), None)?;
+            rule(&overlaps(tx, &r.identifiers_for_conflict(), None)?)?;
             let t = now();
             tx.execute(
                 &format!("INSERT INTO resources ({RESOURCE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'active', ?7, ?8, ?9, ?9)"),
@@ -54,11 +38,11 @@ impl Store {
         })
     }
 
-    pub fn resource(&self, id: &str) -> Result<Option<Resource>> {
+    fn resource(&self, id: &str) -> Result<Option<Resource>> {
         self.read(|c| resource_by_id(c, id))
     }
 
-    pub fn resources(&self, tenant: Option<&str>) -> Result<Vec<Resource>> {
+    fn resources(&self, tenant: Option<&str>) -> Result<Vec<Resource>> {
         self.read(|c| {
             let (sql, arg) = match tenant {
                 Some(t) => (format!("SELECT {RESOURCE_COLUMNS} FROM resources WHERE tenant = ?1 ORDER BY created_at, id"), t.to_string()),
@@ -71,17 +55,17 @@ impl Store {
     }
 
     /// Live (not released) resources of `tenant` holding a DNS name, exactly or through a zone.
-    pub fn resources_holding_name(&self, tenant: Option<&str>, name: &str) -> Result<Vec<Resource>> {
+    fn resources_holding_name(&self, tenant: Option<&str>, name: &str) -> Result<Vec<Resource>> {
         self.read(|c| holding_name(c, tenant, name))
     }
 
-    pub fn resources_holding_address(&self, tenant: Option<&str>, address: &str) -> Result<Vec<Resource>> {
+    fn resources_holding_address(&self, tenant: Option<&str>, address: &str) -> Result<Vec<Resource>> {
         self.read(|c| holding_address(c, tenant, address))
     }
 
     /// The resources holding what an identifier's authorization is for (a
     /// wildcard's base name), by name or zone for DNS, by address for IP.
-    pub fn resources_holding(&self, tenant: Option<&str>, id: &crate::identifier::Identifier) -> Result<Vec<Resource>> {
+    fn resources_holding(&self, tenant: Option<&str>, id: &crate::identifier::Identifier) -> Result<Vec<Resource>> {
         let target = id.authorization_target();
         match target.kind {
             crate::identifier::IdentifierKind::Dns => self.resources_holding_name(tenant, &target.value),
@@ -90,11 +74,11 @@ impl Store {
     }
 
     /// Changes a resource's state (suspend, resume, release) and logs the event.
-    pub fn set_resource_state(&self, id: &str, state: ResourceState, kind: EventKind) -> Result<Resource> {
+    fn set_resource_state(&self, id: &str, state: ResourceState, kind: EventKind) -> Result<Resource> {
         self.tx(|tx| {
             let current = resource_by_id(tx, id)?.ok_or_else(|| Error::not_found(format!("no resource {id}")))?;
             if current.state == ResourceState::Released {
-                return Err(Error::new(ErrorKind::Conflict, format!("resource {id} is released already")));
+                return Err(Error::conflict(crate::Conflict::ResourceState, format!("resource {id} is released already")));
             }
             tx.execute("UPDATE resources SET state = ?2, updated_at = ?3 WHERE id = ?1", params![id, state.as_str(), now()])?;
             let mut detail = serde_json::json!({ "from": current.state.as_str() });
@@ -109,17 +93,17 @@ impl Store {
     }
 
     /// Moves a resource to another tenant and logs the event.
-    pub fn transfer_resource(&self, id: &str, to: &str) -> Result<Resource> {
+    fn transfer_resource(&self, id: &str, to: &str, rule: ConflictRule<'_>) -> Result<Resource> {
         self.tx(|tx| {
             let current = resource_by_id(tx, id)?.ok_or_else(|| Error::not_found(format!("no resource {id}")))?;
             if current.state == ResourceState::Released {
-                return Err(Error::new(ErrorKind::Conflict, format!("resource {id} is released")));
+                return Err(Error::conflict(crate::Conflict::ResourceState, format!("resource {id} is released")));
             }
             if current.tenant == to {
                 return Err(Error::malformed(format!("resource {id} already belongs to {to}")));
             }
             let nr = current.moved_to(to);
-            check_not_held_elsewhere(tx, to, &nr.identifiers_for_conflict(), Some(id))?;
+            rule(&overlaps(tx, &nr.identifiers_for_conflict(), Some(id))?)?;
             // An anchor in the old tenant makes no sense in the new one.
             tx.execute("UPDATE resources SET tenant = ?2, anchor = NULL, updated_at = ?3 WHERE id = ?1", params![id, to, now()])?;
             // RFC 5280 reason 4, superseded: the new holder gets its own certificates.
@@ -135,7 +119,7 @@ impl Store {
         })
     }
 
-    pub fn resource_events(&self, id: &str) -> Result<Vec<Event>> {
+    fn resource_events(&self, id: &str) -> Result<Vec<Event>> {
         self.with(|c| {
             let mut st = c.prepare_cached(
                 "SELECT seq, resource_id, tenant, kind, at, detail FROM resource_events WHERE resource_id = ?1 ORDER BY seq",
@@ -150,11 +134,11 @@ impl Store {
                 .collect()
         })
     }
+}
 
-    // ---- plugins ----------------------------------------------------------
-
+impl PluginStore for SqliteStore {
     /// Installs (or replaces) the plugin of a scope and bumps the plugin generation.
-    pub fn install_plugin(&self, scope: &str, digest: &str, wasm: &[u8]) -> Result<()> {
+    fn install_plugin(&self, scope: &str, digest: &str, wasm: &[u8]) -> Result<()> {
         self.tx(|tx| {
             tx.execute(
                 "INSERT INTO plugins (scope, digest, wasm, installed_at) VALUES (?1, ?2, ?3, ?4)
@@ -165,7 +149,7 @@ impl Store {
         })
     }
 
-    pub fn remove_plugin(&self, scope: &str) -> Result<bool> {
+    fn remove_plugin(&self, scope: &str) -> Result<bool> {
         self.tx(|tx| {
             let n = tx.execute("DELETE FROM plugins WHERE scope = ?1", [scope])?;
             bump_generation(tx)?;
@@ -174,7 +158,7 @@ impl Store {
     }
 
     /// (scope, digest, installed_at) of every installed plugin.
-    pub fn plugins(&self) -> Result<Vec<(String, String, i64)>> {
+    fn plugins(&self) -> Result<Vec<(String, String, i64)>> {
         self.with(|c| {
             let mut st = c.prepare("SELECT scope, digest, installed_at FROM plugins ORDER BY scope")?;
             let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect::<rusqlite::Result<Vec<_>>>()?;
@@ -182,24 +166,24 @@ impl Store {
         })
     }
 
-    pub fn plugin_wasm(&self, scope: &str) -> Result<Option<(String, Vec<u8>)>> {
+    fn plugin_wasm(&self, scope: &str) -> Result<Option<(String, Vec<u8>)>> {
         self.with(|c| {
             Ok(c.query_row("SELECT digest, wasm FROM plugins WHERE scope = ?1", [scope], |r| Ok((r.get(0)?, r.get(1)?))).optional()?)
         })
     }
 
     /// A counter bumped by every plugin change, so servers notice installs made by the CLI.
-    pub fn plugin_generation(&self) -> Result<i64> {
+    fn plugin_generation(&self) -> Result<i64> {
         self.read(|c| {
             let v: Option<Vec<u8>> =
                 c.prepare_cached("SELECT value FROM settings WHERE key = 'plugin_generation'")?.query_row([], |r| r.get(0)).optional()?;
             Ok(v.and_then(|b| String::from_utf8(b).ok()).and_then(|s| s.parse().ok()).unwrap_or(0))
         })
     }
+}
 
-    // ---- audit --------------------------------------------------------------
-
-    pub fn audit(&self, tenant: Option<&str>, limit: i64) -> Result<Vec<AuditRecord>> {
+impl AuditStore for SqliteStore {
+    fn audit(&self, tenant: Option<&str>, limit: i64) -> Result<Vec<AuditRecord>> {
         self.with(|c| {
             let sql = "SELECT seq, at, hook, tenant, account, plugins, input_digest, input, outcome, reason, grant_json, duration_us
                        FROM audit WHERE (?1 IS NULL OR tenant = ?1) ORDER BY seq DESC LIMIT ?2";
@@ -245,6 +229,11 @@ impl Store {
             Ok(out)
         })
     }
+
+    /// Appends an audit record on its own (a denial that changes no other state).
+    fn record_audit(&self, rec: &AuditRecord) -> Result<()> {
+        self.tx(|tx| append_audit(tx, rec))
+    }
 }
 
 /// Appends an audit record inside the caller's transaction, so a decision is
@@ -270,12 +259,6 @@ pub(crate) fn append_audit(tx: &Tx<'_>, rec: &AuditRecord) -> Result<()> {
     Ok(())
 }
 
-impl Store {
-    /// Appends an audit record on its own (a denial that changes no other state).
-    pub fn record_audit(&self, rec: &AuditRecord) -> Result<()> {
-        self.tx(|tx| append_audit(tx, rec))
-    }
-}
 
 fn bump_generation(tx: &Tx<'_>) -> Result<()> {
     let current: i64 = tx
@@ -301,37 +284,34 @@ impl NewResource {
     }
 }
 
-/// Refuses a name, zone or address that a live resource of another tenant holds
-/// (a zone conflicts with any name or zone inside it, and with any zone above it).
-fn check_not_held_elsewhere(c: &Connection, tenant: &str, items: &[(bool, String)], except: Option<&str>) -> Result<()> {
+/// The live resources (other than `except`) that hold each item, or, for a
+/// zone, anything inside it or a zone above it: the facts the registry's
+/// conflict rule judges.
+fn overlaps(c: &Connection, items: &[(bool, String)], except: Option<&str>) -> Result<Vec<Overlap>> {
+    let mut out = Vec::new();
     for (is_zone, item) in items {
         let holders = if let Some(addr) = item.strip_prefix("ip:") {
             holding_address(c, None, addr)?
         } else {
             let mut h = holding_name(c, None, item)?;
             if *is_zone {
-                // Anything held inside the new zone conflicts too.
                 let like = format!("%.{item}");
                 let mut st = c.prepare_cached("SELECT DISTINCT resource_id FROM resource_names WHERE name LIKE ?1")?;
                 let ids = st.query_map([like], |r| r.get::<_, String>(0))?.collect::<rusqlite::Result<Vec<_>>>()?;
                 for id in ids {
-                    if let Some(r) = resource_by_id(c, &id)? {
-                        if r.state != ResourceState::Released {
-                            h.push(r);
-                        }
+                    if let Some(r) = resource_by_id(c, &id)?
+                        && r.state != ResourceState::Released
+                    {
+                        h.push(r);
                     }
                 }
             }
             h
         };
-        if let Some(other) = holders.iter().find(|r| r.tenant != tenant && Some(r.id.as_str()) != except) {
-            return Err(Error::new(
-                ErrorKind::Conflict,
-                format!("{} is held by resource {} of tenant {}", item.trim_start_matches("ip:"), other.id, other.tenant),
-            ));
-        }
+        let item = item.trim_start_matches("ip:");
+        out.extend(holders.into_iter().filter(|r| Some(r.id.as_str()) != except).map(|holder| Overlap { item: item.to_string(), holder }));
     }
-    Ok(())
+    Ok(out)
 }
 
 fn index_resource(tx: &Tx<'_>, id: &str, r: &NewResource) -> Result<()> {

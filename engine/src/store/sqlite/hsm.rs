@@ -4,48 +4,27 @@
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::registry::append_audit;
-use super::{AuditRecord, Store, Tx};
-use crate::error::{Error, ErrorKind, Result};
+use super::{SqliteStore, Tx};
+use crate::store::*;
+use crate::error::{Error, Result};
 use crate::hsm::{HsmKey, HsmSlot, KeyState, SlotState};
 use crate::model::now;
 
-/// One entry of a slot's custody log: (kind, at, key id, detail).
-pub type CustodyEvent = (String, i64, Option<String>, serde_json::Value);
 
 const SLOT_COLUMNS: &str =
     "id, module, token_label, so_pin, user_pin, state, tenant, resource_id, pin_handed_over_at, release_after, created_at";
 const KEY_COLUMNS: &str = "id, slot_id, cka_id, label, resource_id, spki, cert_der, cert_serial, cert_not_after, state, \
      retire_after, replaces, origin, source_key, created_at";
 
-impl Store {
-    /// Rewrites issuer key blobs `f` wants changed (sealing plain keys of an
-    /// older data directory), all in one transaction. Returns how many changed.
-    pub fn reseal_issuer_keys(&self, f: impl Fn(&[u8]) -> Result<Option<Vec<u8>>>) -> Result<usize> {
-        self.tx(|tx| {
-            let rows: Vec<(i64, Vec<u8>)> = {
-                let mut st = tx.prepare("SELECT id, key_pkcs8 FROM issuers")?;
-                st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<rusqlite::Result<_>>()?
-            };
-            let mut changed = 0;
-            for (id, blob) in rows {
-                if let Some(new) = f(&blob)? {
-                    tx.execute("UPDATE issuers SET key_pkcs8 = ?2 WHERE id = ?1", params![id, new])?;
-                    changed += 1;
-                }
-            }
-            Ok(changed)
-        })
-    }
 
-    // ---- slots ----------------------------------------------------------------
-
-    pub fn insert_hsm_slot(&self, id: &str, module: &str, label: &str, so_pin_sealed: &[u8]) -> Result<HsmSlot> {
+impl CustodyStore for SqliteStore {
+    fn insert_hsm_slot(&self, id: &str, module: &str, label: &str, so_pin_sealed: &[u8]) -> Result<HsmSlot> {
         self.tx(|tx| {
             let dup: Option<String> = tx
                 .query_row("SELECT id FROM hsm_slots WHERE module = ?1 AND token_label = ?2", params![module, label], |r| r.get(0))
                 .optional()?;
             if let Some(dup) = dup {
-                return Err(Error::new(ErrorKind::Conflict, format!("token {label:?} of {module} is in the pool already as {dup}")));
+                return Err(Error::conflict(crate::Conflict::Custody, format!("token {label:?} of {module} is in the pool already as {dup}")));
             }
             let t = now();
             tx.execute(
@@ -57,19 +36,19 @@ impl Store {
         })
     }
 
-    pub fn hsm_slot(&self, id: &str) -> Result<Option<HsmSlot>> {
+    fn hsm_slot(&self, id: &str) -> Result<Option<HsmSlot>> {
         self.with(|c| slot_by_id(c, id))
     }
 
     /// The slot allocated as registry resource `resource_id`.
-    pub fn hsm_slot_by_resource(&self, resource_id: &str) -> Result<Option<HsmSlot>> {
+    fn hsm_slot_by_resource(&self, resource_id: &str) -> Result<Option<HsmSlot>> {
         self.with(|c| {
             let sql = format!("SELECT {SLOT_COLUMNS} FROM hsm_slots WHERE resource_id = ?1");
             c.query_row(&sql, [resource_id], slot_row).optional()?.transpose()
         })
     }
 
-    pub fn hsm_slots(&self) -> Result<Vec<HsmSlot>> {
+    fn hsm_slots(&self) -> Result<Vec<HsmSlot>> {
         self.with(|c| {
             let mut st = c.prepare(&format!("SELECT {SLOT_COLUMNS} FROM hsm_slots ORDER BY created_at, rowid"))?;
             st.query_map([], slot_row)?.map(|r| r?).collect()
@@ -77,7 +56,7 @@ impl Store {
     }
 
     /// Claims a free slot for `tenant` (state `allocating`), or None if the pool is empty.
-    pub fn claim_free_hsm_slot(&self, tenant: &str) -> Result<Option<HsmSlot>> {
+    fn claim_free_hsm_slot(&self, tenant: &str) -> Result<Option<HsmSlot>> {
         self.tx(|tx| {
             let id: Option<String> = tx
                 .query_row("SELECT id FROM hsm_slots WHERE state = 'free' ORDER BY created_at, rowid LIMIT 1", [], |r| r.get(0))
@@ -92,7 +71,7 @@ impl Store {
     }
 
     /// A claimed slot goes back to the pool untouched (a failed allocation).
-    pub fn abort_hsm_allocation(&self, id: &str) -> Result<()> {
+    fn abort_hsm_allocation(&self, id: &str) -> Result<()> {
         self.tx(|tx| {
             tx.execute(
                 "UPDATE hsm_slots SET state = 'free', tenant = NULL, resource_id = NULL, user_pin = NULL, updated_at = ?2 \
@@ -104,7 +83,7 @@ impl Store {
     }
 
     /// The allocation is done: the slot is the tenant's, known to the registry as `resource_id`.
-    pub fn complete_hsm_allocation(&self, id: &str, resource_id: &str, user_pin_sealed: Option<&[u8]>) -> Result<HsmSlot> {
+    fn complete_hsm_allocation(&self, id: &str, resource_id: &str, user_pin_sealed: Option<&[u8]>) -> Result<HsmSlot> {
         self.tx(|tx| {
             let state = if user_pin_sealed.is_some() { SlotState::HandedOver } else { SlotState::TenantOnly };
             let t = now();
@@ -114,7 +93,7 @@ impl Store {
                 params![id, state.as_str(), resource_id, user_pin_sealed, t],
             )?;
             if n != 1 {
-                return Err(Error::new(ErrorKind::Conflict, format!("slot {id} is no longer being allocated")));
+                return Err(Error::conflict(crate::Conflict::Custody, format!("slot {id} is no longer being allocated")));
             }
             let slot = slot_by_id(tx, id)?.ok_or_else(|| Error::internal("slot vanished"))?;
             hsm_event(
@@ -129,7 +108,7 @@ impl Store {
     }
 
     /// Changes a slot's state; `clear_user_pin` drops tenure's copy of the PIN.
-    pub fn set_hsm_slot_state(
+    fn set_hsm_slot_state(
         &self,
         id: &str,
         state: SlotState,
@@ -152,7 +131,7 @@ impl Store {
     }
 
     /// The token was zeroized: back to the pool; its keys are gone.
-    pub fn finish_hsm_release(&self, id: &str) -> Result<HsmSlot> {
+    fn finish_hsm_release(&self, id: &str) -> Result<HsmSlot> {
         self.tx(|tx| {
             let t = now();
             tx.execute(
@@ -167,7 +146,7 @@ impl Store {
     }
 
     /// Slots whose grace period is over.
-    pub fn hsm_slots_due_release(&self, at: i64) -> Result<Vec<HsmSlot>> {
+    fn hsm_slots_due_release(&self, at: i64) -> Result<Vec<HsmSlot>> {
         self.with(|c| {
             let mut st = c.prepare(&format!(
                 "SELECT {SLOT_COLUMNS} FROM hsm_slots WHERE state = 'releasing' AND release_after <= ?1 ORDER BY release_after"
@@ -176,13 +155,11 @@ impl Store {
         })
     }
 
-    // ---- keys -----------------------------------------------------------------
-
-    pub fn hsm_key(&self, id: &str) -> Result<Option<HsmKey>> {
+    fn hsm_key(&self, id: &str) -> Result<Option<HsmKey>> {
         self.with(|c| key_by_id(c, id))
     }
 
-    pub fn hsm_keys_of_slot(&self, slot_id: &str) -> Result<Vec<HsmKey>> {
+    fn hsm_keys_of_slot(&self, slot_id: &str) -> Result<Vec<HsmKey>> {
         self.with(|c| {
             let mut st = c.prepare(&format!("SELECT {KEY_COLUMNS} FROM hsm_keys WHERE slot_id = ?1 ORDER BY created_at, rowid"))?;
             st.query_map([slot_id], key_row)?.map(|r| r?).collect()
@@ -190,7 +167,7 @@ impl Store {
     }
 
     /// The active key generated for a resource in a slot, if any.
-    pub fn active_hsm_key_of_resource(&self, slot_id: &str, resource_id: &str) -> Result<Option<HsmKey>> {
+    fn active_hsm_key_of_resource(&self, slot_id: &str, resource_id: &str) -> Result<Option<HsmKey>> {
         self.with(|c| {
             let sql = format!(
                 "SELECT {KEY_COLUMNS} FROM hsm_keys WHERE slot_id = ?1 AND resource_id = ?2 AND state = 'active' \
@@ -200,30 +177,8 @@ impl Store {
         })
     }
 
-    /// A new key (with its certificate) becomes the active one; the one it
-    /// replaces, if any, starts its overlap and retires at `retire_after`.
-    pub fn record_hsm_rekey(&self, key: &HsmKey, retire_after: i64) -> Result<()> {
-        self.tx(|tx| {
-            insert_key(tx, key)?;
-            if let Some(old) = &key.replaces {
-                tx.execute(
-                    "UPDATE hsm_keys SET state = 'retiring', retire_after = ?2, updated_at = ?3 WHERE id = ?1 AND state = 'active'",
-                    params![old, retire_after, now()],
-                )?;
-            }
-            hsm_event(
-                tx,
-                &key.slot_id,
-                Some(&key.id),
-                if key.replaces.is_some() { "rekeyed" } else { "key-generated" },
-                serde_json::json!({ "resource": key.resource_id, "replaces": key.replaces, "certificate": key.cert_serial, "retire_old_after": retire_after }),
-            )?;
-            Ok(())
-        })
-    }
-
     /// Keys whose overlap is over.
-    pub fn hsm_keys_due_retirement(&self, at: i64) -> Result<Vec<HsmKey>> {
+    fn hsm_keys_due_retirement(&self, at: i64) -> Result<Vec<HsmKey>> {
         self.with(|c| {
             let mut st = c.prepare(&format!(
                 "SELECT {KEY_COLUMNS} FROM hsm_keys WHERE state = 'retiring' AND retire_after <= ?1 ORDER BY retire_after"
@@ -232,7 +187,7 @@ impl Store {
         })
     }
 
-    pub fn mark_hsm_key_retired(&self, key: &HsmKey) -> Result<()> {
+    fn mark_hsm_key_retired(&self, key: &HsmKey) -> Result<()> {
         self.tx(|tx| {
             tx.execute("UPDATE hsm_keys SET state = 'retired', updated_at = ?2 WHERE id = ?1", params![key.id, now()])?;
             hsm_event(tx, &key.slot_id, Some(&key.id), "retired", serde_json::json!({}))?;
@@ -241,7 +196,7 @@ impl Store {
     }
 
     /// A distribution that happened: the copy's record and the decision's audit record, together.
-    pub fn record_hsm_distribution(&self, copy: &HsmKey, audit: &AuditRecord) -> Result<()> {
+    fn record_hsm_distribution(&self, copy: &HsmKey, audit: &AuditRecord) -> Result<()> {
         self.tx(|tx| {
             insert_key(tx, copy)?;
             append_audit(tx, audit)?;
@@ -257,7 +212,7 @@ impl Store {
     }
 
     /// The custody log of a slot, oldest first.
-    pub fn hsm_events(&self, slot_id: &str) -> Result<Vec<CustodyEvent>> {
+    fn hsm_events(&self, slot_id: &str) -> Result<Vec<CustodyEvent>> {
         self.with(|c| {
             let mut st = c.prepare("SELECT kind, at, key_id, detail FROM hsm_events WHERE slot_id = ?1 ORDER BY seq")?;
             let rows = st
@@ -274,6 +229,42 @@ fn hsm_event(tx: &Tx<'_>, slot_id: &str, key_id: Option<&str>, kind: &str, detai
         params![slot_id, key_id, kind, now(), detail.to_string()],
     )?;
     Ok(())
+}
+
+/// A new key (with its certificate) becomes the active one of its resource;
+/// the one it replaces starts its overlap and retires at `retire_after`.
+/// Returns false, having written nothing, when the replaced key is no longer
+/// the active one (or, for a first key, when another one became active):
+/// another rekey won the race.
+pub(super) fn record_key(tx: &Tx<'_>, key: &HsmKey, retire_after: i64) -> Result<bool> {
+    let claimed = match &key.replaces {
+        Some(old) => tx.execute(
+            "UPDATE hsm_keys SET state = 'retiring', retire_after = ?2, updated_at = ?3 WHERE id = ?1 AND state = 'active'",
+            params![old, retire_after, now()],
+        )? == 1,
+        None => {
+            let active: Option<String> = tx
+                .query_row(
+                    "SELECT id FROM hsm_keys WHERE slot_id = ?1 AND resource_id IS ?2 AND state = 'active' LIMIT 1",
+                    params![key.slot_id, key.resource_id],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            active.is_none()
+        }
+    };
+    if !claimed {
+        return Ok(false);
+    }
+    insert_key(tx, key)?;
+    hsm_event(
+        tx,
+        &key.slot_id,
+        Some(&key.id),
+        if key.replaces.is_some() { "rekeyed" } else { "key-generated" },
+        serde_json::json!({ "resource": key.resource_id, "replaces": key.replaces, "certificate": key.cert_serial, "retire_old_after": retire_after }),
+    )?;
+    Ok(true)
 }
 
 fn insert_key(tx: &Tx<'_>, k: &HsmKey) -> Result<()> {

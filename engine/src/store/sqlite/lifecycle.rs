@@ -3,68 +3,16 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::registry::{AuditRecord, append_audit};
-use super::{Store, Tx, certificate_row, json};
-use crate::error::{Error, Result};
+use super::hsm::record_key;
+use super::registry::append_audit;
+use super::{SqliteStore, Tx, certificate_row, json};
+use crate::error::{Error, ErrorKind, Result};
 use crate::model::*;
-
-/// A successor issued by the sweep, to be stored with its predecessor's update.
-#[derive(Debug, Clone)]
-pub struct Renewed {
-    pub predecessor: String,
-    pub cert: Certificate,
-    pub life: CertificateLifecycle,
-    /// (resource id, kind, target) for every delivery target of its resources.
-    pub deliveries: Vec<(String, DeliveryKind, String)>,
-    pub audit: AuditRecord,
-}
-
-/// What the sweep decided for one due certificate. (At most a batch of these
-/// exist at once; boxing the larger variant would buy nothing.)
-#[allow(clippy::large_enum_variant)]
-#[derive(Debug, Clone)]
-pub enum RenewalOutcome {
-    Renewed(Renewed),
-    /// The policy refused (or the certificate cannot be renewed): it lapses.
-    Lapsed {
-        serial: String,
-        note: String,
-        audit: Option<AuditRecord>,
-    },
-}
-
-/// What a batch of outcomes did once stored.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct RenewalTally {
-    pub renewed: usize,
-    pub lapsed: usize,
-    /// Outcomes dropped because the certificate left the queue meanwhile (a
-    /// release, a client's replacement, another sweep).
-    pub skipped: usize,
-}
-
-#[derive(Debug, Clone)]
-pub struct StoredCrl {
-    pub issuer_id: i64,
-    pub number: i64,
-    pub this_update: UnixTime,
-    pub next_update: UnixTime,
-    /// The issuer's revocation count when the CRL was made: a higher count means it is stale.
-    pub revocation_mark: i64,
-    pub der: Vec<u8>,
-}
-
-/// An entry of a CRL.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RevokedEntry {
-    pub serial: String,
-    pub revoked_at: UnixTime,
-    pub reason: u8,
-}
+use crate::store::*;
 
 const CERT_COLUMNS: &str =
     "serial, account_id, order_id, tenant, issuer_id, der, identifiers, not_before, not_after, revoked_at, revocation_reason,
-     profile, renewal, renew_at, renewal_note, predecessor, successor, policy";
+     profile, renewal, renew_at, renewal_note, predecessor, successor, policy, trigger";
 
 fn certificate_with_life(c: &Connection, r: &rusqlite::Row<'_>) -> Result<(Certificate, CertificateLifecycle)> {
     let cert = certificate_row(r)??;
@@ -78,6 +26,10 @@ fn certificate_with_life(c: &Connection, r: &rusqlite::Row<'_>) -> Result<(Certi
         predecessor: r.get(15)?,
         successor: r.get(16)?,
         policy: r.get(17)?,
+        trigger: {
+            let t: String = r.get(18)?;
+            Trigger::parse(&t).ok_or_else(|| Error::internal(format!("stored trigger {t:?} is unknown")))?
+        },
     };
     Ok((cert, life))
 }
@@ -102,8 +54,8 @@ fn query_certificates(c: &Connection, sql: &str, args: impl rusqlite::Params) ->
 pub(super) fn insert_certificate(tx: &Tx<'_>, cert: &Certificate, life: &CertificateLifecycle, at: UnixTime) -> Result<()> {
     tx.prepare_cached(
         "INSERT INTO certificates (serial, account_id, order_id, tenant, issuer_id, der, identifiers, not_before, not_after,
-            revoked_at, revocation_reason, created_at, profile, renewal, renew_at, renewal_note, predecessor, successor, policy)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, NULL, NULL, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+            revoked_at, revocation_reason, created_at, profile, renewal, renew_at, renewal_note, predecessor, successor, policy, trigger)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, NULL, NULL, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
     )?
     .execute(params![
         cert.serial,
@@ -123,6 +75,7 @@ pub(super) fn insert_certificate(tx: &Tx<'_>, cert: &Certificate, life: &Certifi
         life.predecessor,
         life.successor,
         life.policy,
+        life.trigger.as_str(),
     ])?;
     let mut bind = tx.prepare_cached("INSERT OR IGNORE INTO certificate_resources (serial, resource_id) VALUES (?1, ?2)")?;
     for r in &life.resources {
@@ -131,10 +84,77 @@ pub(super) fn insert_certificate(tx: &Tx<'_>, cert: &Certificate, life: &Certifi
     Ok(())
 }
 
+/// Settles the claim and, if it holds, stores the certificate, its bindings,
+/// its audit record and its deliveries. Returns false (having written
+/// nothing) when the claim no longer holds.
+fn record_issued(tx: &Tx<'_>, issued: &IssuedRecord, at: UnixTime) -> Result<bool> {
+    let serial = &issued.cert.serial;
+    match &issued.claim {
+        Claim::Order { order_id } => {
+            // The certificate row goes first: the order points at it.
+            insert_certificate(tx, &issued.cert, &issued.life, at)?;
+            let n = tx
+                .prepare_cached("UPDATE orders SET status = 'valid', certificate = ?2 WHERE id = ?1 AND status = 'ready'")?
+                .execute(params![order_id, serial])?;
+            if n != 1 {
+                return Ok(false);
+            }
+            if let Some(replaced) = &issued.life.predecessor {
+                tx.prepare_cached(
+                    "UPDATE certificates SET renewal = 'replaced', successor = ?2
+                     WHERE serial = ?1 AND renewal IN ('client', 'scheduled', 'lapsed')",
+                )?
+                .execute(params![replaced, serial])?;
+            }
+        }
+        Claim::Renewal { predecessor } => {
+            let claimed = tx
+                .prepare_cached(
+                    "UPDATE certificates SET renewal = 'renewed', successor = ?2
+                     WHERE serial = ?1 AND renewal = 'scheduled' AND revoked_at IS NULL",
+                )?
+                .execute(params![predecessor, serial])?;
+            if claimed != 1 {
+                // Revoked while scheduled (nothing else leaves it so): stop it.
+                tx.prepare_cached(
+                    "UPDATE certificates SET renewal = 'stopped', renewal_note = 'revoked'
+                     WHERE serial = ?1 AND renewal = 'scheduled' AND revoked_at IS NOT NULL",
+                )?
+                .execute([predecessor])?;
+                return Ok(false);
+            }
+            insert_certificate(tx, &issued.cert, &issued.life, at)?;
+        }
+        Claim::HsmKey { key, retire_after } => {
+            insert_certificate(tx, &issued.cert, &issued.life, at)?;
+            if !record_key(tx, key, *retire_after)? {
+                return Ok(false);
+            }
+            // The previous key's certificate is succeeded by this one.
+            if let Some(previous) = &issued.life.predecessor {
+                tx.prepare_cached(
+                    "UPDATE certificates SET renewal = 'renewed', successor = ?2
+                     WHERE serial = ?1 AND renewal IN ('client', 'scheduled', 'lapsed')",
+                )?
+                .execute(params![previous, serial])?;
+            }
+        }
+    }
+    append_audit(tx, &issued.audit)?;
+    let mut outbox = tx.prepare_cached(
+        "INSERT INTO deliveries (serial, resource_id, kind, target, state, attempts, next_attempt, created_at)
+         VALUES (?1, ?2, ?3, ?4, 'pending', 0, ?5, ?5)",
+    )?;
+    for (resource, kind, target) in &issued.deliveries {
+        outbox.execute(params![serial, resource, kind.as_str(), target, at])?;
+    }
+    Ok(true)
+}
+
 /// Stops renewal of every certificate bound to a resource and revokes the
 /// unexpired ones, inside the transaction that releases or transfers it.
 /// Returns how many were revoked.
-pub(crate) fn stop_certificates_of_resource(tx: &Tx<'_>, resource_id: &str, reason: u8, note: &str) -> Result<usize> {
+pub(super) fn stop_certificates_of_resource(tx: &Tx<'_>, resource_id: &str, reason: u8, note: &str) -> Result<usize> {
     let at = now();
     let revoked = tx.execute(
         "UPDATE certificates SET revoked_at = ?2, revocation_reason = ?3
@@ -157,8 +177,39 @@ pub(crate) fn stop_certificates_of_resource(tx: &Tx<'_>, resource_id: &str, reas
     Ok(revoked)
 }
 
-impl Store {
-    pub fn certificate_record(&self, serial: &str) -> Result<Option<(Certificate, CertificateLifecycle)>> {
+impl CertificateStore for SqliteStore {
+    fn certificate(&self, serial: &str) -> Result<Option<Certificate>> {
+        self.read(|c| {
+            Ok(c.prepare_cached(
+                "SELECT serial, account_id, order_id, tenant, issuer_id, der, identifiers, not_before, not_after, revoked_at, revocation_reason
+                 FROM certificates WHERE serial = ?1",
+            )?
+            .query_row([serial], certificate_row)
+            .optional()?
+            .transpose()?)
+        })
+    }
+
+    /// Revokes unless already revoked; returns false if it was.
+    /// A revoked certificate is not renewed either: both in one transaction.
+    fn revoke_certificate(&self, serial: &str, reason: u8) -> Result<bool> {
+        self.tx(|tx| {
+            let revoked = tx.execute(
+                "UPDATE certificates SET revoked_at = ?2, revocation_reason = ?3 WHERE serial = ?1 AND revoked_at IS NULL",
+                params![serial, now(), reason],
+            )? == 1;
+            if revoked {
+                tx.execute(
+                    "UPDATE certificates SET renewal = 'stopped', renewal_note = 'revoked'
+                     WHERE serial = ?1 AND renewal IN ('client', 'scheduled')",
+                    [serial],
+                )?;
+            }
+            Ok(revoked)
+        })
+    }
+
+    fn certificate_record(&self, serial: &str) -> Result<Option<(Certificate, CertificateLifecycle)>> {
         self.read(|c| {
             let sql = format!("SELECT {CERT_COLUMNS} FROM certificates WHERE serial = ?1");
             Ok(query_certificates(c, &sql, [serial])?.into_iter().next())
@@ -166,7 +217,7 @@ impl Store {
     }
 
     /// Certificates, newest first, optionally of one tenant and/or bound to one resource.
-    pub fn certificate_records(
+    fn certificate_records(
         &self,
         tenant: Option<&str>,
         resource: Option<&str>,
@@ -184,7 +235,7 @@ impl Store {
     }
 
     /// Up to `limit` certificates whose renewal window opened before `before`, oldest due first.
-    pub fn due_certificates(&self, before: UnixTime, limit: i64) -> Result<Vec<(Certificate, CertificateLifecycle)>> {
+    fn due_certificates(&self, before: UnixTime, limit: i64) -> Result<Vec<(Certificate, CertificateLifecycle)>> {
         self.read(|c| {
             let sql = format!(
                 "SELECT {CERT_COLUMNS} FROM certificates WHERE renewal = 'scheduled' AND renew_at < ?1 ORDER BY renew_at, serial LIMIT ?2"
@@ -194,7 +245,7 @@ impl Store {
     }
 
     /// The scheduled certificates bound to a resource, due or not.
-    pub fn scheduled_certificates_of_resource(&self, resource_id: &str) -> Result<Vec<(Certificate, CertificateLifecycle)>> {
+    fn scheduled_certificates_of_resource(&self, resource_id: &str) -> Result<Vec<(Certificate, CertificateLifecycle)>> {
         self.read(|c| {
             let sql = format!(
                 "SELECT {CERT_COLUMNS} FROM certificates WHERE renewal = 'scheduled'
@@ -204,42 +255,40 @@ impl Store {
         })
     }
 
-    /// Stores a batch of sweep outcomes in one transaction. Each applies only if
-    /// its certificate is still scheduled and unrevoked, so a release that came
-    /// in meanwhile wins, and a sweep repeated after a crash issues nothing twice.
-    pub fn record_renewals(&self, outcomes: &[RenewalOutcome]) -> Result<RenewalTally> {
+    fn record_issuance(&self, issued: &IssuedRecord) -> Result<()> {
+        self.tx(|tx| {
+            if record_issued(tx, issued, now())? {
+                return Ok(());
+            }
+            // Returning an error rolls back whatever was written with it.
+            Err(match &issued.claim {
+                Claim::Order { .. } => {
+                    Error::new(ErrorKind::OrderNotReady, "the order changed while its certificate was being signed; nothing was issued")
+                }
+                Claim::Renewal { predecessor } => Error::conflict(
+                    crate::Conflict::ResourceState,
+                    format!("certificate {predecessor} is no longer scheduled for renewal; nothing was issued"),
+                ),
+                Claim::HsmKey { key, .. } => Error::conflict(
+                    crate::Conflict::Custody,
+                    format!("the key of resource {} changed meanwhile; nothing was issued", key.resource_id.as_deref().unwrap_or("?")),
+                ),
+            })
+        })
+    }
+
+    fn record_renewals(&self, outcomes: &[RenewalOutcome]) -> Result<RenewalTally> {
         self.tx(|tx| {
             let at = now();
             let mut tally = RenewalTally::default();
             for outcome in outcomes {
                 match outcome {
-                    RenewalOutcome::Renewed(r) => {
-                        let claimed = tx
-                            .prepare_cached(
-                                "UPDATE certificates SET renewal = 'renewed', successor = ?2
-                                 WHERE serial = ?1 AND renewal = 'scheduled' AND revoked_at IS NULL",
-                            )?
-                            .execute(params![r.predecessor, r.cert.serial])?;
-                        if claimed != 1 {
-                            // Revoked while scheduled (nothing else leaves it so): stop it.
-                            tx.prepare_cached(
-                                "UPDATE certificates SET renewal = 'stopped', renewal_note = 'revoked'
-                                 WHERE serial = ?1 AND renewal = 'scheduled' AND revoked_at IS NOT NULL",
-                            )?
-                            .execute([&r.predecessor])?;
+                    RenewalOutcome::Renewed(issued) => {
+                        if record_issued(tx, issued, at)? {
+                            tally.renewed += 1;
+                        } else {
                             tally.skipped += 1;
-                            continue;
                         }
-                        append_audit(tx, &r.audit)?;
-                        insert_certificate(tx, &r.cert, &r.life, at)?;
-                        let mut outbox = tx.prepare_cached(
-                            "INSERT INTO deliveries (serial, resource_id, kind, target, state, attempts, next_attempt, created_at)
-                             VALUES (?1, ?2, ?3, ?4, 'pending', 0, ?5, ?5)",
-                        )?;
-                        for (resource, kind, target) in &r.deliveries {
-                            outbox.execute(params![r.cert.serial, resource, kind.as_str(), target, at])?;
-                        }
-                        tally.renewed += 1;
                     }
                     RenewalOutcome::Lapsed { serial, note, audit } => {
                         let n = tx
@@ -263,7 +312,7 @@ impl Store {
     }
 
     /// Moves a scheduled certificate's renewal to `at` after a failure of ours.
-    pub fn defer_renewal(&self, serial: &str, at: UnixTime, note: &str) -> Result<()> {
+    fn defer_renewal(&self, serial: &str, at: UnixTime, note: &str) -> Result<()> {
         self.with(|c| {
             c.execute(
                 "UPDATE certificates SET renew_at = ?2, renewal_note = ?3 WHERE serial = ?1 AND renewal = 'scheduled'",
@@ -273,11 +322,67 @@ impl Store {
         })
     }
 
-    // ---- deliveries --------------------------------------------------------
+    /// Revoked certificates of an issuer that have not expired yet (an expired
+    /// certificate may leave the CRL, RFC 5280 §3.3).
+    fn revoked_certificates(&self, issuer_id: i64, at: UnixTime) -> Result<Vec<RevokedEntry>> {
+        self.read(|c| {
+            let mut st = c.prepare_cached(
+                "SELECT serial, revoked_at, revocation_reason FROM certificates
+                 WHERE issuer_id = ?1 AND revoked_at IS NOT NULL AND not_after > ?2 ORDER BY revoked_at, serial",
+            )?;
+            let rows = st
+                .query_map(params![issuer_id, at], |r| {
+                    Ok(RevokedEntry { serial: r.get(0)?, revoked_at: r.get(1)?, reason: r.get::<_, Option<i64>>(2)?.unwrap_or(0) as u8 })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+    }
 
+    /// How many certificates of the issuer were ever revoked: grows with every revocation.
+    fn revocation_mark(&self, issuer_id: i64) -> Result<i64> {
+        self.read(|c| {
+            Ok(c.prepare_cached("SELECT COUNT(*) FROM certificates WHERE issuer_id = ?1 AND revoked_at IS NOT NULL")?
+                .query_row([issuer_id], |r| r.get(0))?)
+        })
+    }
+
+    fn crl(&self, issuer_id: i64) -> Result<Option<StoredCrl>> {
+        self.read(|c| {
+            Ok(c.prepare_cached("SELECT issuer_id, number, this_update, next_update, revocation_mark, der FROM crls WHERE issuer_id = ?1")?
+                .query_row([issuer_id], |r| {
+                    Ok(StoredCrl {
+                        issuer_id: r.get(0)?,
+                        number: r.get(1)?,
+                        this_update: r.get(2)?,
+                        next_update: r.get(3)?,
+                        revocation_mark: r.get(4)?,
+                        der: r.get(5)?,
+                    })
+                })
+                .optional()?)
+        })
+    }
+
+    /// Stores a CRL unless one with the same or a higher number is there (two
+    /// processes regenerating at once); returns whether it was stored.
+    fn put_crl(&self, crl: &StoredCrl) -> Result<bool> {
+        self.with(|c| {
+            Ok(c.execute(
+                "INSERT INTO crls (issuer_id, number, this_update, next_update, revocation_mark, der) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (issuer_id) DO UPDATE SET number = excluded.number, this_update = excluded.this_update,
+                   next_update = excluded.next_update, revocation_mark = excluded.revocation_mark, der = excluded.der
+                 WHERE excluded.number > crls.number",
+                params![crl.issuer_id, crl.number, crl.this_update, crl.next_update, crl.revocation_mark, crl.der],
+            )? == 1)
+        })
+    }
+}
+
+impl DeliveryStore for SqliteStore {
     /// Claims up to `limit` due deliveries for `lease` seconds: another worker
     /// (the CLI, a second process) skips them until the lease runs out.
-    pub fn claim_deliveries(&self, at: UnixTime, limit: i64, lease: i64) -> Result<Vec<Delivery>> {
+    fn claim_deliveries(&self, at: UnixTime, limit: i64, lease: i64) -> Result<Vec<Delivery>> {
         self.tx(|tx| {
             let due = {
                 let mut st = tx.prepare_cached(
@@ -296,7 +401,7 @@ impl Store {
     }
 
     /// Records one attempt: delivered, retry at `retry_at`, or (None) given up.
-    pub fn finish_delivery(&self, id: i64, outcome: std::result::Result<(), String>, retry_at: Option<UnixTime>) -> Result<()> {
+    fn finish_delivery(&self, id: i64, outcome: std::result::Result<(), String>, retry_at: Option<UnixTime>) -> Result<()> {
         self.with(|c| {
             match (outcome, retry_at) {
                 (Ok(()), _) => c.execute(
@@ -317,71 +422,13 @@ impl Store {
         })
     }
 
-    pub fn deliveries_of(&self, serial: &str) -> Result<Vec<Delivery>> {
+    fn deliveries_of(&self, serial: &str) -> Result<Vec<Delivery>> {
         self.read(|c| {
             let mut st = c.prepare_cached(
                 "SELECT id, serial, resource_id, kind, target, state, attempts, next_attempt, last_error FROM deliveries WHERE serial = ?1 ORDER BY id",
             )?;
             let rows = st.query_map([serial], delivery_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
             rows.into_iter().collect()
-        })
-    }
-
-    // ---- CRLs ----------------------------------------------------------------
-
-    /// Revoked certificates of an issuer that have not expired yet (an expired
-    /// certificate may leave the CRL, RFC 5280 §3.3).
-    pub fn revoked_certificates(&self, issuer_id: i64, at: UnixTime) -> Result<Vec<RevokedEntry>> {
-        self.read(|c| {
-            let mut st = c.prepare_cached(
-                "SELECT serial, revoked_at, revocation_reason FROM certificates
-                 WHERE issuer_id = ?1 AND revoked_at IS NOT NULL AND not_after > ?2 ORDER BY revoked_at, serial",
-            )?;
-            let rows = st
-                .query_map(params![issuer_id, at], |r| {
-                    Ok(RevokedEntry { serial: r.get(0)?, revoked_at: r.get(1)?, reason: r.get::<_, Option<i64>>(2)?.unwrap_or(0) as u8 })
-                })?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
-            Ok(rows)
-        })
-    }
-
-    /// How many certificates of the issuer were ever revoked: grows with every revocation.
-    pub fn revocation_mark(&self, issuer_id: i64) -> Result<i64> {
-        self.read(|c| {
-            Ok(c.prepare_cached("SELECT COUNT(*) FROM certificates WHERE issuer_id = ?1 AND revoked_at IS NOT NULL")?
-                .query_row([issuer_id], |r| r.get(0))?)
-        })
-    }
-
-    pub fn crl(&self, issuer_id: i64) -> Result<Option<StoredCrl>> {
-        self.read(|c| {
-            Ok(c.prepare_cached("SELECT issuer_id, number, this_update, next_update, revocation_mark, der FROM crls WHERE issuer_id = ?1")?
-                .query_row([issuer_id], |r| {
-                    Ok(StoredCrl {
-                        issuer_id: r.get(0)?,
-                        number: r.get(1)?,
-                        this_update: r.get(2)?,
-                        next_update: r.get(3)?,
-                        revocation_mark: r.get(4)?,
-                        der: r.get(5)?,
-                    })
-                })
-                .optional()?)
-        })
-    }
-
-    /// Stores a CRL unless one with the same or a higher number is there (two
-    /// processes regenerating at once); returns whether it was stored.
-    pub fn put_crl(&self, crl: &StoredCrl) -> Result<bool> {
-        self.with(|c| {
-            Ok(c.execute(
-                "INSERT INTO crls (issuer_id, number, this_update, next_update, revocation_mark, der) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-                 ON CONFLICT (issuer_id) DO UPDATE SET number = excluded.number, this_update = excluded.this_update,
-                   next_update = excluded.next_update, revocation_mark = excluded.revocation_mark, der = excluded.der
-                 WHERE excluded.number > crls.number",
-                params![crl.issuer_id, crl.number, crl.this_update, crl.next_update, crl.revocation_mark, crl.der],
-            )? == 1)
         })
     }
 }

@@ -1,5 +1,7 @@
-//! Where the authority meets the policy host: which plugins decide for a
-//! tenant, the registry as plugins see it, and the audit record of each decision.
+//! Policies: the plugins installed per scope (the [`Policies`] service), which
+//! of them decide for a tenant (the chain), the registry as plugins see it,
+//! and the audit record of each decision. `policy` is the wasmtime host;
+//! this is where the engine meets it.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -7,12 +9,14 @@ use std::time::Instant;
 
 use ring::digest::{SHA256, digest};
 
-use super::{Authority, PUBLIC_TENANT};
+use crate::PUBLIC_TENANT;
+use crate::audit::AuditRecord;
+use crate::core::Core;
 use crate::error::{Error, Result};
 use crate::model::now;
 use crate::policy::{self, Chained, Decision, DistributionRequest, IssuanceRequest, Plugin, PluginInfo, PolicyHost, RegistryView};
 use crate::registry::{Resource, ResourceState};
-use crate::store::{AuditRecord, Store};
+use crate::store::Storage;
 
 /// Keys of the built-in defaults among the loaded plugins (no installed scope
 /// looks like these: installed ones are `operator` or `tenant:<name>`).
@@ -35,23 +39,32 @@ impl PluginScope {
     }
 }
 
+/// Installed plugins: install, remove, list, check, evaluate. Installs and
+/// removals bump the store's plugin generation, which every server checks
+/// before each decision, so they take effect at once everywhere.
+#[derive(Clone)]
+pub struct Policies {
+    pub(crate) core: Arc<Core>,
+}
+
 /// Loaded plugins, reloaded whenever the store's plugin generation moves
 /// (an install by the CLI or the admin API), so changes take effect at once.
 /// In-flight decisions keep the `Arc`s they started with.
-pub(super) struct Policies {
+pub(crate) struct LoadedPlugins {
     host: OnceLock<std::result::Result<PolicyHost, String>>,
     loaded: Mutex<(i64, Arc<HashMap<String, Arc<Plugin>>>)>,
     cache_dir: std::path::PathBuf,
+    limits: policy::Limits,
 }
 
-impl Policies {
-    pub(super) fn new(cache_dir: std::path::PathBuf) -> Self {
-        Policies { host: OnceLock::new(), loaded: Mutex::new((-1, Arc::new(HashMap::new()))), cache_dir }
+impl LoadedPlugins {
+    pub(crate) fn new(cache_dir: std::path::PathBuf, limits: policy::Limits) -> Self {
+        LoadedPlugins { host: OnceLock::new(), loaded: Mutex::new((-1, Arc::new(HashMap::new()))), cache_dir, limits }
     }
 }
 
 /// The registry as a plugin sees it: the store, scoped to the calling tenant.
-struct StoreView(Arc<Store>);
+struct StoreView(Arc<dyn Storage>);
 
 fn to_policy(r: Resource) -> policy::Resource {
     policy::Resource {
@@ -90,7 +103,7 @@ impl RegistryView for StoreView {
 }
 
 /// A chain's outcome with its audit record, ready to be stored with the state change.
-pub struct Decided {
+pub(crate) struct Decided {
     pub decision: Decision,
     pub audit: AuditRecord,
 }
@@ -98,7 +111,7 @@ pub struct Decided {
 impl Decided {
     /// A host rule denies whatever the plugins said; the audit record keeps
     /// the plugins' digests and says why the host overruled them.
-    pub fn overrule(&mut self, reason: String) {
+    pub(crate) fn overrule(&mut self, reason: String) {
         let reason = match &self.decision {
             Decision::Allow(_) => format!("{reason} (the plugins allowed it; the host refuses)"),
             Decision::Deny(theirs) => format!("{reason}; the plugins also denied: {theirs}"),
@@ -110,13 +123,13 @@ impl Decided {
     }
 }
 
-impl Authority {
-    pub(super) fn policy_host(&self) -> Result<&PolicyHost> {
-        self.policies
+impl Core {
+    pub(crate) fn policy_host(&self) -> Result<&PolicyHost> {
+        self.plugins
             .host
             .get_or_init(|| {
-                let _ = std::fs::create_dir_all(&self.policies.cache_dir);
-                PolicyHost::new(self.config.plugin_limits.clone(), Some(self.policies.cache_dir.clone())).map_err(|e| e.to_string())
+                let _ = std::fs::create_dir_all(&self.plugins.cache_dir);
+                PolicyHost::new(self.plugins.limits.clone(), Some(self.plugins.cache_dir.clone())).map_err(|e| e.to_string())
             })
             .as_ref()
             .map_err(|e| Error::internal(format!("policy host: {e}")))
@@ -124,11 +137,11 @@ impl Authority {
 
     /// The plugins that decide for `tenant`, in chain order: the operator's
     /// plugin (or the built-in default), then the tenant's own, if any.
-    pub fn plugin_chain(&self, tenant: &str) -> Result<Vec<Arc<Plugin>>> {
+    pub(crate) fn plugin_chain(&self, tenant: &str) -> Result<Vec<Arc<Plugin>>> {
         let host = self.policy_host()?;
         let generation = self.store.plugin_generation()?;
         let installed = {
-            let mut loaded = self.policies.loaded.lock().map_err(|_| Error::internal("plugin lock poisoned"))?;
+            let mut loaded = self.plugins.loaded.lock().map_err(|_| Error::internal("plugin lock poisoned"))?;
             if loaded.0 != generation {
                 let mut map = HashMap::new();
                 // The built-in defaults are loaded here too, so a decision never
@@ -181,20 +194,14 @@ impl Authority {
     }
 
     /// Runs decide-issuance through the tenant's chain.
-    pub fn decide_issuance(&self, tenant: &str, account: Option<&str>, req: &IssuanceRequest) -> Result<Decided> {
+    pub(crate) fn decide_issuance(&self, tenant: &str, account: Option<&str>, req: &IssuanceRequest) -> Result<Decided> {
         self.decide_by("issuance", &self.plugin_chain(tenant)?, tenant, account, req, |host, chain, view| {
             host.chain_issuance(chain, view, tenant, req)
         })
     }
 
-    /// Runs decide-renewal through the tenant's chain, for a certificate tenure
-    /// is about to reissue on its own.
-    pub fn decide_renewal(&self, tenant: &str, account: Option<&str>, req: &policy::RenewalRequest) -> Result<Decided> {
-        self.decide_renewal_by(&self.plugin_chain(tenant)?, tenant, account, req)
-    }
-
-    /// As `decide_renewal`, with the tenant's chain already looked up (the sweep
-    /// looks it up once per batch).
+    /// Runs decide-renewal through `chain` (the tenant's, looked up once per
+    /// sweep batch), for a certificate tenure is about to reissue on its own.
     pub(crate) fn decide_renewal_by(
         &self,
         chain: &[Arc<Plugin>],
@@ -207,7 +214,7 @@ impl Authority {
 
     /// Runs decide-distribution through the tenant's chain (the audit record is
     /// the caller's to store, with the copy it allows or alone if denied).
-    pub fn decide_distribution(&self, tenant: &str, req: &DistributionRequest) -> Result<Decided> {
+    pub(crate) fn decide_distribution(&self, tenant: &str, req: &DistributionRequest) -> Result<Decided> {
         self.decide_by("distribution", &self.plugin_chain(tenant)?, tenant, None, req, |host, chain, view| {
             host.chain_distribution(chain, view, tenant, req)
         })
@@ -215,40 +222,47 @@ impl Authority {
 
     /// The digests of the tenant's chain, comma-separated: what a certificate
     /// records as the policy that allowed it, so ARI can tell when it changed.
-    pub fn policy_fingerprint(&self, tenant: &str) -> Result<String> {
+    pub(crate) fn policy_fingerprint(&self, tenant: &str) -> Result<String> {
         Ok(self.plugin_chain(tenant)?.iter().map(|p| p.digest.as_str()).collect::<Vec<_>>().join(","))
     }
+}
 
+impl Policies {
     /// Checks a plugin against the world without installing it.
     pub fn check_plugin(&self, wasm: &[u8]) -> Result<PluginInfo> {
-        self.policy_host()?.check(wasm).map_err(|e| Error::malformed(e.to_string()))
+        self.core.policy_host()?.check(wasm).map_err(|e| Error::malformed(e.to_string()))
     }
 
     /// Runs one issuance decision of `wasm` alone against the live registry.
     pub fn eval_issuance(&self, wasm: &[u8], req: &IssuanceRequest) -> Result<policy::Verdict> {
-        let host = self.policy_host()?;
+        let host = self.core.policy_host()?;
         let plugin = host.load(wasm).map_err(|e| Error::malformed(e.to_string()))?;
-        let view: Arc<dyn RegistryView> = Arc::new(StoreView(self.store.clone()));
+        let view: Arc<dyn RegistryView> = Arc::new(StoreView(self.core.store.clone()));
         Ok(host.decide_issuance(&plugin, view, &req.tenant, req))
     }
 
     /// Installs (replacing) the plugin of a scope after checking it loads. Returns its digest.
     pub fn install_plugin(&self, scope: PluginScope, wasm: &[u8]) -> Result<String> {
         if let PluginScope::Tenant(t) = &scope {
-            self.store.tenant(t)?.ok_or_else(|| Error::not_found(format!("no tenant {t:?}")))?;
+            self.core.store.tenant(t)?.ok_or_else(|| Error::not_found(format!("no tenant {t:?}")))?;
         }
-        let plugin = self.policy_host()?.load(wasm).map_err(|e| Error::malformed(e.to_string()))?;
-        self.store.install_plugin(&scope.key(), &plugin.digest, wasm)?;
+        let plugin = self.core.policy_host()?.load(wasm).map_err(|e| Error::malformed(e.to_string()))?;
+        self.core.store.install_plugin(&scope.key(), &plugin.digest, wasm)?;
         Ok(plugin.digest.clone())
     }
 
     pub fn remove_plugin(&self, scope: PluginScope) -> Result<bool> {
-        self.store.remove_plugin(&scope.key())
+        self.core.store.remove_plugin(&scope.key())
     }
 
     /// (scope, digest, installed at) of every installed plugin.
     pub fn plugins(&self) -> Result<Vec<(String, String, i64)>> {
-        self.store.plugins()
+        self.core.store.plugins()
+    }
+
+    /// The digests of the tenant's chain, comma-separated.
+    pub fn fingerprint(&self, tenant: &str) -> Result<String> {
+        self.core.policy_fingerprint(tenant)
     }
 }
 

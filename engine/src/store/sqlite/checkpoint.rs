@@ -51,7 +51,7 @@ struct Shared {
     restarts: AtomicU64,
 }
 
-/// The checkpoint thread of one `Store`. Dropping it stops and joins the
+/// The checkpoint thread of one `SqliteStore`. Dropping it stops and joins the
 /// thread, which closes its connection: no thread outlives the store.
 pub(super) struct Checkpointer {
     shared: Arc<Shared>,
@@ -179,7 +179,8 @@ const TRUNCATE: &str = "PRAGMA wal_checkpoint(TRUNCATE)";
 mod tests {
     use std::time::Instant;
 
-    use crate::store::Store;
+    use crate::store::SettingsStore;
+    use crate::store::SqliteStore as Store;
 
     fn size(p: &std::path::Path) -> u64 {
         std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)

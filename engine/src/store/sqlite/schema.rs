@@ -253,4 +253,47 @@ pub const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX hsm_events_by_slot ON hsm_events(slot_id, seq);
     "#,
+    // 5: one issuance path. A certificate may come from no ACME account or order
+    // (an HSM rekey, and later provisioning): account_id and order_id become
+    // nullable, and `trigger` records what issued it. SQLite cannot drop NOT NULL
+    // in place, so the table is rebuilt (foreign keys are off while migrating;
+    // `migrate` checks them before committing).
+    r#"
+    CREATE TABLE certificates_v5 (
+        serial      TEXT PRIMARY KEY,
+        account_id  TEXT REFERENCES accounts(id),
+        order_id    TEXT REFERENCES orders(id),
+        tenant      TEXT NOT NULL,
+        issuer_id   INTEGER NOT NULL REFERENCES issuers(id),
+        der         BLOB NOT NULL,
+        identifiers TEXT NOT NULL,
+        not_before  INTEGER NOT NULL,
+        not_after   INTEGER NOT NULL,
+        revoked_at  INTEGER,
+        revocation_reason INTEGER,
+        created_at  INTEGER NOT NULL,
+        profile     TEXT NOT NULL DEFAULT 'default',
+        renewal     TEXT NOT NULL DEFAULT 'client'
+            CHECK (renewal IN ('client', 'scheduled', 'renewed', 'replaced', 'lapsed', 'stopped')),
+        renew_at    INTEGER,
+        renewal_note TEXT,
+        predecessor TEXT,
+        successor   TEXT,
+        policy      TEXT NOT NULL DEFAULT '',
+        trigger     TEXT NOT NULL DEFAULT 'acme-finalize'
+            CHECK (trigger IN ('acme-finalize', 'renewal', 'rekey', 'provisioning'))
+    );
+    INSERT INTO certificates_v5
+        SELECT serial, account_id, order_id, tenant, issuer_id, der, identifiers, not_before, not_after, revoked_at,
+               revocation_reason, created_at, profile, renewal, renew_at, renewal_note, predecessor, successor, policy,
+               CASE WHEN EXISTS (SELECT 1 FROM orders o WHERE o.certificate = certificates.serial) THEN 'acme-finalize'
+                    ELSE 'renewal' END
+        FROM certificates;
+    DROP TABLE certificates;
+    ALTER TABLE certificates_v5 RENAME TO certificates;
+    CREATE INDEX certificates_by_expiry ON certificates(not_after);
+    CREATE INDEX certificates_due ON certificates(renew_at, serial) WHERE renewal = 'scheduled';
+    CREATE INDEX certificates_revoked ON certificates(issuer_id, not_after) WHERE revoked_at IS NOT NULL;
+    CREATE INDEX certificates_by_tenant ON certificates(tenant, created_at);
+    "#,
 ];

@@ -1,0 +1,74 @@
+//! What an engine is opened with, and the limits no configuration lifts.
+
+use std::time::Duration;
+
+/// The tenant of accounts registered without External Account Binding.
+pub const PUBLIC_TENANT: &str = "public";
+
+/// Lifetimes may never exceed this, whatever a profile or policy says.
+pub const MAX_CERT_LIFETIME: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// At most this many identifiers in one order.
+pub const MAX_IDENTIFIERS: usize = 100;
+
+/// A certificate profile advertised in the ACME directory.
+#[derive(Debug, Clone)]
+pub struct Profile {
+    /// Its name, as clients ask for it.
+    pub name: String,
+    /// What the directory says of it.
+    pub description: String,
+    /// How long its certificates live (capped by [`MAX_CERT_LIFETIME`]).
+    pub lifetime: Duration,
+}
+
+/// The engine's configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The profiles offered.
+    pub profiles: Vec<Profile>,
+    /// The profile of orders that name none.
+    pub default_profile: String,
+    /// How long a new order (and its authorizations) stays pending.
+    pub order_lifetime: Duration,
+    /// How long a valid authorization may be reused for revocation.
+    pub authorization_lifetime: Duration,
+    /// Whether accounts need External Account Binding.
+    pub eab_required: bool,
+    /// Renewal, delivery and CRL settings.
+    pub lifecycle: crate::lifecycle::LifecycleConfig,
+    /// What one plugin decision may use (deadline, memory, answer size).
+    pub plugin_limits: crate::policy::Limits,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            profiles: vec![
+                Profile { name: "default".into(), description: "24-hour certificates".into(), lifetime: Duration::from_secs(24 * 3600) },
+                Profile { name: "shortlived".into(), description: "6-hour certificates".into(), lifetime: Duration::from_secs(6 * 3600) },
+            ],
+            default_profile: "default".into(),
+            order_lifetime: Duration::from_secs(7 * 24 * 3600),
+            authorization_lifetime: Duration::from_secs(30 * 24 * 3600),
+            eab_required: false,
+            lifecycle: crate::lifecycle::LifecycleConfig::default(),
+            plugin_limits: crate::policy::Limits::default(),
+        }
+    }
+}
+
+impl Config {
+    /// The lifetime of a profile's certificates, or `InvalidProfile`.
+    pub fn profile_lifetime(&self, name: &str) -> crate::Result<Duration> {
+        let p = self.profiles.iter().find(|p| p.name == name).ok_or_else(|| {
+            crate::Error::new(crate::ErrorKind::InvalidProfile, format!("unknown profile {name:?}"))
+        })?;
+        Ok(p.lifetime.min(MAX_CERT_LIFETIME))
+    }
+
+    /// Whether the profile is offered.
+    pub fn has_profile(&self, name: &str) -> bool {
+        self.profiles.iter().any(|p| p.name == name)
+    }
+}

@@ -1,0 +1,162 @@
+//! The private core the engine's services share: storage, the CA hierarchy,
+//! the loaded plugins, the configuration and the data directory. Nothing
+//! outside the crate sees it; each service (`Ra`, `Registry`, `Policies`,
+//! `Lifecycle`, `Custody`) holds an `Arc` of it and offers only the methods
+//! its callers need.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use ring::rand::{SecureRandom, SystemRandom};
+
+use crate::ca::{self, CaMaterial};
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::hsm::CaCustody;
+use crate::model::Tenant;
+use crate::policies::LoadedPlugins;
+use crate::store::Storage;
+
+/// What every service shares.
+pub struct Core {
+    /// The storage authority.
+    pub(crate) store: Arc<dyn Storage>,
+    pub(crate) config: Config,
+    pub(crate) data_dir: PathBuf,
+    /// The root CA (its key signs intermediates, CRLs of none, and the server's TLS certificate).
+    pub(crate) root: CaMaterial,
+    /// Intermediates by issuer id, loaded on first use.
+    issuers: RwLock<HashMap<i64, Arc<CaMaterial>>>,
+    /// The policy host and the plugins loaded from the store.
+    pub(crate) plugins: LoadedPlugins,
+    rng: SystemRandom,
+    /// Where certificates say their CRLs are (`{public_url}/crl/{issuer}`).
+    pub(crate) public_url: RwLock<Option<String>>,
+    /// Where CA keys live (sealed software keys or an HSM token), and the
+    /// key-encryption key for everything sealed at rest.
+    pub(crate) ca_keys: CaCustody,
+    /// Orders being finalized by this process: one signature per order.
+    pub(crate) finalizing: Mutex<HashSet<String>>,
+}
+
+impl Core {
+    /// Opens the data directory, initializing it on first use: the database,
+    /// the root CA (written to `root.pem`), the admin token.
+    pub(crate) fn open(data_dir: &Path, config: Config) -> Result<Core> {
+        std::fs::create_dir_all(data_dir)
+            .map_err(|e| Error::internal(format!("cannot create data directory {}", data_dir.display())).caused_by(e))?;
+        let store = crate::store::open_sqlite(&data_dir.join("tenure.db"))?;
+        let ca_keys = CaCustody::open(data_dir, &*store)?;
+        // Data directories from before sealing: seal their plain keys now.
+        let resealed = store.reseal_issuer_keys(&|blob| ca_keys.reseal(blob))?;
+        if resealed > 0 {
+            tracing::info!(resealed, "sealed plain CA keys under the key-encryption key");
+        }
+        let root = match store.root()? {
+            Some(r) => r,
+            None => {
+                let fresh = ca::new_root_with("tenure root CA", ca_keys.new_ca_key("tenure root CA")?)?;
+                store.insert_root(&fresh.cert_der, &ca_keys.key_blob(&fresh.key)?)?
+            }
+        };
+        let root = CaMaterial::new(root.cert_der, ca_keys.load_key(&root.key_pkcs8)?);
+        write_file_atomically(&data_dir.join("root.pem"), root.cert_pem().as_bytes(), false)?;
+        let token_path = data_dir.join("admin-token");
+        if !token_path.exists() {
+            let mut raw = [0u8; 32];
+            SystemRandom::new().fill(&mut raw).map_err(|_| Error::internal("no randomness"))?;
+            write_file_atomically(&token_path, URL_SAFE_NO_PAD.encode(raw).as_bytes(), true)?;
+        }
+        Ok(Core {
+            store,
+            plugins: LoadedPlugins::new(data_dir.join("plugin-cache"), config.plugin_limits.clone()),
+            config,
+            data_dir: data_dir.to_path_buf(),
+            root,
+            issuers: RwLock::new(HashMap::new()),
+            rng: SystemRandom::new(),
+            public_url: RwLock::new(None),
+            ca_keys,
+            finalizing: Mutex::new(HashSet::new()),
+        })
+    }
+
+    /// An issuing CA by id, its key loaded once per process.
+    pub(crate) fn issuer(&self, id: i64) -> Result<Arc<CaMaterial>> {
+        if let Some(found) = self.issuers.read().ok().and_then(|m| m.get(&id).cloned()) {
+            return Ok(found);
+        }
+        let rec = self.store.issuer(id)?.ok_or_else(|| Error::internal(format!("issuer {id} is missing")))?;
+        let material = Arc::new(CaMaterial::new(rec.cert_der, self.ca_keys.load_key(&rec.key_pkcs8)?));
+        if let Ok(mut m) = self.issuers.write() {
+            m.insert(id, material.clone());
+        }
+        Ok(material)
+    }
+
+    /// A tenant that must exist (it is named by an account, a resource or a certificate).
+    pub(crate) fn tenant_of(&self, name: &str) -> Result<Tenant> {
+        self.store.tenant(name)?.ok_or_else(|| Error::internal(format!("tenant {name:?} is missing")))
+    }
+
+    /// The PEM chain a client downloads: leaf, then its intermediate.
+    pub(crate) fn chain_pem(&self, cert: &crate::model::Certificate) -> Result<String> {
+        let issuer = self.issuer(cert.issuer_id)?;
+        Ok(format!("{}{}", ca::to_pem("CERTIFICATE", &cert.der), ca::to_pem("CERTIFICATE", &issuer.cert_der)))
+    }
+
+    /// A random URL-safe id with `bytes` bytes of entropy.
+    pub(crate) fn random_id(&self, bytes: usize) -> String {
+        let mut buf = vec![0u8; bytes];
+        // SystemRandom only fails if the OS has no randomness, where nothing is safe.
+        if self.rng.fill(&mut buf).is_err() {
+            panic!("the operating system's random number generator failed");
+        }
+        URL_SAFE_NO_PAD.encode(buf)
+    }
+
+    /// Fills `buf` with random bytes.
+    pub(crate) fn fill_random(&self, buf: &mut [u8]) -> Result<()> {
+        self.rng.fill(buf).map_err(|_| Error::internal("no randomness"))
+    }
+
+    /// The URL certificates use to point at this server, once `serve` set it.
+    pub(crate) fn public_url(&self) -> Result<Option<String>> {
+        if let Some(url) = self.public_url.read().ok().and_then(|u| u.clone()) {
+            return Ok(Some(url));
+        }
+        let stored = self.store.setting("public-url")?.and_then(|v| String::from_utf8(v).ok());
+        if let (Some(url), Ok(mut cached)) = (&stored, self.public_url.write()) {
+            *cached = Some(url.clone());
+        }
+        Ok(stored)
+    }
+
+    /// The CRL URL certificates of `issuer_id` carry, once a public URL is known.
+    pub(crate) fn crl_url(&self, issuer_id: i64) -> Result<Option<String>> {
+        Ok(self.public_url()?.map(|base| format!("{base}/crl/{issuer_id}")))
+    }
+}
+
+/// Writes a file by rename so readers never see it half-written; `secret` makes it 0600.
+pub fn write_file_atomically(path: &Path, contents: &[u8], secret: bool) -> Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("tmp");
+    let io = |e: std::io::Error| Error::internal(format!("writing {}: {e}", path.display())).caused_by(e);
+    {
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        if secret {
+            use std::os::unix::fs::OpenOptionsExt;
+            opts.mode(0o600);
+        }
+        let mut f = opts.open(&tmp).map_err(io)?;
+        f.write_all(contents).map_err(io)?;
+        f.sync_all().map_err(io)?;
+    }
+    std::fs::rename(&tmp, path).map_err(io)
+}

@@ -1,0 +1,620 @@
+//! The registration authority (the RA role, the ACME front end's service):
+//! accounts, orders, authorizations, challenges' outcomes, finalize,
+//! revocation, certificate download, ARI and CRLs. Every state change is
+//! decided here and written through the store in one transaction; every
+//! certificate comes out of `issuance`. The front end calls these methods
+//! after it has authenticated the request; they block (storage, signing), so
+//! async callers run them on a blocking thread.
+
+use std::collections::{BTreeSet, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::ca::{self, Permit};
+use crate::config::{Config, MAX_IDENTIFIERS, PUBLIC_TENANT};
+use crate::core::Core;
+use crate::error::{Error, ErrorKind, Result};
+use crate::identifier::{Identifier, IdentifierKind};
+use crate::issuance::{self, Ask, Provenance, Verdict};
+use crate::lifecycle::RenewalWindow;
+use crate::model::*;
+use crate::policy::{KeyInfo, KeyType, Trigger};
+use crate::store::Claim;
+
+/// What a new account request carries once the front end has checked its JWS (and EAB).
+pub struct NewAccount {
+    pub jwk: String,
+    pub thumbprint: String,
+    pub contact: Vec<String>,
+    pub tos_agreed: bool,
+    /// The EAB key id, verified by the front end.
+    pub eab_kid: Option<String>,
+}
+
+pub struct NewOrder {
+    pub identifiers: Vec<Identifier>,
+    pub profile: Option<String>,
+    pub replaces: Option<String>,
+}
+
+/// Who asks to revoke (RFC 8555 §7.6).
+pub enum Revoker<'a> {
+    /// An account, by its id.
+    Account(&'a str),
+    /// Whoever holds the certificate's key; the SubjectPublicKeyInfo of the JWS key.
+    CertificateKey(&'a [u8]),
+}
+
+/// The challenge types offered, in order of preference.
+pub const HTTP_01: &str = "http-01";
+pub const DNS_01: &str = "dns-01";
+pub const TLS_ALPN_01: &str = "tls-alpn-01";
+
+/// The registration authority.
+#[derive(Clone)]
+pub struct Ra {
+    pub(crate) core: Arc<Core>,
+}
+
+/// An order claimed for finalizing; the claim ends when this drops.
+struct FinalizeClaim<'a> {
+    set: &'a Mutex<HashSet<String>>,
+    order_id: String,
+}
+
+impl Drop for FinalizeClaim<'_> {
+    fn drop(&mut self) {
+        let mut set = self.set.lock().unwrap_or_else(|p| p.into_inner());
+        set.remove(&self.order_id);
+    }
+}
+
+impl Ra {
+    /// The configuration (profiles and EAB requirement, for the directory).
+    pub fn config(&self) -> &Config {
+        &self.core.config
+    }
+
+    /// The tenant and HMAC key of an EAB key id.
+    pub fn eab_key(&self, kid: &str) -> Result<Option<(String, Vec<u8>)>> {
+        self.core.store.eab_key(kid)
+    }
+
+    // ---- accounts -----------------------------------------------------------
+
+    pub fn account(&self, id: &str) -> Result<Option<Account>> {
+        self.core.store.account(id)
+    }
+
+    pub fn account_by_thumbprint(&self, thumbprint: &str) -> Result<Option<Account>> {
+        self.core.store.account_by_thumbprint(thumbprint)
+    }
+
+    /// Registers an account, or returns the one already holding the key (`false`).
+    pub fn create_account(&self, req: NewAccount) -> Result<(Account, bool)> {
+        validate_contacts(&req.contact)?;
+        let tenant = match &req.eab_kid {
+            Some(kid) => {
+                let (tenant, _) =
+                    self.core.store.eab_key(kid)?.ok_or_else(|| Error::new(ErrorKind::Unauthorized, format!("unknown EAB key id {kid:?}")))?;
+                tenant
+            }
+            None if self.core.config.eab_required => {
+                return Err(Error::new(ErrorKind::ExternalAccountRequired, "this server requires External Account Binding"));
+            }
+            None => PUBLIC_TENANT.to_string(),
+        };
+        let account = Account {
+            id: self.core.random_id(12),
+            thumbprint: req.thumbprint,
+            jwk: req.jwk,
+            status: AccountStatus::Valid,
+            contact: req.contact,
+            tenant,
+            eab_kid: req.eab_kid,
+            tos_agreed: req.tos_agreed,
+            created_at: now(),
+        };
+        self.core.store.insert_account(&account)
+    }
+
+    pub fn update_contact(&self, account: &Account, contact: Vec<String>) -> Result<Account> {
+        validate_contacts(&contact)?;
+        self.core.store.update_account_contact(&account.id, &contact)?;
+        Ok(Account { contact, ..account.clone() })
+    }
+
+    pub fn deactivate_account(&self, account: &Account) -> Result<Account> {
+        self.core.store.deactivate_account(&account.id)?;
+        Ok(Account { status: AccountStatus::Deactivated, ..account.clone() })
+    }
+
+    /// Key rollover (RFC 8555 §7.3.5). A new key already in use is a Conflict
+    /// whose detail is the id of the account holding it.
+    pub fn change_key(&self, account: &Account, new_jwk: String, new_thumbprint: String) -> Result<Account> {
+        self.core.store.change_account_key(&account.id, &account.thumbprint, &new_thumbprint, &new_jwk)?;
+        Ok(Account { jwk: new_jwk, thumbprint: new_thumbprint, ..account.clone() })
+    }
+
+    // ---- orders -------------------------------------------------------------
+
+    pub fn new_order(&self, account: &Account, req: NewOrder) -> Result<Order> {
+        if req.identifiers.is_empty() {
+            return Err(Error::malformed("an order needs at least one identifier"));
+        }
+        if req.identifiers.len() > MAX_IDENTIFIERS {
+            return Err(Error::new(ErrorKind::RejectedIdentifier, format!("an order may hold at most {MAX_IDENTIFIERS} identifiers")));
+        }
+        let profile = match req.profile {
+            Some(p) => {
+                if !self.core.config.profiles.iter().any(|x| x.name == p) {
+                    return Err(Error::new(ErrorKind::InvalidProfile, format!("unknown profile {p:?}")));
+                }
+                p
+            }
+            None => self.core.config.default_profile.clone(),
+        };
+        let identifiers: Vec<Identifier> = req.identifiers.into_iter().collect::<BTreeSet<_>>().into_iter().collect();
+        self.check_identifiers_permitted(&account.tenant, &identifiers)?;
+        self.check_not_held_by_others(&account.tenant, &identifiers)?;
+        if let Some(cert_id) = &req.replaces {
+            self.core.replaced_certificate(account, &identifiers, cert_id)?;
+        }
+
+        // The policy chain decides before anything is stored.
+        let tenant = self.core.tenant_of(&account.tenant)?;
+        let ask = Ask {
+            tenant: &tenant,
+            account: Some(&account.id),
+            trigger: Trigger::AcmeOrder,
+            identifiers: &identifiers,
+            profile: &profile,
+            lifetime: self.core.config.profile_lifetime(&profile)?,
+        };
+        let allowed = match issuance::decide_issuance(&self.core, &ask, None)? {
+            Verdict::Allowed(a) => a,
+            Verdict::Denied { reason, audit } => {
+                // The denial is audited even though nothing else is written.
+                issuance::record_denial(&self.core, &audit)?;
+                return Err(match reason.strip_prefix("the grant leaves out ") {
+                    Some(names) => Error::new(ErrorKind::RejectedIdentifier, format!("policy does not grant {names}")),
+                    None => issuance::denied(&reason, "the order"),
+                });
+            }
+        };
+        let profile = allowed.profile().to_string();
+        let lifetime_seconds = allowed.lifetime().as_secs() as i64;
+        let grant = allowed.grant().clone();
+        let by_control: BTreeSet<Identifier> = grant.authorize_by_control.iter().map(|i| i.authorization_target()).collect();
+
+        let t = now();
+        let expires = t + self.core.config.order_lifetime.as_secs() as i64;
+        let order_id = self.core.random_id(12);
+        // One authorization per name to prove: a wildcard and its base share one
+        // target but need different challenges, so they stay separate.
+        let mut targets: Vec<(Identifier, bool)> = identifiers.iter().map(|i| (i.authorization_target(), i.is_wildcard())).collect();
+        targets.dedup();
+        let authzs: Vec<Authorization> = targets
+            .into_iter()
+            .map(|(identifier, wildcard)| {
+                let authz_id = self.core.random_id(12);
+                let kinds: &[&str] = match (identifier.kind, wildcard) {
+                    (_, true) => &[DNS_01],
+                    (IdentifierKind::Dns, false) => &[HTTP_01, DNS_01, TLS_ALPN_01],
+                    (IdentifierKind::Ip, false) => &[HTTP_01, TLS_ALPN_01],
+                };
+                let challenges = kinds
+                    .iter()
+                    .map(|k| Challenge {
+                        id: self.core.random_id(12),
+                        authz_id: authz_id.clone(),
+                        kind: k.to_string(),
+                        token: self.core.random_id(32),
+                        status: ChallengeStatus::Pending,
+                        validated: None,
+                        error: None,
+                    })
+                    .collect();
+                // Held in the registry and granted by control: valid with no challenge.
+                let status = if by_control.contains(&identifier) { AuthorizationStatus::Valid } else { AuthorizationStatus::Pending };
+                Authorization {
+                    id: authz_id,
+                    order_id: order_id.clone(),
+                    account_id: account.id.clone(),
+                    identifier,
+                    wildcard,
+                    status,
+                    expires,
+                    challenges,
+                }
+            })
+            .collect();
+        let all_valid = authzs.iter().all(|a| a.status == AuthorizationStatus::Valid);
+        let order = Order {
+            id: order_id,
+            account_id: account.id.clone(),
+            status: if all_valid { OrderStatus::Ready } else { OrderStatus::Pending },
+            expires,
+            identifiers,
+            profile,
+            error: None,
+            certificate: None,
+            replaces: req.replaces,
+            created_at: t,
+            authorizations: authzs.iter().map(|a| a.id.clone()).collect(),
+            lifetime_seconds: Some(lifetime_seconds),
+        };
+        self.core.store.insert_order(&order, &authzs, Some(&allowed.into_audit()))?;
+        Ok(order)
+    }
+
+    /// Refuses identifiers outside the tenant's intermediate's constraints, at
+    /// newOrder already, so nothing is validated that could never be issued.
+    fn check_identifiers_permitted(&self, tenant_name: &str, identifiers: &[Identifier]) -> Result<()> {
+        let tenant = self.core.store.tenant(tenant_name)?.ok_or_else(|| Error::internal(format!("tenant {tenant_name:?} is missing")))?;
+        if tenant.name == PUBLIC_TENANT {
+            return Ok(());
+        }
+        let permits = tenant.permits.iter().map(|p| Permit::parse(p)).collect::<Result<Vec<_>>>()?;
+        let outside: Vec<String> = identifiers.iter().filter(|id| !ca::permitted(Some(&permits), id)).map(|id| id.value.clone()).collect();
+        if !outside.is_empty() {
+            return Err(Error::new(
+                ErrorKind::RejectedIdentifier,
+                format!("tenant {:?} may not be issued certificates for {}", tenant.name, outside.join(", ")),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Refuses names another tenant holds in the registry: a tenant may not be
+    /// issued what someone else controls, whatever its plugins say.
+    fn check_not_held_by_others(&self, tenant: &str, identifiers: &[Identifier]) -> Result<()> {
+        for id in identifiers {
+            let holders = self.core.store.resources_holding(None, id)?;
+            if holders.iter().any(|r| r.tenant != tenant) {
+                return Err(Error::new(ErrorKind::RejectedIdentifier, format!("{} is held by another tenant", id.value)));
+            }
+        }
+        Ok(())
+    }
+
+    /// The order as a client should see it now (pending past expiry is invalid).
+    pub fn order(&self, id: &str) -> Result<Option<Order>> {
+        Ok(self.core.store.order(id)?.map(|mut o| {
+            if matches!(o.status, OrderStatus::Pending | OrderStatus::Ready) && o.expires <= now() {
+                o.status = OrderStatus::Invalid;
+            }
+            o
+        }))
+    }
+
+    pub fn orders_of(&self, account: &Account) -> Result<Vec<String>> {
+        self.core.store.order_ids_of_account(&account.id)
+    }
+
+    pub fn authorization(&self, id: &str) -> Result<Option<Authorization>> {
+        Ok(self.core.store.authorization(id)?.map(|mut a| {
+            if matches!(a.status, AuthorizationStatus::Pending | AuthorizationStatus::Valid) && a.expires <= now() {
+                a.status = AuthorizationStatus::Expired;
+            }
+            a
+        }))
+    }
+
+    pub fn deactivate_authorization(&self, account: &Account, authz: &Authorization) -> Result<Authorization> {
+        if authz.account_id != account.id {
+            return Err(Error::new(ErrorKind::Unauthorized, "this authorization belongs to another account"));
+        }
+        if !matches!(authz.status, AuthorizationStatus::Pending | AuthorizationStatus::Valid) {
+            return Err(Error::malformed(format!("an authorization in state {} cannot be deactivated", authz.status.as_str())));
+        }
+        self.core.store.deactivate_authorization(&authz.id)?;
+        self.authorization(&authz.id)?.ok_or_else(|| Error::internal("authorization vanished"))
+    }
+
+    pub fn challenge(&self, id: &str) -> Result<Option<(Challenge, Authorization)>> {
+        self.core.store.challenge(id)
+    }
+
+    /// A client said it is ready for validation (RFC 8555 §7.5.1). Returns true
+    /// when the caller must now validate; false when there is nothing to do
+    /// (already processing, valid or invalid).
+    pub fn begin_challenge(&self, account: &Account, challenge: &Challenge, authz: &Authorization) -> Result<bool> {
+        if authz.account_id != account.id {
+            return Err(Error::new(ErrorKind::Unauthorized, "this challenge belongs to another account"));
+        }
+        if authz.expires <= now() {
+            return Err(Error::malformed("the authorization has expired"));
+        }
+        self.core.store.begin_challenge(&challenge.id)
+    }
+
+    /// Records what validating a challenge found.
+    pub fn finish_challenge(&self, challenge_id: &str, outcome: std::result::Result<(), RecordedError>) -> Result<()> {
+        self.core.store.finish_challenge(challenge_id, outcome)
+    }
+
+    /// Challenges that were being validated when the server last stopped.
+    pub fn interrupted_challenges(&self) -> Result<Vec<(Challenge, Authorization, Account)>> {
+        let mut out = Vec::new();
+        for (ch, authz) in self.core.store.processing_challenges()? {
+            if let Some(acct) = self.core.store.account(&authz.account_id)? {
+                out.push((ch, authz, acct));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Finalizes a ready order with the client's CSR (RFC 8555 §7.4) and issues.
+    /// `account_key_spki` is the account key's SubjectPublicKeyInfo, which the
+    /// certificate may not reuse.
+    pub fn finalize(&self, account: &Account, order: &Order, csr_der: &[u8], account_key_spki: &[u8]) -> Result<Order> {
+        if order.account_id != account.id {
+            return Err(Error::new(ErrorKind::Unauthorized, "this order belongs to another account"));
+        }
+        if order.status != OrderStatus::Ready {
+            return Err(Error::new(
+                ErrorKind::OrderNotReady,
+                format!("the order is {}, not ready; finalize needs every authorization valid", order.status.as_str()),
+            ));
+        }
+        let csr = ca::parse_csr(csr_der)?;
+        let asked: BTreeSet<&Identifier> = csr.identifiers.iter().collect();
+        let ordered: BTreeSet<&Identifier> = order.identifiers.iter().collect();
+        if asked != ordered {
+            return Err(Error::new(
+                ErrorKind::BadCsr,
+                format!("the CSR names {} but the order is for {}", list(asked.iter().copied()), list(ordered.iter().copied())),
+            ));
+        }
+        if account_key_spki == csr.spki_der.as_slice() {
+            return Err(Error::new(ErrorKind::BadCsr, "the certificate key must not be the account key"));
+        }
+        let tenant = self.core.tenant_of(&account.tenant)?;
+        let mut lifetime = self.core.config.profile_lifetime(&order.profile)?;
+        if let Some(granted) = order.lifetime_seconds {
+            lifetime = lifetime.min(Duration::from_secs(granted.max(1) as u64));
+        }
+
+        // The chain decides again with what newOrder could not know: the key,
+        // and the registry as it is now (a resource may have been released).
+        let key = KeyInfo {
+            key_type: match csr.key_type {
+                ca::KeyType::EcdsaP256 => KeyType::EcdsaP256,
+                ca::KeyType::EcdsaP384 => KeyType::EcdsaP384,
+                ca::KeyType::Rsa(_) => KeyType::Rsa,
+                ca::KeyType::Ed25519 => KeyType::Ed25519,
+            },
+            bits: match csr.key_type {
+                ca::KeyType::EcdsaP256 => 256,
+                ca::KeyType::EcdsaP384 => 384,
+                ca::KeyType::Rsa(bits) => bits,
+                ca::KeyType::Ed25519 => 255,
+            },
+        };
+        let ask = Ask {
+            tenant: &tenant,
+            account: Some(&account.id),
+            trigger: Trigger::AcmeFinalize,
+            identifiers: &order.identifiers,
+            profile: &order.profile,
+            lifetime,
+        };
+        let mut verdict = issuance::decide_issuance(&self.core, &ask, Some(key))?;
+        if let Verdict::Allowed(allowed) = verdict {
+            // Names authorized by control at newOrder must still be held now.
+            let still_held: BTreeSet<Identifier> = allowed.grant().authorize_by_control.iter().map(|i| i.authorization_target()).collect();
+            let lost: Vec<String> = self
+                .core
+                .store
+                .authorizations_of_order(&order.id)?
+                .into_iter()
+                .filter(|a| !a.challenges.iter().any(|c| c.status == ChallengeStatus::Valid))
+                .filter(|a| !still_held.contains(&a.identifier))
+                .map(|a| a.identifier.value)
+                .collect();
+            verdict = if lost.is_empty() { Verdict::Allowed(allowed) } else { allowed.refuse(format!("no longer held: {}", lost.join(", "))) };
+        }
+        let allowed = match verdict {
+            Verdict::Allowed(a) => a,
+            Verdict::Denied { reason, audit } => {
+                issuance::record_denial(&self.core, &audit)?;
+                return Err(match reason.strip_prefix("the grant leaves out ") {
+                    Some(names) => Error::new(ErrorKind::Unauthorized, format!("policy no longer grants {names}")),
+                    None if reason.starts_with("no longer held: ") => Error::new(
+                        ErrorKind::Unauthorized,
+                        format!("authorized by control, but {}", reason.replacen("no longer held", "no longer held", 1)),
+                    ),
+                    None => issuance::denied(&reason, "issuance"),
+                });
+            }
+        };
+
+        // One finalize per order signs: a second one arriving meanwhile is
+        // refused here, without a commit of its own (the order used to be
+        // marked `processing` in a transaction before signing). The order
+        // stays `ready` in the database while signing; the record step stores
+        // the certificate only if it still is, in the same transaction that
+        // makes it valid, so even finalizes in two processes record exactly one
+        // certificate, and a crash before that commit leaves a ready order to
+        // finalize again instead of one stuck in `processing`.
+        let _claim = {
+            let mut set = self.core.finalizing.lock().unwrap_or_else(|p| p.into_inner());
+            if !set.insert(order.id.clone()) {
+                return Err(Error::new(ErrorKind::OrderNotReady, "the order is already being finalized"));
+            }
+            FinalizeClaim { set: &self.core.finalizing, order_id: order.id.clone() }
+        };
+        let predecessor = match &order.replaces {
+            Some(cert_id) => Some(self.core.replaced_certificate(account, &order.identifiers, cert_id)?.serial),
+            None => None,
+        };
+        let signed = allowed.sign(&self.core, &csr.spki_der)?;
+        let from = Provenance {
+            account_id: Some(account.id.clone()),
+            order_id: Some(order.id.clone()),
+            trigger: crate::model::Trigger::AcmeFinalize,
+            predecessor,
+            binding: issuance::binding_of(&self.core, &tenant.name, &order.identifiers)?,
+            deliveries: Vec::new(),
+        };
+        signed.record(&self.core, from, Claim::Order { order_id: order.id.clone() })?;
+        self.order(&order.id)?.ok_or_else(|| Error::internal("order vanished"))
+    }
+
+    // ---- certificates ---------------------------------------------------------
+
+    pub fn certificate(&self, serial: &str) -> Result<Option<Certificate>> {
+        self.core.store.certificate(serial)
+    }
+
+    /// The PEM chain a client downloads: leaf, then its intermediate.
+    pub fn certificate_chain_pem(&self, cert: &Certificate) -> Result<String> {
+        self.core.chain_pem(cert)
+    }
+
+    /// The suggested renewal window of a certificate (RFC 9773), by its ARI id.
+    pub fn renewal_info(&self, cert_id: &str) -> Result<RenewalWindow> {
+        self.core.renewal_info(cert_id)
+    }
+
+    /// The current CRL (DER) of an issuer.
+    pub fn crl(&self, issuer_id: i64) -> Result<Vec<u8>> {
+        self.core.crl(issuer_id)
+    }
+
+    /// Revokes a certificate we issued (RFC 8555 §7.6).
+    pub fn revoke(&self, revoker: Revoker<'_>, cert_der: &[u8], reason: Option<u8>) -> Result<Certificate> {
+        let reason = reason.unwrap_or(0);
+        // RFC 5280 §5.3.1: 7 is unused; 8 (removeFromCRL) is for delta CRLs;
+        // a subscriber may not claim a CA compromise (2) or privilegeWithdrawn/aACompromise (9, 10).
+        if !matches!(reason, 0 | 1 | 3 | 4 | 5) {
+            return Err(Error::new(
+                ErrorKind::BadRevocationReason,
+                format!("revocation reason {reason} is not accepted; use 0, 1, 3, 4 or 5"),
+            ));
+        }
+        let info = ca::cert_info(cert_der).map_err(|e| Error::malformed(format!("certificate: {}", e.detail)))?;
+        let cert = self
+            .core
+            .store
+            .certificate(&info.serial_hex)?
+            .filter(|c| c.der == cert_der)
+            .ok_or_else(|| Error::not_found("this server did not issue that certificate"))?;
+        match revoker {
+            Revoker::CertificateKey(spki) => {
+                if spki != info.spki_der.as_slice() {
+                    return Err(Error::new(ErrorKind::Unauthorized, "the request is not signed with the certificate's key"));
+                }
+            }
+            Revoker::Account(account_id) => {
+                let allowed =
+                    cert.account_id.as_deref() == Some(account_id) || self.core.store.account_holds_authorizations(account_id, &cert.identifiers, now())?;
+                if !allowed {
+                    return Err(Error::new(
+                        ErrorKind::Unauthorized,
+                        "the account neither holds this certificate nor controls all of its identifiers",
+                    ));
+                }
+            }
+        }
+        if cert.revoked_at.is_some() || !self.core.store.revoke_certificate(&cert.serial, reason)? {
+            return Err(Error::new(ErrorKind::AlreadyRevoked, format!("certificate {} is already revoked", cert.serial)));
+        }
+        self.core.store.certificate(&cert.serial)?.ok_or_else(|| Error::internal("certificate vanished"))
+    }
+}
+
+fn list<'a>(ids: impl Iterator<Item = &'a Identifier>) -> String {
+    let v: Vec<String> = ids.map(|i| i.value.clone()).collect();
+    if v.is_empty() { "nothing".into() } else { v.join(", ") }
+}
+
+fn validate_contacts(contact: &[String]) -> Result<()> {
+    for c in contact {
+        let Some(addr) = c.strip_prefix("mailto:") else {
+            return Err(Error::new(ErrorKind::InvalidContact, format!("contact {c:?}: only mailto: URLs are supported")));
+        };
+        let valid =
+            addr.split_once('@').is_some_and(|(l, d)| !l.is_empty() && d.contains('.') && !d.contains(',') && !addr.contains(['?', ' ']));
+        if !valid {
+            return Err(Error::new(ErrorKind::InvalidContact, format!("contact {c:?} is not a valid email address")));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod finalize_tests {
+    use super::*;
+    use rcgen::{CertificateParams, KeyPair};
+
+    /// Finalizes racing for one order, in one process and in two (two
+    /// authorities on one data directory): exactly one certificate is
+    /// recorded and returned, and every other finalize fails.
+    #[test]
+    fn racing_finalizes_issue_exactly_one_certificate() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = crate::Engine::open(dir.path(), Config::default()).unwrap();
+        let b = crate::Engine::open(dir.path(), Config::default()).unwrap();
+        let account = tenant_account_holding_corp_example(&a);
+        let key = KeyPair::generate().unwrap();
+        let csr = CertificateParams::new(vec!["www.corp.example".to_string()]).unwrap().serialize_request(&key).unwrap();
+        for _ in 0..5 {
+            let order = a
+                .ra.new_order(&account, NewOrder { identifiers: vec![Identifier::dns("www.corp.example")], profile: None, replaces: None })
+                .unwrap();
+            assert_eq!(order.status, OrderStatus::Ready);
+            let results: Vec<Result<Order>> = std::thread::scope(|s| {
+                let handles: Vec<_> = (0..6)
+                    .map(|i| {
+                        let (auth, order, account, csr) = (if i % 2 == 0 { &a } else { &b }, &order, &account, csr.der());
+                        s.spawn(move || auth.ra.finalize(account, order, csr, b"account key"))
+                    })
+                    .collect();
+                handles.into_iter().map(|h| h.join().unwrap()).collect()
+            });
+            let won: Vec<&Order> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+            assert_eq!(won.len(), 1, "{results:?}");
+            for e in results.iter().filter_map(|r| r.as_ref().err()) {
+                assert_eq!(e.kind, ErrorKind::OrderNotReady, "{e:?}");
+            }
+            let recorded: Vec<String> = a
+                .lifecycle
+                .certificates(Some("corp"), None, 1000)
+                .unwrap()
+                .into_iter()
+                .filter(|(c, _)| c.order_id.as_ref() == Some(&order.id))
+                .map(|(c, _)| c.serial)
+                .collect();
+            assert_eq!(recorded, vec![won[0].certificate.clone().unwrap()]);
+            let stored = a.ra.order(&order.id).unwrap().unwrap();
+            assert_eq!((stored.status, stored.certificate), (OrderStatus::Valid, won[0].certificate.clone()));
+        }
+    }
+}
+
+/// Tests' common start: tenant `corp`, permitted and holding the zone
+/// `corp.example`, with one account.
+#[cfg(test)]
+pub(crate) fn tenant_account_holding_corp_example(a: &crate::Engine) -> Account {
+    let tenant = a.registry.create_tenant("corp", Some(&["corp.example".to_string()])).expect("create tenant");
+    let (account, _) = a
+        .ra
+        .create_account(NewAccount {
+            jwk: "{}".into(),
+            thumbprint: "t".into(),
+            contact: vec![],
+            tos_agreed: true,
+            eab_kid: Some(tenant.eab_kid),
+        })
+        .expect("create account");
+    a.registry.add_resource(crate::registry::NewResource {
+        tenant: "corp".into(),
+        kind: "zone".into(),
+        zones: vec!["corp.example".into()],
+        ..Default::default()
+    })
+    .expect("add zone resource");
+    account
+}

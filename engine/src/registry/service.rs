@@ -1,0 +1,170 @@
+//! The [`Registry`] service: tenants and the resources they hold, as the
+//! platform writes them (CLI, admin API), and the audit log. The conflict
+//! rule (no two tenants hold the same name) lives here; the store applies it
+//! inside its transaction.
+
+use std::sync::Arc;
+
+use crate::PUBLIC_TENANT;
+use crate::audit::AuditRecord;
+use crate::ca::{self, Permit};
+use crate::core::Core;
+use crate::error::{Conflict, Error, ErrorKind, Result};
+use crate::model::Tenant;
+use crate::registry::{Event, EventKind, NewResource, Resource, ResourceState};
+use crate::store::Overlap;
+
+/// Tenants, the resources they hold, and the audit log.
+#[derive(Clone)]
+pub struct Registry {
+    pub(crate) core: Arc<Core>,
+}
+
+/// A created tenant and its first EAB credentials.
+pub struct TenantCreated {
+    /// The tenant.
+    pub tenant: Tenant,
+    /// Its first External Account Binding key id.
+    pub eab_kid: String,
+    /// That key's HMAC secret (shown once).
+    pub eab_hmac: Vec<u8>,
+}
+
+/// The registry's conflict rule: no live resource of another tenant may hold
+/// the same name, address or zone, nor a name or zone inside or above a zone.
+fn held_elsewhere(tenant: &str) -> impl Fn(&[Overlap]) -> Result<()> + '_ {
+    move |overlaps| match overlaps.iter().find(|o| o.holder.tenant != tenant) {
+        Some(o) => Err(Error::conflict(
+            Conflict::HeldElsewhere { resource: o.holder.id.clone(), tenant: o.holder.tenant.clone() },
+            format!("{} is held by resource {} of tenant {}", o.item, o.holder.id, o.holder.tenant),
+        )),
+        None => Ok(()),
+    }
+}
+
+impl Registry {
+    /// Creates a tenant, its name-constrained intermediate and an EAB key.
+    /// `permits` = None only for the public tenant (an unconstrained intermediate).
+    pub fn create_tenant(&self, name: &str, permits: Option<&[String]>) -> Result<TenantCreated> {
+        validate_tenant_name(name)?;
+        let parsed = match permits {
+            Some(list) => {
+                if list.is_empty() {
+                    return Err(Error::malformed("a tenant needs at least one permitted domain or address range"));
+                }
+                Some(list.iter().map(|p| Permit::parse(p)).collect::<Result<Vec<_>>>()?)
+            }
+            None => None,
+        };
+        let core = &self.core;
+        let common_name = format!("tenure {name} CA");
+        let key = core.ca_keys.new_ca_key(&common_name)?;
+        let intermediate = ca::new_intermediate_with(&core.root, &common_name, parsed.as_deref(), key)?;
+        let key_blob = core.ca_keys.key_blob(&intermediate.key)?;
+        let eab_kid = format!("{name}-{}", core.random_id(9));
+        let mut eab_hmac = vec![0u8; 32];
+        core.fill_random(&mut eab_hmac)?;
+        let normalized: Vec<String> = parsed.iter().flatten().map(|p| p.to_string()).collect();
+        let tenant = core.store.insert_tenant(name, &normalized, &intermediate.cert_der, &key_blob, Some((&eab_kid, &eab_hmac)))?;
+        Ok(TenantCreated { tenant, eab_kid, eab_hmac })
+    }
+
+    /// A tenant by name.
+    pub fn tenant(&self, name: &str) -> Result<Option<Tenant>> {
+        self.core.store.tenant(name)
+    }
+
+    /// Every tenant.
+    pub fn tenants(&self) -> Result<Vec<Tenant>> {
+        self.core.store.tenants()
+    }
+
+    /// Registers a resource a tenant holds. Its names must lie inside the
+    /// tenant's permitted subtrees, and no other tenant may hold them.
+    pub fn add_resource(&self, req: NewResource) -> Result<Resource> {
+        let req = req.normalized()?;
+        self.check_inside_permits(&req.tenant, &req)?;
+        if req.names.is_empty() && req.zones.is_empty() && req.addresses.is_empty() && req.kind != "hsm" {
+            return Err(Error::malformed("a resource needs at least one name, zone or address"));
+        }
+        let id = format!("res_{}", self.core.random_id(9));
+        self.core.store.insert_resource(&id, &req, &held_elsewhere(&req.tenant))
+    }
+
+    pub fn resource(&self, id: &str) -> Result<Option<Resource>> {
+        self.core.store.resource(id)
+    }
+
+    pub fn resources(&self, tenant: Option<&str>) -> Result<Vec<Resource>> {
+        self.core.store.resources(tenant)
+    }
+
+    pub fn resource_events(&self, id: &str) -> Result<Vec<Event>> {
+        self.core.store.resource_events(id)
+    }
+
+    /// The tenant lets go of the resource.
+    pub fn release_resource(&self, id: &str) -> Result<Resource> {
+        self.core.store.set_resource_state(id, ResourceState::Released, EventKind::Released)
+    }
+
+    pub fn suspend_resource(&self, id: &str) -> Result<Resource> {
+        self.core.store.set_resource_state(id, ResourceState::Suspended, EventKind::Suspended)
+    }
+
+    pub fn resume_resource(&self, id: &str) -> Result<Resource> {
+        self.core.store.set_resource_state(id, ResourceState::Active, EventKind::Resumed)
+    }
+
+    /// Hands the resource to another tenant, whose permits must cover it.
+    pub fn transfer_resource(&self, id: &str, to: &str) -> Result<Resource> {
+        let current = self.core.store.resource(id)?.ok_or_else(|| Error::not_found(format!("no resource {id}")))?;
+        // The old tenant knows the token's PIN and its keys are in it: an HSM
+        // changes hands only by release (zeroized) and a new allocation.
+        if current.kind == crate::hsm::RESOURCE_KIND {
+            return Err(Error::conflict(
+                Conflict::Custody,
+                format!("{id} is an HSM: release it (zeroizing it) and allocate one to {to} instead"),
+            ));
+        }
+        let moved = current.moved_to(to);
+        self.check_inside_permits(to, &moved)?;
+        self.core.store.transfer_resource(id, to, &held_elsewhere(to))
+    }
+
+    fn check_inside_permits(&self, tenant: &str, r: &NewResource) -> Result<()> {
+        let t = self.core.store.tenant(tenant)?.ok_or_else(|| Error::not_found(format!("no tenant {tenant:?}")))?;
+        if t.name == PUBLIC_TENANT {
+            return Err(Error::malformed("the public tenant holds no resources; create a tenant first"));
+        }
+        let permits = t.permits.iter().map(|p| Permit::parse(p)).collect::<Result<Vec<_>>>()?;
+        let outside: Vec<String> =
+            r.identifiers().iter().filter(|id| !ca::permitted(Some(&permits), id)).map(|id| id.value.clone()).collect();
+        if !outside.is_empty() {
+            return Err(Error::new(
+                ErrorKind::Malformed,
+                format!("{} lie outside tenant {tenant:?}'s permitted names ({})", outside.join(", "), t.permits.join(", ")),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The newest `limit` decisions, oldest first, optionally of one tenant.
+    pub fn audit(&self, tenant: Option<&str>, limit: i64) -> Result<Vec<AuditRecord>> {
+        self.core.store.audit(tenant, limit)
+    }
+}
+
+fn validate_tenant_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        && !name.starts_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::malformed(format!("tenant name {name:?} must be 1-63 characters of lowercase letters, digits, '-' and '_'")))
+    }
+}
+
+

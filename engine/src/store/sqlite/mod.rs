@@ -1,0 +1,862 @@
+//! The embedded store: SQLite in WAL mode, implementing every store trait.
+//! One writer connection behind a mutex (`tx`: cached `BEGIN IMMEDIATE`/
+//! `COMMIT`, rolled back on error or panic); hot reads on a pool of read-only
+//! connections (`read`) that never wait for the writer; WAL checkpoints on a
+//! thread of their own (`checkpoint`).
+
+mod checkpoint;
+mod hsm;
+mod lifecycle;
+mod registry;
+mod schema;
+
+use lifecycle::stop_certificates_of_resource;
+use registry::append_audit;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rusqlite::{Connection, OptionalExtension, Row, params};
+
+use super::*;
+use crate::error::{Error, Result};
+use crate::identifier::Identifier;
+use crate::model::*;
+
+impl From<rusqlite::Error> for Error {
+    fn from(e: rusqlite::Error) -> Self {
+        Error::internal(format!("storage: {e}")).caused_by(e)
+    }
+}
+
+/// The SQLite store of one data directory.
+pub struct SqliteStore {
+    /// The one connection that writes (and serves `with`).
+    conn: Arc<Mutex<Connection>>,
+    /// Idle read-only connections for the hot reads (`read`). WAL readers
+    /// never wait for the writer, so reads no longer queue behind commits and
+    /// checkpoints. The pool grows to the number of concurrent readers.
+    readers: Mutex<Vec<Connection>>,
+    /// The database file; `None` in memory, where reads share `conn`.
+    path: Option<PathBuf>,
+    /// Checkpoints the WAL off the request path (on disk only).
+    #[allow(dead_code)] // held for its Drop, which stops the thread
+    checkpointer: Option<checkpoint::Checkpointer>,
+}
+
+/// An open write transaction on the writer connection: what `SqliteStore::tx`
+/// hands its closure. It reads and writes as the connection does; `tx`
+/// commits it when the closure succeeds and rolls it back otherwise.
+pub(crate) struct Tx<'c>(&'c Connection);
+
+impl std::ops::Deref for Tx<'_> {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        self.0
+    }
+}
+
+/// Rolls back whatever transaction is still open when dropped: after a
+/// failed closure, a failed COMMIT, or a panic.
+struct RollbackGuard<'c>(&'c Connection);
+
+impl Drop for RollbackGuard<'_> {
+    fn drop(&mut self) {
+        if !self.0.is_autocommit() {
+            let _ = self.0.prepare_cached("ROLLBACK").and_then(|mut st| st.execute([]));
+        }
+    }
+}
+
+fn json<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string(v).unwrap_or_else(|_| "null".into())
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(s: &str) -> Result<T> {
+    serde_json::from_str(s).map_err(|e| Error::internal(format!("stored JSON is corrupt: {e}")))
+}
+
+fn bad_status(what: &str, s: &str) -> Error {
+    Error::internal(format!("stored {what} status {s:?} is unknown"))
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database and brings its schema up to date.
+    pub fn open(path: &Path) -> Result<SqliteStore> {
+        let conn = Connection::open(path)?;
+        Self::configure(conn, Some(path.to_path_buf()))
+    }
+    /// An in-memory store, for unit tests.
+    pub fn open_in_memory() -> Result<SqliteStore> {
+        Self::configure(Connection::open_in_memory()?, None)
+    }
+    fn configure(mut conn: Connection, path: Option<PathBuf>) -> Result<SqliteStore> {
+        // WAL with synchronous=NORMAL survives a process crash (the OS has the
+        // log); the CLI writes while the server runs, hence the busy timeout.
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        tune(&conn)?;
+        migrate(&mut conn)?;
+        // Checkpoints run on their own thread, never inside a request's
+        // commit (see `checkpoint`). In memory there is no WAL.
+        if path.is_some() {
+            conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        }
+        let conn = Arc::new(Mutex::new(conn));
+        let checkpointer = match &path {
+            Some(p) => Some(checkpoint::Checkpointer::start(p, conn.clone())?),
+            None => None,
+        };
+        Ok(SqliteStore { conn, readers: Mutex::new(Vec::new()), path, checkpointer })
+    }
+    /// Runs a read on a pooled read-only connection (the writer's, in memory).
+    /// Each statement sees the latest commit, as on the writer.
+    fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        let Some(path) = &self.path else { return self.with(|c| f(c)) };
+        let pooled = self.readers.lock().map_err(|_| Error::internal("storage lock poisoned"))?.pop();
+        let conn = match pooled {
+            Some(c) => c,
+            None => {
+                let c = Connection::open(path)?;
+                tune(&c)?;
+                // A write through a reader would bypass the writer's lock; make it fail loudly.
+                c.pragma_update(None, "query_only", true)?;
+                c
+            }
+        };
+        let out = f(&conn);
+        if let Ok(mut idle) = self.readers.lock() {
+            idle.push(conn);
+        }
+        out
+    }
+    fn with<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T>) -> Result<T> {
+        let mut conn = match self.conn.lock() {
+            Ok(c) => c,
+            // A panic while writing: `tx` rolled its transaction back, and
+            // anything else left open is rolled back here, so the
+            // connection is sound again and the store stays usable.
+            Err(poisoned) => {
+                self.conn.clear_poison();
+                let c = poisoned.into_inner();
+                drop(RollbackGuard(&c));
+                c
+            }
+        };
+        f(&mut conn)
+    }
+    /// Runs `f` in one write transaction. BEGIN IMMEDIATE, since this
+    /// connection is the only writer (behind the mutex) and would take the
+    /// write lock anyway; BEGIN and COMMIT are cached statements, which
+    /// rusqlite's `Transaction` (parsing both each time) is not.
+    fn tx<T>(&self, f: impl FnOnce(&Tx<'_>) -> Result<T>) -> Result<T> {
+        self.with(|conn| {
+            conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
+            let _rollback = RollbackGuard(conn);
+            let out = f(&Tx(conn))?;
+            conn.prepare_cached("COMMIT")?.execute([])?;
+            Ok(out)
+        })
+    }
+}
+impl SettingsStore for SqliteStore {
+    fn setting(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        self.with(|c| Ok(c.prepare_cached("SELECT value FROM settings WHERE key = ?1")?.query_row([key], |r| r.get(0)).optional()?))
+    }
+
+    /// Sets `key` only if it is not set yet; returns the value that holds afterwards.
+    fn set_setting(&self, key: &str, value: &[u8]) -> Result<()> {
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO settings (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                params![key, value],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn setting_or_insert(&self, key: &str, value: &[u8]) -> Result<Vec<u8>> {
+        self.tx(|tx| {
+            tx.execute("INSERT OR IGNORE INTO settings (key, value) VALUES (?1, ?2)", params![key, value])?;
+            Ok(tx.query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| r.get(0))?)
+        })
+    }
+}
+
+impl TenantStore for SqliteStore {
+    fn root(&self) -> Result<Option<IssuerRecord>> {
+        self.with(|c| {
+            Ok(c.query_row("SELECT id, tenant, cert_der, key_pkcs8 FROM issuers WHERE role = 'root' ORDER BY id LIMIT 1", [], issuer_row)
+                .optional()?)
+        })
+    }
+
+    /// Stores the root unless another process stored one first; returns the one that holds.
+    fn insert_root(&self, cert_der: &[u8], key_pkcs8: &[u8]) -> Result<IssuerRecord> {
+        self.tx(|tx| {
+            let existing = tx
+                .query_row("SELECT id, tenant, cert_der, key_pkcs8 FROM issuers WHERE role = 'root' ORDER BY id LIMIT 1", [], issuer_row)
+                .optional()?;
+            if let Some(root) = existing {
+                return Ok(root);
+            }
+            tx.execute(
+                "INSERT INTO issuers (role, tenant, cert_der, key_pkcs8, created_at) VALUES ('root', NULL, ?1, ?2, ?3)",
+                params![cert_der, key_pkcs8, now()],
+            )?;
+            Ok(IssuerRecord { id: tx.last_insert_rowid(), tenant: None, cert_der: cert_der.to_vec(), key_pkcs8: key_pkcs8.to_vec() })
+        })
+    }
+
+    fn issuer(&self, id: i64) -> Result<Option<IssuerRecord>> {
+        self.with(|c| Ok(c.query_row("SELECT id, tenant, cert_der, key_pkcs8 FROM issuers WHERE id = ?1", [id], issuer_row).optional()?))
+    }
+
+    fn issuers(&self) -> Result<Vec<IssuerRecord>> {
+        self.with(|c| {
+            let mut st = c.prepare("SELECT id, tenant, cert_der, key_pkcs8 FROM issuers ORDER BY id")?;
+            let rows = st.query_map([], issuer_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+    }
+
+    /// Creates a tenant with its intermediate and (optionally) its first EAB key, in one transaction.
+    fn insert_tenant(
+        &self,
+        name: &str,
+        permits: &[String],
+        intermediate_der: &[u8],
+        intermediate_key: &[u8],
+        eab: Option<(&str, &[u8])>,
+    ) -> Result<Tenant> {
+        self.tx(|tx| {
+            let exists: Option<String> = tx.query_row("SELECT name FROM tenants WHERE name = ?1", [name], |r| r.get(0)).optional()?;
+            if exists.is_some() {
+                return Err(Error::conflict(crate::Conflict::TenantExists, format!("tenant {name:?} already exists")));
+            }
+            let t = now();
+            tx.execute(
+                "INSERT INTO issuers (role, tenant, cert_der, key_pkcs8, created_at) VALUES ('intermediate', ?1, ?2, ?3, ?4)",
+                params![name, intermediate_der, intermediate_key, t],
+            )?;
+            let issuer_id = tx.last_insert_rowid();
+            tx.execute(
+                "INSERT INTO tenants (name, permits, issuer_id, created_at) VALUES (?1, ?2, ?3, ?4)",
+                params![name, json(&permits), issuer_id, t],
+            )?;
+            if let Some((kid, key)) = eab {
+                tx.execute("INSERT INTO eab_keys (kid, tenant, hmac_key, created_at) VALUES (?1, ?2, ?3, ?4)", params![kid, name, key, t])?;
+            }
+            Ok(Tenant { name: name.to_string(), permits: permits.to_vec(), issuer_id })
+        })
+    }
+
+    fn tenant(&self, name: &str) -> Result<Option<Tenant>> {
+        self.read(|c| {
+            c.prepare_cached("SELECT name, permits, issuer_id FROM tenants WHERE name = ?1")?
+                .query_row([name], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?)))
+                .optional()?
+                .map(|(name, permits, issuer_id)| Ok(Tenant { name, permits: from_json(&permits)?, issuer_id }))
+                .transpose()
+        })
+    }
+
+    fn tenants(&self) -> Result<Vec<Tenant>> {
+        self.with(|c| {
+            let mut st = c.prepare("SELECT name, permits, issuer_id FROM tenants ORDER BY name")?;
+            let rows = st
+                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?)))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            rows.into_iter().map(|(name, permits, issuer_id)| Ok(Tenant { name, permits: from_json(&permits)?, issuer_id })).collect()
+        })
+    }
+
+    /// The tenant and HMAC key behind an EAB key id.
+    fn eab_key(&self, kid: &str) -> Result<Option<(String, Vec<u8>)>> {
+        self.read(|c| {
+            Ok(c.prepare_cached("SELECT tenant, hmac_key FROM eab_keys WHERE kid = ?1")?
+                .query_row([kid], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?)
+        })
+    }
+
+    /// Rewrites issuer key blobs `f` wants changed (sealing plain keys of an
+    /// older data directory), all in one transaction. Returns how many changed.
+    fn reseal_issuer_keys(&self, f: &dyn Fn(&[u8]) -> Result<Option<Vec<u8>>>) -> Result<usize> {
+        self.tx(|tx| {
+            let rows: Vec<(i64, Vec<u8>)> = {
+                let mut st = tx.prepare("SELECT id, key_pkcs8 FROM issuers")?;
+                st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<rusqlite::Result<_>>()?
+            };
+            let mut changed = 0;
+            for (id, blob) in rows {
+                if let Some(new) = f(&blob)? {
+                    tx.execute("UPDATE issuers SET key_pkcs8 = ?2 WHERE id = ?1", params![id, new])?;
+                    changed += 1;
+                }
+            }
+            Ok(changed)
+        })
+    }
+}
+
+impl AccountStore for SqliteStore {
+    fn account(&self, id: &str) -> Result<Option<Account>> {
+        self.read(|c| account_where(c, "id = ?1", id))
+    }
+
+    fn account_by_thumbprint(&self, thumbprint: &str) -> Result<Option<Account>> {
+        self.read(|c| account_where(c, "thumbprint = ?1", thumbprint))
+    }
+
+    /// Inserts the account unless its key is already registered, in which case
+    /// the existing account is returned with `false`.
+    fn insert_account(&self, a: &Account) -> Result<(Account, bool)> {
+        self.tx(|tx| {
+            if let Some(existing) = account_where(tx, "thumbprint = ?1", &a.thumbprint)? {
+                return Ok((existing, false));
+            }
+            tx.prepare_cached(
+                "INSERT INTO accounts (id, thumbprint, jwk, status, contact, tenant, eab_kid, tos_agreed, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            )?
+            .execute(params![
+                a.id,
+                a.thumbprint,
+                a.jwk,
+                a.status.as_str(),
+                json(&a.contact),
+                a.tenant,
+                a.eab_kid,
+                a.tos_agreed,
+                a.created_at
+            ])?;
+            Ok((a.clone(), true))
+        })
+    }
+
+    fn update_account_contact(&self, id: &str, contact: &[String]) -> Result<()> {
+        self.with(|c| {
+            c.execute("UPDATE accounts SET contact = ?2 WHERE id = ?1", params![id, json(&contact)])?;
+            Ok(())
+        })
+    }
+
+    /// Deactivates the account and, as RFC 8555 §7.3.6 asks, its pending authorizations.
+    fn deactivate_account(&self, id: &str) -> Result<()> {
+        self.tx(|tx| {
+            tx.execute("UPDATE accounts SET status = 'deactivated' WHERE id = ?1", [id])?;
+            tx.execute("UPDATE authorizations SET status = 'deactivated' WHERE account_id = ?1 AND status IN ('pending', 'valid')", [id])?;
+            tx.execute("UPDATE orders SET status = 'invalid' WHERE account_id = ?1 AND status IN ('pending', 'ready')", [id])?;
+            Ok(())
+        })
+    }
+
+    /// Replaces the account key; fails with Conflict (and the holder's id) if the new key is taken.
+    fn change_account_key(&self, id: &str, old_thumbprint: &str, new_thumbprint: &str, new_jwk: &str) -> Result<()> {
+        self.tx(|tx| {
+            let holder: Option<String> =
+                tx.query_row("SELECT id FROM accounts WHERE thumbprint = ?1", [new_thumbprint], |r| r.get(0)).optional()?;
+            if let Some(holder) = holder {
+                // The detail is the holder's id too, for front ends that show it.
+                return Err(Error::conflict(crate::Conflict::AccountKeyInUse { account: holder.clone() }, holder));
+            }
+            let n = tx.execute(
+                "UPDATE accounts SET thumbprint = ?3, jwk = ?4 WHERE id = ?1 AND thumbprint = ?2",
+                params![id, old_thumbprint, new_thumbprint, new_jwk],
+            )?;
+            if n != 1 {
+                return Err(Error::new(crate::ErrorKind::Unauthorized, "the account key changed concurrently"));
+            }
+            Ok(())
+        })
+    }
+}
+
+impl OrderStore for SqliteStore {
+    /// Stores a new order with all its authorizations and challenges at once.
+    /// The decision that allowed it is audited in the same transaction.
+    fn insert_order(&self, order: &Order, authzs: &[Authorization], audit: Option<&AuditRecord>) -> Result<()> {
+        self.tx(|tx| {
+            tx.prepare_cached(
+                "INSERT INTO orders (id, account_id, status, expires, identifiers, profile, error, certificate, replaces, created_at, lifetime_seconds)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, NULL, NULL, ?7, ?8, ?9)",
+            )?
+            .execute(params![order.id, order.account_id, order.status.as_str(), order.expires, json(&order.identifiers), order.profile, order.replaces, order.created_at, order.lifetime_seconds],
+            )?;
+            if let Some(rec) = audit {
+                append_audit(tx, rec)?;
+            }
+            for a in authzs {
+                tx.prepare_cached(
+                    "INSERT INTO authorizations (id, order_id, account_id, id_type, id_value, wildcard, status, expires)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                )?
+                .execute(params![a.id, a.order_id, a.account_id, a.identifier.kind.as_str(), a.identifier.value, a.wildcard, a.status.as_str(), a.expires],
+                )?;
+                for ch in &a.challenges {
+                    tx.prepare_cached(
+                        "INSERT INTO challenges (id, authz_id, type, token, status, validated, error) VALUES (?1, ?2, ?3, ?4, ?5, NULL, NULL)",
+                    )?
+                    .execute(params![ch.id, ch.authz_id, ch.kind, ch.token, ch.status.as_str()])?;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    fn order(&self, id: &str) -> Result<Option<Order>> {
+        self.read(|c| order_by_id(c, id))
+    }
+
+    fn order_ids_of_account(&self, account_id: &str) -> Result<Vec<String>> {
+        self.read(|c| {
+            let mut st = c.prepare_cached("SELECT id FROM orders WHERE account_id = ?1 ORDER BY created_at, id")?;
+            let ids = st.query_map([account_id], |r| r.get(0))?.collect::<rusqlite::Result<Vec<String>>>()?;
+            Ok(ids)
+        })
+    }
+
+    fn authorization(&self, id: &str) -> Result<Option<Authorization>> {
+        self.read(|c| authorization_by_id(c, id))
+    }
+
+    fn authorizations_of_order(&self, order_id: &str) -> Result<Vec<Authorization>> {
+        self.read(|c| {
+            let ids: Vec<String> = {
+                let mut st = c.prepare_cached("SELECT id FROM authorizations WHERE order_id = ?1 ORDER BY rowid")?;
+                st.query_map([order_id], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?
+            };
+            ids.iter().filter_map(|id| authorization_by_id(c, id).transpose()).collect()
+        })
+    }
+
+    /// The challenge and its authorization.
+    fn challenge(&self, id: &str) -> Result<Option<(Challenge, Authorization)>> {
+        self.read(|c| {
+            let authz_id: Option<String> =
+                c.prepare_cached("SELECT authz_id FROM challenges WHERE id = ?1")?.query_row([id], |r| r.get(0)).optional()?;
+            let Some(authz_id) = authz_id else { return Ok(None) };
+            let Some(authz) = authorization_by_id(c, &authz_id)? else { return Ok(None) };
+            let ch = authz.challenges.iter().find(|ch| ch.id == id).cloned();
+            Ok(ch.map(|ch| (ch, authz)))
+        })
+    }
+
+    /// Moves a pending challenge of a pending authorization to `processing`.
+    /// Returns false when another request got there first or the state forbids it.
+    fn begin_challenge(&self, challenge_id: &str) -> Result<bool> {
+        self.tx(|tx| {
+            let n = tx
+                .prepare_cached(
+                    "UPDATE challenges SET status = 'processing' WHERE id = ?1 AND status = 'pending'
+                   AND authz_id IN (SELECT id FROM authorizations WHERE status = 'pending')
+                   AND NOT EXISTS (SELECT 1 FROM challenges c2 WHERE c2.authz_id = challenges.authz_id AND c2.status = 'processing')",
+                )?
+                .execute([challenge_id])?;
+            Ok(n == 1)
+        })
+    }
+
+    /// Records a validation outcome on the challenge, its authorization and its order, atomically.
+    fn finish_challenge(&self, challenge_id: &str, outcome: std::result::Result<(), RecordedError>) -> Result<()> {
+        self.tx(|tx| {
+            let (authz_id, order_id): (String, String) = tx
+                .prepare_cached("SELECT a.id, a.order_id FROM challenges c JOIN authorizations a ON a.id = c.authz_id WHERE c.id = ?1")?
+                .query_row([challenge_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            let t = now();
+            match &outcome {
+                Ok(()) => {
+                    tx.prepare_cached(
+                        "UPDATE challenges SET status = 'valid', validated = ?2, error = NULL WHERE id = ?1 AND status = 'processing'",
+                    )?
+                    .execute(params![challenge_id, t])?;
+                    tx.prepare_cached("UPDATE authorizations SET status = 'valid' WHERE id = ?1 AND status = 'pending'")?
+                        .execute([&authz_id])?;
+                }
+                Err(err) => {
+                    tx.prepare_cached("UPDATE challenges SET status = 'invalid', error = ?2 WHERE id = ?1 AND status = 'processing'")?
+                        .execute(params![challenge_id, json(err)])?;
+                    tx.prepare_cached("UPDATE authorizations SET status = 'invalid' WHERE id = ?1 AND status = 'pending'")?
+                        .execute([&authz_id])?;
+                }
+            }
+            refresh_order_status(tx, &order_id, outcome.err())?;
+            Ok(())
+        })
+    }
+
+    /// Challenges left `processing` (e.g. by a restart), to validate again.
+    fn processing_challenges(&self) -> Result<Vec<(Challenge, Authorization)>> {
+        let ids: Vec<String> = self.with(|c| {
+            let mut st = c.prepare("SELECT id FROM challenges WHERE status = 'processing'")?;
+            let ids = st.query_map([], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
+            Ok(ids)
+        })?;
+        let mut out = Vec::new();
+        for id in ids {
+            if let Some(pair) = self.challenge(&id)? {
+                out.push(pair);
+            }
+        }
+        Ok(out)
+    }
+
+    fn deactivate_authorization(&self, authz_id: &str) -> Result<()> {
+        self.tx(|tx| {
+            let order_id: String = tx.query_row("SELECT order_id FROM authorizations WHERE id = ?1", [authz_id], |r| r.get(0))?;
+            tx.execute("UPDATE authorizations SET status = 'deactivated' WHERE id = ?1 AND status IN ('pending', 'valid')", [authz_id])?;
+            refresh_order_status(tx, &order_id, None)
+        })
+    }
+
+
+
+    /// Whether the account holds valid, unexpired authorizations for every identifier.
+    fn account_holds_authorizations(&self, account_id: &str, identifiers: &[Identifier], at: UnixTime) -> Result<bool> {
+        self.read(|c| {
+            for id in identifiers {
+                let target = id.authorization_target();
+                let found: Option<i64> = c
+                    .prepare_cached(
+                        "SELECT 1 FROM authorizations WHERE account_id = ?1 AND id_type = ?2 AND id_value = ?3
+                         AND status = 'valid' AND expires > ?4 LIMIT 1",
+                    )?
+                    .query_row(params![account_id, target.kind.as_str(), target.value, at], |r| r.get(0))
+                    .optional()?;
+                if found.is_none() {
+                    return Ok(false);
+                }
+            }
+            Ok(true)
+        })
+    }
+}
+
+
+/// Settings every connection of the store's gets.
+fn tune(c: &Connection) -> Result<()> {
+    // The CLI writes while the server runs.
+    c.busy_timeout(Duration::from_secs(10))?;
+    // Hot statements are prepared once per connection (parsing one costs
+    // as much as running it); the default cache of 16 is too small.
+    c.set_prepared_statement_cache_capacity(128);
+    // Without the query planner stability guarantee SQLite re-plans a cached
+    // statement whenever a new value is bound to a parameter its plan looked
+    // at (`x = ?1 ORDER BY rowid`, `LIMIT ?2`): a full parse per request.
+    // Every lookup here is by key, so one plan per statement is right anyway.
+    c.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
+    Ok(())
+}
+
+fn migrate(conn: &mut Connection) -> Result<()> {
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    let version = usize::try_from(version).map_err(|_| Error::internal("negative schema version"))?;
+    if version > schema::MIGRATIONS.len() {
+        return Err(Error::internal(format!(
+            "the database is at schema version {version}, newer than this tenure ({}); refusing to touch it",
+            schema::MIGRATIONS.len()
+        )));
+    }
+    if version == schema::MIGRATIONS.len() {
+        return Ok(());
+    }
+    // A migration may rebuild a table that others reference (SQLite's way to
+    // change a column), which foreign keys forbid mid-way; they are switched
+    // off around the migrations (only possible outside a transaction) and
+    // checked in full before each commit.
+    conn.pragma_update(None, "foreign_keys", "OFF")?;
+    let outcome = (|| {
+        for (i, sql) in schema::MIGRATIONS.iter().enumerate().skip(version) {
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Exclusive)?;
+            // Another process may have migrated while we waited for the lock.
+            let now_at: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
+            if now_at as usize > i {
+                continue;
+            }
+            tx.execute_batch(sql)?;
+            let broken: Option<String> =
+                tx.query_row("SELECT \"table\" FROM pragma_foreign_key_check LIMIT 1", [], |r| r.get(0)).optional()?;
+            if let Some(table) = broken {
+                return Err(Error::internal(format!("migration {} would break a reference from table {table}; nothing changed", i + 1)));
+            }
+            tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+            tx.commit()?;
+        }
+        Ok(())
+    })();
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    outcome
+}
+
+fn issuer_row(r: &Row<'_>) -> rusqlite::Result<IssuerRecord> {
+    Ok(IssuerRecord { id: r.get(0)?, tenant: r.get(1)?, cert_der: r.get(2)?, key_pkcs8: r.get(3)? })
+}
+
+fn account_where(c: &Connection, cond: &str, arg: &str) -> Result<Option<Account>> {
+    let sql = format!("SELECT id, thumbprint, jwk, status, contact, tenant, eab_kid, tos_agreed, created_at FROM accounts WHERE {cond}");
+    let row = c
+        .prepare_cached(&sql)?
+        .query_row([arg], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, String>(4)?,
+                r.get::<_, String>(5)?,
+                r.get::<_, Option<String>>(6)?,
+                r.get::<_, bool>(7)?,
+                r.get::<_, i64>(8)?,
+            ))
+        })
+        .optional()?;
+    row.map(|(id, thumbprint, jwk, status, contact, tenant, eab_kid, tos_agreed, created_at)| {
+        Ok(Account {
+            status: AccountStatus::parse(&status).ok_or_else(|| bad_status("account", &status))?,
+            contact: from_json(&contact)?,
+            id,
+            thumbprint,
+            jwk,
+            tenant,
+            eab_kid,
+            tos_agreed,
+            created_at,
+        })
+    })
+    .transpose()
+}
+
+fn order_by_id(c: &Connection, id: &str) -> Result<Option<Order>> {
+    let row = c
+        .prepare_cached(
+            "SELECT id, account_id, status, expires, identifiers, profile, error, certificate, replaces, created_at, lifetime_seconds FROM orders WHERE id = ?1",
+        )?
+        .query_row(
+            [id],
+            |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, String>(4)?,
+                    r.get::<_, String>(5)?,
+                    r.get::<_, Option<String>>(6)?,
+                    r.get::<_, Option<String>>(7)?,
+                    r.get::<_, Option<String>>(8)?,
+                    r.get::<_, i64>(9)?,
+                    r.get::<_, Option<i64>>(10)?,
+                ))
+            },
+        )
+        .optional()?;
+    let Some((id, account_id, status, expires, identifiers, profile, error, certificate, replaces, created_at, lifetime_seconds)) = row
+    else {
+        return Ok(None);
+    };
+    let authorizations = {
+        let mut st = c.prepare_cached("SELECT id FROM authorizations WHERE order_id = ?1 ORDER BY rowid")?;
+        st.query_map([&id], |r| r.get(0))?.collect::<rusqlite::Result<Vec<String>>>()?
+    };
+    Ok(Some(Order {
+        status: OrderStatus::parse(&status).ok_or_else(|| bad_status("order", &status))?,
+        identifiers: from_json(&identifiers)?,
+        error: error.as_deref().map(from_json).transpose()?,
+        id,
+        account_id,
+        expires,
+        profile,
+        certificate,
+        replaces,
+        created_at,
+        authorizations,
+        lifetime_seconds,
+    }))
+}
+
+fn authorization_by_id(c: &Connection, id: &str) -> Result<Option<Authorization>> {
+    let row = c
+        .prepare_cached("SELECT id, order_id, account_id, id_type, id_value, wildcard, status, expires FROM authorizations WHERE id = ?1")?
+        .query_row([id], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, String>(4)?,
+                r.get::<_, bool>(5)?,
+                r.get::<_, String>(6)?,
+                r.get::<_, i64>(7)?,
+            ))
+        })
+        .optional()?;
+    let Some((id, order_id, account_id, id_type, id_value, wildcard, status, expires)) = row else {
+        return Ok(None);
+    };
+    let mut st =
+        c.prepare_cached("SELECT id, authz_id, type, token, status, validated, error FROM challenges WHERE authz_id = ?1 ORDER BY rowid")?;
+    let raw = st
+        .query_map([&id], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, String>(4)?,
+                r.get::<_, Option<i64>>(5)?,
+                r.get::<_, Option<String>>(6)?,
+            ))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let challenges = raw
+        .into_iter()
+        .map(|(id, authz_id, kind, token, status, validated, error)| {
+            Ok(Challenge {
+                status: ChallengeStatus::parse(&status).ok_or_else(|| bad_status("challenge", &status))?,
+                error: error.as_deref().map(from_json).transpose()?,
+                id,
+                authz_id,
+                kind,
+                token,
+                validated,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let identifier = Identifier::parse(&id_type, &id_value).map_err(|e| Error::internal(format!("stored identifier: {e}")))?;
+    Ok(Some(Authorization {
+        status: AuthorizationStatus::parse(&status).ok_or_else(|| bad_status("authorization", &status))?,
+        id,
+        order_id,
+        account_id,
+        identifier,
+        wildcard,
+        expires,
+        challenges,
+    }))
+}
+
+/// Recomputes a pending order's status from its authorizations (RFC 8555 §7.1.6):
+/// all valid → ready; any invalid/deactivated → invalid.
+fn refresh_order_status(tx: &Tx<'_>, order_id: &str, cause: Option<RecordedError>) -> Result<()> {
+    let statuses: Vec<String> = {
+        let mut st = tx.prepare_cached("SELECT status FROM authorizations WHERE order_id = ?1")?;
+        st.query_map([order_id], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?
+    };
+    if statuses.iter().all(|s| s == "valid") {
+        tx.prepare_cached("UPDATE orders SET status = 'ready' WHERE id = ?1 AND status = 'pending'")?.execute([order_id])?;
+    } else if statuses.iter().any(|s| s != "valid" && s != "pending") {
+        let err = cause.unwrap_or(RecordedError {
+            kind: "unauthorized".into(),
+            detail: "an authorization of this order is no longer pending or valid".into(),
+        });
+        tx.prepare_cached("UPDATE orders SET status = 'invalid', error = ?2 WHERE id = ?1 AND status IN ('pending', 'ready')")?
+            .execute(params![order_id, json(&err)])?;
+    }
+    Ok(())
+}
+
+fn certificate_row(r: &Row<'_>) -> rusqlite::Result<Result<Certificate>> {
+    let identifiers: String = r.get(6)?;
+    let reason: Option<i64> = r.get(10)?;
+    let cert = Certificate {
+        serial: r.get(0)?,
+        account_id: r.get(1)?,
+        order_id: r.get(2)?,
+        tenant: r.get(3)?,
+        issuer_id: r.get(4)?,
+        der: r.get(5)?,
+        identifiers: Vec::new(),
+        not_before: r.get(7)?,
+        not_after: r.get(8)?,
+        revoked_at: r.get(9)?,
+        revocation_reason: reason.and_then(|r| u8::try_from(r).ok()),
+    };
+    Ok(from_json(&identifiers).map(|identifiers| Certificate { identifiers, ..cert }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stored(s: &SqliteStore, key: &str) -> Option<Vec<u8>> {
+        s.setting(key).unwrap()
+    }
+
+    #[test]
+    fn tx_commits_on_success_and_rolls_back_on_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(&dir.path().join("t.db")).unwrap();
+        s.tx(|tx| {
+            tx.execute("INSERT INTO settings (key, value) VALUES ('a', x'01')", [])?;
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(stored(&s, "a"), Some(vec![1]));
+        let failed: Result<()> = s.tx(|tx| {
+            tx.execute("INSERT INTO settings (key, value) VALUES ('b', x'02')", [])?;
+            Err(Error::internal("changed my mind"))
+        });
+        assert!(failed.is_err());
+        assert_eq!(stored(&s, "b"), None);
+        // The next transaction starts cleanly (no BEGIN inside an open one).
+        s.tx(|tx| {
+            tx.execute("INSERT INTO settings (key, value) VALUES ('c', x'03')", [])?;
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(stored(&s, "c"), Some(vec![3]));
+    }
+
+    #[test]
+    fn a_panic_inside_tx_rolls_back_and_leaves_the_store_usable() {
+        let s = SqliteStore::open_in_memory().unwrap();
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let _ = s.tx(|tx| -> Result<()> {
+                tx.execute("INSERT INTO settings (key, value) VALUES ('p', x'01')", [])?;
+                panic!("bug in a closure");
+            });
+        }));
+        assert!(caught.is_err());
+        assert_eq!(stored(&s, "p"), None);
+        s.set_setting("q", b"ok").unwrap();
+        assert_eq!(stored(&s, "q"), Some(b"ok".to_vec()));
+    }
+}
+
+#[cfg(test)]
+mod reprepare_tests {
+    use super::*;
+    use rusqlite::StatementStatus;
+
+    /// SQLite 3.54 re-plans (re-parses) `WHERE x = ?1 ORDER BY rowid` and
+    /// `LIMIT ?n` on every new binding unless QPSG is on; the store's hot
+    /// reads are of that shape.
+    #[test]
+    fn cached_statements_are_not_reprepared_on_rebind() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(&dir.path().join("t.db")).unwrap();
+        let sqls = [
+            "SELECT id FROM authorizations WHERE order_id = ?1 ORDER BY rowid",
+            "SELECT id, authz_id, type, token, status, validated, error FROM challenges WHERE authz_id = ?1 ORDER BY rowid",
+            "SELECT serial FROM certificates WHERE renewal = 'scheduled' AND renew_at < ?1 ORDER BY renew_at, serial LIMIT ?2",
+        ];
+        for round in 0..3i64 {
+            for conn in ["reader", "writer"] {
+                let probe = |c: &Connection| -> Result<()> {
+                    for sql in sqls {
+                        let mut st = c.prepare_cached(sql)?;
+                        let args: Vec<&dyn rusqlite::ToSql> = if st.parameter_count() == 2 { vec![&round, &round] } else { vec![&round] };
+                        st.query_map(&args[..], |_| Ok(()))?.for_each(drop);
+                        assert_eq!(st.get_status(StatementStatus::RePrepare), 0, "{conn}: {sql}");
+                    }
+                    Ok(())
+                };
+                if conn == "reader" { s.read(probe) } else { s.with(|c| probe(c)) }.unwrap();
+            }
+            s.set_setting("k", round.to_string().as_bytes()).unwrap();
+        }
+    }
+}
