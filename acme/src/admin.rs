@@ -10,7 +10,8 @@ use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use serde_json::{Value, json};
-use tenure_engine::authority::{Authority, PluginScope};
+use tenure_engine::Engine;
+use tenure_engine::policies::PluginScope;
 use tenure_engine::registry::NewResource;
 use tokio::net::TcpListener;
 
@@ -20,13 +21,13 @@ use crate::problem::Problem;
 const MAX_ADMIN_BODY: usize = 32 * 1024 * 1024;
 
 pub struct Admin {
-    authority: Arc<Authority>,
+    engine: Engine,
     token: String,
 }
 
-pub async fn serve_admin(authority: Arc<Authority>, listener: TcpListener, tls: Arc<rustls::ServerConfig>) -> std::io::Result<()> {
-    let token = authority.admin_token().map_err(|e| std::io::Error::other(e.detail))?;
-    let admin = Arc::new(Admin { authority, token });
+pub async fn serve_admin(engine: Engine, listener: TcpListener, tls: Arc<rustls::ServerConfig>) -> std::io::Result<()> {
+    let token = engine.admin_token().map_err(|e| std::io::Error::other(e.detail))?;
+    let admin = Arc::new(Admin { engine, token });
     crate::server::serve_https(listener, tls, move |req, peer| {
         let admin = admin.clone();
         async move { admin.handle(req, peer).await }
@@ -80,10 +81,10 @@ impl Admin {
             }
         };
         let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
-        let a = self.authority.clone();
+        let a = self.engine.clone();
         match (&method, segments.as_slice()) {
             (&Method::GET, ["v1", "tenants"]) => {
-                let list = blocking(move || a.tenants()).await?;
+                let list = blocking(move || a.registry.tenants()).await?;
                 Ok((StatusCode::OK, json!(list.iter().map(|t| json!({ "tenant": t.name, "permits": t.permits })).collect::<Vec<_>>())))
             }
             (&Method::POST, ["v1", "tenants"]) => {
@@ -91,7 +92,7 @@ impl Admin {
                 let name = str_field(&v, "name")?;
                 let permits: Vec<String> = serde_json::from_value(v.get("permits").cloned().unwrap_or(Value::Null))
                     .map_err(|_| Problem::malformed("\"permits\" must be an array of domains and address ranges"))?;
-                let created = blocking(move || a.create_tenant(&name, Some(&permits))).await?;
+                let created = blocking(move || a.registry.create_tenant(&name, Some(&permits))).await?;
                 Ok((
                     StatusCode::CREATED,
                     json!({
@@ -104,35 +105,35 @@ impl Admin {
             }
             (&Method::GET, ["v1", "resources"]) => {
                 let tenant = param("tenant");
-                let list = blocking(move || a.resources(tenant.as_deref())).await?;
+                let list = blocking(move || a.registry.resources(tenant.as_deref())).await?;
                 Ok((StatusCode::OK, json!(list)))
             }
             (&Method::POST, ["v1", "resources"]) => {
                 let req: NewResource = serde_json::from_slice(&body)
                     .map_err(|e| Problem::malformed(format!("a resource needs tenant, kind and names/zones/addresses: {e}")))?;
-                let r = blocking(move || a.add_resource(req)).await?;
+                let r = blocking(move || a.registry.add_resource(req)).await?;
                 Ok((StatusCode::CREATED, json!(r)))
             }
             (&Method::GET, ["v1", "resources", id]) => {
                 let id = id.to_string();
                 let (r, events) = blocking(move || {
-                    let r = a.resource(&id)?.ok_or_else(|| tenure_engine::Error::not_found(format!("no resource {id}")))?;
-                    Ok((r, a.resource_events(&id)?))
+                    let r = a.registry.resource(&id)?.ok_or_else(|| tenure_engine::Error::not_found(format!("no resource {id}")))?;
+                    Ok((r, a.registry.resource_events(&id)?))
                 })
                 .await?;
                 Ok((StatusCode::OK, json!({ "resource": r, "events": events })))
             }
             (&Method::POST, ["v1", "resources", id, "release"]) => {
                 let id = id.to_string();
-                Ok((StatusCode::OK, json!(blocking(move || a.release_resource(&id)).await?)))
+                Ok((StatusCode::OK, json!(blocking(move || a.registry.release_resource(&id)).await?)))
             }
             (&Method::POST, ["v1", "resources", id, "transfer"]) => {
                 let to = str_field(&json_body(&body)?, "to")?;
                 let id = id.to_string();
-                Ok((StatusCode::OK, json!(blocking(move || a.transfer_resource(&id, &to)).await?)))
+                Ok((StatusCode::OK, json!(blocking(move || a.registry.transfer_resource(&id, &to)).await?)))
             }
             (&Method::GET, ["v1", "plugins"]) => {
-                let list = blocking(move || a.plugins()).await?;
+                let list = blocking(move || a.policies.plugins()).await?;
                 Ok((
                     StatusCode::OK,
                     json!(
@@ -144,19 +145,19 @@ impl Admin {
             }
             (&Method::PUT, ["v1", "plugins", "operator"]) => {
                 let wasm = body.to_vec();
-                let digest = blocking(move || a.install_plugin(PluginScope::Operator, &wasm)).await?;
+                let digest = blocking(move || a.policies.install_plugin(PluginScope::Operator, &wasm)).await?;
                 Ok((StatusCode::OK, json!({ "scope": "operator", "digest": digest })))
             }
             (&Method::PUT, ["v1", "plugins", "tenant", tenant]) => {
                 let (wasm, tenant) = (body.to_vec(), tenant.to_string());
                 let scope = PluginScope::Tenant(tenant.clone());
-                let digest = blocking(move || a.install_plugin(scope, &wasm)).await?;
+                let digest = blocking(move || a.policies.install_plugin(scope, &wasm)).await?;
                 Ok((StatusCode::OK, json!({ "scope": format!("tenant:{tenant}"), "digest": digest })))
             }
             (&Method::GET, ["v1", "audit"]) => {
                 let tenant = param("tenant");
                 let limit = param("limit").and_then(|l| l.parse().ok()).unwrap_or(1000);
-                Ok((StatusCode::OK, json!(blocking(move || a.audit(tenant.as_deref(), limit)).await?)))
+                Ok((StatusCode::OK, json!(blocking(move || a.registry.audit(tenant.as_deref(), limit)).await?)))
             }
             _ => Err(Problem::not_found(format!("no admin resource {method} {path}"))),
         }

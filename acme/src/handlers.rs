@@ -10,7 +10,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use http::{Method, StatusCode, header, request::Parts};
 use serde_json::{Value, json};
 use tenure_engine::Identifier;
-use tenure_engine::authority::{NewAccount, NewOrder, Revoker};
+use tenure_engine::ra::{NewAccount, NewOrder, Revoker};
 use tenure_engine::model::{Authorization, Challenge, ChallengeStatus, OrderStatus, RecordedError};
 
 use crate::jws::{self, Jws};
@@ -99,7 +99,7 @@ fn signed(fe: &FrontEnd, urls: &Urls, path: &str, content_type: &str, body: &[u8
 }
 
 fn directory(fe: &FrontEnd, urls: &Urls) -> Reply {
-    let config = fe.authority.config();
+    let config = fe.ra.config();
     let profiles: serde_json::Map<String, Value> =
         config.profiles.iter().map(|p| (p.name.clone(), Value::String(p.description.clone()))).collect();
     Reply::json(
@@ -174,7 +174,7 @@ fn new_account(fe: &FrontEnd, urls: &Urls, url: &str, req: Authenticated) -> Res
             Some(kid)
         }
     };
-    if eab_kid.is_none() && fe.authority.config().eab_required {
+    if eab_kid.is_none() && fe.ra.config().eab_required {
         return Err(Problem::new(ProblemType::ExternalAccountRequired, "this server requires External Account Binding"));
     }
     let jwk = req.key.to_json().to_string();
@@ -408,7 +408,7 @@ fn challenge(fe: &FrontEnd, urls: &Urls, id: &str, req: Authenticated) -> Result
 /// Validates in the background and records the outcome; the client polls.
 fn spawn_validation(fe: &FrontEnd, kind: ChallengeKind, ch: Challenge, identifier: Identifier, thumbprint: String) {
     let validator = fe.validator.clone();
-    let authority = fe.authority.clone();
+    let ra = fe.ra.clone();
     tokio::spawn(async move {
         let key_authorization = format!("{}.{}", ch.token, thumbprint);
         let outcome = validator
@@ -418,7 +418,7 @@ fn spawn_validation(fe: &FrontEnd, kind: ChallengeKind, ch: Challenge, identifie
         if let Err(e) = &outcome {
             tracing::info!(challenge = %ch.id, %identifier, kind = kind.as_str(), error = %e.detail, "validation failed");
         }
-        let recorded = tokio::task::spawn_blocking(move || authority.finish_challenge(&ch.id, outcome)).await;
+        let recorded = tokio::task::spawn_blocking(move || ra.finish_challenge(&ch.id, outcome)).await;
         match recorded {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::error!(error = %e, "recording a validation failed"),
@@ -451,16 +451,7 @@ fn certificate(fe: &FrontEnd, serial: &str, req: Authenticated) -> Result<Reply,
     let account = req.account()?.clone();
     let lookup = serial.to_string();
     let pem = fe
-        .engine(move |a| {
-            let Some(cert) = a.certificate(&lookup)? else { return Ok(None) };
-            if cert.account_id != account.id {
-                return Err(tenure_engine::Error::new(
-                    tenure_engine::ErrorKind::Unauthorized,
-                    "this certificate belongs to another account",
-                ));
-            }
-            a.certificate_chain_pem(&cert).map(Some)
-        })?
+        .engine(move |a| a.certificate_chain_of(&account, &lookup))?
         .ok_or_else(|| Problem::not_found(format!("no certificate {serial}")))?;
     let mut reply = Reply::empty(StatusCode::OK);
     reply.body = pem.into();

@@ -11,7 +11,7 @@ use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use tenure_engine::authority::Authority;
+use tenure_engine::Ra;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
@@ -37,7 +37,7 @@ impl Default for Options {
 
 /// Everything a request handler can reach.
 pub struct FrontEnd {
-    pub authority: Arc<Authority>,
+    pub ra: Ra,
     pub nonces: NonceStore,
     /// Verified account keys, so `kid` requests skip re-validating the stored JWK.
     pub(crate) account_keys: crate::keycache::KeyCache,
@@ -46,9 +46,9 @@ pub struct FrontEnd {
 }
 
 impl FrontEnd {
-    pub fn new(authority: Arc<Authority>, validator: Validator, options: Options) -> Arc<FrontEnd> {
+    pub fn new(ra: Ra, validator: Validator, options: Options) -> Arc<FrontEnd> {
         Arc::new(FrontEnd {
-            authority,
+            ra,
             nonces: NonceStore::new(Duration::from_secs(3600), 1_000_000),
             account_keys: Default::default(),
             validator,
@@ -77,8 +77,8 @@ impl FrontEnd {
 
     /// Calls the engine in place; only for code already on a blocking thread
     /// (inside `on_blocking_thread`).
-    pub fn engine<T>(&self, f: impl FnOnce(&Authority) -> tenure_engine::Result<T>) -> Result<T, Problem> {
-        f(&self.authority).map_err(Problem::from)
+    pub fn engine<T>(&self, f: impl FnOnce(&Ra) -> tenure_engine::Result<T>) -> Result<T, Problem> {
+        f(&self.ra).map_err(Problem::from)
     }
 
     /// Runs an engine call on a blocking thread: the engine does SQLite and
@@ -86,10 +86,10 @@ impl FrontEnd {
     pub async fn blocking<T, F>(&self, f: F) -> Result<T, Problem>
     where
         T: Send + 'static,
-        F: FnOnce(&Authority) -> tenure_engine::Result<T> + Send + 'static,
+        F: FnOnce(&Ra) -> tenure_engine::Result<T> + Send + 'static,
     {
-        let authority = self.authority.clone();
-        match tokio::task::spawn_blocking(move || f(&authority)).await {
+        let ra = self.ra.clone();
+        match tokio::task::spawn_blocking(move || f(&ra)).await {
             Ok(result) => result.map_err(Problem::from),
             Err(e) => {
                 tracing::error!(error = %e, "engine task failed");

@@ -473,6 +473,17 @@ impl Ra {
         self.core.chain_pem(cert)
     }
 
+    /// The PEM chain of one of the account's certificates (RFC 8555 §7.4.2):
+    /// None if there is no such certificate, Unauthorized if it is another
+    /// account's.
+    pub fn certificate_chain_of(&self, account: &Account, serial: &str) -> Result<Option<String>> {
+        let Some(cert) = self.core.store.certificate(serial)? else { return Ok(None) };
+        if cert.account_id.as_deref() != Some(account.id.as_str()) {
+            return Err(Error::new(ErrorKind::Unauthorized, "this certificate belongs to another account"));
+        }
+        self.core.chain_pem(&cert).map(Some)
+    }
+
     /// The suggested renewal window of a certificate (RFC 9773), by its ARI id.
     pub fn renewal_info(&self, cert_id: &str) -> Result<RenewalWindow> {
         self.core.renewal_info(cert_id)
