@@ -38,7 +38,7 @@ fn b64(bytes: &[u8]) -> String {
 ///
 /// RFC 7515 §5.2 allows "last one wins", but a duplicate `alg`, `url` or `x`
 /// only ever serves to make two parsers disagree, so we refuse it.
-fn parse_json_strict(bytes: &[u8]) -> Result<Value, serde_json::Error> {
+pub(crate) fn parse_json_strict(bytes: &[u8]) -> Result<Value, serde_json::Error> {
     serde_json::from_slice::<NoDuplicates>(bytes).map(|v| v.0)
 }
 

@@ -2,16 +2,17 @@
 //! It parses and authenticates requests, validates challenges, and asks
 //! `tenure_engine` for every decision. It knows no SQL and no wasmtime.
 
-pub mod admin;
 mod handlers;
 pub mod jws;
 mod keycache;
 pub mod nonce;
+pub mod payloads;
 pub mod problem;
 mod request;
 pub mod resources;
+pub mod routes;
 pub mod server;
 pub mod validation;
 pub mod webhook;
 
-pub use server::{FrontEnd, Options, serve};
+pub use server::{FrontEnd, Options, Ra, serve};

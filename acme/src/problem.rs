@@ -181,21 +181,6 @@ impl std::fmt::Display for Problem {
 
 impl std::error::Error for Problem {}
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn urn_and_status_follow_rfc8555() {
-        let p = Problem::new(ProblemType::BadNonce, "stale");
-        let j = p.to_json();
-        assert_eq!(j["type"], "urn:ietf:params:acme:error:badNonce");
-        assert_eq!(j["status"], 400);
-        assert_eq!(Problem::unauthorized("x").status(), StatusCode::FORBIDDEN);
-        assert_eq!(ProblemType::BadCsr.urn(), "urn:ietf:params:acme:error:badCSR");
-    }
-}
-
 /// Engine errors carry ACME meaning already; this names it on the wire.
 impl From<tenure_engine::Error> for Problem {
     fn from(e: tenure_engine::Error) -> Self {
@@ -230,4 +215,19 @@ impl From<tenure_engine::Error> for Problem {
 /// The problem type named by a recorded error's kind (e.g. "unauthorized").
 pub fn urn_of(kind_name: &str) -> String {
     format!("urn:ietf:params:acme:error:{kind_name}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urn_and_status_follow_rfc8555() {
+        let p = Problem::new(ProblemType::BadNonce, "stale");
+        let j = p.to_json();
+        assert_eq!(j["type"], "urn:ietf:params:acme:error:badNonce");
+        assert_eq!(j["status"], 400);
+        assert_eq!(Problem::unauthorized("x").status(), StatusCode::FORBIDDEN);
+        assert_eq!(ProblemType::BadCsr.urn(), "urn:ietf:params:acme:error:badCSR");
+    }
 }
