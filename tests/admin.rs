@@ -227,7 +227,7 @@ async fn admin_api_refuses_unknown_fields_parameters_paths_and_methods() {
     let (status, p) = api.call(M::POST, "/v1/tenants", Some(json!({ "name": "a", "permit": ["a.example"] }))).await;
     problem(status, &p, "permit");
     let (_, list) = api.call(M::GET, "/v1/tenants", None).await;
-    assert_eq!(list, json!([]));
+    assert!(list.as_array().unwrap().iter().all(|t| t["tenant"] != "a"), "{list}");
     let (status, p) = api.call(M::POST, "/v1/tenants", Some(json!({ "name": ["a"], "permits": [] }))).await;
     problem(status, &p, "\"name\"");
     let (status, p, _) = api.raw(M::POST, "/v1/tenants", Some("{\"name\": \"a\",")).await;
