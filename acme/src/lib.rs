@@ -1,6 +1,10 @@
 //! The ACME front end (RFC 8555): the web front end of Boulder/Pebble's split.
 //! It parses and authenticates requests, validates challenges, and asks
 //! `tenure_engine` for every decision. It knows no SQL and no wasmtime.
+//!
+//! `routes` names every path once; `request` authenticates a signed POST;
+//! `payloads` types what it carries; `handlers` ask the engine and render.
+#![warn(missing_docs)]
 
 mod handlers;
 pub mod jws;
