@@ -1,5 +1,7 @@
 //! The admin API of a real `tenure serve`: bearer token, tenants, resources
-//! (add, transfer, release, events), plugins, audit.
+//! (add, transfer, release, suspend, resume, events), plugins (install,
+//! remove), audit; typed bodies and queries, 404/405; and the CLI's
+//! `resource suspend|resume`.
 
 mod support;
 
