@@ -87,81 +87,37 @@ pub struct Route {
 const READ: &[Method] = &[Method::GET, Method::HEAD];
 const POST: &[Method] = &[Method::POST];
 
+/// A row read without a JWS.
+const fn plain(resource: Resource, pattern: &'static str, methods: &'static [Method], handler: OpenHandler) -> Route {
+    Route { resource, pattern, methods, handler: Handler::Open(handler) }
+}
+
+/// A row for a signed POST whose key reference follows `rule`.
+const fn signed(resource: Resource, pattern: &'static str, rule: KeyRule, handler: SignedHandler) -> Route {
+    Route { resource, pattern, methods: POST, handler: Handler::Signed(rule, handler) }
+}
+
 /// Every path the ACME server answers.
+#[rustfmt::skip]
 pub static ROUTES: [Route; 16] = [
-    Route { resource: Resource::Directory, pattern: "/directory", methods: READ, handler: Handler::Open(open::directory) },
-    Route { resource: Resource::Terms, pattern: "/terms", methods: READ, handler: Handler::Open(open::terms) },
-    Route { resource: Resource::NewNonce, pattern: "/acme/new-nonce", methods: READ, handler: Handler::Open(open::new_nonce) },
+    plain(Resource::Directory, "/directory", READ, open::directory),
+    plain(Resource::Terms, "/terms", READ, open::terms),
+    plain(Resource::NewNonce, "/acme/new-nonce", READ, open::new_nonce),
     // RFC 9773 §4.3: renewal information is a plain GET, no JWS.
-    Route {
-        resource: Resource::RenewalInfo,
-        pattern: "/acme/renewal-info/{cert-id}",
-        methods: &[Method::GET],
-        handler: Handler::Open(open::renewal_info),
-    },
-    Route { resource: Resource::Crl, pattern: "/crl/{issuer}", methods: READ, handler: Handler::Open(open::crl) },
-    Route {
-        resource: Resource::NewAccount,
-        pattern: "/acme/new-account",
-        methods: POST,
-        handler: Handler::Signed(KeyRule::Jwk, account::new_account),
-    },
-    Route {
-        resource: Resource::Account,
-        pattern: "/acme/acct/{id}",
-        methods: POST,
-        handler: Handler::Signed(KeyRule::Kid, account::account),
-    },
-    Route {
-        resource: Resource::AccountOrders,
-        pattern: "/acme/acct/{id}/orders",
-        methods: POST,
-        handler: Handler::Signed(KeyRule::Kid, account::orders),
-    },
-    Route {
-        resource: Resource::KeyChange,
-        pattern: "/acme/key-change",
-        methods: POST,
-        handler: Handler::Signed(KeyRule::Kid, account::key_change),
-    },
-    Route {
-        resource: Resource::NewOrder,
-        pattern: "/acme/new-order",
-        methods: POST,
-        handler: Handler::Signed(KeyRule::Kid, order::new_order),
-    },
-    Route { resource: Resource::Order, pattern: "/acme/order/{id}", methods: POST, handler: Handler::Signed(KeyRule::Kid, order::order) },
-    Route {
-        resource: Resource::Finalize,
-        pattern: "/acme/order/{id}/finalize",
-        methods: POST,
-        handler: Handler::Signed(KeyRule::Kid, order::finalize),
-    },
-    Route {
-        resource: Resource::Authorization,
-        pattern: "/acme/authz/{id}",
-        methods: POST,
-        handler: Handler::Signed(KeyRule::Kid, authz::authorization),
-    },
-    Route {
-        resource: Resource::Challenge,
-        pattern: "/acme/chall/{id}",
-        methods: POST,
-        handler: Handler::Signed(KeyRule::Kid, authz::challenge),
-    },
-    Route {
-        resource: Resource::Certificate,
-        pattern: "/acme/cert/{serial}",
-        methods: POST,
-        handler: Handler::Signed(KeyRule::Kid, cert::certificate),
-    },
+    plain(Resource::RenewalInfo, "/acme/renewal-info/{cert-id}", &[Method::GET], open::renewal_info),
+    plain(Resource::Crl, "/crl/{issuer}", READ, open::crl),
+    signed(Resource::NewAccount, "/acme/new-account", KeyRule::Jwk, account::new_account),
+    signed(Resource::Account, "/acme/acct/{id}", KeyRule::Kid, account::account),
+    signed(Resource::AccountOrders, "/acme/acct/{id}/orders", KeyRule::Kid, account::orders),
+    signed(Resource::KeyChange, "/acme/key-change", KeyRule::Kid, account::key_change),
+    signed(Resource::NewOrder, "/acme/new-order", KeyRule::Kid, order::new_order),
+    signed(Resource::Order, "/acme/order/{id}", KeyRule::Kid, order::order),
+    signed(Resource::Finalize, "/acme/order/{id}/finalize", KeyRule::Kid, order::finalize),
+    signed(Resource::Authorization, "/acme/authz/{id}", KeyRule::Kid, authz::authorization),
+    signed(Resource::Challenge, "/acme/chall/{id}", KeyRule::Kid, authz::challenge),
+    signed(Resource::Certificate, "/acme/cert/{serial}", KeyRule::Kid, cert::certificate),
     // Either the account that holds the certificate or the certificate's own key.
-    Route {
-        resource: Resource::RevokeCert,
-        pattern: "/acme/revoke-cert",
-        methods: POST,
-        handler: Handler::Signed(KeyRule::Either, cert::revoke),
-    },
+    signed(Resource::RevokeCert, "/acme/revoke-cert", KeyRule::Either, cert::revoke),
 ];
 
 /// The row of a resource.
