@@ -168,6 +168,22 @@ enum ResourceCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Suspend the resource: still held, but not to be certified meanwhile.
+    Suspend {
+        id: String,
+        #[command(flatten)]
+        data: DataDir,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Resume a suspended resource.
+    Resume {
+        id: String,
+        #[command(flatten)]
+        data: DataDir,
+        #[arg(long)]
+        json: bool,
+    },
     /// Hand the resource to another tenant.
     Transfer {
         id: String,
@@ -371,7 +387,7 @@ fn serve(args: ServeArgs) -> Result<()> {
         let fe = tenure_acme::FrontEnd::new(authority.clone(), validator, tenure_acme::Options::default());
         tokio::select! {
             r = tenure_acme::serve(fe, listener, tls.clone()) => r.context("serving ACME")?,
-            r = tenure_acme::admin::serve_admin(authority, admin_listener, tls) => r.context("serving the admin API")?,
+            r = tenure_admin::serve_admin(authority, admin_listener, tls) => r.context("serving the admin API")?,
             _ = shutdown_signal() => tracing::info!("shutting down"),
         }
         Ok(())
@@ -457,6 +473,8 @@ fn resource(command: ResourceCommand) -> Result<()> {
             }
         }
         ResourceCommand::Release { id, data, json } => print(&open(&data)?.release_resource(&id)?, json),
+        ResourceCommand::Suspend { id, data, json } => print(&open(&data)?.suspend_resource(&id)?, json),
+        ResourceCommand::Resume { id, data, json } => print(&open(&data)?.resume_resource(&id)?, json),
         ResourceCommand::Transfer { id, to, data, json } => print(&open(&data)?.transfer_resource(&id, &to)?, json),
         ResourceCommand::List { tenant, data, json } => {
             for r in open(&data)?.resources(tenant.as_deref())? {

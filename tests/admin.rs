@@ -1,5 +1,7 @@
 //! The admin API of a real `tenure serve`: bearer token, tenants, resources
-//! (add, transfer, release, events), plugins, audit.
+//! (add, transfer, release, suspend, resume, events), plugins (install,
+//! remove), audit; typed bodies and queries, 404/405; and the CLI's
+//! `resource suspend|resume`.
 
 mod support;
 
@@ -111,4 +113,191 @@ async fn admin_api_drives_the_registry() {
     let (status, audit) = call(&c, &token, M::GET, format!("{base}/v1/audit?tenant=a"), None).await;
     assert_eq!(status, 200);
     assert!(audit.is_array());
+}
+
+/// Like `call`, with the response headers.
+async fn call_with_headers(
+    c: &reqwest::Client,
+    token: &str,
+    method: reqwest::Method,
+    url: String,
+    body: Option<&str>,
+) -> (u16, Value, reqwest::header::HeaderMap) {
+    let mut req = c.request(method, url).bearer_auth(token);
+    if let Some(b) = body {
+        req = req.body(b.to_string());
+    }
+    let r = req.send().await.unwrap();
+    let (status, headers) = (r.status().as_u16(), r.headers().clone());
+    let bytes = r.bytes().await.unwrap();
+    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null), headers)
+}
+
+struct AdminApi {
+    _dir: tempfile::TempDir,
+    server: Server,
+    c: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+impl AdminApi {
+    fn start() -> AdminApi {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let server = Server::start(&data, ServeOptions::new(None));
+        let c = client(&server);
+        let base = format!("https://{}", server.admin);
+        let token = std::fs::read_to_string(data.join("admin-token")).unwrap().trim().to_string();
+        AdminApi { _dir: dir, server, c, base, token }
+    }
+
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        call(&self.c, &self.token, method, format!("{}{path}", self.base), body.map(|b| b.to_string().into_bytes())).await
+    }
+
+    async fn raw(&self, method: reqwest::Method, path: &str, body: Option<&str>) -> (u16, Value, reqwest::header::HeaderMap) {
+        call_with_headers(&self.c, &self.token, method, format!("{}{path}", self.base), body).await
+    }
+}
+
+#[tokio::test]
+async fn admin_api_suspends_and_resumes_resources_and_removes_plugins() {
+    use reqwest::Method as M;
+    let api = AdminApi::start();
+    let (status, t) = api.call(M::POST, "/v1/tenants", Some(json!({ "name": "a", "permits": ["a.example"] }))).await;
+    assert_eq!(status, 201, "{t}");
+    let (status, r) = api.call(M::POST, "/v1/resources", Some(json!({ "tenant": "a", "kind": "vm", "names": ["www.a.example"] }))).await;
+    assert_eq!(status, 201, "{r}");
+    let id = r["id"].as_str().unwrap().to_string();
+
+    // Suspend, resume: the state follows and both are events.
+    let (status, r) = api.call(M::POST, &format!("/v1/resources/{id}/suspend"), None).await;
+    assert_eq!((status, r["state"].as_str()), (200, Some("suspended")), "{r}");
+    let (status, r) = api.call(M::POST, &format!("/v1/resources/{id}/resume"), Some(json!({}))).await;
+    assert_eq!((status, r["state"].as_str()), (200, Some("active")), "{r}");
+    let (_, r) = api.call(M::GET, &format!("/v1/resources/{id}"), None).await;
+    let kinds: Vec<&str> = r["events"].as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["created", "suspended", "resumed"]);
+
+    // An unknown resource is a 404; a released one cannot be suspended (409).
+    let (status, p) = api.call(M::POST, "/v1/resources/nope/suspend", None).await;
+    assert_eq!(status, 404, "{p}");
+    let (status, _) = api.call(M::POST, &format!("/v1/resources/{id}/release"), None).await;
+    assert_eq!(status, 200);
+    let (status, p) = api.call(M::POST, &format!("/v1/resources/{id}/suspend"), None).await;
+    assert_eq!(status, 409, "{p}");
+    let (status, p) = api.call(M::POST, &format!("/v1/resources/{id}/resume"), None).await;
+    assert_eq!(status, 409, "{p}");
+
+    // Plugins: removing what is not installed is a 404; removing what is, 200, once.
+    let wasm = std::fs::read(tenure_engine::policy::builtin::built_plugin_path("deny-all")).unwrap();
+    let (status, p) = api.call(M::DELETE, "/v1/plugins/operator", None).await;
+    assert_eq!((status, p["status"].as_u64()), (404, Some(404)), "{p}");
+    let (status, p) = api.call(M::DELETE, "/v1/plugins/tenant/a", None).await;
+    assert_eq!(status, 404, "{p}");
+    for path in ["/v1/plugins/operator", "/v1/plugins/tenant/a"] {
+        let (status, p) = call(&api.c, &api.token, M::PUT, format!("{}{path}", api.base), Some(wasm.clone())).await;
+        assert_eq!(status, 200, "{p}");
+    }
+    let (_, list) = api.call(M::GET, "/v1/plugins", None).await;
+    assert_eq!(list.as_array().unwrap().len(), 2, "{list}");
+    let (status, p) = api.call(M::DELETE, "/v1/plugins/tenant/a", None).await;
+    assert_eq!((status, p["scope"].as_str(), p["removed"].as_bool()), (200, Some("tenant:a"), Some(true)), "{p}");
+    let (_, list) = api.call(M::GET, "/v1/plugins", None).await;
+    assert_eq!(list, json!([{ "scope": "operator", "digest": list[0]["digest"], "installed_at": list[0]["installed_at"] }]));
+    let (status, _) = api.call(M::DELETE, "/v1/plugins/tenant/a", None).await;
+    assert_eq!(status, 404);
+    let (status, p) = api.call(M::DELETE, "/v1/plugins/operator", None).await;
+    assert_eq!((status, p["scope"].as_str()), (200, Some("operator")), "{p}");
+    let (_, list) = api.call(M::GET, "/v1/plugins", None).await;
+    assert_eq!(list, json!([]));
+    drop(api.server);
+}
+
+#[tokio::test]
+async fn admin_api_refuses_unknown_fields_parameters_paths_and_methods() {
+    use reqwest::Method as M;
+    let api = AdminApi::start();
+    let problem = |status: u16, p: &Value, needle: &str| {
+        assert_eq!(status, 400, "{p}");
+        assert_eq!(p["type"], "urn:ietf:params:acme:error:malformed", "{p}");
+        assert!(p["detail"].as_str().unwrap().contains(needle), "{needle:?} not in {p}");
+    };
+
+    // A typo in a body is named, and nothing is created.
+    let (status, p) = api.call(M::POST, "/v1/tenants", Some(json!({ "name": "a", "permit": ["a.example"] }))).await;
+    problem(status, &p, "permit");
+    let (_, list) = api.call(M::GET, "/v1/tenants", None).await;
+    assert!(list.as_array().unwrap().iter().all(|t| t["tenant"] != "a"), "{list}");
+    let (status, p) = api.call(M::POST, "/v1/tenants", Some(json!({ "name": ["a"], "permits": [] }))).await;
+    problem(status, &p, "\"name\"");
+    let (status, p, _) = api.raw(M::POST, "/v1/tenants", Some("{\"name\": \"a\",")).await;
+    problem(status, &p, "the body");
+    let (status, t) = api.call(M::POST, "/v1/tenants", Some(json!({ "name": "a", "permits": ["a.example"] }))).await;
+    assert_eq!(status, 201, "{t}");
+    let (status, p) = api.call(M::POST, "/v1/resources", Some(json!({ "tenant": "a", "kind": "vm", "name": ["www.a.example"] }))).await;
+    problem(status, &p, "name");
+    let (status, p) = api.call(M::POST, "/v1/resources", Some(json!({ "tenant": "a", "kind": "vm", "attributes": { "k": 1 } }))).await;
+    problem(status, &p, "attributes.k");
+    let (status, r) = api.call(M::POST, "/v1/resources", Some(json!({ "tenant": "a", "kind": "vm", "names": ["www.a.example"] }))).await;
+    assert_eq!(status, 201, "{r}");
+    let id = r["id"].as_str().unwrap().to_string();
+    let (status, p) = api.call(M::POST, &format!("/v1/resources/{id}/transfer"), Some(json!({ "tenant": "b" }))).await;
+    problem(status, &p, "tenant");
+    let (status, p) = api.call(M::POST, &format!("/v1/resources/{id}/release"), Some(json!({ "force": true }))).await;
+    problem(status, &p, "force");
+    let (_, r) = api.call(M::GET, &format!("/v1/resources/{id}"), None).await;
+    assert_eq!(r["resource"]["state"], "active", "refused requests changed nothing: {r}");
+
+    // Query parameters are typed: a limit that is not a number, and a typo.
+    for (query, needle) in [("limit=ten", "limit"), ("limit=-5", "limit"), ("tenant=a&limt=5", "limt")] {
+        let (status, p) = api.call(M::GET, &format!("/v1/audit?{query}"), None).await;
+        problem(status, &p, needle);
+    }
+    let (status, audit) = api.call(M::GET, "/v1/audit?tenant=a&limit=5", None).await;
+    assert_eq!(status, 200, "{audit}");
+    let (status, p) = api.call(M::GET, "/v1/resources?tenant=a&kind=vm", None).await;
+    problem(status, &p, "kind");
+    let (status, list) = api.call(M::GET, "/v1/resources?tenant=a", None).await;
+    assert_eq!((status, list.as_array().map(Vec::len)), (200, Some(1)), "{list}");
+
+    // A known path with another method: 405 and Allow; an unknown path: 404.
+    let (status, p, headers) = api.raw(M::DELETE, "/v1/tenants", None).await;
+    assert_eq!(status, 405, "{p}");
+    assert_eq!(headers.get("allow").and_then(|v| v.to_str().ok()), Some("GET, POST"));
+    let (status, _, headers) = api.raw(M::GET, "/v1/plugins/operator", None).await;
+    assert_eq!(status, 405);
+    assert_eq!(headers.get("allow").and_then(|v| v.to_str().ok()), Some("PUT, DELETE"));
+    let (status, p, _) = api.raw(M::GET, "/v1/nothing", None).await;
+    assert_eq!(status, 404, "{p}");
+
+    // Without the token, nothing is revealed: not even whether a path exists.
+    let (status, _, headers) = call_with_headers(&api.c, "wrong", M::GET, format!("{}/v1/nothing", api.base), None).await;
+    assert_eq!(status, 401);
+    assert!(headers.get("www-authenticate").and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("Bearer")));
+}
+
+#[test]
+fn resource_suspend_and_resume_from_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    support::add_tenant(&data, "a", &["a.example"]);
+    let out = support::tenure_cli(&data, &["resource", "add", "--tenant", "a", "--kind", "vm", "--name", "www.a.example", "--json"]);
+    let id = serde_json::from_str::<Value>(out.trim()).unwrap()["id"].as_str().unwrap().to_string();
+
+    let out = support::tenure_cli(&data, &["resource", "suspend", &id, "--json"]);
+    let r: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!((r["id"].as_str(), r["state"].as_str()), (Some(id.as_str()), Some("suspended")), "{out}");
+    let out = support::tenure_cli(&data, &["resource", "list", "--tenant", "a"]);
+    assert!(out.contains("\tsuspended\t"), "{out}");
+    let out = support::tenure_cli(&data, &["resource", "resume", &id, "--json"]);
+    assert_eq!(serde_json::from_str::<Value>(out.trim()).unwrap()["state"], "active", "{out}");
+    let out = support::tenure_cli(&data, &["resource", "suspend", &id]);
+    assert!(out.starts_with(&format!("{id}\ta\tvm\tsuspended\t")), "{out}");
+
+    // An unknown resource fails with a message, not a panic.
+    let out = std::process::Command::new(support::tenure_bin()).args(["resource", "resume", "nope", "--data"]).arg(&data).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no resource nope"), "{}", String::from_utf8_lossy(&out.stderr));
 }

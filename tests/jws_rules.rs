@@ -142,3 +142,46 @@ async fn bad_input_gets_a_problem_and_the_server_keeps_serving() {
     assert!(dir["meta"]["profiles"]["shortlived"].is_string());
     assert!(r.header("link").unwrap().contains("rel=\"index\""));
 }
+
+#[tokio::test]
+async fn payloads_are_typed_members_named_and_extensions_ignored() {
+    let (mut server, client, _dir) = setup().await;
+    let new_order = client.url("newOrder");
+
+    // A known member of the wrong type: malformed, naming the member.
+    let r = client.post(&new_order, &json!({ "identifiers": [{ "type": "dns", "value": 5 }] }).to_string()).await;
+    assert_problem(&r, 400, "malformed");
+    assert!(r.json()["detail"].as_str().unwrap().contains("identifiers[0].value"), "{}", r.json());
+    let kid = client.kid.clone().unwrap();
+    let r = client.post(&kid, &json!({ "contact": "mailto:a@example.test" }).to_string()).await;
+    assert_problem(&r, 400, "malformed");
+    assert!(r.json()["detail"].as_str().unwrap().contains("contact"), "{}", r.json());
+    let r = client.post(&client.url("revokeCert"), &json!({ "certificate": "AAAA", "reason": "keyCompromise" }).to_string()).await;
+    assert_problem(&r, 400, "badRevocationReason");
+
+    // Members the server does not know are ignored (RFC 8555 clients may send extensions).
+    let r = client
+        .post(
+            &new_order,
+            &json!({ "identifiers": [{ "type": "dns", "value": "ext.example.test" }], "x-extension": { "a": 1 } }).to_string(),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    let authz_url = r.json()["authorizations"][0].as_str().unwrap().to_string();
+    let r = client.post(&authz_url, &json!({ "status": "valid" }).to_string()).await;
+    assert_problem(&r, 400, "malformed");
+    assert!(r.json()["detail"].as_str().unwrap().contains("status"), "{}", r.json());
+    let authz = client.post(&authz_url, "").await.json();
+    let challenge_url = authz["challenges"][0]["url"].as_str().unwrap().to_string();
+    let r = client.post(&challenge_url, &json!({ "keyAuthorization": "from an old client" }).to_string()).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let r = client.post(&challenge_url, "[]").await;
+    assert_problem(&r, 400, "malformed");
+
+    // The route table: 405 names the allowed methods.
+    let r = client.get(&new_order).await;
+    assert_eq!((r.status, r.header("allow").as_deref()), (405, Some("POST")));
+    let r = client.post(&server.directory_url(), "{}").await;
+    assert_eq!((r.status, r.header("allow").as_deref()), (405, Some("GET, HEAD")));
+    assert!(server.is_running());
+}

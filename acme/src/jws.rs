@@ -38,7 +38,7 @@ fn b64(bytes: &[u8]) -> String {
 ///
 /// RFC 7515 §5.2 allows "last one wins", but a duplicate `alg`, `url` or `x`
 /// only ever serves to make two parsers disagree, so we refuse it.
-fn parse_json_strict(bytes: &[u8]) -> Result<Value, serde_json::Error> {
+pub(crate) fn parse_json_strict(bytes: &[u8]) -> Result<Value, serde_json::Error> {
     serde_json::from_slice::<NoDuplicates>(bytes).map(|v| v.0)
 }
 
@@ -106,13 +106,18 @@ impl<'de> Visitor<'de> for NoDuplicatesVisitor {
 /// The JWS algorithms accepted on the outer (account-key) JWS.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Alg {
+    /// ECDSA P-256 with SHA-256.
     ES256,
+    /// ECDSA P-384 with SHA-384.
     ES384,
+    /// RSASSA-PKCS1-v1_5 with SHA-256.
     RS256,
+    /// Ed25519.
     EdDSA,
 }
 
 impl Alg {
+    /// Every accepted algorithm.
     pub const ALL: [Alg; 4] = [Alg::ES256, Alg::ES384, Alg::RS256, Alg::EdDSA];
 
     /// The `alg` header value (RFC 7518 §3.1, RFC 8037 §3.1).
@@ -463,14 +468,17 @@ fn der_uint(minimal: &[u8]) -> Vec<u8> {
 /// The protected header of an ACME request (RFC 8555 §6.2).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Protected {
+    /// The signature algorithm.
     pub alg: Alg,
     /// Shape-checked (unpadded base64url) here; presence and freshness are the
     /// caller's, see [`Protected::require_nonce`].
     pub nonce: Option<String>,
+    /// The URL the request is for; must equal the one it was sent to.
     pub url: String,
     /// Exactly one of `jwk` (newAccount, revocation by certificate key) and
     /// `kid` (the account URL) is present.
     pub jwk: Option<Jwk>,
+    /// The account URL, for requests by an account.
     pub kid: Option<String>,
 }
 
@@ -554,11 +562,15 @@ fn reject_extensions(h: &Map<String, Value>) -> Result<(), Problem> {
 /// A parsed, not yet verified, ACME request JWS.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Jws {
+    /// The decoded protected header.
     pub protected: Protected,
     /// The decoded payload; empty for POST-as-GET.
     pub payload: Vec<u8>,
+    /// The protected header as received, for the signing input.
     pub protected_b64: String,
+    /// The payload as received, for the signing input.
     pub payload_b64: String,
+    /// The decoded signature.
     pub signature: Vec<u8>,
 }
 

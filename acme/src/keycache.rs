@@ -15,20 +15,23 @@ use crate::problem::Problem;
 /// Bounded by emptying when full: a cold miss costs one parse.
 const CAPACITY: usize = 100_000;
 
+/// A parsed key and the stored JWK text it was parsed from.
+type Entry = (Arc<str>, Arc<Jwk>);
+
+/// Parsed account keys by account id.
 #[derive(Default)]
 pub struct KeyCache {
-    keys: Mutex<HashMap<String, (Arc<str>, Arc<Jwk>)>>,
+    keys: Mutex<HashMap<String, Entry>>,
 }
 
 impl KeyCache {
     /// The parsed key of `account_id`, whose stored JWK is `jwk_text`.
     pub fn get(&self, account_id: &str, jwk_text: &str) -> Result<Arc<Jwk>, Problem> {
-        if let Ok(keys) = self.keys.lock() {
-            if let Some((text, key)) = keys.get(account_id) {
-                if &**text == jwk_text {
-                    return Ok(key.clone());
-                }
-            }
+        if let Ok(keys) = self.keys.lock()
+            && let Some((text, key)) = keys.get(account_id)
+            && &**text == jwk_text
+        {
+            return Ok(key.clone());
         }
         let stored: serde_json::Value =
             serde_json::from_str(jwk_text).map_err(|_| Problem::internal("the stored account key is unreadable"))?;

@@ -11,6 +11,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ring::rand::{SecureRandom, SystemRandom};
 
+/// Nonces issued and not yet redeemed, each usable once before it expires.
 pub struct NonceStore {
     inner: Mutex<Inner>,
     rng: SystemRandom,
@@ -25,6 +26,7 @@ struct Inner {
 }
 
 impl NonceStore {
+    /// A store whose nonces live `lifetime`, holding at most `capacity` (oldest dropped first).
     pub fn new(lifetime: Duration, capacity: usize) -> Self {
         NonceStore {
             inner: Mutex::new(Inner { live: HashMap::new(), order: VecDeque::new() }),
@@ -34,6 +36,7 @@ impl NonceStore {
         }
     }
 
+    /// A fresh nonce, base64url.
     pub fn issue(&self) -> String {
         let mut raw = [0u8; 16];
         if self.rng.fill(&mut raw).is_err() {

@@ -9,31 +9,57 @@ use serde::Serialize;
 /// The ACME error types (RFC 8555 §6.7, and RFC 9773's alreadyReplaced).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProblemType {
+    /// `urn:ietf:params:acme:error:accountDoesNotExist`.
     AccountDoesNotExist,
+    /// `urn:ietf:params:acme:error:alreadyReplaced`.
     AlreadyReplaced,
+    /// `urn:ietf:params:acme:error:alreadyRevoked`.
     AlreadyRevoked,
+    /// `urn:ietf:params:acme:error:badCSR`.
     BadCsr,
+    /// `urn:ietf:params:acme:error:badNonce`.
     BadNonce,
+    /// `urn:ietf:params:acme:error:badPublicKey`.
     BadPublicKey,
+    /// `urn:ietf:params:acme:error:badRevocationReason`.
     BadRevocationReason,
+    /// `urn:ietf:params:acme:error:badSignatureAlgorithm`.
     BadSignatureAlgorithm,
+    /// `urn:ietf:params:acme:error:caa`.
     Caa,
+    /// `urn:ietf:params:acme:error:compound`.
     Compound,
+    /// `urn:ietf:params:acme:error:connection`.
     Connection,
+    /// `urn:ietf:params:acme:error:dns`.
     Dns,
+    /// `urn:ietf:params:acme:error:externalAccountRequired`.
     ExternalAccountRequired,
+    /// `urn:ietf:params:acme:error:incorrectResponse`.
     IncorrectResponse,
+    /// `urn:ietf:params:acme:error:invalidContact`.
     InvalidContact,
+    /// `urn:ietf:params:acme:error:malformed`.
     Malformed,
+    /// `urn:ietf:params:acme:error:orderNotReady`.
     OrderNotReady,
+    /// `urn:ietf:params:acme:error:rateLimited`.
     RateLimited,
+    /// `urn:ietf:params:acme:error:rejectedIdentifier`.
     RejectedIdentifier,
+    /// `urn:ietf:params:acme:error:serverInternal`.
     ServerInternal,
+    /// `urn:ietf:params:acme:error:tls`.
     Tls,
+    /// `urn:ietf:params:acme:error:unauthorized`.
     Unauthorized,
+    /// `urn:ietf:params:acme:error:unsupportedContact`.
     UnsupportedContact,
+    /// `urn:ietf:params:acme:error:unsupportedIdentifier`.
     UnsupportedIdentifier,
+    /// `urn:ietf:params:acme:error:userActionRequired`.
     UserActionRequired,
+    /// `urn:ietf:params:acme:error:invalidProfile`.
     InvalidProfile,
 }
 
@@ -71,6 +97,7 @@ impl ProblemType {
         }
     }
 
+    /// The full type URN.
     pub fn urn(self) -> String {
         format!("urn:ietf:params:acme:error:{}", self.name())
     }
@@ -111,39 +138,52 @@ impl ProblemType {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ProblemIdentifier {
     #[serde(rename = "type")]
+    /// "dns" or "ip", as the client wrote it.
     pub kind: String,
+    /// The name or address.
     pub value: String,
 }
 
+/// A problem document: what went wrong, for the client to read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
+    /// The ACME error type.
     pub kind: ProblemType,
+    /// A sentence for a person.
     pub detail: String,
     /// Overrides the type's usual status (e.g. 404 for an unknown order, 405, 413).
     pub status: Option<StatusCode>,
+    /// Per-identifier problems (type, detail, identifier).
     pub subproblems: Vec<(ProblemType, String, Option<ProblemIdentifier>)>,
 }
 
 impl Problem {
+    /// A problem of `kind`.
     pub fn new(kind: ProblemType, detail: impl Into<String>) -> Self {
         Problem { kind, detail: detail.into(), status: None, subproblems: Vec::new() }
     }
+    /// `malformed`.
     pub fn malformed(detail: impl Into<String>) -> Self {
         Self::new(ProblemType::Malformed, detail)
     }
+    /// `unauthorized` (403).
     pub fn unauthorized(detail: impl Into<String>) -> Self {
         Self::new(ProblemType::Unauthorized, detail)
     }
+    /// `serverInternal` (500); the detail must not leak internals.
     pub fn internal(detail: impl Into<String>) -> Self {
         Self::new(ProblemType::ServerInternal, detail)
     }
+    /// 404: nothing at this URL (a `malformed` type, as Boulder answers).
     pub fn not_found(detail: impl Into<String>) -> Self {
         Self::new(ProblemType::Malformed, detail).with_status(StatusCode::NOT_FOUND)
     }
+    /// Overrides the type's usual status.
     pub fn with_status(mut self, status: StatusCode) -> Self {
         self.status = Some(status);
         self
     }
+    /// The HTTP status to answer with.
     pub fn status(&self) -> StatusCode {
         self.status.unwrap_or_else(|| self.kind.status())
     }
@@ -181,21 +221,6 @@ impl std::fmt::Display for Problem {
 
 impl std::error::Error for Problem {}
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn urn_and_status_follow_rfc8555() {
-        let p = Problem::new(ProblemType::BadNonce, "stale");
-        let j = p.to_json();
-        assert_eq!(j["type"], "urn:ietf:params:acme:error:badNonce");
-        assert_eq!(j["status"], 400);
-        assert_eq!(Problem::unauthorized("x").status(), StatusCode::FORBIDDEN);
-        assert_eq!(ProblemType::BadCsr.urn(), "urn:ietf:params:acme:error:badCSR");
-    }
-}
-
 /// Engine errors carry ACME meaning already; this names it on the wire.
 impl From<tenure_engine::Error> for Problem {
     fn from(e: tenure_engine::Error) -> Self {
@@ -230,4 +255,19 @@ impl From<tenure_engine::Error> for Problem {
 /// The problem type named by a recorded error's kind (e.g. "unauthorized").
 pub fn urn_of(kind_name: &str) -> String {
     format!("urn:ietf:params:acme:error:{kind_name}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urn_and_status_follow_rfc8555() {
+        let p = Problem::new(ProblemType::BadNonce, "stale");
+        let j = p.to_json();
+        assert_eq!(j["type"], "urn:ietf:params:acme:error:badNonce");
+        assert_eq!(j["status"], 400);
+        assert_eq!(Problem::unauthorized("x").status(), StatusCode::FORBIDDEN);
+        assert_eq!(ProblemType::BadCsr.urn(), "urn:ietf:params:acme:error:badCSR");
+    }
 }

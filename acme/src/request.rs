@@ -5,6 +5,7 @@
 use tenure_engine::model::{Account, AccountStatus};
 
 use crate::jws::{Jwk, Jws};
+use crate::payloads::{self, Payload};
 use crate::problem::{Problem, ProblemType};
 use crate::server::FrontEnd;
 
@@ -21,6 +22,7 @@ pub enum KeyRule {
 
 /// A request whose signature checked out.
 pub struct Authenticated {
+    /// The request as received.
     pub jws: Jws,
     /// The key that signed the request.
     pub key: Jwk,
@@ -34,21 +36,18 @@ impl Authenticated {
         self.account.as_ref().ok_or_else(|| Problem::malformed("this request must name its account with \"kid\""))
     }
 
-    /// The payload as JSON; an empty payload (POST-as-GET) is `None`.
-    pub fn payload_json(&self) -> Result<Option<serde_json::Value>, Problem> {
+    /// The typed payload of a request that needs one.
+    pub fn payload<T: Payload>(&self) -> Result<T, Problem> {
+        self.payload_or_get()?.ok_or_else(|| Problem::malformed("this request needs a payload; POST-as-GET is not allowed here"))
+    }
+
+    /// The typed payload, or `None` for POST-as-GET (an empty payload; `{}`
+    /// is a different request, RFC 8555 §6.3).
+    pub fn payload_or_get<T: Payload>(&self) -> Result<Option<T>, Problem> {
         if self.jws.is_post_as_get() {
             return Ok(None);
         }
-        serde_json::from_slice(&self.jws.payload).map(Some).map_err(|e| Problem::malformed(format!("the JWS payload is not JSON: {e}")))
-    }
-
-    /// The payload for endpoints that take an object.
-    pub fn payload_object(&self) -> Result<serde_json::Map<String, serde_json::Value>, Problem> {
-        match self.payload_json()? {
-            Some(serde_json::Value::Object(m)) => Ok(m),
-            Some(_) => Err(Problem::malformed("the JWS payload must be a JSON object")),
-            None => Err(Problem::malformed("this request needs a payload; POST-as-GET is not allowed here")),
-        }
+        payloads::parse(&self.jws.payload).map(Some)
     }
 
     /// POST-as-GET (RFC 8555 §6.3): the payload must be empty.
@@ -61,7 +60,7 @@ impl Authenticated {
     }
 }
 
-/// Runs on a blocking thread (see `handlers::signed`): it reads the account
+/// Runs on a blocking thread (see `routes::dispatch`): it reads the account
 /// from the store and checks a signature.
 pub fn authenticate(
     fe: &FrontEnd,
@@ -114,10 +113,10 @@ pub fn authenticate(
 
     key.verify(p.alg, &jws.signing_input(), &jws.signature)?;
 
-    if let Some(a) = &account {
-        if a.status != AccountStatus::Valid {
-            return Err(Problem::unauthorized(format!("the account is {}", a.status.as_str())));
-        }
+    if let Some(a) = &account
+        && a.status != AccountStatus::Valid
+    {
+        return Err(Problem::unauthorized(format!("the account is {}", a.status.as_str())));
     }
     Ok(Authenticated { jws, key, account })
 }

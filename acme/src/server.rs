@@ -11,7 +11,6 @@ use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use tenure_engine::Ra;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
@@ -19,11 +18,16 @@ use crate::handlers;
 use crate::nonce::NonceStore;
 use crate::problem::Problem;
 use crate::resources::Urls;
+use crate::routes;
 use crate::validation::Validator;
+
+/// The engine service the ACME front end calls: the registration authority.
+pub use tenure_engine::Ra;
 
 /// Requests larger than this are refused (413) before parsing.
 pub const MAX_BODY: usize = 64 * 1024;
 
+/// What the operator can set about the ACME server.
 pub struct Options {
     /// Advertised in the directory's `meta.termsOfService`.
     pub terms_of_service: String,
@@ -37,15 +41,20 @@ impl Default for Options {
 
 /// Everything a request handler can reach.
 pub struct FrontEnd {
+    /// The engine; handlers reach it through `engine` and `blocking`.
     pub ra: Ra,
+    /// Nonces issued and not yet redeemed.
     pub nonces: NonceStore,
     /// Verified account keys, so `kid` requests skip re-validating the stored JWK.
     pub(crate) account_keys: crate::keycache::KeyCache,
+    /// The validation authority (http-01, dns-01, tls-alpn-01).
     pub validator: Validator,
+    /// Operator settings.
     pub options: Options,
 }
 
 impl FrontEnd {
+    /// A front end over the engine.
     pub fn new(ra: Ra, validator: Validator, options: Options) -> Arc<FrontEnd> {
         Arc::new(FrontEnd {
             ra,
@@ -152,13 +161,18 @@ where
 
 /// A response under construction; `finish` adds the headers every ACME response carries.
 pub struct Reply {
+    /// The HTTP status.
     pub status: StatusCode,
+    /// The body.
     pub body: Bytes,
+    /// The `Content-Type`; none when empty.
     pub content_type: &'static str,
+    /// Further headers.
     pub headers: Vec<(header::HeaderName, String)>,
 }
 
 impl Reply {
+    /// A JSON body.
     pub fn json(status: StatusCode, value: &serde_json::Value) -> Reply {
         Reply {
             status,
@@ -167,21 +181,26 @@ impl Reply {
             headers: Vec::new(),
         }
     }
+    /// No body.
     pub fn empty(status: StatusCode) -> Reply {
         Reply { status, body: Bytes::new(), content_type: "", headers: Vec::new() }
     }
+    /// A problem document (RFC 7807).
     pub fn problem(p: &Problem) -> Reply {
         let mut r = Reply::json(p.status(), &p.to_json());
         r.content_type = "application/problem+json";
         r
     }
+    /// Adds a header.
     pub fn header(mut self, name: header::HeaderName, value: impl Into<String>) -> Reply {
         self.headers.push((name, value.into()));
         self
     }
+    /// Adds `Location`.
     pub fn location(self, url: impl Into<String>) -> Reply {
         self.header(header::LOCATION, url)
     }
+    /// Adds a `Link` with a relation.
     pub fn link(self, url: &str, rel: &str) -> Reply {
         self.header(header::LINK, format!("<{url}>;rel=\"{rel}\""))
     }
@@ -197,7 +216,7 @@ async fn handle(fe: &Arc<FrontEnd>, req: Request<Incoming>, peer: SocketAddr) ->
         Ok(b) => b,
         Err(p) => return finish(fe, Some(&urls), Reply::problem(&p)),
     };
-    let reply = match handlers::route(fe, &urls, &parts, body).await {
+    let reply = match routes::dispatch(fe, urls.clone(), &parts, body).await {
         Ok(r) => r,
         Err(p) => {
             tracing::debug!(%peer, method = %parts.method, path = parts.uri.path(), problem = %p, "request refused");

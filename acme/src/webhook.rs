@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use tenure_engine::lifecycle::WebhookSender;
 
+/// The engine's `WebhookSender` over reqwest.
 pub struct HttpWebhooks {
     client: reqwest::Client,
     runtime: tokio::runtime::Handle,

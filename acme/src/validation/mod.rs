@@ -48,14 +48,19 @@ impl Default for ValidationConfig {
 /// The challenge types the VA can perform.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ChallengeKind {
+    /// http-01 (RFC 8555 §8.3).
     Http01,
+    /// dns-01 (RFC 8555 §8.4).
     Dns01,
+    /// tls-alpn-01 (RFC 8737).
     TlsAlpn01,
 }
 
 impl ChallengeKind {
+    /// Every challenge type, in the order they are offered.
     pub const ALL: [ChallengeKind; 3] = [ChallengeKind::Http01, ChallengeKind::Dns01, ChallengeKind::TlsAlpn01];
 
+    /// The challenge's `type` on the wire.
     pub fn as_str(self) -> &'static str {
         match self {
             ChallengeKind::Http01 => "http-01",
@@ -99,6 +104,7 @@ impl std::fmt::Debug for Validator {
 }
 
 impl Validator {
+    /// A validator with its resolver and TLS client configurations built once.
     pub fn new(cfg: ValidationConfig) -> Result<Validator, String> {
         if cfg.timeout.is_zero() {
             return Err("validation timeout must be positive".into());
@@ -109,6 +115,7 @@ impl Validator {
         Ok(Validator { inner: Arc::new(Inner { cfg, resolver, acme_tls, https }) })
     }
 
+    /// The ports, resolver and timeout it validates with.
     pub fn config(&self) -> &ValidationConfig {
         &self.inner.cfg
     }

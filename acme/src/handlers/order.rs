@@ -1,0 +1,89 @@
+//! Orders (RFC 8555 §7.4): creation, reading, finalize.
+
+use http::{StatusCode, header};
+use tenure_engine::Identifier;
+use tenure_engine::ra::NewOrder;
+use tenure_engine::model::{Order, OrderStatus};
+
+use crate::payloads;
+use crate::problem::{Problem, ProblemIdentifier, ProblemType};
+use crate::request::Authenticated;
+use crate::resources::order_json;
+use crate::routes::Call;
+use crate::server::{FrontEnd, Reply};
+
+/// newOrder: identifiers checked here for form, then the engine decides.
+pub fn new_order(fe: &FrontEnd, call: &Call, req: Authenticated) -> Result<Reply, Problem> {
+    let urls = &call.urls;
+    let account = req.account()?.clone();
+    let payload: payloads::NewOrder = req.payload()?;
+    for (name, value) in [("notBefore", &payload.not_before), ("notAfter", &payload.not_after)] {
+        if value.is_some() {
+            return Err(Problem::malformed(format!(
+                "\"{name}\" is not supported: lifetimes come from the profile (see the directory's meta.profiles)"
+            )));
+        }
+    }
+    let mut identifiers = Vec::with_capacity(payload.identifiers.len());
+    let mut rejected = Vec::new();
+    for item in payload.identifiers {
+        match Identifier::parse(&item.kind, &item.value) {
+            Ok(id) => identifiers.push(id),
+            Err(e) => {
+                let p = Problem::from(e);
+                rejected.push((p.kind, p.detail, Some(ProblemIdentifier { kind: item.kind, value: item.value })));
+            }
+        }
+    }
+    if let Some(first) = rejected.first() {
+        // One problem with a subproblem per bad identifier (RFC 8555 §6.7.1).
+        let first_kind = first.0;
+        let mut p = if rejected.len() == 1 {
+            Problem::new(first_kind, first.1.clone())
+        } else {
+            Problem::new(ProblemType::Compound, format!("{} identifiers were refused", rejected.len()))
+        };
+        if rejected.len() > 1 || first_kind == ProblemType::RejectedIdentifier {
+            p.subproblems = rejected;
+        }
+        return Err(p);
+    }
+    let (profile, replaces) = (payload.profile, payload.replaces);
+    let order = fe.engine(move |a| a.new_order(&account, NewOrder { identifiers, profile, replaces }))?;
+    Ok(Reply::json(StatusCode::CREATED, &order_json(urls, &order)).location(urls.order(&order.id)))
+}
+
+/// An order (POST-as-GET).
+pub fn order(fe: &FrontEnd, call: &Call, req: Authenticated) -> Result<Reply, Problem> {
+    req.require_post_as_get()?;
+    let order = load_order(fe, call.param(), &req)?;
+    Ok(with_retry_after(Reply::json(StatusCode::OK, &order_json(&call.urls, &order)), &order))
+}
+
+/// finalize: the CSR goes to the engine, which decides and signs.
+pub fn finalize(fe: &FrontEnd, call: &Call, req: Authenticated) -> Result<Reply, Problem> {
+    let payload: payloads::Finalize = req.payload()?;
+    let order = load_order(fe, call.param(), &req)?;
+    let csr = payload.csr_der()?;
+    let account = req.account()?.clone();
+    let account_spki = req.key.spki_der();
+    let order = fe.engine(move |a| a.finalize(&account, &order, &csr, &account_spki))?;
+    let reply = Reply::json(StatusCode::OK, &order_json(&call.urls, &order)).location(call.urls.order(&order.id));
+    Ok(with_retry_after(reply, &order))
+}
+
+/// A processing order tells the client when to look again.
+fn with_retry_after(reply: Reply, order: &Order) -> Reply {
+    if order.status == OrderStatus::Processing { reply.header(header::RETRY_AFTER, "1") } else { reply }
+}
+
+/// The order, if it is the requesting account's.
+fn load_order(fe: &FrontEnd, id: &str, req: &Authenticated) -> Result<Order, Problem> {
+    let account = req.account()?;
+    let lookup = id.to_string();
+    let order = fe.engine(move |a| a.order(&lookup))?.ok_or_else(|| Problem::not_found(format!("no order {id}")))?;
+    if order.account_id != account.id {
+        return Err(Problem::unauthorized("this order belongs to another account"));
+    }
+    Ok(order)
+}

@@ -1,0 +1,162 @@
+//! One function per admin operation: parse the typed input, one engine call,
+//! render. Registry operations go through `Admin::registry`, plugin and audit
+//! operations through `Admin::policies`.
+
+use std::sync::Arc;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde_json::json;
+use tenure_acme::problem::Problem;
+use tenure_engine::policies::PluginScope;
+
+use crate::input::{json, query};
+use crate::requests::*;
+use crate::routes::{Call, Handled};
+use crate::{Admin, Answer};
+
+/// `GET /v1/tenants`.
+pub fn list_tenants(admin: Arc<Admin>, call: Call) -> Handled {
+    Box::pin(async move {
+        let NoQuery {} = query(call.query.as_deref())?;
+        let list = admin.registry(|r| r.tenants()).await?;
+        Ok(Answer::ok(json!(list.iter().map(|t| json!({ "tenant": t.name, "permits": t.permits })).collect::<Vec<_>>())))
+    })
+}
+
+/// `POST /v1/tenants`: the tenant, its intermediate CA, and its EAB key.
+pub fn create_tenant(admin: Arc<Admin>, call: Call) -> Handled {
+    Box::pin(async move {
+        let NewTenant { name, permits } = json(&call.body)?;
+        let created = admin.registry(move |r| r.create_tenant(&name, Some(&permits))).await?;
+        Ok(Answer::created(json!({
+            "tenant": created.tenant.name,
+            "permits": created.tenant.permits,
+            "eab_kid": created.eab_kid,
+            "eab_hmac": URL_SAFE_NO_PAD.encode(&created.eab_hmac),
+        })))
+    })
+}
+
+/// `GET /v1/resources[?tenant=]`.
+pub fn list_resources(admin: Arc<Admin>, call: Call) -> Handled {
+    Box::pin(async move {
+        let ResourcesQuery { tenant } = query(call.query.as_deref())?;
+        Ok(Answer::ok(json!(admin.registry(move |r| r.resources(tenant.as_deref())).await?)))
+    })
+}
+
+/// `POST /v1/resources`.
+pub fn add_resource(admin: Arc<Admin>, call: Call) -> Handled {
+    Box::pin(async move {
+        let new: AddResource = json(&call.body)?;
+        Ok(Answer::created(json!(admin.registry(move |r| r.add_resource(new.into())).await?)))
+    })
+}
+
+/// `GET /v1/resources/{id}`: the resource and its events.
+pub fn show_resource(admin: Arc<Admin>, call: Call) -> Handled {
+    Box::pin(async move {
+        let NoQuery {} = query(call.query.as_deref())?;
+        let id = call.param().to_string();
+        let (resource, events) = admin
+            .registry(move |r| {
+                let resource = r.resource(&id)?.ok_or_else(|| tenure_engine::Error::not_found(format!("no resource {id}")))?;
+                Ok((resource, r.resource_events(&id)?))
+            })
+            .await?;
+        Ok(Answer::ok(json!({ "resource": resource, "events": events })))
+    })
+}
+
+/// `POST /v1/resources/{id}/release`: the tenant lets go; its certificates are revoked.
+pub fn release_resource(admin: Arc<Admin>, call: Call) -> Handled {
+    Box::pin(async move {
+        let NoBody {} = json(&call.body)?;
+        let id = call.param().to_string();
+        Ok(Answer::ok(json!(admin.registry(move |r| r.release_resource(&id)).await?)))
+    })
+}
+
+/// `POST /v1/resources/{id}/transfer` `{"to": tenant}`.
+pub fn transfer_resource(admin: Arc<Admin>, call: Call) -> Handled {
+    Box::pin(async move {
+        let Transfer { to } = json(&call.body)?;
+        let id = call.param().to_string();
+        Ok(Answer::ok(json!(admin.registry(move |r| r.transfer_resource(&id, &to)).await?)))
+    })
+}
+
+/// `POST /v1/resources/{id}/suspend`: held, but not to be certified meanwhile.
+pub fn suspend_resource(admin: Arc<Admin>, call: Call) -> Handled {
+    Box::pin(async move {
+        let NoBody {} = json(&call.body)?;
+        let id = call.param().to_string();
+        Ok(Answer::ok(json!(admin.registry(move |r| r.suspend_resource(&id)).await?)))
+    })
+}
+
+/// `POST /v1/resources/{id}/resume`: active again.
+pub fn resume_resource(admin: Arc<Admin>, call: Call) -> Handled {
+    Box::pin(async move {
+        let NoBody {} = json(&call.body)?;
+        let id = call.param().to_string();
+        Ok(Answer::ok(json!(admin.registry(move |r| r.resume_resource(&id)).await?)))
+    })
+}
+
+/// `GET /v1/plugins`.
+pub fn list_plugins(admin: Arc<Admin>, call: Call) -> Handled {
+    Box::pin(async move {
+        let NoQuery {} = query(call.query.as_deref())?;
+        let list = admin.policies(|p| p.plugins()).await?;
+        let list: Vec<_> = list.iter().map(|(scope, digest, at)| json!({ "scope": scope, "digest": digest, "installed_at": at })).collect();
+        Ok(Answer::ok(json!(list)))
+    })
+}
+
+/// `PUT /v1/plugins/operator`: the body is the component's bytes.
+pub fn install_operator_plugin(admin: Arc<Admin>, call: Call) -> Handled {
+    Box::pin(install(admin, PluginScope::Operator, call))
+}
+
+/// `PUT /v1/plugins/tenant/{tenant}`: the body is the component's bytes.
+pub fn install_tenant_plugin(admin: Arc<Admin>, call: Call) -> Handled {
+    let scope = PluginScope::Tenant(call.param().to_string());
+    Box::pin(install(admin, scope, call))
+}
+
+async fn install(admin: Arc<Admin>, scope: PluginScope, call: Call) -> Result<Answer, Problem> {
+    let key = scope.key();
+    let digest = admin.policies(move |p| p.install_plugin(scope, &call.body)).await?;
+    Ok(Answer::ok(json!({ "scope": key, "digest": digest })))
+}
+
+/// `DELETE /v1/plugins/operator`.
+pub fn remove_operator_plugin(admin: Arc<Admin>, _call: Call) -> Handled {
+    Box::pin(remove(admin, PluginScope::Operator))
+}
+
+/// `DELETE /v1/plugins/tenant/{tenant}`.
+pub fn remove_tenant_plugin(admin: Arc<Admin>, call: Call) -> Handled {
+    Box::pin(remove(admin, PluginScope::Tenant(call.param().to_string())))
+}
+
+/// Removes a scope's plugin; 404 if none was installed.
+async fn remove(admin: Arc<Admin>, scope: PluginScope) -> Result<Answer, Problem> {
+    let key = scope.key();
+    if admin.policies(move |p| p.remove_plugin(scope)).await? {
+        Ok(Answer::ok(json!({ "scope": key, "removed": true })))
+    } else {
+        Err(Problem::not_found(format!("no plugin is installed for {key}")))
+    }
+}
+
+/// `GET /v1/audit[?tenant=][&limit=]`: the newest decisions, oldest first.
+pub fn audit(admin: Arc<Admin>, call: Call) -> Handled {
+    Box::pin(async move {
+        let AuditQuery { tenant, limit } = query(call.query.as_deref())?;
+        let limit = i64::from(limit.unwrap_or(1000));
+        Ok(Answer::ok(json!(admin.registry(move |r| r.audit(tenant.as_deref(), limit)).await?)))
+    })
+}
