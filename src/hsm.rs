@@ -96,15 +96,18 @@ pub enum HsmCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Generate (or rekey) the key of a resource in its tenant's token and write its certificate there.
+    /// Generate (or rekey) the key of a resource in its tenant's token and certify it, if the
+    /// tenant's policy allows (decide-renewal, trigger rekey). The certificate is written next
+    /// to the key, listed by `tenure cert list`, and revoked when the resource is released.
     Rekey {
         /// The resource: an `hsm` resource, or one with attribute hsm=<hsm resource id>.
         resource: String,
         /// Seconds the old key stays usable.
         #[arg(long, default_value_t = 3600)]
         overlap_seconds: u64,
-        #[arg(long, default_value_t = 86400)]
-        lifetime_seconds: u64,
+        /// The certificate's lifetime (default: the default profile's; a policy may shorten it).
+        #[arg(long)]
+        lifetime_seconds: Option<u64>,
         #[command(flatten)]
         data: DataDir,
         #[arg(long)]
@@ -172,11 +175,11 @@ pub fn run(command: HsmCommand) -> Result<()> {
             if so_pin.is_empty() {
                 bail!("{} is empty", so_pin_file.display());
             }
-            let slot = open(&data)?.hsm_pool_add(&module, &token, so_pin)?;
+            let slot = open(&data)?.custody.hsm_pool_add(&module, &token, so_pin)?;
             emit(&slot, json, |s| format!("{}\t{}\t{}", s.id, s.token_label, s.state.as_str()))
         }
         HsmCommand::Pool { command: PoolCommand::List { data, json } } => {
-            for s in open(&data)?.hsm_slots()? {
+            for s in open(&data)?.custody.hsm_slots()? {
                 emit(&s, json, |s| {
                     format!(
                         "{}\t{}\t{}\t{}\t{}",
@@ -191,7 +194,7 @@ pub fn run(command: HsmCommand) -> Result<()> {
             Ok(())
         }
         HsmCommand::Allocate { tenant, tenant_only, data, json } => {
-            let (slot, pin) = open(&data)?.hsm_allocate(&tenant, tenant_only)?;
+            let (slot, pin) = open(&data)?.custody.hsm_allocate(&tenant, tenant_only)?;
             let out = serde_json::json!({
                 "id": slot.id, "resource": slot.resource_id, "token": slot.token_label,
                 "module": slot.module, "state": slot.state.as_str(), "user_pin": pin,
@@ -206,14 +209,14 @@ pub fn run(command: HsmCommand) -> Result<()> {
             })
         }
         HsmCommand::Release { id, grace_seconds, data, json } => {
-            let slot = open(&data)?.hsm_release(&id, grace_seconds.map(Duration::from_secs))?;
+            let slot = open(&data)?.custody.hsm_release(&id, grace_seconds.map(Duration::from_secs))?;
             emit(&slot, json, |s| match s.release_after {
                 Some(at) => format!("{} keeps its keys until {at} (unix time), then is zeroized", s.id),
                 None => format!("{} zeroized and back in the pool", s.id),
             })
         }
         HsmCommand::Keys { id, data, json } => {
-            let info = open(&data)?.hsm_keys(&id)?;
+            let info = open(&data)?.custody.hsm_keys(&id)?;
             emit(&info, json, |i| {
                 let mut out = format!("{}\t{}\t{}\n", i.slot.id, i.slot.token_label, i.slot.state.as_str());
                 for k in &i.keys {
@@ -233,14 +236,14 @@ pub fn run(command: HsmCommand) -> Result<()> {
             })
         }
         HsmCommand::Rekey { resource, overlap_seconds, lifetime_seconds, data, json } => {
-            let grant = tenure_engine::policy::Grant { lifetime_seconds, rekey: true, ..Default::default() };
-            let out = open(&data)?.rekey_in_hsm(&resource, &grant, Duration::from_secs(overlap_seconds))?;
+            let lifetime = lifetime_seconds.map(Duration::from_secs);
+            let out = open(&data)?.custody.rekey(&resource, lifetime, Duration::from_secs(overlap_seconds))?;
             emit(&out, json, |o| {
                 format!(
                     "key {} in {} with certificate {}{}",
                     o.key.id,
                     o.key.slot_id,
-                    o.key.cert_serial.as_deref().unwrap_or("-"),
+                    o.serial,
                     o.replaced
                         .as_ref()
                         .map(|r| format!("; {r} retires at {}", o.replaced_retires_at.unwrap_or_default()))
@@ -249,12 +252,12 @@ pub fn run(command: HsmCommand) -> Result<()> {
             })
         }
         HsmCommand::Sweep { data } => {
-            let (zeroized, retired) = open(&data)?.hsm_maintenance()?;
+            let (zeroized, retired) = open(&data)?.custody.hsm_maintenance()?;
             println!("{zeroized} tokens zeroized, {retired} keys retired");
             Ok(())
         }
         HsmCommand::Distribute { key, from, to, data, json } => {
-            let out = open(&data)?.distribute_hsm_key(&key, &from, &to)?;
+            let out = open(&data)?.custody.distribute_hsm_key(&key, &from, &to)?;
             emit(&out, json, |o| format!("copied as {} into {} (allowed by {})", o.key.id, o.key.slot_id, o.plugins.join(", ")))
         }
     }

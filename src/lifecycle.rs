@@ -5,7 +5,6 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use serde_json::json;
-use tenure_engine::authority::Authority;
 use tenure_engine::model::{Certificate, CertificateLifecycle, now};
 
 use crate::{DataDir, open};
@@ -88,7 +87,7 @@ fn to_json(c: &Certificate, l: &CertificateLifecycle) -> serde_json::Value {
 pub fn cert(command: CertCommand) -> Result<()> {
     match command {
         CertCommand::List { tenant, resource, limit, data, json } => {
-            for (c, l) in open(&data)?.certificates(tenant.as_deref(), resource.as_deref(), limit)? {
+            for (c, l) in open(&data)?.lifecycle.certificates(tenant.as_deref(), resource.as_deref(), limit)? {
                 if json {
                     println!("{}", to_json(&c, &l));
                 } else {
@@ -107,10 +106,10 @@ pub fn cert(command: CertCommand) -> Result<()> {
             }
         }
         CertCommand::Show { serial, pem, data, json } => {
-            let authority = open(&data)?;
+            let lifecycle = open(&data)?.lifecycle;
             let serial = serial.to_ascii_lowercase().replace(':', "");
-            let (c, l) = authority.certificate_record(&serial)?.with_context(|| format!("no certificate with serial {serial}"))?;
-            let deliveries = authority.deliveries_of(&serial)?;
+            let (c, l) = lifecycle.certificate_record(&serial)?.with_context(|| format!("no certificate with serial {serial}"))?;
+            let deliveries = lifecycle.deliveries_of(&serial)?;
             if json {
                 let mut v = to_json(&c, &l);
                 v["deliveries"] = deliveries
@@ -118,7 +117,7 @@ pub fn cert(command: CertCommand) -> Result<()> {
                     .map(|d| json!({ "kind": d.kind.as_str(), "target": d.target, "state": d.state.as_str(), "attempts": d.attempts, "last_error": d.last_error }))
                     .collect();
                 if pem {
-                    v["pem"] = authority.certificate_chain_pem(&c)?.into();
+                    v["pem"] = lifecycle.certificate_chain_pem(&c)?.into();
                 }
                 println!("{v}");
             } else {
@@ -141,7 +140,7 @@ pub fn cert(command: CertCommand) -> Result<()> {
                     );
                 }
                 if pem {
-                    print!("{}", authority.certificate_chain_pem(&c)?);
+                    print!("{}", lifecycle.certificate_chain_pem(&c)?);
                 }
             }
         }
@@ -151,15 +150,15 @@ pub fn cert(command: CertCommand) -> Result<()> {
 
 pub fn renew(args: RenewArgs) -> Result<()> {
     let _ = args.now;
-    let authority = Arc::new(open(&args.data)?);
+    let lifecycle = open(&args.data)?.lifecycle;
     let sweep = match &args.resource {
-        Some(id) => authority.renew_resource_now(id)?,
-        None => authority.sweep_renewals()?,
+        Some(id) => lifecycle.renew_resource_now(id)?,
+        None => lifecycle.sweep_renewals()?,
     };
     // Deliver what was renewed, whether or not a server is running.
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
     let webhooks = tenure_acme::webhook::HttpWebhooks::new(runtime.handle().clone()).map_err(anyhow::Error::msg)?;
-    let delivered = authority.deliver_pending(&webhooks)?;
+    let delivered = lifecycle.deliver_pending(&webhooks)?;
     if args.json {
         println!(
             "{}",
@@ -187,9 +186,9 @@ pub fn renew(args: RenewArgs) -> Result<()> {
 
 /// Used by `serve`: the scheduler thread with the HTTP webhook sender.
 pub fn start_scheduler(
-    authority: Arc<Authority>,
+    lifecycle: tenure_engine::Lifecycle,
     runtime: tokio::runtime::Handle,
 ) -> Result<tenure_engine::lifecycle::scheduler::Scheduler> {
     let webhooks = tenure_acme::webhook::HttpWebhooks::new(runtime).map_err(anyhow::Error::msg)?;
-    Ok(tenure_engine::lifecycle::scheduler::Scheduler::spawn(authority, Arc::new(webhooks))?)
+    Ok(tenure_engine::lifecycle::scheduler::Scheduler::spawn(lifecycle, Arc::new(webhooks))?)
 }

@@ -4,14 +4,13 @@ mod bench;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use tenure_acme::validation::{ValidationConfig, Validator};
 use tenure_engine::Identifier;
-use tenure_engine::authority::{Authority, Config};
+use tenure_engine::{Config, Engine};
 
 mod hsm;
 mod lifecycle;
@@ -296,7 +295,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Hsm { command } => hsm::run(command),
         Command::Bench { command } => bench::run(command),
         Command::Audit { tenant, limit, data, json } => {
-            for r in open(&data)?.audit(tenant.as_deref(), limit)? {
+            for r in open(&data)?.registry.audit(tenant.as_deref(), limit)? {
                 if json {
                     println!("{}", serde_json::to_string(&r)?);
                 } else {
@@ -319,8 +318,8 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
-fn open(data: &DataDir) -> Result<Authority> {
-    Authority::open(&data.dir, data.config()).with_context(|| format!("opening {}", data.dir.display()))
+fn open(data: &DataDir) -> Result<Engine> {
+    Engine::open(&data.dir, data.config()).with_context(|| format!("opening {}", data.dir.display()))
 }
 
 fn serve(args: ServeArgs) -> Result<()> {
@@ -339,7 +338,7 @@ fn serve(args: ServeArgs) -> Result<()> {
     config.lifecycle.batch = args.renewal_batch.max(1);
     config.lifecycle.renewal_rate = args.renewal_rate;
     hsm::configure_serve(&args.data, &args.hsm)?;
-    let authority = Arc::new(Authority::open(&args.data.dir, config).with_context(|| format!("opening {}", args.data.dir.display()))?);
+    let engine = Engine::open(&args.data.dir, config).with_context(|| format!("opening {}", args.data.dir.display()))?;
     hsm::spawn_maintenance(&args.data);
     let mut names = vec![Identifier::dns("localhost"), Identifier::ip(IpAddr::from([127, 0, 0, 1])), Identifier::ip("::1".parse()?)];
     if !args.listen.ip().is_unspecified() && !args.listen.ip().is_loopback() {
@@ -348,7 +347,7 @@ fn serve(args: ServeArgs) -> Result<()> {
     for h in &args.hostnames {
         names.push(Identifier::parse("dns", h).with_context(|| format!("--hostname {h}"))?);
     }
-    let (chain, key) = authority.server_identity(&names)?;
+    let (chain, key) = engine.server_identity(&names)?;
     let tls = tenure_acme::server::tls_config(chain, key)?;
     let validator = Validator::new(ValidationConfig {
         http01_port: args.http01_port,
@@ -371,23 +370,23 @@ fn serve(args: ServeArgs) -> Result<()> {
             Some(u) => u.trim_end_matches('/').to_string(),
             None => format!("https://{}:{}", args.hostnames.first().map_or("localhost", |h| h.as_str()), addr.port()),
         };
-        authority.set_public_url(&public_url)?;
+        engine.lifecycle.set_public_url(&public_url)?;
         let admin_listener = tokio::net::TcpListener::bind(args.admin_listen)
             .await
             .with_context(|| format!("binding the admin API on {}", args.admin_listen))?;
         println!("ACME directory: https://{host}/directory");
-        println!("root certificate: {}", authority.root_pem_path().display());
+        println!("root certificate: {}", engine.root_pem_path().display());
         println!(
             "admin API: https://{} (bearer token in {})",
             admin_listener.local_addr()?,
-            authority.data_dir().join("admin-token").display()
+            engine.data_dir().join("admin-token").display()
         );
         let handle = tokio::runtime::Handle::current();
-        let _scheduler = lifecycle::start_scheduler(authority.clone(), handle)?;
-        let fe = tenure_acme::FrontEnd::new(authority.clone(), validator, tenure_acme::Options::default());
+        let _scheduler = lifecycle::start_scheduler(engine.lifecycle.clone(), handle)?;
+        let fe = tenure_acme::FrontEnd::new(engine.ra.clone(), validator, tenure_acme::Options::default());
         tokio::select! {
             r = tenure_acme::serve(fe, listener, tls.clone()) => r.context("serving ACME")?,
-            r = tenure_admin::serve_admin(authority, admin_listener, tls) => r.context("serving the admin API")?,
+            r = tenure_admin::serve_admin(engine, admin_listener, tls) => r.context("serving the admin API")?,
             _ = shutdown_signal() => tracing::info!("shutting down"),
         }
         Ok(())
@@ -418,7 +417,7 @@ fn tenant(command: TenantCommand) -> Result<()> {
     match command {
         TenantCommand::Add { name, permits, data, json } => {
             let authority = open(&data)?;
-            let created = authority.create_tenant(&name, Some(&permits))?;
+            let created = authority.registry.create_tenant(&name, Some(&permits))?;
             let hmac = base64_url(&created.eab_hmac);
             if json {
                 println!(
@@ -435,7 +434,7 @@ fn tenant(command: TenantCommand) -> Result<()> {
         }
         TenantCommand::List { data, json } => {
             let authority = open(&data)?;
-            for t in authority.tenants()? {
+            for t in authority.registry.tenants()? {
                 if json {
                     println!("{}", serde_json::json!({ "tenant": t.name, "permits": t.permits }));
                 } else if t.permits.is_empty() {
@@ -465,19 +464,19 @@ fn resource(command: ResourceCommand) -> Result<()> {
         ResourceCommand::Add { tenant, kind, names, zones, addresses, attrs, anchor, data, json } => {
             let attributes = attrs.iter().map(|a| parse_attribute(a)).collect::<Result<_, _>>()?;
             let authority = open(&data)?;
-            let r = authority.add_resource(NewResource { tenant, kind, names, zones, addresses, attributes, anchor })?;
+            let r = authority.registry.add_resource(NewResource { tenant, kind, names, zones, addresses, attributes, anchor })?;
             if json {
                 println!("{}", serde_json::json!({ "id": r.id }));
             } else {
                 println!("{}", r.id);
             }
         }
-        ResourceCommand::Release { id, data, json } => print(&open(&data)?.release_resource(&id)?, json),
-        ResourceCommand::Suspend { id, data, json } => print(&open(&data)?.suspend_resource(&id)?, json),
-        ResourceCommand::Resume { id, data, json } => print(&open(&data)?.resume_resource(&id)?, json),
-        ResourceCommand::Transfer { id, to, data, json } => print(&open(&data)?.transfer_resource(&id, &to)?, json),
+        ResourceCommand::Release { id, data, json } => print(&open(&data)?.registry.release_resource(&id)?, json),
+        ResourceCommand::Suspend { id, data, json } => print(&open(&data)?.registry.suspend_resource(&id)?, json),
+        ResourceCommand::Resume { id, data, json } => print(&open(&data)?.registry.resume_resource(&id)?, json),
+        ResourceCommand::Transfer { id, to, data, json } => print(&open(&data)?.registry.transfer_resource(&id, &to)?, json),
         ResourceCommand::List { tenant, data, json } => {
-            for r in open(&data)?.resources(tenant.as_deref())? {
+            for r in open(&data)?.registry.resources(tenant.as_deref())? {
                 print(&r, json);
             }
         }
@@ -486,7 +485,7 @@ fn resource(command: ResourceCommand) -> Result<()> {
 }
 
 fn plugin(command: PluginCommand) -> Result<()> {
-    use tenure_engine::authority::PluginScope;
+    use tenure_engine::policies::PluginScope;
     let read = |f: &PathBuf| std::fs::read(f).with_context(|| format!("reading {}", f.display()));
     match command {
         PluginCommand::Install { file, operator, tenant, data } => {
@@ -495,10 +494,10 @@ fn plugin(command: PluginCommand) -> Result<()> {
                 (false, Some(t)) => PluginScope::Tenant(t),
                 (false, None) => anyhow::bail!("say --operator or --tenant T"),
             };
-            println!("{}", open(&data)?.install_plugin(scope, &read(&file)?)?);
+            println!("{}", open(&data)?.policies.install_plugin(scope, &read(&file)?)?);
         }
         PluginCommand::List { data, json } => {
-            for (scope, digest, at) in open(&data)?.plugins()? {
+            for (scope, digest, at) in open(&data)?.policies.plugins()? {
                 if json {
                     println!("{}", serde_json::json!({ "scope": scope, "digest": digest, "installed_at": at }));
                 } else {
@@ -507,7 +506,7 @@ fn plugin(command: PluginCommand) -> Result<()> {
             }
         }
         PluginCommand::Check { file, data } => {
-            let info = open(&data)?.check_plugin(&read(&file)?)?;
+            let info = open(&data)?.policies.check_plugin(&read(&file)?)?;
             println!("digest: {}", info.digest);
             for i in &info.imports {
                 println!("import: {i}");
@@ -519,7 +518,7 @@ fn plugin(command: PluginCommand) -> Result<()> {
         PluginCommand::Eval { file, hook: _, input, data } => {
             let req: tenure_engine::policy::IssuanceRequest =
                 serde_json::from_slice(&read(&input)?).with_context(|| format!("{} is not an issuance request", input.display()))?;
-            let verdict = open(&data)?.eval_issuance(&read(&file)?, &req)?;
+            let verdict = open(&data)?.policies.eval_issuance(&read(&file)?, &req)?;
             println!("{}", serde_json::to_string_pretty(&verdict)?);
         }
     }

@@ -17,7 +17,7 @@ use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 use support::dns::TestDns;
 use tenure_acme::validation::{ValidationConfig, Validator};
-use tenure_engine::authority::{Authority, Config};
+use tenure_engine::{Config, Engine};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A minimal http-01 responder: serves key authorizations by token.
@@ -59,7 +59,7 @@ impl Http01 {
 
 struct Harness {
     _dir: tempfile::TempDir,
-    authority: Arc<Authority>,
+    engine: Engine,
     directory: String,
     root: std::path::PathBuf,
     dns: TestDns,
@@ -72,9 +72,9 @@ async fn start() -> Harness {
     let dns = TestDns::start().await;
     let http01_port = support::free_port();
     let http01 = Http01::start(http01_port).await;
-    let authority = Arc::new(Authority::open(dir.path(), Config::default()).expect("open"));
+    let engine = Engine::open(dir.path(), Config::default()).expect("open");
     let names = [tenure_engine::Identifier::ip("127.0.0.1".parse().unwrap())];
-    let (chain, key) = authority.server_identity(&names).expect("server identity");
+    let (chain, key) = engine.server_identity(&names).expect("server identity");
     let tls = tenure_acme::server::tls_config(chain, key).expect("tls");
     let validator = Validator::new(ValidationConfig {
         http01_port,
@@ -85,10 +85,10 @@ async fn start() -> Harness {
     .expect("validator");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr: SocketAddr = listener.local_addr().unwrap();
-    let fe = tenure_acme::FrontEnd::new(authority.clone(), validator, tenure_acme::Options::default());
+    let fe = tenure_acme::FrontEnd::new(engine.ra.clone(), validator, tenure_acme::Options::default());
     tokio::spawn(tenure_acme::serve(fe, listener, tls));
     let root = dir.path().join("root.pem");
-    Harness { directory: format!("https://{addr}/directory"), root, authority, dns, http01, _dir: dir }
+    Harness { directory: format!("https://{addr}/directory"), root, engine, dns, http01, _dir: dir }
 }
 
 impl Harness {
@@ -223,14 +223,14 @@ async fn key_rollover_then_issue_and_revoke() {
     assert!(err.to_string().contains("alreadyRevoked"), "{err}");
     let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
     let serial = hex(cert.raw_serial());
-    let stored = h.authority.certificate(&serial).unwrap().expect("stored");
+    let stored = h.engine.ra.certificate(&serial).unwrap().expect("stored");
     assert_eq!(stored.revocation_reason, Some(4));
 }
 
 #[tokio::test]
 async fn eab_binds_the_account_to_a_constrained_tenant() {
     let h = start().await;
-    let created = h.authority.create_tenant("acme-corp", Some(&["corp.example".to_string()])).expect("tenant");
+    let created = h.engine.registry.create_tenant("acme-corp", Some(&["corp.example".to_string()])).expect("tenant");
     let eab = ExternalAccountKey::new(created.eab_kid.clone(), &created.eab_hmac);
     let account = h.account(Some(&eab)).await;
 
