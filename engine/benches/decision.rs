@@ -90,13 +90,14 @@ fn run(label: &str, limits: Limits) {
         by_name: HashMap::from([("www.acme.test".to_owned(), vm)]),
     });
     let req = IssuanceRequest {
-        account: "acct-1".into(),
+        account: Some("acct-1".into()),
         tenant: "acme".into(),
+        trigger: tenure_engine::policy::Trigger::AcmeFinalize,
         identifiers: vec![Identifier::dns("www.acme.test")],
-        key_type: KeyType::EcdsaP256,
-        key_bits: 256,
-        profile: String::new(),
-        requested_lifetime_seconds: 0,
+        key: Some(tenure_engine::policy::KeyInfo { key_type: KeyType::EcdsaP256, bits: 256 }),
+        profile: "default".into(),
+        requested_lifetime_seconds: 86_400,
+        resource: None,
     };
 
     let one = || host.decide_issuance(&rc, Arc::clone(&registry), "acme", &req);

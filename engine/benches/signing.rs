@@ -1,7 +1,9 @@
 //! Signing throughput of a CA key in an HSM (SoftHSM2 over PKCS#11) against the
 //! same kind of key in software (ring): one ECDSA P-256 signature over a
-//! certificate-sized message, then one whole leaf issuance (build, sign, parse
-//! back, verify) by an intermediate whose key is in each place.
+//! certificate-sized message, then one whole signed structure (a CRL of ten
+//! entries: build, sign) by an intermediate whose key is in each place. (Leaves
+//! are signed only on the issuance path, decide → sign → record; a CRL costs
+//! the same key operation and about the same building.)
 //!
 //!     cargo bench -p tenure-engine --bench signing
 //!
@@ -14,10 +16,9 @@ use std::process::Command;
 use std::time::{Duration, Instant, SystemTime};
 
 use rcgen::SigningKey as _;
-use tenure_engine::Identifier;
-use tenure_engine::ca::{self, CaKey, CaMaterial, LeafRequest, Permit};
+use tenure_engine::ca::{self, CaKey, CaMaterial, CrlEntry, Permit};
 use tenure_engine::hsm::{CA_HSM_SETTING, CaCustody, CaHsmConfig};
-use tenure_engine::store::Store;
+use tenure_engine::store::{SettingsStore, SqliteStore};
 
 const SIGNATURES: usize = 3_000;
 const ISSUANCES: usize = 1_000;
@@ -77,7 +78,7 @@ fn main() {
     assert!(ok, "softhsm2-util --init-token failed");
     std::fs::write(dir.path().join("pin"), "user-bench").unwrap();
 
-    let store = Store::open_in_memory().unwrap();
+    let store = SqliteStore::open_in_memory().unwrap();
     let config = CaHsmConfig { module: module(), token: "bench".into(), pin_file: dir.path().join("pin") };
     store.set_setting(CA_HSM_SETTING, &serde_json::to_vec(&config).unwrap()).unwrap();
     let custody = CaCustody::open(dir.path(), &store).unwrap();
@@ -102,28 +103,24 @@ fn main() {
         }),
     );
 
-    println!("Leaf issuance (build, sign, parse back, verify):");
+    println!("CRL of ten entries (build, sign):");
     let permits = [Permit::parse("example.com").unwrap()];
-    let spki = rcgen::PublicKeyData::subject_public_key_info(&rcgen::KeyPair::generate().unwrap());
-    let ids = [Identifier::dns("www.example.com")];
+    let serials: Vec<String> = (0..10).map(|i| format!("{:032x}", 0x1000 + i)).collect();
     for (label, root_key, inter_key) in [
         ("  software CA keys", CaKey::generate_software().unwrap(), soft_key.clone()),
         ("  HSM CA keys", custody.new_ca_key("bench root").unwrap(), hsm_key.clone()),
     ] {
         let root = ca::new_root_with("bench root", root_key).unwrap();
         let inter: CaMaterial = ca::new_intermediate_with(&root, "bench intermediate", Some(&permits), inter_key).unwrap();
+        let mut number = 0u64;
         report(
             label,
             time(ISSUANCES, || {
                 let now = SystemTime::now();
-                let req = LeafRequest {
-                    spki_der: &spki,
-                    identifiers: &ids,
-                    not_before: now,
-                    not_after: now + Duration::from_secs(86400),
-                    crl_url: None,
-                };
-                black_box(ca::issue_leaf(&inter, &req).unwrap());
+                let entries: Vec<CrlEntry<'_>> =
+                    serials.iter().map(|s| CrlEntry { serial_hex: s, revoked_at: now - Duration::from_secs(60), reason: 5 }).collect();
+                number += 1;
+                black_box(ca::sign_crl(&inter, number, now, now + Duration::from_secs(86400), &entries).unwrap());
             }),
         );
     }

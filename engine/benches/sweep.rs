@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 
 use rcgen::{CertificateParams, KeyPair};
 use tenure_engine::Identifier;
-use tenure_engine::authority::{Authority, Config, NewAccount, NewOrder};
+use tenure_engine::ra::{NewAccount, NewOrder};
+use tenure_engine::{Config, Engine, Ra};
 use tenure_engine::model::{Account, Order};
 use tenure_engine::registry::NewResource;
 
@@ -28,11 +29,11 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
 }
 
 /// One issuance through the RA, as the ACME front end drives it.
-fn issue(authority: &Authority, account: &Account, csr: &[u8], name: &str) -> Order {
-    let order = authority
+fn issue(ra: &Ra, account: &Account, csr: &[u8], name: &str) -> Order {
+    let order = ra
         .new_order(account, NewOrder { identifiers: vec![Identifier::dns(name)], profile: None, replaces: None })
         .expect("new order");
-    authority.finalize(account, &order, csr, b"not the certificate key").expect("finalize")
+    ra.finalize(account, &order, csr, b"not the certificate key").expect("finalize")
 }
 
 fn main() {
@@ -41,11 +42,12 @@ fn main() {
     let mut config = Config::default();
     // Due the moment they are issued: the whole seed is one sweep's work.
     config.lifecycle.renewal_fraction = 1.0;
-    let authority = Arc::new(Authority::open(dir.path(), config).expect("open"));
+    let authority = Arc::new(Engine::open(dir.path(), config).expect("open"));
     // As `serve` does: certificates carry a CRL distribution point under it.
-    authority.set_public_url("https://ca.bench.example:14000").expect("public url");
-    let tenant = authority.create_tenant("bench", Some(&["bench.example".to_string()])).expect("tenant");
+    authority.lifecycle.set_public_url("https://ca.bench.example:14000").expect("public url");
+    let tenant = authority.registry.create_tenant("bench", Some(&["bench.example".to_string()])).expect("tenant");
     let (account, _) = authority
+        .ra
         .create_account(NewAccount {
             jwk: "{}".into(),
             thumbprint: "bench-account".into(),
@@ -55,6 +57,7 @@ fn main() {
         })
         .expect("account");
     authority
+        .registry
         .add_resource(NewResource {
             tenant: "bench".into(),
             kind: "zone".into(),
@@ -75,7 +78,7 @@ fn main() {
             let (authority, account, csr) = (&authority, &account, &csr);
             s.spawn(move || {
                 for _ in (k..n).step_by(seeders) {
-                    issue(authority, account, csr, "www.bench.example");
+                    issue(&authority.ra, account, csr, "www.bench.example");
                 }
             });
         }
@@ -100,14 +103,14 @@ fn main() {
             let mut latencies = Vec::new();
             while sweeping.load(Ordering::Relaxed) {
                 let t = Instant::now();
-                issue(&authority, &account, &csr, "side.bench.example");
+                issue(&authority.ra, &account, &csr, "side.bench.example");
                 latencies.push(t.elapsed());
                 std::thread::sleep(Duration::from_millis(5));
             }
             latencies
         })
     };
-    let report = authority.sweep_renewals().expect("sweep");
+    let report = authority.lifecycle.sweep_renewals().expect("sweep");
     sweeping.store(false, Ordering::Relaxed);
     let mut latencies = side.join().expect("side thread");
     latencies.sort();
