@@ -81,6 +81,8 @@ fn to_json(c: &Certificate, l: &CertificateLifecycle) -> serde_json::Value {
         "successor": l.successor,
         "account": c.account_id,
         "order": c.order_id,
+        "trigger": l.trigger.as_str(),
+        "policy": l.policy,
     })
 }
 

@@ -105,6 +105,15 @@ enum PluginCommand {
         #[command(flatten)]
         data: DataDir,
     },
+    /// Remove the operator's plugin (the built-in default decides again) or a tenant's.
+    Remove {
+        #[arg(long, conflicts_with = "tenant", required_unless_present = "tenant")]
+        operator: bool,
+        #[arg(long)]
+        tenant: Option<String>,
+        #[command(flatten)]
+        data: DataDir,
+    },
     /// List installed plugins.
     List {
         #[command(flatten)]
@@ -495,6 +504,18 @@ fn plugin(command: PluginCommand) -> Result<()> {
                 (false, None) => anyhow::bail!("say --operator or --tenant T"),
             };
             println!("{}", open(&data)?.policies.install_plugin(scope, &read(&file)?)?);
+        }
+        PluginCommand::Remove { operator, tenant, data } => {
+            let scope = match (operator, tenant) {
+                (true, _) => PluginScope::Operator,
+                (false, Some(t)) => PluginScope::Tenant(t),
+                (false, None) => anyhow::bail!("say --operator or --tenant T"),
+            };
+            let key = scope.key();
+            if !open(&data)?.policies.remove_plugin(scope)? {
+                anyhow::bail!("no plugin is installed for {key}");
+            }
+            println!("removed {key}");
         }
         PluginCommand::List { data, json } => {
             for (scope, digest, at) in open(&data)?.policies.plugins()? {

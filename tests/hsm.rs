@@ -23,7 +23,7 @@ use tenure_engine::policy::builtin::built_plugin_path;
 const SO_PIN: &str = "so-secret-1234";
 const CA_PIN: &str = "ca-user-1234";
 /// Tokens created for the tests; each test uses only its own.
-const TOKENS: &[&str] = &["ca-issue", "rekey", "dist-a", "dist-b", "dist-rival", "release"];
+const TOKENS: &[&str] = &["ca-issue", "rekey", "rekey-policy", "dist-a", "dist-b", "dist-rival", "release"];
 
 struct SoftHsm {
     module: PathBuf,
@@ -274,6 +274,94 @@ fn rekey_in_place_keeps_serving_and_writes_the_certificate() {
     assert_eq!(states, ["retired", "active"]);
     // `hsm keys` shows the token's public objects only: no private key without the tenant's PIN.
     assert!(info["objects"].as_array().unwrap().iter().all(|o| o["class"] != "private-key"));
+}
+
+/// A rekey is an issuance like any other (issue 11): the tenant's plugins
+/// decide (decide-renewal, trigger rekey), the certificate is audited, listed,
+/// carries the CRL distribution point, and is revoked (and in its issuer's
+/// CRL) when its resource is released. A plugin that denies renewal stops it
+/// with its reason, and nothing is generated or issued.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rekey_is_decided_audited_listed_and_revoked_with_its_resource() {
+    softhsm();
+    support::install_crypto_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    support::add_tenant(&data, "corp", &["corp.example"]);
+    pool_add(&data, "rekey-policy");
+    let slot = allocate(&data, "corp");
+    // A server sets the public URL its certificates point their CRL at.
+    let server = Server::start(&data, ServeOptions::new(None));
+    let vm = cli_json(
+        &data,
+        &["resource", "add", "--tenant", "corp", "--kind", "vm", "--name", "app.corp.example", "--attr", &format!("hsm={}", slot.resource)],
+    );
+    let vm = vm["id"].as_str().unwrap().to_string();
+
+    // A tenant plugin that denies: the rekey fails with the plugin's reason; nothing is made.
+    let deny = built_plugin_path("deny-all");
+    let deny_digest = cli(&data, &["plugin", "install", deny.to_str().unwrap(), "--tenant", "corp"]).trim().to_string();
+    let err = cli_fails(&data, &["hsm", "rekey", &vm]);
+    assert!(err.contains("policy denied the rekey"), "{err}");
+    assert!(tenant_objects("rekey-policy", &slot.pin).is_empty(), "a denied rekey generates no key");
+    let certs = |resource: &str| -> Vec<serde_json::Value> {
+        cli(&data, &["cert", "list", "--resource", resource, "--json"]).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    };
+    assert!(certs(&vm).is_empty(), "a denied rekey issues nothing");
+    let audit = || -> Vec<serde_json::Value> {
+        cli(&data, &["audit", "--tenant", "corp", "--json"])
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .filter(|r: &serde_json::Value| r["hook"] == "renewal")
+            .collect()
+    };
+    let denied = audit();
+    assert_eq!(denied.len(), 1, "{denied:?}");
+    assert_eq!(denied[0]["outcome"], "deny");
+    assert_eq!(denied[0]["input"]["trigger"], "rekey");
+    assert!(denied[0]["plugins"].as_array().unwrap().iter().any(|d| d == deny_digest.as_str()), "{denied:?}");
+    let reason = denied[0]["reason"].as_str().unwrap();
+    assert!(err.contains(reason), "the CLI says the plugin's reason {reason:?}: {err}");
+
+    // Without it, the default chain allows: the certificate is issued through the issuance path.
+    cli(&data, &["plugin", "remove", "--tenant", "corp"]);
+    let rekeyed = cli_json(&data, &["hsm", "rekey", &vm]);
+    let serial = rekeyed["serial"].as_str().unwrap().to_string();
+    assert_eq!(rekeyed["key"]["cert_serial"], serial.as_str());
+    let listed = certs(&vm);
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0]["serial"], serial.as_str());
+    let shown = cli_json(&data, &["cert", "show", &serial, "--pem"]);
+    assert_eq!(shown["trigger"], "rekey");
+    assert_eq!(shown["status"], "valid");
+    let bound: Vec<&str> = shown["resources"].as_array().unwrap().iter().map(|r| r.as_str().unwrap()).collect();
+    assert!(bound.contains(&vm.as_str()) && bound.contains(&slot.resource.as_str()), "{bound:?}");
+    let allowed = audit();
+    assert_eq!(allowed.len(), 2);
+    assert_eq!(allowed[1]["outcome"], "allow");
+    assert_eq!(
+        shown["policy"],
+        allowed[1]["plugins"].as_array().unwrap().iter().map(|d| d.as_str().unwrap()).collect::<Vec<_>>().join(",")
+    );
+    let chain = shown["pem"].as_str().unwrap().to_string();
+    // The certificate object in the token is this certificate.
+    let cka_id = unhex(rekeyed["key"]["cka_id"].as_str().unwrap());
+    assert_eq!(read_certificate("rekey-policy", &cka_id).unwrap(), support::crl::leaf_der(&chain));
+
+    // It carries its issuer's CRL distribution point, and passes -crl_check while held.
+    let url = support::crl::crl_url(&chain);
+    assert!(url.starts_with(&format!("https://localhost:{}/crl/", server.listen.port())), "{url}");
+    let (ok, said) = support::crl::openssl_crl_verify(&server, &chain, &support::crl::fetch(&server, &url).await, dir.path());
+    assert!(ok, "a held certificate verifies: {said}");
+
+    // Releasing the resource revokes it, and the issuer's CRL lists it.
+    cli(&data, &["resource", "release", &vm]);
+    let shown = cli_json(&data, &["cert", "show", &serial]);
+    assert_eq!(shown["status"], "revoked");
+    assert_eq!(shown["revocation_reason"], 5);
+    let (ok, said) = support::crl::openssl_crl_verify(&server, &chain, &support::crl::fetch(&server, &url).await, dir.path());
+    assert!(!ok && said.contains("revoked"), "a released resource's certificate fails -crl_check: {said}");
+    drop(server);
 }
 
 #[test]

@@ -6,6 +6,8 @@
 
 mod support;
 
+use support::crl::{crl_url, fetch, leaf_der, openssl_crl_verify};
+
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::process::Command;
@@ -34,10 +36,6 @@ async fn issue(account: &Account, names: &[&str], replaces: Option<CertificateId
     }
     order.finalize().await.map_err(|e| e.to_string())?;
     order.poll_certificate(&RetryPolicy::new().timeout(Duration::from_secs(20))).await.map_err(|e| e.to_string())
-}
-
-fn leaf_der(chain: &str) -> Vec<u8> {
-    x509_parser::pem::parse_x509_pem(chain.as_bytes()).unwrap().1.contents
 }
 
 fn serial_of(chain: &str) -> String {
@@ -142,71 +140,6 @@ impl Webhook {
 fn hmac_hex(secret: &[u8], msg: &[u8]) -> String {
     let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret);
     ring::hmac::sign(&key, msg).as_ref().iter().map(|b| format!("{b:02x}")).collect()
-}
-
-async fn fetch(server: &Server, url: &str) -> Vec<u8> {
-    let root = reqwest::Certificate::from_pem(&std::fs::read(server.root_pem()).unwrap()).unwrap();
-    let client = reqwest::Client::builder().add_root_certificate(root).build().unwrap();
-    let rsp = client.get(url).send().await.unwrap();
-    assert!(rsp.status().is_success(), "GET {url}: {}", rsp.status());
-    rsp.bytes().await.unwrap().to_vec()
-}
-
-/// The CRL distribution point URL the leaf carries.
-fn crl_url(chain: &str) -> String {
-    let der = leaf_der(chain);
-    let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
-    for ext in cert.extensions() {
-        if let x509_parser::extensions::ParsedExtension::CRLDistributionPoints(points) = ext.parsed_extension() {
-            for p in points.iter() {
-                if let Some(x509_parser::extensions::DistributionPointName::FullName(names)) = &p.distribution_point {
-                    for n in names {
-                        if let x509_parser::extensions::GeneralName::URI(u) = n {
-                            return u.to_string();
-                        }
-                    }
-                }
-            }
-        }
-    }
-    panic!("the certificate has no CRL distribution point");
-}
-
-/// `openssl verify -crl_check` of the leaf with the CRL (DER from the server).
-fn openssl_crl_verify(server: &Server, chain: &str, crl_der: &[u8], work: &Path) -> (bool, String) {
-    std::fs::write(work.join("crl.der"), crl_der).unwrap();
-    let text = Command::new("openssl")
-        .args(["crl", "-inform", "DER", "-in"])
-        .arg(work.join("crl.der"))
-        .args(["-out"])
-        .arg(work.join("crl.pem"))
-        .output()
-        .unwrap();
-    assert!(text.status.success(), "openssl crl refused the CRL: {}", String::from_utf8_lossy(&text.stderr));
-    let text = Command::new("openssl").args(["crl", "-noout", "-text", "-in"]).arg(work.join("crl.pem")).output().unwrap();
-    assert!(text.status.success(), "openssl crl -text: {}", String::from_utf8_lossy(&text.stderr));
-    let certs: Vec<&str> = chain.split_inclusive("-----END CERTIFICATE-----\n").collect();
-    std::fs::write(work.join("leaf.pem"), certs[0]).unwrap();
-    std::fs::write(work.join("inter.pem"), certs[1..].concat()).unwrap();
-    let out = Command::new("openssl")
-        .arg("verify")
-        .arg("-crl_check")
-        .arg("-CAfile")
-        .arg(server.root_pem())
-        .arg("-untrusted")
-        .arg(work.join("inter.pem"))
-        .arg("-CRLfile")
-        .arg(work.join("crl.pem"))
-        .arg(work.join("leaf.pem"))
-        .output()
-        .unwrap();
-    let said = format!(
-        "{}{}{}",
-        String::from_utf8_lossy(&text.stdout),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), said)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

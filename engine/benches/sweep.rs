@@ -16,10 +16,10 @@ use std::time::{Duration, Instant};
 
 use rcgen::{CertificateParams, KeyPair};
 use tenure_engine::Identifier;
-use tenure_engine::ra::{NewAccount, NewOrder};
-use tenure_engine::{Config, Engine, Ra};
 use tenure_engine::model::{Account, Order};
+use tenure_engine::ra::{NewAccount, NewOrder};
 use tenure_engine::registry::NewResource;
+use tenure_engine::{Config, Engine, Ra};
 
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
     if sorted.is_empty() {
@@ -30,9 +30,8 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
 
 /// One issuance through the RA, as the ACME front end drives it.
 fn issue(ra: &Ra, account: &Account, csr: &[u8], name: &str) -> Order {
-    let order = ra
-        .new_order(account, NewOrder { identifiers: vec![Identifier::dns(name)], profile: None, replaces: None })
-        .expect("new order");
+    let order =
+        ra.new_order(account, NewOrder { identifiers: vec![Identifier::dns(name)], profile: None, replaces: None }).expect("new order");
     ra.finalize(account, &order, csr, b"not the certificate key").expect("finalize")
 }
 

@@ -31,4 +31,3 @@ pub struct AuditRecord {
     /// How long the decision took.
     pub duration_us: i64,
 }
-

@@ -61,9 +61,11 @@ impl Default for Config {
 impl Config {
     /// The lifetime of a profile's certificates, or `InvalidProfile`.
     pub fn profile_lifetime(&self, name: &str) -> crate::Result<Duration> {
-        let p = self.profiles.iter().find(|p| p.name == name).ok_or_else(|| {
-            crate::Error::new(crate::ErrorKind::InvalidProfile, format!("unknown profile {name:?}"))
-        })?;
+        let p = self
+            .profiles
+            .iter()
+            .find(|p| p.name == name)
+            .ok_or_else(|| crate::Error::new(crate::ErrorKind::InvalidProfile, format!("unknown profile {name:?}")))?;
         Ok(p.lifetime.min(MAX_CERT_LIFETIME))
     }
 

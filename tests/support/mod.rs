@@ -2,6 +2,7 @@
 //! ports, a mock DNS server, and a bare ACME client for what no client sends.
 #![allow(dead_code)]
 
+pub mod crl;
 pub mod dns;
 pub mod raw;
 

@@ -2,8 +2,8 @@
 
 use http::{StatusCode, header};
 use tenure_engine::Identifier;
-use tenure_engine::ra::NewOrder;
 use tenure_engine::model::{Order, OrderStatus};
+use tenure_engine::ra::NewOrder;
 
 use crate::payloads;
 use crate::problem::{Problem, ProblemIdentifier, ProblemType};

@@ -16,8 +16,8 @@ use super::keys::KeyType;
 use super::material::{CaMaterial, Signer};
 use super::util::{add_days, now, random_serial, rcgen_err, serial_hex, to_datetime, to_system};
 use crate::error::{Error, ErrorKind};
-use crate::issuance::LeafSigning;
 use crate::identifier::{Identifier, IdentifierKind, normalize_dns};
+use crate::issuance::LeafSigning;
 
 const SERVER_CERT_DAYS: i64 = 90;
 

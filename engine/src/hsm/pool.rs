@@ -9,9 +9,9 @@ use std::time::Duration;
 use ring::rand::{SecureRandom, SystemRandom};
 use serde::Serialize;
 
+use super::Custody;
 use super::session::{self, Exportability, ObjectInfo, Token};
 use super::{HsmKey, HsmSlot, KEY_ATTRIBUTE, KeyState, RESOURCE_KIND, SlotState, so_pin_context, user_pin_context};
-use super::Custody;
 use crate::error::{Conflict, Error, ErrorKind, Result};
 use crate::identifier::Identifier;
 use crate::issuance::{self, Ask, Provenance, Renewing, Verdict};
@@ -270,7 +270,8 @@ impl Custody {
         binding.resources.dedup();
 
         let chain = core.plugin_chain(&tenant.name)?;
-        let ask = Ask { tenant: &tenant, account: None, trigger: PolicyTrigger::Rekey, identifiers: &identifiers, profile: &profile, lifetime };
+        let ask =
+            Ask { tenant: &tenant, account: None, trigger: PolicyTrigger::Rekey, identifiers: &identifiers, profile: &profile, lifetime };
         let renewing = Renewing { current: current.as_ref(), resources: &binding.resources };
         let allowed = match issuance::decide_renewal(core, &chain, &ask, &renewing)? {
             Verdict::Allowed(a) => a,

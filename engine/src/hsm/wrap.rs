@@ -17,9 +17,9 @@ use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHan
 use cryptoki::session::Session;
 use serde::Serialize;
 
+use super::Custody;
 use super::session::{self, P256_PARAMS, p11};
 use super::{HsmKey, KeyState};
-use super::Custody;
 use crate::error::{Conflict, Error, ErrorKind, Result};
 use crate::model::now;
 use crate::policy::{Decision, DistributionRequest};

@@ -303,7 +303,9 @@ fn admit(core: &Core, ask: &Ask<'_>, decided: Decided) -> Result<Verdict> {
     if let Some(p) = allowed.grant.profile.clone() {
         if !core.config.has_profile(&p) {
             let offered: Vec<&str> = core.config.profiles.iter().map(|p| p.name.as_str()).collect();
-            return Ok(allowed.overrule(format!("the grant names the profile {p:?}, which this server does not offer ({})", offered.join(", "))));
+            return Ok(
+                allowed.overrule(format!("the grant names the profile {p:?}, which this server does not offer ({})", offered.join(", ")))
+            );
         }
         allowed.profile = p;
     }

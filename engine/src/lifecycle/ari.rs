@@ -4,8 +4,8 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
-use crate::core::Core;
 use crate::ca;
+use crate::core::Core;
 use crate::error::{Error, ErrorKind, Result};
 use crate::identifier::Identifier;
 use crate::model::*;

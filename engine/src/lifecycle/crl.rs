@@ -4,8 +4,8 @@
 
 use std::time::{Duration, UNIX_EPOCH};
 
-use crate::core::Core;
 use crate::ca::{self, CrlEntry};
+use crate::core::Core;
 use crate::error::{Error, Result};
 use crate::model::*;
 use crate::store::StoredCrl;

@@ -229,10 +229,10 @@ mod tests {
 
     use rcgen::{CertificateParams, KeyPair};
 
-    use crate::Identifier;
     use crate::Engine as Authority;
-use crate::config::Config;
-use crate::ra::NewOrder;
+    use crate::Identifier;
+    use crate::config::Config;
+    use crate::ra::NewOrder;
 
     /// `n` certificates for www.corp.example, due once the second they were issued in is over.
     fn issue_due(a: &Authority, n: usize) -> Vec<String> {
@@ -242,7 +242,8 @@ use crate::ra::NewOrder;
         let originals = (0..n)
             .map(|_| {
                 let order = a
-                    .ra.new_order(&account, NewOrder { identifiers: vec![Identifier::dns("www.corp.example")], profile: None, replaces: None })
+                    .ra
+                    .new_order(&account, NewOrder { identifiers: vec![Identifier::dns("www.corp.example")], profile: None, replaces: None })
                     .unwrap();
                 a.ra.finalize(&account, &order, csr.der(), b"account key").unwrap().certificate.unwrap()
             })

@@ -95,8 +95,11 @@ impl Ra {
         validate_contacts(&req.contact)?;
         let tenant = match &req.eab_kid {
             Some(kid) => {
-                let (tenant, _) =
-                    self.core.store.eab_key(kid)?.ok_or_else(|| Error::new(ErrorKind::Unauthorized, format!("unknown EAB key id {kid:?}")))?;
+                let (tenant, _) = self
+                    .core
+                    .store
+                    .eab_key(kid)?
+                    .ok_or_else(|| Error::new(ErrorKind::Unauthorized, format!("unknown EAB key id {kid:?}")))?;
                 tenant
             }
             None if self.core.config.eab_required => {
@@ -413,7 +416,8 @@ impl Ra {
                 .filter(|a| !still_held.contains(&a.identifier))
                 .map(|a| a.identifier.value)
                 .collect();
-            verdict = if lost.is_empty() { Verdict::Allowed(allowed) } else { allowed.refuse(format!("no longer held: {}", lost.join(", "))) };
+            verdict =
+                if lost.is_empty() { Verdict::Allowed(allowed) } else { allowed.refuse(format!("no longer held: {}", lost.join(", "))) };
         }
         let allowed = match verdict {
             Verdict::Allowed(a) => a,
@@ -519,8 +523,8 @@ impl Ra {
                 }
             }
             Revoker::Account(account_id) => {
-                let allowed =
-                    cert.account_id.as_deref() == Some(account_id) || self.core.store.account_holds_authorizations(account_id, &cert.identifiers, now())?;
+                let allowed = cert.account_id.as_deref() == Some(account_id)
+                    || self.core.store.account_holds_authorizations(account_id, &cert.identifiers, now())?;
                 if !allowed {
                     return Err(Error::new(
                         ErrorKind::Unauthorized,
@@ -573,7 +577,8 @@ mod finalize_tests {
         let csr = CertificateParams::new(vec!["www.corp.example".to_string()]).unwrap().serialize_request(&key).unwrap();
         for _ in 0..5 {
             let order = a
-                .ra.new_order(&account, NewOrder { identifiers: vec![Identifier::dns("www.corp.example")], profile: None, replaces: None })
+                .ra
+                .new_order(&account, NewOrder { identifiers: vec![Identifier::dns("www.corp.example")], profile: None, replaces: None })
                 .unwrap();
             assert_eq!(order.status, OrderStatus::Ready);
             let results: Vec<Result<Order>> = std::thread::scope(|s| {
@@ -610,9 +615,8 @@ mod finalize_tests {
 #[cfg(test)]
 pub(crate) fn tenant_account_holding_corp_example(a: &crate::Engine) -> Account {
     let tenant = a.registry.create_tenant("corp", Some(&["corp.example".to_string()])).expect("create tenant");
-    let (account, _) = a
-        .ra
-        .create_account(NewAccount {
+    let (account, _) =
+        a.ra.create_account(NewAccount {
             jwk: "{}".into(),
             thumbprint: "t".into(),
             contact: vec![],
@@ -620,12 +624,13 @@ pub(crate) fn tenant_account_holding_corp_example(a: &crate::Engine) -> Account 
             eab_kid: Some(tenant.eab_kid),
         })
         .expect("create account");
-    a.registry.add_resource(crate::registry::NewResource {
-        tenant: "corp".into(),
-        kind: "zone".into(),
-        zones: vec!["corp.example".into()],
-        ..Default::default()
-    })
-    .expect("add zone resource");
+    a.registry
+        .add_resource(crate::registry::NewResource {
+            tenant: "corp".into(),
+            kind: "zone".into(),
+            zones: vec!["corp.example".into()],
+            ..Default::default()
+        })
+        .expect("add zone resource");
     account
 }

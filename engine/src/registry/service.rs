@@ -166,5 +166,3 @@ fn validate_tenant_name(name: &str) -> Result<()> {
         Err(Error::malformed(format!("tenant name {name:?} must be 1-63 characters of lowercase letters, digits, '-' and '_'")))
     }
 }
-
-

@@ -24,12 +24,30 @@ pub use sqlite::SqliteStore;
 
 /// Every store trait: what the engine holds.
 pub trait Storage:
-    SettingsStore + TenantStore + AccountStore + OrderStore + CertificateStore + DeliveryStore + RegistryStore + PluginStore + AuditStore + CustodyStore
+    SettingsStore
+    + TenantStore
+    + AccountStore
+    + OrderStore
+    + CertificateStore
+    + DeliveryStore
+    + RegistryStore
+    + PluginStore
+    + AuditStore
+    + CustodyStore
 {
 }
 
 impl<T> Storage for T where
-    T: SettingsStore + TenantStore + AccountStore + OrderStore + CertificateStore + DeliveryStore + RegistryStore + PluginStore + AuditStore + CustodyStore
+    T: SettingsStore
+        + TenantStore
+        + AccountStore
+        + OrderStore
+        + CertificateStore
+        + DeliveryStore
+        + RegistryStore
+        + PluginStore
+        + AuditStore
+        + CustodyStore
 {
 }
 
@@ -244,13 +262,11 @@ pub trait OrderStore: Send + Sync {
 
     fn deactivate_authorization(&self, authz_id: &str) -> Result<()>;
 
-
-
     /// Whether the account holds valid, unexpired authorizations for every identifier.
     fn account_holds_authorizations(&self, account_id: &str, identifiers: &[Identifier], at: UnixTime) -> Result<bool>;
 }
 
-/// Certificates, their lifecycle (bindings, renewal queue) and CRLs. 
+/// Certificates, their lifecycle (bindings, renewal queue) and CRLs.
 /// Every certificate enters through `record_issuance` or `record_renewals`,
 /// which only the issuance path calls.
 pub trait CertificateStore: Send + Sync {
@@ -415,7 +431,6 @@ pub trait CustodyStore: Send + Sync {
 
     /// The active key generated for a resource in a slot, if any.
     fn active_hsm_key_of_resource(&self, slot_id: &str, resource_id: &str) -> Result<Option<HsmKey>>;
-
 
     /// Keys whose overlap is over.
     fn hsm_keys_due_retirement(&self, at: i64) -> Result<Vec<HsmKey>>;

@@ -5,17 +5,15 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::registry::append_audit;
 use super::{SqliteStore, Tx};
-use crate::store::*;
 use crate::error::{Error, Result};
 use crate::hsm::{HsmKey, HsmSlot, KeyState, SlotState};
 use crate::model::now;
-
+use crate::store::*;
 
 const SLOT_COLUMNS: &str =
     "id, module, token_label, so_pin, user_pin, state, tenant, resource_id, pin_handed_over_at, release_after, created_at";
 const KEY_COLUMNS: &str = "id, slot_id, cka_id, label, resource_id, spki, cert_der, cert_serial, cert_not_after, state, \
      retire_after, replaces, origin, source_key, created_at";
-
 
 impl CustodyStore for SqliteStore {
     fn insert_hsm_slot(&self, id: &str, module: &str, label: &str, so_pin_sealed: &[u8]) -> Result<HsmSlot> {
@@ -238,10 +236,12 @@ fn hsm_event(tx: &Tx<'_>, slot_id: &str, key_id: Option<&str>, kind: &str, detai
 /// another rekey won the race.
 pub(super) fn record_key(tx: &Tx<'_>, key: &HsmKey, retire_after: i64) -> Result<bool> {
     let claimed = match &key.replaces {
-        Some(old) => tx.execute(
-            "UPDATE hsm_keys SET state = 'retiring', retire_after = ?2, updated_at = ?3 WHERE id = ?1 AND state = 'active'",
-            params![old, retire_after, now()],
-        )? == 1,
+        Some(old) => {
+            tx.execute(
+                "UPDATE hsm_keys SET state = 'retiring', retire_after = ?2, updated_at = ?3 WHERE id = ?1 AND state = 'active'",
+                params![old, retire_after, now()],
+            )? == 1
+        }
         None => {
             let active: Option<String> = tx
                 .query_row(

@@ -512,8 +512,6 @@ impl OrderStore for SqliteStore {
         })
     }
 
-
-
     /// Whether the account holds valid, unexpired authorizations for every identifier.
     fn account_holds_authorizations(&self, account_id: &str, identifiers: &[Identifier], at: UnixTime) -> Result<bool> {
         self.read(|c| {
@@ -534,7 +532,6 @@ impl OrderStore for SqliteStore {
         })
     }
 }
-
 
 /// Settings every connection of the store's gets.
 fn tune(c: &Connection) -> Result<()> {

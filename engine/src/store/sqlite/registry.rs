@@ -4,9 +4,9 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{SqliteStore, Tx, from_json, json};
 use crate::error::{Error, Result};
-use crate::store::*;
 use crate::model::now;
 use crate::registry::*;
+use crate::store::*;
 
 const RESOURCE_COLUMNS: &str = "id, tenant, kind, names, zones, addresses, state, attributes, anchor, created_at, updated_at";
 
@@ -258,7 +258,6 @@ pub(crate) fn append_audit(tx: &Tx<'_>, rec: &AuditRecord) -> Result<()> {
     ])?;
     Ok(())
 }
-
 
 fn bump_generation(tx: &Tx<'_>) -> Result<()> {
     let current: i64 = tx
