@@ -13,9 +13,10 @@ use std::fmt;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use ring::{agreement, digest, hmac, rand, signature};
+use ring::{agreement, digest, rand, signature};
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
+use tenure_engine::ra::{ExternalBinding, MacAlgorithm};
 
 use crate::problem::{Problem, ProblemType};
 
@@ -657,11 +658,11 @@ impl Jws {
 // External Account Binding (RFC 8555 §7.3.4)
 // ---------------------------------------------------------------------------
 
-fn eab_hmac_alg(h: &Map<String, Value>) -> Result<hmac::Algorithm, Problem> {
+fn eab_mac_alg(h: &Map<String, Value>) -> Result<MacAlgorithm, Problem> {
     match h.get("alg").and_then(Value::as_str) {
-        Some("HS256") => Ok(hmac::HMAC_SHA256),
-        Some("HS384") => Ok(hmac::HMAC_SHA384),
-        Some("HS512") => Ok(hmac::HMAC_SHA512),
+        Some("HS256") => Ok(MacAlgorithm::Hs256),
+        Some("HS384") => Ok(MacAlgorithm::Hs384),
+        Some("HS512") => Ok(MacAlgorithm::Hs512),
         Some(other) => Err(Problem::new(
             ProblemType::BadSignatureAlgorithm,
             format!("external account binding algorithm {other:?} is not supported; use HS256, HS384 or HS512"),
@@ -677,29 +678,18 @@ fn eab_kid(h: &Map<String, Value>) -> Result<String, Problem> {
     }
 }
 
-/// The EAB key identifier, so the caller can look up the MAC key before
-/// calling [`verify_eab`]. Nothing is verified yet.
-pub fn eab_key_id(eab: &Value) -> Result<String, Problem> {
-    let (protected_b64, _, _) = flattened_members(eab, "externalAccountBinding")?;
-    eab_kid(&decode_header(protected_b64, "externalAccountBinding")?)
-}
-
-/// Verifies the inner EAB JWS of a newAccount request: an HMAC over the
-/// account key, made with the key the CA issued under `kid`, for this URL.
-///
-/// Structural faults are malformed; a binding that does not authorize this
-/// account key at this URL (bad MAC, other key, other url) is unauthorized.
-pub fn verify_eab(eab: &Value, hmac_key: &[u8], outer_url: &str, account_jwk: &Jwk) -> Result<(), Problem> {
-    // An empty MAC key is a configuration error; accepting it would let
-    // anyone compute the binding.
-    if hmac_key.is_empty() {
-        return Err(Problem::internal("external account MAC key is empty"));
-    }
+/// Parses the inner EAB JWS of a newAccount request (RFC 8555 §7.3.4) for
+/// the engine, which holds the MAC keys and verifies the MAC: everything a
+/// binding must be besides a valid MAC is checked here (flattened form, a
+/// protected header with an HMAC `alg`, a `kid`, this request's `url`, no
+/// `nonce` or `jwk`, no extensions). The payload's key is only reported
+/// (as its thumbprint): the engine trusts it once the MAC holds.
+pub fn external_binding(eab: &Value, outer_url: &str) -> Result<ExternalBinding, Problem> {
     let (protected_b64, payload_b64, signature_b64) = flattened_members(eab, "externalAccountBinding")?;
     let h = decode_header(protected_b64, "externalAccountBinding")?;
-    let alg = eab_hmac_alg(&h)?;
+    let algorithm = eab_mac_alg(&h)?;
     reject_extensions(&h)?;
-    eab_kid(&h)?;
+    let kid = eab_kid(&h)?;
     if h.contains_key("nonce") {
         return Err(Problem::malformed("external account binding must not contain a \"nonce\""));
     }
@@ -717,21 +707,15 @@ pub fn verify_eab(eab: &Value, hmac_key: &[u8], outer_url: &str, account_jwk: &J
             return Err(Problem::malformed("external account binding header needs a string \"url\""));
         }
     }
-
-    let signature = b64_decode(signature_b64, "external account binding signature")?;
+    let mac = b64_decode(signature_b64, "external account binding signature")?;
     let signing_input = [protected_b64.as_bytes(), b".", payload_b64.as_bytes()].concat();
-    hmac::verify(&hmac::Key::new(alg, hmac_key), &signing_input, &signature)
-        .map_err(|_| Problem::unauthorized("external account binding signature is invalid"))?;
-
-    let payload = b64_decode(payload_b64, "external account binding payload")?;
-    let bound = parse_json_strict(&payload)
-        .map_err(|e| Problem::malformed(format!("external account binding payload is not JSON: {e}")))
-        .and_then(|v| Jwk::from_json(&v))
-        .map_err(|p| Problem::malformed(format!("external account binding payload is not a valid JWK: {}", p.detail)))?;
-    if bound.thumbprint() != account_jwk.thumbprint() {
-        return Err(Problem::unauthorized("external account binding is for a different account key"));
-    }
-    Ok(())
+    let bound_key = b64_decode(payload_b64, "external account binding payload")
+        .and_then(|payload| {
+            parse_json_strict(&payload).map_err(|e| Problem::malformed(format!("not JSON: {e}"))).and_then(|v| Jwk::from_json(&v))
+        })
+        .map(|jwk| jwk.thumbprint())
+        .map_err(|p| p.detail);
+    Ok(ExternalBinding { kid, algorithm, signing_input, mac, bound_key })
 }
 
 // ---------------------------------------------------------------------------
@@ -742,6 +726,7 @@ pub fn verify_eab(eab: &Value, hmac_key: &[u8], outer_url: &str, account_jwk: &J
 mod tests {
     use super::*;
     use rcgen::PublicKeyData;
+    use ring::hmac;
     use ring::signature::{EcdsaKeyPair, Ed25519KeyPair, KeyPair, RsaKeyPair};
     use serde_json::json;
     use x509_parser::prelude::{FromDer, SubjectPublicKeyInfo};
@@ -1185,12 +1170,18 @@ mod tests {
         json!({"alg": "HS256", "kid": EAB_KID, "url": NEW_ACCOUNT})
     }
 
+    /// The front end's parse and the engine's MAC check, as a newAccount runs them.
+    fn verify_eab(eab: &Value, key: &[u8], url: &str, jwk: &Jwk) -> Result<(), Problem> {
+        let binding = external_binding(eab, url)?;
+        tenure_engine::ra::verify_external_binding(&binding, key, &jwk.thumbprint()).map_err(Problem::from)
+    }
+
     #[test]
     fn eab_accepts_a_correct_binding() {
         let account = TestKey::new(Alg::ES256);
         let jwk = Jwk::from_json(&account.jwk).unwrap();
         let binding = eab(&eab_header(), &account.jwk, EAB_KEY, hmac::HMAC_SHA256);
-        assert_eq!(eab_key_id(&binding).unwrap(), EAB_KID);
+        assert_eq!(external_binding(&binding, NEW_ACCOUNT).unwrap().kid, EAB_KID);
         verify_eab(&binding, EAB_KEY, NEW_ACCOUNT, &jwk).unwrap();
 
         for (name, alg) in [("HS384", hmac::HMAC_SHA384), ("HS512", hmac::HMAC_SHA512)] {
@@ -1241,14 +1232,13 @@ mod tests {
         let mut no_kid = eab_header();
         no_kid.as_object_mut().unwrap().remove("kid");
         let binding = eab(&no_kid, &account.jwk, EAB_KEY, hmac::HMAC_SHA256);
-        assert_eq!(kind(eab_key_id(&binding)), ProblemType::Malformed);
         assert_eq!(kind(verify_eab(&binding, EAB_KEY, NEW_ACCOUNT, &jwk)), ProblemType::Malformed);
         // Serialization: unprotected header, general form, not an object.
         let mut unprotected = eab(&eab_header(), &account.jwk, EAB_KEY, hmac::HMAC_SHA256);
         unprotected["header"] = json!({});
         assert_eq!(kind(verify_eab(&unprotected, EAB_KEY, NEW_ACCOUNT, &jwk)), ProblemType::Malformed);
-        assert_eq!(kind(eab_key_id(&json!({"signatures": []}))), ProblemType::Malformed);
-        assert_eq!(kind(eab_key_id(&json!("x.y.z"))), ProblemType::Malformed);
+        assert_eq!(kind(external_binding(&json!({"signatures": []}), NEW_ACCOUNT).map(drop)), ProblemType::Malformed);
+        assert_eq!(kind(external_binding(&json!("x.y.z"), NEW_ACCOUNT).map(drop)), ProblemType::Malformed);
         // Tampered payload after MACing.
         let mut tampered = eab(&eab_header(), &account.jwk, EAB_KEY, hmac::HMAC_SHA256);
         tampered["payload"] = json!(b64(other.to_string().as_bytes()));

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use rcgen::{CertificateParams, KeyPair};
 use tenure_engine::Identifier;
 use tenure_engine::model::{Account, Order};
-use tenure_engine::ra::{NewAccount, NewOrder};
+use tenure_engine::ra::{ExternalBinding, NewAccount, NewOrder};
 use tenure_engine::registry::NewResource;
 use tenure_engine::{Config, Engine, Ra};
 
@@ -52,7 +52,7 @@ fn main() {
             thumbprint: "bench-account".into(),
             contact: vec![],
             tos_agreed: true,
-            eab_kid: Some(tenant.eab_kid.clone()),
+            eab: Some(ExternalBinding::for_key(&tenant.eab_kid, &tenant.eab_hmac, "bench-account")),
         })
         .expect("account");
     authority

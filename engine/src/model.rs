@@ -28,9 +28,9 @@ macro_rules! status_enum {
 }
 
 status_enum!(AccountStatus { Valid => "valid", Deactivated => "deactivated", Revoked => "revoked" });
-status_enum!(OrderStatus {
-    Pending => "pending", Ready => "ready", Processing => "processing", Valid => "valid", Invalid => "invalid"
-});
+// No `processing`: an order stays ready while its certificate is signed, and
+// becomes valid in the transaction that records it (see `issuance`).
+status_enum!(OrderStatus { Pending => "pending", Ready => "ready", Valid => "valid", Invalid => "invalid" });
 status_enum!(AuthorizationStatus {
     Pending => "pending", Valid => "valid", Invalid => "invalid", Deactivated => "deactivated",
     Expired => "expired", Revoked => "revoked"

@@ -29,25 +29,13 @@ pub fn new_account(fe: &FrontEnd, call: &Call, req: Authenticated) -> Result<Rep
         return Err(Problem::new(ProblemType::AccountDoesNotExist, "no account is registered for this key"));
     }
 
-    let eab_kid = match &payload.external_account_binding {
-        None => None,
-        Some(eab) => {
-            let kid = jws::eab_key_id(eab)?;
-            let lookup = kid.clone();
-            let (_, hmac) = fe
-                .engine(move |a| a.eab_key(&lookup))?
-                .ok_or_else(|| Problem::unauthorized(format!("unknown External Account Binding key id {kid:?}")))?;
-            jws::verify_eab(eab, &hmac, &call.url, &req.key)?;
-            Some(kid)
-        }
-    };
-    if eab_kid.is_none() && fe.ra.config().eab_required {
-        return Err(Problem::new(ProblemType::ExternalAccountRequired, "this server requires External Account Binding"));
-    }
+    // The engine verifies the binding's MAC (it holds the keys) and decides
+    // whether one is required.
+    let eab = payload.external_account_binding.as_ref().map(|eab| jws::external_binding(eab, &call.url)).transpose()?;
     let jwk = req.key.to_json().to_string();
     let contact = payload.contact.unwrap_or_default();
     let tos_agreed = payload.terms_of_service_agreed.unwrap_or(false);
-    let (account, created) = fe.engine(move |a| a.create_account(NewAccount { jwk, thumbprint, contact, tos_agreed, eab_kid }))?;
+    let (account, created) = fe.engine(move |a| a.create_account(NewAccount { jwk, thumbprint, contact, tos_agreed, eab }))?;
     let status = if created { StatusCode::CREATED } else { StatusCode::OK };
     Ok(Reply::json(status, &account_json(urls, &account)).location(urls.account(&account.id)))
 }
@@ -111,15 +99,14 @@ pub fn key_change(fe: &FrontEnd, call: &Call, req: Authenticated) -> Result<Repl
         return Err(Problem::malformed("the new key is the same as the old key"));
     }
     let jwk = new_key.to_json().to_string();
-    match fe.engine(move |a| a.change_key(&account, jwk, new_thumbprint)) {
+    // The engine's typed conflict names the account holding the key.
+    match fe.ra.change_key(&account, jwk, new_thumbprint) {
         Ok(account) => Ok(Reply::json(StatusCode::OK, &account_json(urls, &account)).location(urls.account(&account.id))),
-        Err(p) if p.status == Some(StatusCode::CONFLICT) => {
-            // TODO(issue 11): typed conflict. The engine's detail is the id of
-            // the account already holding the key; decoded here until the
-            // engine says so in a type.
-            let holder = urls.account(&p.detail);
+        // RFC 8555 §7.3.5: 409 Conflict, naming the account holding the key.
+        Err(tenure_engine::Error { conflict: Some(tenure_engine::Conflict::AccountKeyInUse { account: holder }), .. }) => {
+            let holder = urls.account(&holder);
             Err(Problem::malformed(format!("the new key is already in use by {holder}")).with_status(StatusCode::CONFLICT))
         }
-        Err(p) => Err(p),
+        Err(e) => Err(Problem::from(e)),
     }
 }

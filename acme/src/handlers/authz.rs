@@ -36,23 +36,14 @@ pub fn authorization(fe: &FrontEnd, call: &Call, req: Authenticated) -> Result<R
 /// The authorization, if it is the requesting account's.
 fn load_authz(fe: &FrontEnd, id: &str, req: &Authenticated) -> Result<Authorization, Problem> {
     let account = req.account()?;
-    let lookup = id.to_string();
-    let authz = fe.engine(move |a| a.authorization(&lookup))?.ok_or_else(|| Problem::not_found(format!("no authorization {id}")))?;
-    if authz.account_id != account.id {
-        return Err(Problem::unauthorized("this authorization belongs to another account"));
-    }
-    Ok(authz)
+    fe.engine(move |a| a.authorization_of(account, id))?.ok_or_else(|| Problem::not_found(format!("no authorization {id}")))
 }
 
 /// A challenge: read (POST-as-GET), or respond (`{}`) to start validation.
 pub fn challenge(fe: &FrontEnd, call: &Call, req: Authenticated) -> Result<Reply, Problem> {
     let (urls, id) = (&call.urls, call.param());
     let account = req.account()?.clone();
-    let lookup = id.to_string();
-    let (ch, authz) = fe.engine(move |a| a.challenge(&lookup))?.ok_or_else(|| Problem::not_found(format!("no challenge {id}")))?;
-    if authz.account_id != account.id {
-        return Err(Problem::unauthorized("this challenge belongs to another account"));
-    }
+    let (ch, authz) = fe.engine(|a| a.challenge_of(&account, id))?.ok_or_else(|| Problem::not_found(format!("no challenge {id}")))?;
     // RFC 8555 §7.5.1: the client says "go" with an object, normally `{}`.
     let respond = req.payload_or_get::<payloads::ChallengeResponse>()?.is_some();
     let mut ch = ch;

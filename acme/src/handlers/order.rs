@@ -1,8 +1,8 @@
 //! Orders (RFC 8555 §7.4): creation, reading, finalize.
 
-use http::{StatusCode, header};
+use http::StatusCode;
 use tenure_engine::Identifier;
-use tenure_engine::model::{Order, OrderStatus};
+use tenure_engine::model::Order;
 use tenure_engine::ra::NewOrder;
 
 use crate::payloads;
@@ -57,7 +57,7 @@ pub fn new_order(fe: &FrontEnd, call: &Call, req: Authenticated) -> Result<Reply
 pub fn order(fe: &FrontEnd, call: &Call, req: Authenticated) -> Result<Reply, Problem> {
     req.require_post_as_get()?;
     let order = load_order(fe, call.param(), &req)?;
-    Ok(with_retry_after(Reply::json(StatusCode::OK, &order_json(&call.urls, &order)), &order))
+    Ok(Reply::json(StatusCode::OK, &order_json(&call.urls, &order)))
 }
 
 /// finalize: the CSR goes to the engine, which decides and signs.
@@ -69,21 +69,11 @@ pub fn finalize(fe: &FrontEnd, call: &Call, req: Authenticated) -> Result<Reply,
     let account_spki = req.key.spki_der();
     let order = fe.engine(move |a| a.finalize(&account, &order, &csr, &account_spki))?;
     let reply = Reply::json(StatusCode::OK, &order_json(&call.urls, &order)).location(call.urls.order(&order.id));
-    Ok(with_retry_after(reply, &order))
-}
-
-/// A processing order tells the client when to look again.
-fn with_retry_after(reply: Reply, order: &Order) -> Reply {
-    if order.status == OrderStatus::Processing { reply.header(header::RETRY_AFTER, "1") } else { reply }
+    Ok(reply)
 }
 
 /// The order, if it is the requesting account's.
 fn load_order(fe: &FrontEnd, id: &str, req: &Authenticated) -> Result<Order, Problem> {
     let account = req.account()?;
-    let lookup = id.to_string();
-    let order = fe.engine(move |a| a.order(&lookup))?.ok_or_else(|| Problem::not_found(format!("no order {id}")))?;
-    if order.account_id != account.id {
-        return Err(Problem::unauthorized("this order belongs to another account"));
-    }
-    Ok(order)
+    fe.engine(move |a| a.order_of(account, id))?.ok_or_else(|| Problem::not_found(format!("no order {id}")))
 }

@@ -21,14 +21,22 @@ use crate::model::*;
 use crate::policy::{KeyInfo, KeyType, Trigger};
 use crate::store::Claim;
 
-/// What a new account request carries once the front end has checked its JWS (and EAB).
+mod eab;
+pub use eab::{ExternalBinding, MacAlgorithm, verify_external_binding};
+
+/// What a new account request carries once the front end has checked its JWS.
 pub struct NewAccount {
+    /// The account key, as the front end canonicalized it.
     pub jwk: String,
+    /// Its RFC 7638 thumbprint.
     pub thumbprint: String,
+    /// `mailto:` contacts.
     pub contact: Vec<String>,
+    /// Whether the client agreed to the terms of service.
     pub tos_agreed: bool,
-    /// The EAB key id, verified by the front end.
-    pub eab_kid: Option<String>,
+    /// The External Account Binding, parsed but not yet verified: the engine
+    /// checks its MAC with the tenant's key and that it binds this key.
+    pub eab: Option<ExternalBinding>,
 }
 
 pub struct NewOrder {
@@ -75,11 +83,6 @@ impl Ra {
         &self.core.config
     }
 
-    /// The tenant and HMAC key of an EAB key id.
-    pub fn eab_key(&self, kid: &str) -> Result<Option<(String, Vec<u8>)>> {
-        self.core.store.eab_key(kid)
-    }
-
     // ---- accounts -----------------------------------------------------------
 
     pub fn account(&self, id: &str) -> Result<Option<Account>> {
@@ -93,13 +96,12 @@ impl Ra {
     /// Registers an account, or returns the one already holding the key (`false`).
     pub fn create_account(&self, req: NewAccount) -> Result<(Account, bool)> {
         validate_contacts(&req.contact)?;
-        let tenant = match &req.eab_kid {
-            Some(kid) => {
-                let (tenant, _) = self
-                    .core
-                    .store
-                    .eab_key(kid)?
-                    .ok_or_else(|| Error::new(ErrorKind::Unauthorized, format!("unknown EAB key id {kid:?}")))?;
+        let tenant = match &req.eab {
+            Some(binding) => {
+                let (tenant, hmac_key) = self.core.store.eab_key(&binding.kid)?.ok_or_else(|| {
+                    Error::new(ErrorKind::Unauthorized, format!("unknown External Account Binding key id {:?}", binding.kid))
+                })?;
+                verify_external_binding(binding, &hmac_key, &req.thumbprint)?;
                 tenant
             }
             None if self.core.config.eab_required => {
@@ -114,7 +116,7 @@ impl Ra {
             status: AccountStatus::Valid,
             contact: req.contact,
             tenant,
-            eab_kid: req.eab_kid,
+            eab_kid: req.eab.map(|b| b.kid),
             tos_agreed: req.tos_agreed,
             created_at: now(),
         };
@@ -291,6 +293,37 @@ impl Ra {
         }))
     }
 
+    /// One of the account's orders: None if there is no such order,
+    /// Unauthorized if it is another account's (RFC 8555 §7.4: an account
+    /// sees only its own objects).
+    pub fn order_of(&self, account: &Account, id: &str) -> Result<Option<Order>> {
+        match self.order(id)? {
+            Some(o) if o.account_id != account.id => Err(Error::new(ErrorKind::Unauthorized, "this order belongs to another account")),
+            found => Ok(found),
+        }
+    }
+
+    /// One of the account's authorizations (as [`Ra::order_of`]).
+    pub fn authorization_of(&self, account: &Account, id: &str) -> Result<Option<Authorization>> {
+        match self.authorization(id)? {
+            Some(a) if a.account_id != account.id => {
+                Err(Error::new(ErrorKind::Unauthorized, "this authorization belongs to another account"))
+            }
+            found => Ok(found),
+        }
+    }
+
+    /// One of the account's challenges, with its authorization (as [`Ra::order_of`]).
+    pub fn challenge_of(&self, account: &Account, id: &str) -> Result<Option<(Challenge, Authorization)>> {
+        match self.challenge(id)? {
+            Some((_, a)) if a.account_id != account.id => {
+                Err(Error::new(ErrorKind::Unauthorized, "this challenge belongs to another account"))
+            }
+            found => Ok(found),
+        }
+    }
+
+    /// The ids of the account's orders.
     pub fn orders_of(&self, account: &Account) -> Result<Vec<String>> {
         self.core.store.order_ids_of_account(&account.id)
     }
@@ -621,7 +654,7 @@ pub(crate) fn tenant_account_holding_corp_example(a: &crate::Engine) -> Account 
             thumbprint: "t".into(),
             contact: vec![],
             tos_agreed: true,
-            eab_kid: Some(tenant.eab_kid),
+            eab: Some(ExternalBinding::for_key(&tenant.eab_kid, &tenant.eab_hmac, "t")),
         })
         .expect("create account");
     a.registry

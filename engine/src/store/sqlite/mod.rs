@@ -360,8 +360,10 @@ impl AccountStore for SqliteStore {
             let holder: Option<String> =
                 tx.query_row("SELECT id FROM accounts WHERE thumbprint = ?1", [new_thumbprint], |r| r.get(0)).optional()?;
             if let Some(holder) = holder {
-                // The detail is the holder's id too, for front ends that show it.
-                return Err(Error::conflict(crate::Conflict::AccountKeyInUse { account: holder.clone() }, holder));
+                return Err(Error::conflict(
+                    crate::Conflict::AccountKeyInUse { account: holder.clone() },
+                    format!("the new key is already the key of account {holder}"),
+                ));
             }
             let n = tx.execute(
                 "UPDATE accounts SET thumbprint = ?3, jwk = ?4 WHERE id = ?1 AND thumbprint = ?2",

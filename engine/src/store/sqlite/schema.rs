@@ -295,5 +295,8 @@ pub const MIGRATIONS: &[&str] = &[
     CREATE INDEX certificates_due ON certificates(renew_at, serial) WHERE renewal = 'scheduled';
     CREATE INDEX certificates_revoked ON certificates(issuer_id, not_after) WHERE revoked_at IS NOT NULL;
     CREATE INDEX certificates_by_tenant ON certificates(tenant, created_at);
+    -- Orders are no longer marked processing while signing; one left so by a
+    -- crash of an older release is ready to finalize again.
+    UPDATE orders SET status = 'ready' WHERE status = 'processing';
     "#,
 ];
