@@ -354,6 +354,19 @@ async fn rekey_is_decided_audited_listed_and_revoked_with_its_resource() {
     let (ok, said) = support::crl::openssl_crl_verify(&server, &chain, &support::crl::fetch(&server, &url).await, dir.path());
     assert!(ok, "a held certificate verifies: {said}");
 
+    // The sweep renews it into the token with a fresh key (`renew --now` runs the sweep's path).
+    let renewed: serde_json::Value = serde_json::from_str(cli(&data, &["renew", "--now", "--resource", &vm, "--json"]).trim()).unwrap();
+    assert_eq!(renewed["renewed"], 1, "{renewed}");
+    let listed = certs(&vm);
+    let successor = listed.iter().find(|c| c["predecessor"] == serial.as_str()).expect("a successor");
+    assert_eq!(successor["trigger"], "rekey");
+    let successor_chain =
+        cli_json(&data, &["cert", "show", successor["serial"].as_str().unwrap(), "--pem"])["pem"].as_str().unwrap().to_string();
+    let new_spki = x509_parser::parse_x509_certificate(&support::crl::leaf_der(&successor_chain)).unwrap().1.public_key().raw.to_vec();
+    let old_spki = x509_parser::parse_x509_certificate(&support::crl::leaf_der(&chain)).unwrap().1.public_key().raw.to_vec();
+    assert_ne!(new_spki, old_spki, "renewed with a fresh key");
+    assert_eq!(cli_json(&data, &["cert", "show", &serial])["renewal"], "renewed");
+
     // Releasing the resource revokes it, and the issuer's CRL lists it.
     cli(&data, &["resource", "release", &vm]);
     let shown = cli_json(&data, &["cert", "show", &serial]);

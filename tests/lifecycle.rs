@@ -10,7 +10,6 @@ use support::crl::{crl_url, fetch, leaf_der, openssl_crl_verify};
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 

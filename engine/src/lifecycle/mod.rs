@@ -43,6 +43,9 @@ pub struct LifecycleConfig {
     pub crl_validity: Duration,
     /// …and it is regenerated this often even without revocations.
     pub crl_refresh: Duration,
+    /// How long a key rekeyed by the sweep in a tenant's HSM keeps working
+    /// beside its successor.
+    pub rekey_overlap: Duration,
     /// Delivery attempts before a delivery is given up.
     pub delivery_attempts: i64,
     /// The first retry's delay; it doubles per attempt, up to an hour.
@@ -58,6 +61,7 @@ impl Default for LifecycleConfig {
             interval: Duration::from_secs(30),
             crl_validity: Duration::from_secs(24 * 3600),
             crl_refresh: Duration::from_secs(3600),
+            rekey_overlap: Duration::from_secs(3600),
             delivery_attempts: 10,
             delivery_backoff: Duration::from_secs(5),
         }

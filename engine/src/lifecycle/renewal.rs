@@ -50,6 +50,13 @@ struct Batch {
     targets: HashMap<String, Vec<(DeliveryKind, String)>>,
 }
 
+/// What renewing one HSM-held certificate came to.
+enum HsmRenewal {
+    Renewed,
+    Lapsed(RenewalTally),
+    Deferred,
+}
+
 /// How long a certificate whose renewal failed on our side waits for the next try.
 const RETRY_DELAY: i64 = 60;
 
@@ -118,6 +125,65 @@ impl Lifecycle {
     /// Decides and signs a batch on every core, then stores it in one
     /// transaction. Also returns how many failed on our side (and were deferred).
     fn renew_batch(&self, due: Vec<(Certificate, CertificateLifecycle)>) -> Result<(RenewalTally, usize)> {
+        // Certificates of keys tenure made in a tenant's HSM are renewed into
+        // it with a fresh key, one by one (the token is the bottleneck, and
+        // each rekey records its own key); the rest on every core.
+        let (in_hsm, due): (Vec<_>, Vec<_>) = due.into_iter().partition(|(_, life)| life.trigger == Trigger::Rekey);
+        let (mut hsm_tally, mut hsm_deferred) = (RenewalTally::default(), 0);
+        for (cert, _) in &in_hsm {
+            match self.rekey_in_hsm(cert)? {
+                HsmRenewal::Renewed => hsm_tally.renewed += 1,
+                HsmRenewal::Lapsed(t) => {
+                    hsm_tally.lapsed += t.lapsed;
+                    hsm_tally.skipped += t.skipped;
+                }
+                HsmRenewal::Deferred => hsm_deferred += 1,
+            }
+        }
+        if due.is_empty() {
+            return Ok((hsm_tally, hsm_deferred));
+        }
+        let (tally, deferred) = self.renew_in_software(due)?;
+        let tally = RenewalTally {
+            renewed: tally.renewed + hsm_tally.renewed,
+            lapsed: tally.lapsed + hsm_tally.lapsed,
+            skipped: tally.skipped + hsm_tally.skipped,
+        };
+        Ok((tally, deferred + hsm_deferred))
+    }
+
+    /// A certificate whose key tenure made in a tenant's token: a rekey of its
+    /// resource (decide-renewal with trigger rekey, a fresh key in the token,
+    /// the new certificate written beside it, the old key retiring after the
+    /// overlap). A denial lapses it; a failure of ours defers it.
+    fn rekey_in_hsm(&self, cert: &Certificate) -> Result<HsmRenewal> {
+        let resource = match self.core.store.hsm_key_of_certificate(&cert.serial)? {
+            Some(key) => key.resource_id,
+            None => None,
+        };
+        let Some(resource) = resource else {
+            self.core.store.defer_renewal(&cert.serial, now() + RETRY_DELAY, "no HSM key of tenure's certifies it")?;
+            return Ok(HsmRenewal::Deferred);
+        };
+        let custody = crate::hsm::Custody { core: self.core.clone() };
+        match custody.rekey(&resource, None, self.core.config.lifecycle.rekey_overlap) {
+            Ok(_) => Ok(HsmRenewal::Renewed),
+            // The plugins said no (their decision is audited by the rekey).
+            Err(e) if e.kind == crate::ErrorKind::Unauthorized && e.detail.starts_with("policy denied") => {
+                let lapse = RenewalOutcome::Lapsed { serial: cert.serial.clone(), note: e.detail, audit: None };
+                Ok(HsmRenewal::Lapsed(issuance::record_renewals(&self.core, &[lapse])?))
+            }
+            Err(e) => {
+                tracing::warn!(serial = %cert.serial, error = %e, "rekey in the HSM failed; retrying later");
+                self.core.store.defer_renewal(&cert.serial, now() + RETRY_DELAY, &e.detail)?;
+                Ok(HsmRenewal::Deferred)
+            }
+        }
+    }
+
+    /// Decides and signs a batch of certificates whose keys are their
+    /// clients' on every core, then stores it in one transaction.
+    fn renew_in_software(&self, due: Vec<(Certificate, CertificateLifecycle)>) -> Result<(RenewalTally, usize)> {
         // Looked up once per batch rather than per certificate: each tenant's
         // plugin chain, and each bound resource's delivery targets.
         let mut tenants = HashMap::new();

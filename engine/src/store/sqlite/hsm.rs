@@ -175,6 +175,13 @@ impl CustodyStore for SqliteStore {
         })
     }
 
+    fn hsm_key_of_certificate(&self, serial: &str) -> Result<Option<HsmKey>> {
+        self.with(|c| {
+            let sql = format!("SELECT {KEY_COLUMNS} FROM hsm_keys WHERE cert_serial = ?1 AND origin = 'generated' LIMIT 1");
+            c.query_row(&sql, [serial], key_row).optional()?.transpose()
+        })
+    }
+
     /// Keys whose overlap is over.
     fn hsm_keys_due_retirement(&self, at: i64) -> Result<Vec<HsmKey>> {
         self.with(|c| {
