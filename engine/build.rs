@@ -20,6 +20,8 @@ const PLUGINS: &[&str] = &[
     "huge-answer",
     "uses-fs",
     "allow-distribution",
+    "issuance-only",
+    "legacy-v0-1",
 ];
 
 /// Inherited variables the nested cargo may keep: where crates come from, how to reach

@@ -173,7 +173,7 @@ fn plugin_check_reports_imports_and_refuses_wasi() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let out = support::tenure_cli(&data, &["plugin", "check", built_plugin_path("registry-control").to_str().unwrap()]);
-    assert!(out.contains("digest: ") && out.contains("import: tenure:policy/registry@0.1.0"), "{out}");
+    assert!(out.contains("digest: ") && out.contains("import: tenure:policy/registry@0.2.0"), "{out}");
     let bad = std::process::Command::new(support::tenure_bin())
         .args(["plugin", "check", built_plugin_path("uses-fs").to_str().unwrap(), "--data"])
         .arg(&data)
@@ -185,7 +185,7 @@ fn plugin_check_reports_imports_and_refuses_wasi() {
     support::add_tenant(&data, "eval", &["eval.example"]);
     support::tenure_cli(&data, &["resource", "add", "--tenant", "eval", "--kind", "vm", "--name", "a.eval.example"]);
     let input = dir.path().join("req.json");
-    std::fs::write(&input, r#"{"account":"acct","tenant":"eval","identifiers":[{"type":"dns","value":"a.eval.example"},{"type":"dns","value":"b.eval.example"}]}"#).unwrap();
+    std::fs::write(&input, r#"{"account":"acct","tenant":"eval","trigger":"acme-order","identifiers":[{"type":"dns","value":"a.eval.example"},{"type":"dns","value":"b.eval.example"}],"profile":"default","requested-lifetime-seconds":3600}"#).unwrap();
     let out = support::tenure_cli(
         &data,
         &[
@@ -201,22 +201,81 @@ fn plugin_check_reports_imports_and_refuses_wasi() {
     assert!(out.contains("b.eval.example") && out.contains("deny"), "{out}");
 }
 
-/// The example tenant plugin a newcomer copies must build and pass the check.
+/// The example tenant plugin, copied out of the tree as a tenant's engineer would:
+/// its native unit tests pass with plain `cargo test`, it builds for wasm32-wasip2,
+/// and the component passes the check and decides by its rules (renewals included).
 #[test]
-fn the_example_tenant_plugin_builds_and_checks() {
+fn the_example_tenant_plugin_works_when_copied_out_of_the_tree() {
+    fn copy(from: &Path, to: &Path) {
+        std::fs::create_dir_all(to).unwrap();
+        for entry in std::fs::read_dir(from).unwrap() {
+            let entry = entry.unwrap();
+            let (src, dst) = (entry.path(), to.join(entry.file_name()));
+            if src.is_dir() {
+                if entry.file_name() != "target" {
+                    copy(&src, &dst);
+                }
+            } else {
+                std::fs::copy(&src, &dst).unwrap();
+            }
+        }
+    }
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let example = root.join("examples/tenant-plugin");
-    let target = root.join("target/example-tenant-plugin");
-    let status = std::process::Command::new(env!("CARGO"))
-        .current_dir(&example)
-        .args(["build", "--release", "--locked", "--target-dir"])
-        .arg(&target)
-        .env_remove("RUSTFLAGS")
-        .status()
-        .expect("cargo runs");
-    assert!(status.success(), "examples/tenant-plugin does not build");
-    let wasm = target.join("wasm32-wasip2/release/tenant_plugin.wasm");
     let dir = tempfile::tempdir().unwrap();
-    let out = support::tenure_cli(&dir.path().join("data"), &["plugin", "check", wasm.to_str().unwrap()]);
-    assert!(out.contains("export: decide-issuance"), "{out}");
+    let example = dir.path().join("my-policy");
+    copy(&root.join("examples/tenant-plugin"), &example);
+    // Shared across runs: the build is the slow part, not what is tested.
+    let target = root.join("target/example-tenant-plugin");
+    let cargo = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO"))
+            .current_dir(&example)
+            .args(args)
+            .arg("--target-dir")
+            .arg(&target)
+            .env_remove("RUSTFLAGS")
+            .env_remove("CARGO_TARGET_DIR")
+            .output()
+            .expect("cargo runs");
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "cargo {args:?} in a copy of examples/tenant-plugin failed:\n{text}");
+        text
+    };
+    let tests = cargo(&["test", "--locked"]);
+    assert!(tests.contains("test result: ok") && !tests.contains(" 0 passed"), "{tests}");
+    cargo(&["build", "--release", "--locked", "--target", "wasm32-wasip2"]);
+    let wasm = target.join("wasm32-wasip2/release/tenant_plugin.wasm");
+
+    let data = dir.path().join("data");
+    let out = support::tenure_cli(&data, &["plugin", "check", wasm.to_str().unwrap()]);
+    assert!(out.contains("export: decide-issuance") && out.contains("import: tenure:policy/registry@0.2.0"), "{out}");
+    support::add_tenant(&data, "corp", &["corp.example"]);
+    support::tenure_cli(&data, &["resource", "add", "--tenant", "corp", "--kind", "vm", "--name", "www.corp.example"]);
+    let eval = |input: &str| {
+        support::tenure_cli(
+            &data,
+            &["plugin", "eval", wasm.to_str().unwrap(), "--hook", "issuance", "--input", example.join(input).to_str().unwrap()],
+        )
+    };
+    let out = eval("requests/issuance.json");
+    assert!(out.contains("\"allow\"") && out.contains("7200"), "held and in the zone: allowed for 2 h: {out}");
+}
+
+/// A plugin built against tenure:policy@0.1.0 is refused at check and install, with
+/// the version it was built against and how to rebuild it.
+#[test]
+fn a_0_1_0_plugin_is_refused_at_install_with_how_to_rebuild() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    support::add_tenant(&data, "corp", &["corp.example"]);
+    let legacy = built_plugin_path("legacy-v0-1");
+    for args in [vec!["plugin", "check", legacy.to_str().unwrap()], vec!["plugin", "install", legacy.to_str().unwrap(), "--tenant", "corp"]]
+    {
+        let out = std::process::Command::new(support::tenure_bin()).args(&args).arg("--data").arg(&data).output().unwrap();
+        assert!(!out.status.success(), "{args:?} accepted a 0.1.0 plugin");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("built against tenure:policy@0.1.0; this server speaks tenure:policy@0.2.0"), "{args:?}: {err}");
+        assert!(err.contains("cargo build --release --target wasm32-wasip2"), "{args:?}: {err}");
+    }
+    let list = support::tenure_cli(&data, &["plugin", "list"]);
+    assert!(!list.contains("tenant:corp"), "nothing installed: {list}");
 }

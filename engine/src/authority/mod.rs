@@ -360,13 +360,14 @@ impl Authority {
         // The policy chain decides before anything is stored.
         let profile_lifetime = self.profile_lifetime(&profile)?;
         let request = crate::policy::IssuanceRequest {
-            account: account.id.clone(),
             tenant: account.tenant.clone(),
+            account: Some(account.id.clone()),
+            trigger: crate::policy::Trigger::AcmeOrder,
             identifiers: identifiers.clone(),
-            key_type: crate::policy::KeyType::Unknown,
-            key_bits: 0,
+            key: None,
             profile: profile.clone(),
-            requested_lifetime_seconds: profile_lifetime.as_secs(),
+            requested_lifetime_seconds: profile_lifetime.as_secs().max(1),
+            resource: None,
         };
         let decided = self.decide_issuance(&account.tenant, Some(&account.id), &request)?;
         let grant = match &decided.decision {
@@ -587,23 +588,27 @@ impl Authority {
         // The chain decides again with what newOrder could not know: the key,
         // and the registry as it is now (a resource may have been released).
         let request = crate::policy::IssuanceRequest {
-            account: account.id.clone(),
             tenant: account.tenant.clone(),
+            account: Some(account.id.clone()),
+            trigger: crate::policy::Trigger::AcmeFinalize,
             identifiers: order.identifiers.clone(),
-            key_type: match csr.key_type {
-                ca::KeyType::EcdsaP256 => crate::policy::KeyType::EcdsaP256,
-                ca::KeyType::EcdsaP384 => crate::policy::KeyType::EcdsaP384,
-                ca::KeyType::Rsa(_) => crate::policy::KeyType::Rsa,
-                ca::KeyType::Ed25519 => crate::policy::KeyType::Ed25519,
-            },
-            key_bits: match csr.key_type {
-                ca::KeyType::EcdsaP256 => 256,
-                ca::KeyType::EcdsaP384 => 384,
-                ca::KeyType::Rsa(bits) => bits,
-                ca::KeyType::Ed25519 => 255,
-            },
+            key: Some(crate::policy::KeyInfo {
+                key_type: match csr.key_type {
+                    ca::KeyType::EcdsaP256 => crate::policy::KeyType::EcdsaP256,
+                    ca::KeyType::EcdsaP384 => crate::policy::KeyType::EcdsaP384,
+                    ca::KeyType::Rsa(_) => crate::policy::KeyType::Rsa,
+                    ca::KeyType::Ed25519 => crate::policy::KeyType::Ed25519,
+                },
+                bits: match csr.key_type {
+                    ca::KeyType::EcdsaP256 => 256,
+                    ca::KeyType::EcdsaP384 => 384,
+                    ca::KeyType::Rsa(bits) => bits,
+                    ca::KeyType::Ed25519 => 255,
+                },
+            }),
             profile: order.profile.clone(),
-            requested_lifetime_seconds: lifetime.as_secs(),
+            requested_lifetime_seconds: lifetime.as_secs().max(1),
+            resource: None,
         };
         let decided = self.decide_issuance(&account.tenant, Some(&account.id), &request)?;
         match &decided.decision {

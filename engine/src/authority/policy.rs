@@ -72,20 +72,21 @@ fn to_policy(r: Resource) -> policy::Resource {
 }
 
 impl RegistryView for StoreView {
-    fn resource_by_name(&self, tenant: &str, name: &str) -> Option<policy::Resource> {
-        self.0.resources_holding_name(Some(tenant), name).ok()?.into_iter().next().map(to_policy)
+    // A store error reaches the plugin as an error, never as "nobody holds it".
+    fn resource_by_name(&self, tenant: &str, name: &str) -> std::result::Result<Option<policy::Resource>, String> {
+        Ok(self.0.resources_holding_name(Some(tenant), name).map_err(|e| e.to_string())?.into_iter().next().map(to_policy))
     }
-    fn resource_by_address(&self, tenant: &str, addr: &str) -> Option<policy::Resource> {
-        self.0.resources_holding_address(Some(tenant), addr).ok()?.into_iter().next().map(to_policy)
+    fn resource_by_address(&self, tenant: &str, addr: &str) -> std::result::Result<Option<policy::Resource>, String> {
+        Ok(self.0.resources_holding_address(Some(tenant), addr).map_err(|e| e.to_string())?.into_iter().next().map(to_policy))
     }
-    fn resource_by_id(&self, tenant: &str, id: &str) -> Option<policy::Resource> {
-        self.0.resource(id).ok()?.filter(|r| r.tenant == tenant).map(to_policy)
+    fn resource_by_id(&self, tenant: &str, id: &str) -> std::result::Result<Option<policy::Resource>, String> {
+        Ok(self.0.resource(id).map_err(|e| e.to_string())?.filter(|r| r.tenant == tenant).map(to_policy))
     }
-    fn resources(&self, tenant: &str) -> Vec<policy::Resource> {
-        self.0.resources(Some(tenant)).unwrap_or_default().into_iter().map(to_policy).collect()
+    fn resources(&self, tenant: &str) -> std::result::Result<Vec<policy::Resource>, String> {
+        Ok(self.0.resources(Some(tenant)).map_err(|e| e.to_string())?.into_iter().map(to_policy).collect())
     }
-    fn tenant(&self, tenant: &str) -> Option<policy::TenantInfo> {
-        self.0.tenant(tenant).ok()?.map(|t| policy::TenantInfo { name: t.name, permits: t.permits })
+    fn tenant(&self, tenant: &str) -> std::result::Result<Option<policy::TenantInfo>, String> {
+        Ok(self.0.tenant(tenant).map_err(|e| e.to_string())?.map(|t| policy::TenantInfo { name: t.name, permits: t.permits }))
     }
 }
 

@@ -182,14 +182,18 @@ impl Authority {
     fn renew_one(&self, cert: &Certificate, life: &CertificateLifecycle, batch: &Batch) -> Result<RenewalOutcome> {
         let request = RenewalRequest {
             tenant: cert.tenant.clone(),
-            certificate: CertificateInfo {
+            trigger: crate::policy::Trigger::Renewal,
+            identifiers: cert.identifiers.clone(),
+            resources: life.resources.clone(),
+            profile: life.profile.clone(),
+            requested_lifetime_seconds: self.profile_lifetime(&life.profile)?.as_secs().max(1),
+            certificate: Some(CertificateInfo {
                 serial: cert.serial.clone(),
                 identifiers: cert.identifiers.clone(),
                 not_before: cert.not_before.max(0) as u64,
                 not_after: cert.not_after.max(0) as u64,
                 resources: life.resources.clone(),
-            },
-            profile: life.profile.clone(),
+            }),
         };
         let chain = match batch.chains.get(&cert.tenant) {
             Some(Ok(chain)) => chain,
