@@ -69,7 +69,7 @@ async fn held_names_need_no_challenge_and_plugins_fail_closed() {
     let mut order = corp_account.new_order(&NewOrder::new(&[Identifier::Dns("gone.corp.example".into())])).await.unwrap();
     assert_eq!(order.state().status, OrderStatus::Ready);
     support::tenure_cli(&data, &["resource", "release", gone["id"].as_str().unwrap()]);
-    let err = order.finalize().await.err().expect("released before finalize");
+    let err = order.finalize().await.expect_err("released before finalize");
     assert!(err.to_string().contains("no longer held"), "{err}");
 
     // Not held: the order waits for a challenge, and finalize before it fails.
@@ -79,8 +79,7 @@ async fn held_names_need_no_challenge_and_plugins_fail_closed() {
     let mut authzs = order.authorizations();
     let authz = authzs.next().await.unwrap().unwrap();
     assert_eq!(authz.status, AuthorizationStatus::Pending);
-    drop(authzs);
-    let err = order.finalize().await.err().expect("finalize before validation is refused");
+    let err = order.finalize().await.expect_err("finalize before validation is refused");
     assert!(err.to_string().contains("orderNotReady"), "{err}");
 
     // Held by another tenant: refused, whatever plugins say.
