@@ -719,12 +719,12 @@ fn an_issuance_only_plugin_renews_by_its_issuance_rules() {
 #[test]
 fn the_trigger_reaches_the_plugin() {
     let p = plugin("issuance-only");
-    for (trigger, resource, key) in [
-        (Trigger::AcmeOrder, None, None),
-        (Trigger::AcmeFinalize, None, Some(KeyInfo { key_type: KeyType::Rsa, bits: 3072 })),
-        (Trigger::Provisioning, Some("vm-9".to_owned()), None),
+    for (trigger, account, resource, key) in [
+        (Trigger::AcmeOrder, Some("acct-1".to_owned()), None, None),
+        (Trigger::AcmeFinalize, Some("acct-1".to_owned()), None, Some(KeyInfo { key_type: KeyType::Rsa, bits: 3072 })),
+        (Trigger::Provisioning, None, Some("vm-9".to_owned()), None),
     ] {
-        let req = IssuanceRequest { trigger, resource, key, account: None, ..issuance("acme", &["evil.test"], 0) };
+        let req = IssuanceRequest { trigger, resource, key, account, ..issuance("acme", &["evil.test"], 0) };
         let v = host().decide_issuance(&p, registry(), "acme", &req);
         assert!(reason(&v).ends_with(&format!("{}: not held: evil.test", trigger.as_str())), "{}", reason(&v));
     }
@@ -753,6 +753,28 @@ fn the_host_does_not_ask_what_the_wit_rules_out() {
     req.trigger = Trigger::AcmeOrder;
     let v = host().decide_renewal(&plugin("registry-control"), registry(), "acme", &req);
     assert!(reason(&v).contains("`trigger`"), "{}", reason(&v));
+    // Each trigger's promises: what is known, and what is not.
+    let base = issuance("acme", &["www.acme.test"], 0);
+    for (req, field) in [
+        (IssuanceRequest { trigger: Trigger::Renewal, ..base.clone() }, "`trigger` is `renewal`"),
+        (IssuanceRequest { account: None, ..base.clone() }, "`account` is missing"),
+        (IssuanceRequest { trigger: Trigger::AcmeOrder, ..base.clone() }, "`key` is set for trigger `acme-order`"),
+        (IssuanceRequest { key: None, ..base.clone() }, "`key` is missing"),
+        (IssuanceRequest { resource: Some("vm-1".into()), ..base.clone() }, "`resource` is set for trigger `acme-finalize`"),
+        (IssuanceRequest { trigger: Trigger::Provisioning, account: None, ..base.clone() }, "`resource` is missing"),
+    ] {
+        let v = host().decide_issuance(&p, registry(), "acme", &req);
+        assert!(reason(&v).contains(field), "{field}: {}", reason(&v));
+    }
+    let req = RenewalRequest { certificate: None, ..renewal("acme", &["www.acme.test"], &["vm-1"]) };
+    let v = host().decide_renewal(&plugin("registry-control"), registry(), "acme", &req);
+    assert!(reason(&v).contains("`certificate` is missing"), "{}", reason(&v));
+    assert!(
+        host()
+            .decide_renewal(&plugin("registry-control"), registry(), "acme", &RenewalRequest { trigger: Trigger::Rekey, ..req })
+            .decision
+            .is_allow()
+    );
 }
 
 #[test]
@@ -786,10 +808,12 @@ fn hook_names_parse_and_print() {
 
 #[test]
 fn hook_requests_from_json_name_the_offending_field() {
-    let good = r#"{"tenant":"acme","trigger":"acme-order","identifiers":[{"type":"dns","value":"www.acme.test"}],
+    let good = r#"{"tenant":"acme","account":"acct-1","trigger":"acme-order","identifiers":[{"type":"dns","value":"www.acme.test"}],
                    "profile":"default","requested-lifetime-seconds":3600}"#;
     let HookRequest::Issuance(req) = HookRequest::from_json(Hook::Issuance, good).unwrap() else { panic!("issuance") };
-    assert_eq!((req.account, req.key, req.resource), (None, None, None));
+    assert_eq!((req.account.as_deref(), req.key, req.resource), (Some("acct-1"), None, None), "optional fields may be left out");
+    let e = HookRequest::from_json(Hook::Issuance, &good.replace(r#""account":"acct-1","#, "")).unwrap_err();
+    assert!(e.contains("`account` is missing"), "{e}");
     // The misspelling of issue 11: rejected by name, with the right spelling offered.
     let e = HookRequest::from_json(Hook::Issuance, &good.replace("requested-lifetime-seconds", "requestedLifetime")).unwrap_err();
     assert!(e.contains("unknown field `requestedLifetime`") && e.contains("`requested-lifetime-seconds`"), "{e}");

@@ -278,8 +278,8 @@ impl HookRequest {
             Hook::Renewal => serde_json::from_str(text).map(HookRequest::Renewal),
             Hook::Distribution => serde_json::from_str(text).map(HookRequest::Distribution),
         };
-        let request = parsed.map_err(|e| format!("not a {hook} request: {e}"))?;
-        request.check().map_err(|e| format!("not a {hook} request: {e}"))?;
+        let request = parsed.map_err(|e| format!("invalid {hook} request: {e}"))?;
+        request.check().map_err(|e| format!("invalid {hook} request: {e}"))?;
         Ok(request)
     }
 
@@ -322,26 +322,47 @@ fn check_common(profile: &str, lifetime: u64) -> Result<(), String> {
 }
 
 impl IssuanceRequest {
-    /// What the WIT promises beyond the types (profile and lifetime set, a resource
-    /// only when provisioning). `Err` names the field.
+    /// What the WIT promises beyond the types: profile and lifetime set; trigger
+    /// `acme-order` (an account, no key), `acme-finalize` (an account and the CSR's
+    /// key) or `provisioning` (the resource). `Err` names the field.
     pub fn check(&self) -> Result<(), String> {
         check_common(&self.profile, self.requested_lifetime_seconds)?;
-        if self.resource.is_some() && self.trigger != Trigger::Provisioning {
-            return Err(format!("field `resource` is set for trigger `{}`; only `provisioning` has one", self.trigger.as_str()));
+        let trigger = self.trigger.as_str();
+        let acme = matches!(self.trigger, Trigger::AcmeOrder | Trigger::AcmeFinalize);
+        if matches!(self.trigger, Trigger::Renewal | Trigger::Rekey) {
+            return Err(format!("field `trigger` is `{trigger}`; the host asks decide-renewal for that"));
         }
-        Ok(())
+        if acme && self.account.is_none() {
+            return Err(format!("field `account` is missing; trigger `{trigger}` comes from an ACME account"));
+        }
+        if self.trigger == Trigger::AcmeOrder && self.key.is_some() {
+            return Err("field `key` is set for trigger `acme-order`, where the key is not known yet".to_owned());
+        }
+        if self.trigger == Trigger::AcmeFinalize && self.key.is_none() {
+            return Err("field `key` is missing; trigger `acme-finalize` has the CSR's key".to_owned());
+        }
+        match (&self.resource, self.trigger) {
+            (None, Trigger::Provisioning) => Err("field `resource` is missing; trigger `provisioning` names the resource".to_owned()),
+            (Some(_), t) if t != Trigger::Provisioning => {
+                Err(format!("field `resource` is set for trigger `{trigger}`; only `provisioning` has one"))
+            }
+            _ => Ok(()),
+        }
     }
 }
 
 impl RenewalRequest {
-    /// What the WIT promises beyond the types (profile and lifetime set, trigger
-    /// `renewal` or `rekey`). `Err` names the field.
+    /// What the WIT promises beyond the types: profile and lifetime set; trigger
+    /// `renewal` (with the certificate it succeeds) or `rekey`. `Err` names the field.
     pub fn check(&self) -> Result<(), String> {
         check_common(&self.profile, self.requested_lifetime_seconds)?;
-        if !matches!(self.trigger, Trigger::Renewal | Trigger::Rekey) {
-            return Err(format!("field `trigger` is `{}`; a renewal is `renewal` or `rekey`", self.trigger.as_str()));
+        match self.trigger {
+            Trigger::Renewal if self.certificate.is_none() => {
+                Err("field `certificate` is missing; trigger `renewal` succeeds a certificate".to_owned())
+            }
+            Trigger::Renewal | Trigger::Rekey => Ok(()),
+            t => Err(format!("field `trigger` is `{}`; a renewal is `renewal` or `rekey`", t.as_str())),
         }
-        Ok(())
     }
 }
 
