@@ -74,14 +74,20 @@ impl Default for Limits {
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum PolicyError {
+    /// The host itself failed (engine configuration, cache directory, ticker thread).
     #[error("policy engine: {0}")]
     Engine(String),
+    /// The bytes are not a WebAssembly component wasmtime can compile.
     #[error("plugin {digest8} is not a valid component: {detail}")]
     Invalid { digest8: String, detail: String },
+    /// The component imports something outside the `policy` world (WASI, …).
     #[error("plugin {digest8} imports what a policy may not use: {}", forbidden.join(", "))]
     ForbiddenImports { digest8: String, forbidden: Vec<String>, imports: Vec<String> },
+    /// The component does not export the world's functions with the world's types.
     #[error("plugin {digest8} does not implement the tenure:policy/policy world: {detail}")]
     NotAPolicy { digest8: String, detail: String },
+    /// The component was built against another version of `wit/` (`built`, e.g.
+    /// "0.1.0"); the message says how to rebuild it.
     #[error(
         "plugin {digest8} was built against {WIT_PACKAGE}@{built}; this server speaks {WIT_PACKAGE}@{WIT_VERSION}: {}",
         rebuild_hint(built)
