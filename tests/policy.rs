@@ -278,3 +278,37 @@ fn a_0_1_0_plugin_is_refused_at_install_with_how_to_rebuild() {
     let list = support::tenure_cli(&data, &["plugin", "list"]);
     assert!(!list.contains("tenant:corp"), "nothing installed: {list}");
 }
+
+/// A tenant plugin that implements only `decide-issuance` keeps renewals going: the SDK's
+/// default decides them by its issuance rules, through the real server's sweep, and the
+/// audit log records the input as the plugin saw it (WIT spelling, trigger `renewal`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_issuance_only_tenant_plugin_keeps_renewals() {
+    support::install_crypto_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut options = ServeOptions::new(None);
+    // The server sweeps as it starts only; the test renews with `renew --now --resource`.
+    options.extra = vec!["--renewal-interval".into(), "3600".into()];
+    let server = Server::start(&data, options);
+    let corp = support::add_tenant(&data, "corp", &["corp.example"]);
+    let out = support::tenure_cli(&data, &["resource", "add", "--tenant", "corp", "--kind", "vm", "--name", "www.corp.example", "--json"]);
+    let vm: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let vm = vm["id"].as_str().unwrap().to_owned();
+    let digest = install(&data, "issuance-only", "corp");
+    let acct = account(&server, &corp).await;
+    issue_by_control(&acct, "www.corp.example").await.expect("held: issued");
+
+    let out = support::tenure_cli(&data, &["renew", "--now", "--resource", &vm, "--json"]);
+    let report: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(report["renewed"], 1, "{report}");
+    let audit = support::tenure_cli(&data, &["audit", "--tenant", "corp", "--json", "--limit", "1"]);
+    let rec: serde_json::Value = serde_json::from_str(audit.lines().last().unwrap()).unwrap();
+    assert_eq!((&rec["hook"], &rec["outcome"]), (&serde_json::json!("renewal"), &serde_json::json!("allow")), "{rec}");
+    assert!(rec["plugins"].as_array().unwrap().iter().any(|d| d == &serde_json::json!(digest)), "{rec}");
+    assert_eq!(rec["input"]["trigger"], "renewal", "{rec}");
+    assert_eq!(rec["input"]["resources"], serde_json::json!([vm]), "{rec}");
+    assert!(rec["input"]["requested-lifetime-seconds"].as_u64().is_some_and(|s| s > 0), "{rec}");
+    assert_eq!(rec["grant"]["lifetime_seconds"], 3600, "issuance-only's cap, applied to the renewal: {rec}");
+    drop(server);
+}
