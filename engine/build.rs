@@ -20,6 +20,8 @@ const PLUGINS: &[&str] = &[
     "huge-answer",
     "uses-fs",
     "allow-distribution",
+    "issuance-only",
+    "legacy-v0-1",
 ];
 
 /// Inherited variables the nested cargo may keep: where crates come from, how to reach
@@ -63,12 +65,16 @@ fn main() {
     let plugins = root.join("plugins");
     let out = PathBuf::from(env::var_os("OUT_DIR").expect("OUT_DIR"));
 
-    println!("cargo:rerun-if-changed={}", root.join("wit").display());
+    // Relative to engine/ (cargo resolves them against the package root at each check):
+    // absolute paths would keep pointing at the checkout that first ran this script
+    // when a target directory is copied or shared between checkouts, and the engine
+    // would then embed that checkout's stale plugins.
+    println!("cargo:rerun-if-changed=../wit");
     for f in ["Cargo.toml", "Cargo.lock", ".cargo/config.toml", "sdk"] {
-        println!("cargo:rerun-if-changed={}", plugins.join(f).display());
+        println!("cargo:rerun-if-changed=../plugins/{f}");
     }
     for p in PLUGINS {
-        println!("cargo:rerun-if-changed={}", plugins.join(p).display());
+        println!("cargo:rerun-if-changed=../plugins/{p}");
     }
 
     ensure_wasm_target();

@@ -127,14 +127,28 @@ enum PluginCommand {
         #[command(flatten)]
         data: DataDir,
     },
-    /// Run one decision of a plugin against the live registry and print it.
+    /// Run one decision against the live registry and print it (nothing is stored): a plugin
+    /// file alone, or with --chain the tenant's whole chain (with FILE in place of the tenant's
+    /// own plugin, if given). The request is --input (its schema: plugins/README.md), or for
+    /// renewal --serial or --resource, built as the server would build it now.
     Eval {
-        file: PathBuf,
-        #[arg(long, value_parser = ["issuance"])]
-        hook: String,
-        /// The request as JSON (e.g. {"account":"a","tenant":"t","identifiers":[{"type":"dns","value":"x.example"}]}).
+        /// The plugin to evaluate (a component built against wit/).
+        file: Option<PathBuf>,
+        /// issuance, renewal or distribution.
         #[arg(long)]
-        input: PathBuf,
+        hook: String,
+        /// The request: a JSON file, `-` for standard input, or the JSON itself.
+        #[arg(long, required_unless_present_any = ["serial", "resource"])]
+        input: Option<String>,
+        /// Renewal of this certificate (--hook renewal).
+        #[arg(long, conflicts_with_all = ["input", "resource"])]
+        serial: Option<String>,
+        /// Rekey of this resource's key in its HSM (--hook renewal).
+        #[arg(long, conflicts_with = "input")]
+        resource: Option<String>,
+        /// Run the tenant's whole chain, as the server would.
+        #[arg(long)]
+        chain: bool,
         #[command(flatten)]
         data: DataDir,
     },
@@ -536,11 +550,47 @@ fn plugin(command: PluginCommand) -> Result<()> {
                 println!("export: {e}");
             }
         }
-        PluginCommand::Eval { file, hook: _, input, data } => {
-            let req: tenure_engine::policy::IssuanceRequest =
-                serde_json::from_slice(&read(&input)?).with_context(|| format!("{} is not an issuance request", input.display()))?;
-            let verdict = open(&data)?.policies.eval_issuance(&read(&file)?, &req)?;
-            println!("{}", serde_json::to_string_pretty(&verdict)?);
+        PluginCommand::Eval { file, hook, input, serial, resource, chain, data } => {
+            use tenure_engine::policy::{Hook, HookRequest};
+            let hook: Hook = hook.parse().map_err(anyhow::Error::msg)?;
+            let engine = open(&data)?;
+            let request = match (input, serial, resource) {
+                (Some(input), _, _) => {
+                    let text = match input.as_str() {
+                        "-" => std::io::read_to_string(std::io::stdin()).context("reading the request from standard input")?,
+                        inline if inline.trim_start().starts_with('{') => inline.to_string(),
+                        path => std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?,
+                    };
+                    HookRequest::from_json(hook, &text).map_err(anyhow::Error::msg)?
+                }
+                (None, serial, resource) if hook != Hook::Renewal => {
+                    let flag = if serial.is_some() {
+                        "--serial"
+                    } else if resource.is_some() {
+                        "--resource"
+                    } else {
+                        "--input"
+                    };
+                    anyhow::bail!("{flag} makes a renewal request; use --hook renewal, or give --input for {hook}")
+                }
+                (None, Some(serial), _) => HookRequest::Renewal(engine.policies.renewal_request_for_certificate(&serial)?),
+                (None, None, Some(resource)) => HookRequest::Renewal(engine.policies.renewal_request_for_resource(&resource)?),
+                (None, None, None) => anyhow::bail!("say --input, --serial or --resource"),
+            };
+            let wasm = file.as_ref().map(read).transpose()?;
+            if wasm.is_none() && !chain {
+                anyhow::bail!("give a plugin FILE, or --chain for the tenant's installed chain");
+            }
+            let outcome = engine.policies.eval(wasm.as_deref(), chain, &request)?;
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&serde_json::json!({
+                    "hook": hook.as_str(),
+                    "request": request,
+                    "decision": outcome.decision,
+                    "verdicts": outcome.verdicts,
+                }))?
+            );
         }
     }
     Ok(())

@@ -69,7 +69,7 @@ async fn held_names_need_no_challenge_and_plugins_fail_closed() {
     let mut order = corp_account.new_order(&NewOrder::new(&[Identifier::Dns("gone.corp.example".into())])).await.unwrap();
     assert_eq!(order.state().status, OrderStatus::Ready);
     support::tenure_cli(&data, &["resource", "release", gone["id"].as_str().unwrap()]);
-    let err = order.finalize().await.err().expect("released before finalize");
+    let err = order.finalize().await.expect_err("released before finalize");
     assert!(err.to_string().contains("no longer held"), "{err}");
 
     // Not held: the order waits for a challenge, and finalize before it fails.
@@ -79,8 +79,7 @@ async fn held_names_need_no_challenge_and_plugins_fail_closed() {
     let mut authzs = order.authorizations();
     let authz = authzs.next().await.unwrap().unwrap();
     assert_eq!(authz.status, AuthorizationStatus::Pending);
-    drop(authzs);
-    let err = order.finalize().await.err().expect("finalize before validation is refused");
+    let err = order.finalize().await.expect_err("finalize before validation is refused");
     assert!(err.to_string().contains("orderNotReady"), "{err}");
 
     // Held by another tenant: refused, whatever plugins say.
@@ -173,7 +172,7 @@ fn plugin_check_reports_imports_and_refuses_wasi() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let out = support::tenure_cli(&data, &["plugin", "check", built_plugin_path("registry-control").to_str().unwrap()]);
-    assert!(out.contains("digest: ") && out.contains("import: tenure:policy/registry@0.1.0"), "{out}");
+    assert!(out.contains("digest: ") && out.contains("import: tenure:policy/registry@0.2.0"), "{out}");
     let bad = std::process::Command::new(support::tenure_bin())
         .args(["plugin", "check", built_plugin_path("uses-fs").to_str().unwrap(), "--data"])
         .arg(&data)
@@ -185,7 +184,7 @@ fn plugin_check_reports_imports_and_refuses_wasi() {
     support::add_tenant(&data, "eval", &["eval.example"]);
     support::tenure_cli(&data, &["resource", "add", "--tenant", "eval", "--kind", "vm", "--name", "a.eval.example"]);
     let input = dir.path().join("req.json");
-    std::fs::write(&input, r#"{"account":"acct","tenant":"eval","identifiers":[{"type":"dns","value":"a.eval.example"},{"type":"dns","value":"b.eval.example"}]}"#).unwrap();
+    std::fs::write(&input, r#"{"account":"acct","tenant":"eval","trigger":"acme-order","identifiers":[{"type":"dns","value":"a.eval.example"},{"type":"dns","value":"b.eval.example"}],"profile":"default","requested-lifetime-seconds":3600}"#).unwrap();
     let out = support::tenure_cli(
         &data,
         &[
@@ -199,24 +198,149 @@ fn plugin_check_reports_imports_and_refuses_wasi() {
         ],
     );
     assert!(out.contains("b.eval.example") && out.contains("deny"), "{out}");
+
+    // The eval a tenant's engineer runs: inline JSON, any hook, the tenant's whole chain.
+    let eval = |args: &[&str]| {
+        let mut all = vec!["plugin", "eval"];
+        all.extend_from_slice(args);
+        std::process::Command::new(support::tenure_bin()).args(&all).arg("--data").arg(&data).output().unwrap()
+    };
+    let ok = |out: std::process::Output| -> serde_json::Value {
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    // A typo in the request is refused by name.
+    let typo = eval(&["--chain", "--hook", "issuance", "--input", r#"{"tenant":"eval","requestedLifetime":60}"#]);
+    assert!(!typo.status.success() && String::from_utf8_lossy(&typo.stderr).contains("requestedLifetime"), "{typo:?}");
+    // A tenant that does not exist is refused, not evaluated against an empty registry.
+    let ghost = r#"{"account":"a","tenant":"ghost","trigger":"acme-order","identifiers":[{"type":"dns","value":"a.eval.example"}],"profile":"default","requested-lifetime-seconds":3600}"#;
+    let out = eval(&["--chain", "--hook", "issuance", "--input", ghost]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("no tenant"), "{out:?}");
+    // The chain (the built-in default) allows the held name by control.
+    let held = r#"{"account":"a","tenant":"eval","trigger":"acme-order","identifiers":[{"type":"dns","value":"a.eval.example"}],"profile":"default","requested-lifetime-seconds":3600}"#;
+    let v = ok(eval(&["--chain", "--hook", "issuance", "--input", held]));
+    assert!(v["decision"]["allow"].is_object(), "{v}");
+    assert_eq!(v["verdicts"].as_array().unwrap().len(), 1);
+    // Renewal, built from the registry as the server would (a rekey of the resource's key),
+    // with a candidate plugin in the tenant's place: two verdicts, and deny-all's denial.
+    let vm = support::tenure_cli(&data, &["resource", "list", "--tenant", "eval", "--json"]);
+    let vm: serde_json::Value = serde_json::from_str(vm.lines().next().unwrap()).unwrap();
+    let deny = built_plugin_path("deny-all");
+    let v = ok(eval(&[deny.to_str().unwrap(), "--chain", "--hook", "renewal", "--resource", vm["id"].as_str().unwrap()]));
+    assert_eq!(v["request"]["trigger"], "rekey", "{v}");
+    assert_eq!(v["verdicts"].as_array().unwrap().len(), 2, "{v}");
+    assert!(v["decision"]["deny"].is_string(), "{v}");
 }
 
-/// The example tenant plugin a newcomer copies must build and pass the check.
+/// The example tenant plugin, copied out of the tree as a tenant's engineer would:
+/// its native unit tests pass with plain `cargo test`, it builds for wasm32-wasip2,
+/// and the component passes the check and decides by its rules (renewals included).
 #[test]
-fn the_example_tenant_plugin_builds_and_checks() {
+fn the_example_tenant_plugin_works_when_copied_out_of_the_tree() {
+    fn copy(from: &Path, to: &Path) {
+        std::fs::create_dir_all(to).unwrap();
+        for entry in std::fs::read_dir(from).unwrap() {
+            let entry = entry.unwrap();
+            let (src, dst) = (entry.path(), to.join(entry.file_name()));
+            if src.is_dir() {
+                if entry.file_name() != "target" {
+                    copy(&src, &dst);
+                }
+            } else {
+                std::fs::copy(&src, &dst).unwrap();
+            }
+        }
+    }
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let example = root.join("examples/tenant-plugin");
-    let target = root.join("target/example-tenant-plugin");
-    let status = std::process::Command::new(env!("CARGO"))
-        .current_dir(&example)
-        .args(["build", "--release", "--locked", "--target-dir"])
-        .arg(&target)
-        .env_remove("RUSTFLAGS")
-        .status()
-        .expect("cargo runs");
-    assert!(status.success(), "examples/tenant-plugin does not build");
-    let wasm = target.join("wasm32-wasip2/release/tenant_plugin.wasm");
     let dir = tempfile::tempdir().unwrap();
-    let out = support::tenure_cli(&dir.path().join("data"), &["plugin", "check", wasm.to_str().unwrap()]);
-    assert!(out.contains("export: decide-issuance"), "{out}");
+    let example = dir.path().join("my-policy");
+    copy(&root.join("examples/tenant-plugin"), &example);
+    // Shared across runs: the build is the slow part, not what is tested.
+    let target = root.join("target/example-tenant-plugin");
+    let cargo = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO"))
+            .current_dir(&example)
+            .args(args)
+            .arg("--target-dir")
+            .arg(&target)
+            .env_remove("RUSTFLAGS")
+            .env_remove("CARGO_TARGET_DIR")
+            .output()
+            .expect("cargo runs");
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "cargo {args:?} in a copy of examples/tenant-plugin failed:\n{text}");
+        text
+    };
+    let tests = cargo(&["test", "--locked"]);
+    assert!(tests.contains("test result: ok") && !tests.contains(" 0 passed"), "{tests}");
+    cargo(&["build", "--release", "--locked", "--target", "wasm32-wasip2"]);
+    let wasm = target.join("wasm32-wasip2/release/tenant_plugin.wasm");
+
+    let data = dir.path().join("data");
+    let out = support::tenure_cli(&data, &["plugin", "check", wasm.to_str().unwrap()]);
+    assert!(out.contains("export: decide-issuance") && out.contains("import: tenure:policy/registry@0.2.0"), "{out}");
+    support::add_tenant(&data, "corp", &["corp.example"]);
+    support::tenure_cli(&data, &["resource", "add", "--tenant", "corp", "--kind", "vm", "--name", "www.corp.example"]);
+    let eval = |input: &str| {
+        support::tenure_cli(
+            &data,
+            &["plugin", "eval", wasm.to_str().unwrap(), "--hook", "issuance", "--input", example.join(input).to_str().unwrap()],
+        )
+    };
+    let out = eval("requests/issuance.json");
+    assert!(out.contains("\"allow\"") && out.contains("7200"), "held and in the zone: allowed for 2 h: {out}");
+}
+
+/// A plugin built against tenure:policy@0.1.0 is refused at check and install, with
+/// the version it was built against and how to rebuild it.
+#[test]
+fn a_0_1_0_plugin_is_refused_at_install_with_how_to_rebuild() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    support::add_tenant(&data, "corp", &["corp.example"]);
+    let legacy = built_plugin_path("legacy-v0-1");
+    for args in [vec!["plugin", "check", legacy.to_str().unwrap()], vec!["plugin", "install", legacy.to_str().unwrap(), "--tenant", "corp"]]
+    {
+        let out = std::process::Command::new(support::tenure_bin()).args(&args).arg("--data").arg(&data).output().unwrap();
+        assert!(!out.status.success(), "{args:?} accepted a 0.1.0 plugin");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("built against tenure:policy@0.1.0; this server speaks tenure:policy@0.2.0"), "{args:?}: {err}");
+        assert!(err.contains("cargo build --release --target wasm32-wasip2"), "{args:?}: {err}");
+    }
+    let list = support::tenure_cli(&data, &["plugin", "list"]);
+    assert!(!list.contains("tenant:corp"), "nothing installed: {list}");
+}
+
+/// A tenant plugin that implements only `decide-issuance` keeps renewals going: the SDK's
+/// default decides them by its issuance rules, through the real server's sweep, and the
+/// audit log records the input as the plugin saw it (WIT spelling, trigger `renewal`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_issuance_only_tenant_plugin_keeps_renewals() {
+    support::install_crypto_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut options = ServeOptions::new(None);
+    // The server sweeps as it starts only; the test renews with `renew --now --resource`.
+    options.extra = vec!["--renewal-interval".into(), "3600".into()];
+    let server = Server::start(&data, options);
+    let corp = support::add_tenant(&data, "corp", &["corp.example"]);
+    let out = support::tenure_cli(&data, &["resource", "add", "--tenant", "corp", "--kind", "vm", "--name", "www.corp.example", "--json"]);
+    let vm: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let vm = vm["id"].as_str().unwrap().to_owned();
+    let digest = install(&data, "issuance-only", "corp");
+    let acct = account(&server, &corp).await;
+    issue_by_control(&acct, "www.corp.example").await.expect("held: issued");
+
+    let out = support::tenure_cli(&data, &["renew", "--now", "--resource", &vm, "--json"]);
+    let report: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(report["renewed"], 1, "{report}");
+    let audit = support::tenure_cli(&data, &["audit", "--tenant", "corp", "--json", "--limit", "1"]);
+    let rec: serde_json::Value = serde_json::from_str(audit.lines().last().unwrap()).unwrap();
+    assert_eq!((&rec["hook"], &rec["outcome"]), (&serde_json::json!("renewal"), &serde_json::json!("allow")), "{rec}");
+    assert!(rec["plugins"].as_array().unwrap().iter().any(|d| d == &serde_json::json!(digest)), "{rec}");
+    assert_eq!(rec["input"]["trigger"], "renewal", "{rec}");
+    assert_eq!(rec["input"]["resources"], serde_json::json!([vm]), "{rec}");
+    assert!(rec["input"]["requested-lifetime-seconds"].as_u64().is_some_and(|s| s > 0), "{rec}");
+    assert_eq!(rec["grant"]["lifetime_seconds"], 3600, "issuance-only's cap, applied to the renewal: {rec}");
+    drop(server);
 }

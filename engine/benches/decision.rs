@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use tenure_engine::policy::builtin::{PUBLIC_CHALLENGE, REGISTRY_CONTROL, built_plugin_path};
 use tenure_engine::policy::{
-    Holding, Identifier, IssuanceRequest, KeyType, Limits, PolicyHost, RegistryView, Resource, ResourceState, TenantInfo,
+    Holding, Identifier, IssuanceRequest, KeyInfo, KeyType, Limits, PolicyHost, RegistryView, Resource, ResourceState, TenantInfo, Trigger,
 };
 
 const N: usize = 20_000;
@@ -24,23 +24,23 @@ struct Registry {
 }
 
 impl RegistryView for Registry {
-    fn resource_by_name(&self, tenant: &str, name: &str) -> Option<Resource> {
-        self.by_name.get(name).filter(|r| r.tenant == tenant).cloned()
+    fn resource_by_name(&self, tenant: &str, name: &str) -> Result<Option<Resource>, String> {
+        Ok(self.by_name.get(name).filter(|r| r.tenant == tenant).cloned())
     }
-    fn resource_by_address(&self, _: &str, _: &str) -> Option<Resource> {
-        None
+    fn resource_by_address(&self, _: &str, _: &str) -> Result<Option<Resource>, String> {
+        Ok(None)
     }
-    fn resource_by_id(&self, _: &str, _: &str) -> Option<Resource> {
-        None
+    fn resource_by_id(&self, _: &str, _: &str) -> Result<Option<Resource>, String> {
+        Ok(None)
     }
-    fn resources(&self, _: &str) -> Vec<Resource> {
-        Vec::new()
+    fn resources(&self, _: &str) -> Result<Vec<Resource>, String> {
+        Ok(Vec::new())
     }
-    fn tenant(&self, _: &str) -> Option<TenantInfo> {
-        None
+    fn tenant(&self, _: &str) -> Result<Option<TenantInfo>, String> {
+        Ok(None)
     }
-    fn holder(&self, tenant: &str, id: &Identifier) -> Option<Holding> {
-        self.holdings.get(&id.value).filter(|h| h.tenant == tenant).cloned()
+    fn holder(&self, tenant: &str, id: &Identifier) -> Result<Option<Holding>, String> {
+        Ok(self.holdings.get(&id.value).filter(|h| h.tenant == tenant).cloned())
     }
 }
 
@@ -90,11 +90,11 @@ fn run(label: &str, limits: Limits) {
         by_name: HashMap::from([("www.acme.test".to_owned(), vm)]),
     });
     let req = IssuanceRequest {
-        account: Some("acct-1".into()),
         tenant: "acme".into(),
-        trigger: tenure_engine::policy::Trigger::AcmeFinalize,
+        account: Some("acct-1".into()),
+        trigger: Trigger::AcmeFinalize,
         identifiers: vec![Identifier::dns("www.acme.test")],
-        key: Some(tenure_engine::policy::KeyInfo { key_type: KeyType::EcdsaP256, bits: 256 }),
+        key: Some(KeyInfo { key_type: KeyType::EcdsaP256, bits: 256 }),
         profile: "default".into(),
         requested_lifetime_seconds: 86_400,
         resource: None,

@@ -14,7 +14,10 @@ use crate::audit::AuditRecord;
 use crate::core::Core;
 use crate::error::{Error, Result};
 use crate::model::now;
-use crate::policy::{self, Chained, Decision, DistributionRequest, IssuanceRequest, Plugin, PluginInfo, PolicyHost, RegistryView};
+use crate::policy::{
+    self, Chained, Decision, DistributionRequest, HookRequest, IssuanceRequest, Plugin, PluginInfo, PolicyHost, RegistryView,
+    RenewalRequest, Trigger,
+};
 use crate::registry::{Resource, ResourceState};
 use crate::store::Storage;
 
@@ -52,7 +55,8 @@ pub struct Policies {
 /// In-flight decisions keep the `Arc`s they started with.
 pub(crate) struct LoadedPlugins {
     host: OnceLock<std::result::Result<PolicyHost, String>>,
-    loaded: Mutex<(i64, Arc<HashMap<String, Arc<Plugin>>>)>,
+    /// (store generation, plugin by scope key, or why it does not load).
+    loaded: Mutex<(i64, Arc<HashMap<String, std::result::Result<Arc<Plugin>, String>>>)>,
     cache_dir: std::path::PathBuf,
     limits: policy::Limits,
 }
@@ -85,20 +89,21 @@ fn to_policy(r: Resource) -> policy::Resource {
 }
 
 impl RegistryView for StoreView {
-    fn resource_by_name(&self, tenant: &str, name: &str) -> Option<policy::Resource> {
-        self.0.resources_holding_name(Some(tenant), name).ok()?.into_iter().next().map(to_policy)
+    // A store error reaches the plugin as an error, never as "nobody holds it".
+    fn resource_by_name(&self, tenant: &str, name: &str) -> std::result::Result<Option<policy::Resource>, String> {
+        Ok(self.0.resources_holding_name(Some(tenant), name).map_err(|e| e.to_string())?.into_iter().next().map(to_policy))
     }
-    fn resource_by_address(&self, tenant: &str, addr: &str) -> Option<policy::Resource> {
-        self.0.resources_holding_address(Some(tenant), addr).ok()?.into_iter().next().map(to_policy)
+    fn resource_by_address(&self, tenant: &str, addr: &str) -> std::result::Result<Option<policy::Resource>, String> {
+        Ok(self.0.resources_holding_address(Some(tenant), addr).map_err(|e| e.to_string())?.into_iter().next().map(to_policy))
     }
-    fn resource_by_id(&self, tenant: &str, id: &str) -> Option<policy::Resource> {
-        self.0.resource(id).ok()?.filter(|r| r.tenant == tenant).map(to_policy)
+    fn resource_by_id(&self, tenant: &str, id: &str) -> std::result::Result<Option<policy::Resource>, String> {
+        Ok(self.0.resource(id).map_err(|e| e.to_string())?.filter(|r| r.tenant == tenant).map(to_policy))
     }
-    fn resources(&self, tenant: &str) -> Vec<policy::Resource> {
-        self.0.resources(Some(tenant)).unwrap_or_default().into_iter().map(to_policy).collect()
+    fn resources(&self, tenant: &str) -> std::result::Result<Vec<policy::Resource>, String> {
+        Ok(self.0.resources(Some(tenant)).map_err(|e| e.to_string())?.into_iter().map(to_policy).collect())
     }
-    fn tenant(&self, tenant: &str) -> Option<policy::TenantInfo> {
-        self.0.tenant(tenant).ok()?.map(|t| policy::TenantInfo { name: t.name, permits: t.permits })
+    fn tenant(&self, tenant: &str) -> std::result::Result<Option<policy::TenantInfo>, String> {
+        Ok(self.0.tenant(tenant).map_err(|e| e.to_string())?.map(|t| policy::TenantInfo { name: t.name, permits: t.permits }))
     }
 }
 
@@ -149,13 +154,14 @@ impl Core {
                 for (key, bytes) in
                     [(BUILTIN_PUBLIC, policy::builtin::PUBLIC_CHALLENGE), (BUILTIN_TENANT, policy::builtin::CONTROL_OR_CHALLENGE)]
                 {
-                    map.insert(key.to_string(), host.load(bytes).map_err(|e| Error::internal(format!("built-in plugin: {e}")))?);
+                    map.insert(key.to_string(), Ok(host.load(bytes).map_err(|e| Error::internal(format!("built-in plugin: {e}")))?));
                 }
                 for (scope, _, _) in self.store.plugins()? {
                     if let Some((_, wasm)) = self.store.plugin_wasm(&scope)? {
-                        // A stored plugin that no longer loads fails every decision
-                        // of its scope: closed, never open.
-                        let plugin = host.load(&wasm).map_err(|e| Error::internal(format!("loading plugin {scope}: {e}")))?;
+                        // A stored plugin that no longer loads (built against an
+                        // older contract, say) fails every decision of its scope,
+                        // closed, never open; other tenants' chains are unaffected.
+                        let plugin = host.load(&wasm).map_err(|e| format!("the installed plugin {scope} does not load: {e}"));
                         map.insert(scope, plugin);
                     }
                 }
@@ -164,13 +170,14 @@ impl Core {
             loaded.1.clone()
         };
         let default = if tenant == PUBLIC_TENANT { BUILTIN_PUBLIC } else { BUILTIN_TENANT };
+        let loaded = |p: &std::result::Result<Arc<Plugin>, String>| p.clone().map_err(Error::internal);
         let first = installed
             .get(&PluginScope::Operator.key())
             .or_else(|| installed.get(default))
             .ok_or_else(|| Error::internal("built-in plugin missing"))?;
-        let mut chain = vec![first.clone()];
+        let mut chain = vec![loaded(first)?];
         if let Some(p) = installed.get(&PluginScope::Tenant(tenant.to_string()).key()) {
-            chain.push(p.clone());
+            chain.push(loaded(p)?);
         }
         Ok(chain)
     }
@@ -233,12 +240,76 @@ impl Policies {
         self.core.policy_host()?.check(wasm).map_err(|e| Error::malformed(e.to_string()))
     }
 
-    /// Runs one issuance decision of `wasm` alone against the live registry.
-    pub fn eval_issuance(&self, wasm: &[u8], req: &IssuanceRequest) -> Result<policy::Verdict> {
+    /// Runs one decision against the live registry, as the server would make
+    /// it now, without storing anything: `wasm` alone, or (with `chain`) the
+    /// tenant's whole chain — with `wasm`, if given, in place of the tenant's
+    /// own plugin, to try a plugin before installing it.
+    pub fn eval(&self, wasm: Option<&[u8]>, chain: bool, request: &HookRequest) -> Result<Chained> {
+        let tenant = request.tenant();
+        self.core.store.tenant(tenant)?.ok_or_else(|| Error::not_found(format!("no tenant {tenant:?}")))?;
         let host = self.core.policy_host()?;
-        let plugin = host.load(wasm).map_err(|e| Error::malformed(e.to_string()))?;
+        let candidate = wasm.map(|w| host.load(w).map_err(|e| Error::malformed(e.to_string()))).transpose()?;
+        let plugins = match (chain, candidate) {
+            (false, Some(p)) => vec![p],
+            (false, None) => return Err(Error::malformed("evaluate a plugin file, or the tenant's chain")),
+            (true, candidate) => {
+                let mut plugins = self.core.plugin_chain(tenant)?;
+                let own = self.core.store.plugin_wasm(&PluginScope::Tenant(tenant.to_string()).key())?.is_some();
+                match candidate {
+                    Some(p) if own => *plugins.last_mut().ok_or_else(|| Error::internal("empty chain"))? = p,
+                    Some(p) => plugins.push(p),
+                    None => {}
+                }
+                plugins
+            }
+        };
         let view: Arc<dyn RegistryView> = Arc::new(StoreView(self.core.store.clone()));
-        Ok(host.decide_issuance(&plugin, view, &req.tenant, req))
+        Ok(host.chain(&plugins, view, tenant, request))
+    }
+
+    /// The renewal request the sweep would make now for a certificate.
+    pub fn renewal_request_for_certificate(&self, serial: &str) -> Result<RenewalRequest> {
+        let core = &self.core;
+        let (cert, life) = core.store.certificate_record(serial)?.ok_or_else(|| Error::not_found(format!("no certificate {serial}")))?;
+        let trigger = if life.trigger == crate::model::Trigger::Rekey { Trigger::Rekey } else { Trigger::Renewal };
+        Ok(RenewalRequest {
+            tenant: cert.tenant.clone(),
+            trigger,
+            identifiers: cert.identifiers.clone(),
+            resources: life.resources.clone(),
+            profile: life.profile.clone(),
+            requested_lifetime_seconds: core.config.profile_lifetime(&life.profile)?.as_secs().max(1),
+            certificate: Some(policy::CertificateInfo {
+                serial: cert.serial.clone(),
+                identifiers: cert.identifiers.clone(),
+                not_before: cert.not_before.max(0) as u64,
+                not_after: cert.not_after.max(0) as u64,
+                resources: life.resources,
+            }),
+        })
+    }
+
+    /// The renewal request a rekey of a resource's key in its HSM would make
+    /// now (its names and addresses; its current certificate, if any).
+    pub fn renewal_request_for_resource(&self, resource_id: &str) -> Result<RenewalRequest> {
+        let core = &self.core;
+        let r = core.store.resource(resource_id)?.ok_or_else(|| Error::not_found(format!("no resource {resource_id}")))?;
+        let current = core.store.certificate_records(None, Some(resource_id), 1)?.into_iter().next();
+        if let Some((cert, _)) = current.filter(|(c, _)| c.revoked_at.is_none()) {
+            return self.renewal_request_for_certificate(&cert.serial);
+        }
+        let mut identifiers: Vec<crate::Identifier> = r.names.iter().map(|n| crate::Identifier::dns(n)).collect();
+        identifiers.extend(r.addresses.iter().filter_map(|a| a.parse().ok()).map(crate::Identifier::ip));
+        let profile = core.config.default_profile.clone();
+        Ok(RenewalRequest {
+            tenant: r.tenant,
+            trigger: Trigger::Rekey,
+            identifiers,
+            resources: vec![r.id],
+            requested_lifetime_seconds: core.config.profile_lifetime(&profile)?.as_secs().max(1),
+            profile,
+            certificate: None,
+        })
     }
 
     /// Installs (replacing) the plugin of a scope after checking it loads. Returns its digest.

@@ -26,6 +26,8 @@ pub const BUILT_PLUGINS: &[&str] = &[
     "huge-answer",
     "uses-fs",
     "allow-distribution",
+    "issuance-only",
+    "legacy-v0-1",
 ];
 
 /// The built component of a `plugins/` crate, by crate name (`"memory-hog"`). Only

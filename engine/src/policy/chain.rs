@@ -2,13 +2,12 @@
 
 use super::types::{Decision, Grant, Identifier, IdentifierKind, Verdict};
 
-/// Which hook answered: the checks on a grant differ.
+/// What was asked, as far as checking the answer goes: the checks on a grant differ.
 #[derive(Clone, Copy)]
-pub(super) enum Hook<'a> {
-    /// The identifiers asked for, and the lifetime asked for (0: none).
-    Issuance(&'a [Identifier], u64),
-    /// The certificate's identifiers.
-    Renewal(&'a [Identifier]),
+pub(super) enum Asked<'a> {
+    /// Issuance or renewal: the identifiers asked for, and the requested lifetime
+    /// (0 would mean none, which a checked request never has).
+    Names(&'a [Identifier], u64),
     Distribution,
 }
 
@@ -33,7 +32,7 @@ fn sanitize(reason: &str) -> String {
 /// Checks a plugin's answer. `Err` is the reason it is malformed, which denies.
 /// A valid allow comes back normalized: identifiers spelled as in the request, no
 /// duplicates, authorize-by-control within the grant, lifetime capped at the request's.
-pub(super) fn validate(decision: Decision, hook: Hook<'_>, max_answer_bytes: usize) -> Result<Decision, String> {
+pub(super) fn validate(decision: Decision, asked: Asked<'_>, max_answer_bytes: usize) -> Result<Decision, String> {
     let mut g = match decision {
         Decision::Deny(reason) => {
             if reason.len() > max_answer_bytes {
@@ -54,15 +53,14 @@ pub(super) fn validate(decision: Decision, hook: Hook<'_>, max_answer_bytes: usi
     if g.profile.as_deref() == Some("") {
         g.profile = None;
     }
-    let (requested, requested_lifetime) = match hook {
-        Hook::Distribution => {
+    let (requested, requested_lifetime) = match asked {
+        Asked::Distribution => {
             if !g.identifiers.is_empty() || !g.authorize_by_control.is_empty() {
                 return Err("malformed answer: a distribution grant names identifiers".to_owned());
             }
             return Ok(Decision::Allow(Grant { lifetime_seconds: 0, profile: None, rekey: false, ..g }));
         }
-        Hook::Issuance(ids, lifetime) => (ids, lifetime),
-        Hook::Renewal(ids) => (ids, 0),
+        Asked::Names(ids, lifetime) => (ids, lifetime),
     };
     // Within the request, spelled as the request spells it, once each.
     let mut granted: Vec<Identifier> = Vec::with_capacity(g.identifiers.len());

@@ -76,69 +76,65 @@ impl w::Host for HostState {}
 
 impl HostState {
     /// Runs a registry query, counting its time as the host's, not the plugin's.
-    /// Past the call cap it answers nothing at once, and the decision is denied.
-    fn timed<R: Default>(&mut self, f: impl FnOnce(&mut Self) -> R) -> R {
+    /// Past the call cap it answers an error at once, and the decision is denied.
+    fn timed<R>(&mut self, f: impl FnOnce(&mut Self) -> Result<R, String>) -> Result<R, String> {
         self.registry_calls = self.registry_calls.saturating_add(1);
         if self.registry_calls > MAX_REGISTRY_CALLS {
-            return R::default();
+            return Err(format!("more than {MAX_REGISTRY_CALLS} registry calls in one decision"));
         }
         let t = std::time::Instant::now();
         let r = f(self);
         self.host_time += t.elapsed();
-        r
+        r.map_err(|e| format!("registry unavailable: {e}"))
     }
 }
 
 impl tenure::policy::registry::Host for HostState {
-    fn holder(&mut self, id: w::Identifier) -> Option<w::Holding> {
+    fn holder(&mut self, id: w::Identifier) -> Result<Option<w::Holding>, String> {
         self.timed(|s| s.holder_now(id))
     }
 
-    fn resource_by_name(&mut self, name: String) -> Option<w::Resource> {
+    fn resource_by_name(&mut self, name: String) -> Result<Option<w::Resource>, String> {
         self.timed(|s| {
-            let r = s.registry.resource_by_name(&s.tenant, &name);
-            s.scoped(r)
+            let r = s.registry.resource_by_name(&s.tenant, &name)?;
+            Ok(s.scoped(r))
         })
     }
 
-    fn resource_by_address(&mut self, address: String) -> Option<w::Resource> {
+    fn resource_by_address(&mut self, address: String) -> Result<Option<w::Resource>, String> {
         self.timed(|s| {
-            let r = s.registry.resource_by_address(&s.tenant, &address);
-            s.scoped(r)
+            let r = s.registry.resource_by_address(&s.tenant, &address)?;
+            Ok(s.scoped(r))
         })
     }
 
-    fn resource_by_id(&mut self, id: String) -> Option<w::Resource> {
+    fn resource_by_id(&mut self, id: String) -> Result<Option<w::Resource>, String> {
         self.timed(|s| {
-            let r = s.registry.resource_by_id(&s.tenant, &id);
-            s.scoped(r)
+            let r = s.registry.resource_by_id(&s.tenant, &id)?;
+            Ok(s.scoped(r))
         })
     }
 
-    fn resources(&mut self) -> Vec<w::Resource> {
-        self.timed(|s| s.registry.resources(&s.tenant).into_iter().filter(|r| r.tenant == s.tenant).map(Into::into).collect())
+    fn resources(&mut self) -> Result<Vec<w::Resource>, String> {
+        self.timed(|s| Ok(s.registry.resources(&s.tenant)?.into_iter().filter(|r| r.tenant == s.tenant).map(Into::into).collect()))
     }
 
-    fn tenant(&mut self) -> w::Tenant {
-        let found = self.timed(|s| s.registry.tenant(&s.tenant));
-        match found {
-            Some(info) if info.name == self.tenant => info.into(),
-            _ => w::Tenant { name: self.tenant.clone(), permits: Vec::new() },
-        }
+    fn tenant(&mut self) -> Result<w::Tenant, String> {
+        let tenant = self.tenant.clone();
+        self.timed(|s| match s.registry.tenant(&s.tenant)? {
+            Some(info) if info.name == s.tenant => Ok(info.into()),
+            // The decision's tenant is not in the registry: no permits to show, and
+            // an empty list would read as "permits nothing".
+            _ => Err(format!("no tenant {tenant:?} in the registry")),
+        })
     }
 }
 
 impl HostState {
-    fn holder_now(&mut self, id: w::Identifier) -> Option<w::Holding> {
-        let id = t::Identifier {
-            kind: match id.kind {
-                w::IdentifierKind::Dns => t::IdentifierKind::Dns,
-                w::IdentifierKind::Ip => t::IdentifierKind::Ip,
-            },
-            value: id.value,
-        };
-        let h = self.registry.holder(&self.tenant, &id).filter(|h| h.tenant == self.tenant)?;
-        Some(w::Holding { resource_id: h.resource_id, state: state_out(h.state), lifetime_seconds: h.lifetime_seconds })
+    fn holder_now(&mut self, id: w::Identifier) -> Result<Option<w::Holding>, String> {
+        let id = t::Identifier { kind: kind_out(id.kind), value: id.value };
+        let h = self.registry.holder(&self.tenant, &id)?.filter(|h| h.tenant == self.tenant);
+        Ok(h.map(|h| w::Holding { resource_id: h.resource_id, state: state_out(h.state), lifetime_seconds: h.lifetime_seconds }))
     }
 }
 
@@ -231,45 +227,57 @@ impl From<t::TenantInfo> for w::Tenant {
     }
 }
 
-pub(super) fn issuance_in(r: &t::IssuanceRequest) -> w::IssuanceRequest {
-    let (key_type, key_bits) = r.key.map_or((t::KeyType::Unknown, 0), |k| (k.key_type, k.bits));
-    w::IssuanceRequest {
-        account: r.account.clone().unwrap_or_default(),
-        tenant: r.tenant.clone(),
-        identifiers: ids_in(&r.identifiers),
-        key_type: match key_type {
+fn trigger_in(t: t::Trigger) -> w::Trigger {
+    match t {
+        t::Trigger::AcmeOrder => w::Trigger::AcmeOrder,
+        t::Trigger::AcmeFinalize => w::Trigger::AcmeFinalize,
+        t::Trigger::Renewal => w::Trigger::Renewal,
+        t::Trigger::Rekey => w::Trigger::Rekey,
+        t::Trigger::Provisioning => w::Trigger::Provisioning,
+    }
+}
+
+fn key_in(k: &t::KeyInfo) -> w::KeyInfo {
+    w::KeyInfo {
+        key_type: match k.key_type {
             t::KeyType::EcdsaP256 => w::KeyType::EcdsaP256,
             t::KeyType::EcdsaP384 => w::KeyType::EcdsaP384,
             t::KeyType::Rsa => w::KeyType::Rsa,
             t::KeyType::Ed25519 => w::KeyType::Ed25519,
             t::KeyType::Unknown => w::KeyType::Unknown,
         },
-        key_bits,
+        bits: k.bits,
+    }
+}
+
+pub(super) fn issuance_in(r: &t::IssuanceRequest) -> w::IssuanceRequest {
+    w::IssuanceRequest {
+        tenant: r.tenant.clone(),
+        account: r.account.clone(),
+        trigger: trigger_in(r.trigger),
+        identifiers: ids_in(&r.identifiers),
+        key: r.key.as_ref().map(key_in),
         profile: r.profile.clone(),
         requested_lifetime_seconds: r.requested_lifetime_seconds,
+        resource: r.resource.clone(),
     }
 }
 
 pub(super) fn renewal_in(r: &t::RenewalRequest) -> w::RenewalRequest {
     w::RenewalRequest {
         tenant: r.tenant.clone(),
-        certificate: match &r.certificate {
-            Some(c) => w::CertificateInfo {
-                serial: c.serial.clone(),
-                identifiers: ids_in(&r.identifiers),
-                not_before: c.not_before,
-                not_after: c.not_after,
-                resources: r.resources.clone(),
-            },
-            None => w::CertificateInfo {
-                serial: String::new(),
-                identifiers: ids_in(&r.identifiers),
-                not_before: 0,
-                not_after: 0,
-                resources: r.resources.clone(),
-            },
-        },
+        trigger: trigger_in(r.trigger),
+        identifiers: ids_in(&r.identifiers),
+        resources: r.resources.clone(),
         profile: r.profile.clone(),
+        requested_lifetime_seconds: r.requested_lifetime_seconds,
+        certificate: r.certificate.as_ref().map(|c| w::CertificateInfo {
+            serial: c.serial.clone(),
+            identifiers: ids_in(&c.identifiers),
+            not_before: c.not_before,
+            not_after: c.not_after,
+            resources: c.resources.clone(),
+        }),
     }
 }
 

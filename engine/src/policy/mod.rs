@@ -33,19 +33,21 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 pub use chain::chain;
 pub use set::PluginSet;
 pub use types::{
-    CertificateInfo, Decision, DistributionRequest, Grant, Holding, Identifier, IdentifierKind, IssuanceRequest, KeyInfo, KeyType,
-    PluginInfo, RenewalRequest, Resource, ResourceState, TenantInfo, Trigger, Verdict,
+    CertificateInfo, Decision, DistributionRequest, Grant, Holding, Hook, HookRequest, Identifier, IdentifierKind, IssuanceRequest,
+    KeyInfo, KeyType, PluginInfo, RenewalRequest, Resource, ResourceState, TenantInfo, Trigger, Verdict,
 };
 
 use cache::DiskCache;
-use chain::{Hook, validate};
+use chain::{Asked, validate};
 use host_state::tenure::policy::types as w;
 use host_state::{HostState, MemoryLimiter, Policy, PolicyPre};
 
 /// The WIT package plugins are built against; imports must come from its interfaces.
 pub const WIT_PACKAGE: &str = "tenure:policy";
-/// Imports of the `0.1` track are accepted (semver: any 0.1.x is compatible).
-const WIT_VERSION_PREFIX: &str = "@0.1.";
+/// The version of `wit/` this host speaks.
+pub const WIT_VERSION: &str = "0.2.0";
+/// Imports of the `0.2` track are accepted (semver: any 0.2.x is compatible).
+const WIT_VERSION_PREFIX: &str = "0.2.";
 const ALLOWED_INTERFACES: &[&str] = &["types", "registry", "log", "clock"];
 
 /// What one decision may use.
@@ -72,14 +74,43 @@ impl Default for Limits {
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum PolicyError {
+    /// The host itself failed (engine configuration, cache directory, ticker thread).
     #[error("policy engine: {0}")]
     Engine(String),
+    /// The bytes are not a WebAssembly component wasmtime can compile.
     #[error("plugin {digest8} is not a valid component: {detail}")]
     Invalid { digest8: String, detail: String },
+    /// The component imports something outside the `policy` world (WASI, …).
     #[error("plugin {digest8} imports what a policy may not use: {}", forbidden.join(", "))]
     ForbiddenImports { digest8: String, forbidden: Vec<String>, imports: Vec<String> },
+    /// The component does not export the world's functions with the world's types.
     #[error("plugin {digest8} does not implement the tenure:policy/policy world: {detail}")]
     NotAPolicy { digest8: String, detail: String },
+    /// The component was built against another version of `wit/` (`built`, e.g.
+    /// "0.1.0"); the message says how to rebuild it.
+    #[error(
+        "plugin {digest8} was built against {WIT_PACKAGE}@{built}; this server speaks {WIT_PACKAGE}@{WIT_VERSION}: {}",
+        rebuild_hint(built)
+    )]
+    WrongVersion { digest8: String, built: String },
+}
+
+/// How to get a component of the version this host speaks.
+fn rebuild_hint(built: &str) -> String {
+    let older = built.split('.').map(|n| n.parse::<u64>().unwrap_or(0)).collect::<Vec<_>>()
+        < WIT_VERSION.split('.').map(|n| n.parse::<u64>().unwrap_or(0)).collect::<Vec<_>>();
+    if older {
+        format!(
+            "update the plugin's tenure-policy-sdk dependency (or its copy of wit/) to the {WIT_VERSION} of this server's \
+             plugins/sdk, adapt the code to the new requests (plugins/README.md), and rebuild with \
+             `cargo build --release --target wasm32-wasip2`"
+        )
+    } else {
+        format!(
+            "upgrade this server, or build the plugin against this server's wit/ ({WIT_VERSION}) with \
+             `cargo build --release --target wasm32-wasip2`"
+        )
+    }
 }
 
 impl From<PolicyError> for crate::Error {
@@ -93,21 +124,30 @@ impl From<PolicyError> for crate::Error {
 
 /// The registry as plugins see it. Implemented by the engine's store; every answer must
 /// be scoped to `tenant` (the host double-checks `Resource::tenant`).
+///
+/// `Err` is a registry that could not answer (the store failed): the plugin gets it as
+/// an error, never as "nobody holds it", so a policy cannot mistake an outage for a
+/// released resource.
 pub trait RegistryView: Send + Sync + 'static {
-    fn resource_by_name(&self, tenant: &str, name: &str) -> Option<Resource>;
-    fn resource_by_address(&self, tenant: &str, addr: &str) -> Option<Resource>;
-    fn resource_by_id(&self, tenant: &str, id: &str) -> Option<Resource>;
-    fn resources(&self, tenant: &str) -> Vec<Resource>;
-    fn tenant(&self, tenant: &str) -> Option<TenantInfo>;
+    /// The tenant's resource with this exact name, or one holding a zone the name is under.
+    fn resource_by_name(&self, tenant: &str, name: &str) -> Result<Option<Resource>, String>;
+    /// The tenant's resource with this address.
+    fn resource_by_address(&self, tenant: &str, addr: &str) -> Result<Option<Resource>, String>;
+    /// The tenant's resource with this id.
+    fn resource_by_id(&self, tenant: &str, id: &str) -> Result<Option<Resource>, String>;
+    /// Every resource of the tenant.
+    fn resources(&self, tenant: &str) -> Result<Vec<Resource>, String>;
+    /// The tenant itself; `None` if the registry has no such tenant.
+    fn tenant(&self, tenant: &str) -> Result<Option<TenantInfo>, String>;
     /// Who holds an identifier, in brief. The default looks the whole resource
     /// up; a view that can answer more cheaply (no names, zones, attributes to
     /// copy) should.
-    fn holder(&self, tenant: &str, id: &Identifier) -> Option<Holding> {
-        match id.kind {
-            IdentifierKind::Dns => self.resource_by_name(tenant, &id.value),
-            IdentifierKind::Ip => self.resource_by_address(tenant, &id.value),
+    fn holder(&self, tenant: &str, id: &Identifier) -> Result<Option<Holding>, String> {
+        Ok(match id.kind {
+            IdentifierKind::Dns => self.resource_by_name(tenant, &id.value)?,
+            IdentifierKind::Ip => self.resource_by_address(tenant, &id.value)?,
         }
-        .map(|r| r.holding())
+        .map(|r| r.holding()))
     }
 }
 
@@ -204,29 +244,42 @@ fn export(store: &mut Store<HostState>, instance: &Instance, index: &ComponentEx
 struct NoRegistry;
 
 impl RegistryView for NoRegistry {
-    fn resource_by_name(&self, _: &str, _: &str) -> Option<Resource> {
-        None
+    fn resource_by_name(&self, _: &str, _: &str) -> Result<Option<Resource>, String> {
+        Ok(None)
     }
-    fn resource_by_address(&self, _: &str, _: &str) -> Option<Resource> {
-        None
+    fn resource_by_address(&self, _: &str, _: &str) -> Result<Option<Resource>, String> {
+        Ok(None)
     }
-    fn resource_by_id(&self, _: &str, _: &str) -> Option<Resource> {
-        None
+    fn resource_by_id(&self, _: &str, _: &str) -> Result<Option<Resource>, String> {
+        Ok(None)
     }
-    fn resources(&self, _: &str) -> Vec<Resource> {
-        Vec::new()
+    fn resources(&self, _: &str) -> Result<Vec<Resource>, String> {
+        Ok(Vec::new())
     }
-    fn tenant(&self, _: &str) -> Option<TenantInfo> {
-        None
+    fn tenant(&self, _: &str) -> Result<Option<TenantInfo>, String> {
+        Ok(None)
     }
 }
 
-fn allowed_import(name: &str) -> bool {
-    let Some(rest) = name.strip_prefix(WIT_PACKAGE).and_then(|r| r.strip_prefix('/')) else {
-        return false;
-    };
+/// An import of one of the world's interfaces: (interface, version).
+fn policy_import(name: &str) -> Option<(&str, &str)> {
+    let rest = name.strip_prefix(WIT_PACKAGE)?.strip_prefix('/')?;
     let (iface, version) = rest.split_once('@').unwrap_or((rest, ""));
-    ALLOWED_INTERFACES.contains(&iface) && format!("@{version}").starts_with(WIT_VERSION_PREFIX)
+    ALLOWED_INTERFACES.contains(&iface).then_some((iface, version))
+}
+
+fn allowed_import(name: &str) -> bool {
+    policy_import(name).is_some_and(|(_, version)| version.starts_with(WIT_VERSION_PREFIX))
+}
+
+/// The version of the world's interfaces a component imports, when it is not ours.
+fn foreign_version(imports: &[String]) -> Option<String> {
+    imports
+        .iter()
+        .filter_map(|n| policy_import(n))
+        .map(|(_, v)| v)
+        .find(|v| !v.starts_with(WIT_VERSION_PREFIX))
+        .map(|v| if v.is_empty() { "(unversioned)".to_owned() } else { v.to_owned() })
 }
 
 impl PolicyHost {
@@ -328,6 +381,11 @@ impl PolicyHost {
         let ty = component.component_type();
         let imports: Vec<String> = ty.imports(&self.engine).map(|(n, _)| n.to_owned()).collect();
         let exports: Vec<String> = ty.exports(&self.engine).map(|(n, _)| n.to_owned()).collect();
+        // A plugin of another contract version is told so, and how to rebuild, before
+        // anything else: its imports would otherwise read as merely "forbidden".
+        if let Some(built) = foreign_version(&imports) {
+            return Err(PolicyError::WrongVersion { digest8, built });
+        }
         let forbidden: Vec<String> = imports.iter().filter(|n| !allowed_import(n)).cloned().collect();
         if !forbidden.is_empty() {
             return Err(PolicyError::ForbiddenImports { digest8, forbidden, imports });
@@ -430,9 +488,10 @@ impl PolicyHost {
         loaded.get(digest).and_then(Weak::upgrade)
     }
 
+    /// Asks one plugin's `decide-issuance`. Never fails: a fault is a denial.
     pub fn decide_issuance(&self, plugin: &Plugin, registry: Arc<dyn RegistryView>, tenant: &str, req: &IssuanceRequest) -> Verdict {
-        let hook = Hook::Issuance(&req.identifiers, req.requested_lifetime_seconds);
-        self.decide(plugin, registry, tenant, &req.tenant, hook, |store, instance| {
+        let asked = Asked::Names(&req.identifiers, req.requested_lifetime_seconds);
+        self.decide_with(plugin, registry, tenant, &req.tenant, req.check(), asked, |store, instance| {
             let f = export(store, instance, &plugin.exports.issuance)?;
             // SAFETY: `prepare` type-checked this export of this component.
             let f = unsafe { TypedFunc::<(&w::IssuanceRequest,), (w::Decision,)>::new_unchecked(f) };
@@ -440,9 +499,10 @@ impl PolicyHost {
         })
     }
 
+    /// Asks one plugin's `decide-renewal`. Never fails: a fault is a denial.
     pub fn decide_renewal(&self, plugin: &Plugin, registry: Arc<dyn RegistryView>, tenant: &str, req: &RenewalRequest) -> Verdict {
-        let hook = Hook::Renewal(&req.identifiers);
-        self.decide(plugin, registry, tenant, &req.tenant, hook, |store, instance| {
+        let asked = Asked::Names(&req.identifiers, req.requested_lifetime_seconds);
+        self.decide_with(plugin, registry, tenant, &req.tenant, req.check(), asked, |store, instance| {
             let f = export(store, instance, &plugin.exports.renewal)?;
             // SAFETY: `prepare` type-checked this export of this component.
             let f = unsafe { TypedFunc::<(&w::RenewalRequest,), (w::Decision,)>::new_unchecked(f) };
@@ -450,6 +510,7 @@ impl PolicyHost {
         })
     }
 
+    /// Asks one plugin's `decide-distribution`. Never fails: a fault is a denial.
     pub fn decide_distribution(
         &self,
         plugin: &Plugin,
@@ -457,7 +518,7 @@ impl PolicyHost {
         tenant: &str,
         req: &DistributionRequest,
     ) -> Verdict {
-        self.decide(plugin, registry, tenant, &req.tenant, Hook::Distribution, |store, instance| {
+        self.decide_with(plugin, registry, tenant, &req.tenant, Ok(()), Asked::Distribution, |store, instance| {
             let f = export(store, instance, &plugin.exports.distribution)?;
             // SAFETY: `prepare` type-checked this export of this component.
             let f = unsafe { TypedFunc::<(&w::DistributionRequest,), (w::Decision,)>::new_unchecked(f) };
@@ -465,15 +526,32 @@ impl PolicyHost {
         })
     }
 
+    /// Asks one plugin the hook `req` is for.
+    pub fn decide(&self, plugin: &Plugin, registry: Arc<dyn RegistryView>, tenant: &str, req: &HookRequest) -> Verdict {
+        match req {
+            HookRequest::Issuance(r) => self.decide_issuance(plugin, registry, tenant, r),
+            HookRequest::Renewal(r) => self.decide_renewal(plugin, registry, tenant, r),
+            HookRequest::Distribution(r) => self.decide_distribution(plugin, registry, tenant, r),
+        }
+    }
+
+    /// Runs every plugin of the chain (in order) on the hook `req` is for, and chains
+    /// their verdicts.
+    pub fn chain(&self, plugins: &[Arc<Plugin>], registry: Arc<dyn RegistryView>, tenant: &str, req: &HookRequest) -> Chained {
+        chained(plugins, |p| self.decide(p, Arc::clone(&registry), tenant, req))
+    }
+
     /// Runs every plugin of the chain (in order) and chains their verdicts.
     pub fn chain_issuance(&self, plugins: &[Arc<Plugin>], registry: Arc<dyn RegistryView>, tenant: &str, req: &IssuanceRequest) -> Chained {
         chained(plugins, |p| self.decide_issuance(p, Arc::clone(&registry), tenant, req))
     }
 
+    /// As `chain_issuance`, for `decide-renewal`.
     pub fn chain_renewal(&self, plugins: &[Arc<Plugin>], registry: Arc<dyn RegistryView>, tenant: &str, req: &RenewalRequest) -> Chained {
         chained(plugins, |p| self.decide_renewal(p, Arc::clone(&registry), tenant, req))
     }
 
+    /// As `chain_issuance`, for `decide-distribution`.
     pub fn chain_distribution(
         &self,
         plugins: &[Arc<Plugin>],
@@ -484,21 +562,26 @@ impl PolicyHost {
         chained(plugins, |p| self.decide_distribution(p, Arc::clone(&registry), tenant, req))
     }
 
-    fn decide(
+    #[allow(clippy::too_many_arguments)]
+    fn decide_with(
         &self,
         plugin: &Plugin,
         registry: Arc<dyn RegistryView>,
         tenant: &str,
         req_tenant: &str,
-        hook: Hook<'_>,
+        well_formed: Result<(), String>,
+        asked: Asked<'_>,
         call: impl FnOnce(&mut Store<HostState>, &Instance) -> wasmtime::Result<w::Decision>,
     ) -> Verdict {
         let started = Instant::now();
         let outcome = if tenant != req_tenant {
             // A caller bug, but the registry is scoped by `tenant`: fail closed.
             Err(format!("request for tenant {req_tenant:?} decided for tenant {tenant:?}"))
+        } else if let Err(e) = well_formed {
+            // A caller bug too: the plugin would be asked something the WIT rules out.
+            Err(format!("the host built an invalid request, not asked: {e}"))
         } else {
-            self.run(plugin, registry, tenant, call).and_then(|d| validate(d, hook, self.limits.max_answer_bytes))
+            self.run(plugin, registry, tenant, call).and_then(|d| validate(d, asked, self.limits.max_answer_bytes))
         };
         let decision = match outcome {
             Ok(Decision::Deny(reason)) => Decision::Deny(format!("plugin {}: {reason}", plugin.digest8)),

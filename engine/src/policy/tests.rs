@@ -16,6 +16,8 @@ struct MemRegistry {
     resources: Vec<Resource>,
     /// A broken view that ignores the tenant, to test the host's own scoping.
     unscoped: bool,
+    /// A store that cannot be read: every call fails with this.
+    failure: Option<String>,
 }
 
 fn under(name: &str, zone: &str) -> bool {
@@ -23,26 +25,32 @@ fn under(name: &str, zone: &str) -> bool {
 }
 
 impl MemRegistry {
-    fn find(&self, tenant: &str, f: impl Fn(&Resource) -> bool) -> Option<Resource> {
-        self.resources.iter().find(|r| (self.unscoped || r.tenant == tenant) && f(r)).cloned()
+    fn find(&self, tenant: &str, f: impl Fn(&Resource) -> bool) -> Result<Option<Resource>, String> {
+        if let Some(why) = &self.failure {
+            return Err(why.clone());
+        }
+        Ok(self.resources.iter().find(|r| (self.unscoped || r.tenant == tenant) && f(r)).cloned())
     }
 }
 
 impl RegistryView for MemRegistry {
-    fn resource_by_name(&self, tenant: &str, name: &str) -> Option<Resource> {
-        self.find(tenant, |r| r.names.iter().any(|n| n == name)).or_else(|| self.find(tenant, |r| r.zones.iter().any(|z| under(name, z))))
+    fn resource_by_name(&self, tenant: &str, name: &str) -> Result<Option<Resource>, String> {
+        match self.find(tenant, |r| r.names.iter().any(|n| n == name))? {
+            Some(r) => Ok(Some(r)),
+            None => self.find(tenant, |r| r.zones.iter().any(|z| under(name, z))),
+        }
     }
-    fn resource_by_address(&self, tenant: &str, addr: &str) -> Option<Resource> {
+    fn resource_by_address(&self, tenant: &str, addr: &str) -> Result<Option<Resource>, String> {
         self.find(tenant, |r| r.addresses.iter().any(|a| a == addr))
     }
-    fn resource_by_id(&self, tenant: &str, id: &str) -> Option<Resource> {
+    fn resource_by_id(&self, tenant: &str, id: &str) -> Result<Option<Resource>, String> {
         self.find(tenant, |r| r.id == id)
     }
-    fn resources(&self, tenant: &str) -> Vec<Resource> {
-        self.resources.iter().filter(|r| self.unscoped || r.tenant == tenant).cloned().collect()
+    fn resources(&self, tenant: &str) -> Result<Vec<Resource>, String> {
+        Ok(self.resources.iter().filter(|r| self.unscoped || r.tenant == tenant).cloned().collect())
     }
-    fn tenant(&self, tenant: &str) -> Option<TenantInfo> {
-        Some(TenantInfo { name: tenant.to_owned(), permits: vec!["acme.test".to_owned()] })
+    fn tenant(&self, tenant: &str) -> Result<Option<TenantInfo>, String> {
+        Ok(Some(TenantInfo { name: tenant.to_owned(), permits: vec!["acme.test".to_owned()] }))
     }
 }
 
@@ -66,17 +74,21 @@ fn registry() -> Arc<dyn RegistryView> {
     let hsm1 = resource("hsm-1", "acme", "hsm");
     let hsm2 = resource("hsm-2", "acme", "hsm");
     let hsm9 = resource("hsm-9", "other", "hsm");
-    Arc::new(MemRegistry { resources: vec![vm, lb, old, theirs, hsm1, hsm2, hsm9], unscoped: false })
+    Arc::new(MemRegistry { resources: vec![vm, lb, old, theirs, hsm1, hsm2, hsm9], ..MemRegistry::default() })
 }
 
 fn dns(name: &str) -> Identifier {
     Identifier::dns(name)
 }
 
+/// The profile's lifetime in these tests' requests, when a test does not choose one.
+const PROFILE_LIFETIME: u64 = 7 * 86_400;
+
+/// A finalize request (`lifetime` 0: the profile's).
 fn issuance(tenant: &str, names: &[&str], lifetime: u64) -> IssuanceRequest {
     IssuanceRequest {
-        account: Some("acct-1".into()),
         tenant: tenant.into(),
+        account: Some("acct-1".into()),
         trigger: Trigger::AcmeFinalize,
         identifiers: names
             .iter()
@@ -87,28 +99,27 @@ fn issuance(tenant: &str, names: &[&str], lifetime: u64) -> IssuanceRequest {
             .collect(),
         key: Some(KeyInfo { key_type: KeyType::EcdsaP256, bits: 256 }),
         profile: "default".into(),
-        requested_lifetime_seconds: lifetime,
+        requested_lifetime_seconds: if lifetime == 0 { PROFILE_LIFETIME } else { lifetime },
         resource: None,
     }
 }
 
 fn renewal(tenant: &str, names: &[&str], resources: &[&str]) -> RenewalRequest {
-    let identifiers: Vec<Identifier> = names.iter().map(|n| dns(n)).collect();
     let resources: Vec<String> = resources.iter().map(|s| s.to_string()).collect();
     RenewalRequest {
         tenant: tenant.into(),
         trigger: Trigger::Renewal,
+        identifiers: names.iter().map(|n| dns(n)).collect(),
+        resources: resources.clone(),
+        profile: "default".into(),
+        requested_lifetime_seconds: PROFILE_LIFETIME,
         certificate: Some(CertificateInfo {
             serial: "01".into(),
-            identifiers: identifiers.clone(),
+            identifiers: names.iter().map(|n| dns(n)).collect(),
             not_before: 1_700_000_000,
             not_after: 1_700_086_400,
-            resources: resources.clone(),
+            resources,
         }),
-        identifiers,
-        resources,
-        profile: "default".into(),
-        requested_lifetime_seconds: 86_400,
     }
 }
 
@@ -162,7 +173,7 @@ fn good_decision_works() {
 
 #[test]
 fn built_plugins_are_components_importing_only_the_world() {
-    for name in BUILT_PLUGINS.iter().filter(|n| **n != "uses-fs") {
+    for name in BUILT_PLUGINS.iter().filter(|n| !["uses-fs", "legacy-v0-1"].contains(n)) {
         let info = host().check(&bytes(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(info.digest.len(), 64);
         for import in &info.imports {
@@ -303,8 +314,9 @@ fn deny_all_denies_everything_by_default() {
     let p = plugin("deny-all");
     let v = host().decide_issuance(&p, registry(), "acme", &issuance("acme", &["www.acme.test"], 0));
     assert!(reason(&v).contains("does not allow issuance"));
+    // Renewal keeps the SDK default, which asks issuance: denied by the same rule.
     let v = host().decide_renewal(&p, registry(), "acme", &renewal("acme", &["www.acme.test"], &["vm-1"]));
-    assert!(reason(&v).contains("does not allow renewal"));
+    assert!(reason(&v).contains("does not allow issuance"));
 }
 
 // ---- malicious plugins ----
@@ -411,7 +423,7 @@ fn faulty_plugins_and_good_ones_run_concurrently() {
 #[test]
 fn grants_are_checked_against_the_request() {
     let req = [dns("a.test"), dns("b.test")];
-    let hook = chain::Hook::Issuance(&req, 600);
+    let hook = chain::Asked::Names(&req, 600);
     let allow = |ids: Vec<Identifier>, by_control: Vec<Identifier>, lifetime| {
         Decision::Allow(Grant { identifiers: ids, lifetime_seconds: lifetime, authorize_by_control: by_control, ..Grant::default() })
     };
@@ -431,7 +443,7 @@ fn grants_are_checked_against_the_request() {
     assert_eq!(g.authorize_by_control, vec![dns("a.test")]);
     assert_eq!(g.lifetime_seconds, 600);
     // A distribution grant names nothing.
-    assert!(chain::validate(allow(vec![dns("a.test")], vec![], 1), chain::Hook::Distribution, 1024).is_err());
+    assert!(chain::validate(allow(vec![dns("a.test")], vec![], 1), chain::Asked::Distribution, 1024).is_err());
     // Control characters in a reason are neutralized.
     let d = chain::validate(Decision::Deny("bad\nline".into()), hook, 1024).unwrap();
     assert_eq!(d.deny_reason(), Some("bad line"));
@@ -590,9 +602,15 @@ fn a_refused_plugin_is_not_cached() {
 #[test]
 fn requests_and_verdicts_round_trip_through_json() {
     let req: IssuanceRequest = serde_json::from_str(
-        r#"{"account":"a","tenant":"acme","trigger":"acme-order","identifiers":[{"type":"dns","value":"www.acme.test"}],"key":null,"profile":"default","requested_lifetime_seconds":3600,"resource":null}"#,
+        r#"{"account":"a","tenant":"acme","trigger":"acme-finalize","identifiers":[{"type":"dns","value":"www.acme.test"}],
+            "key":{"key-type":"ecdsa-p256","bits":256},"profile":"default","requested-lifetime-seconds":3600}"#,
     )
     .unwrap();
+    assert_eq!(req.key, Some(KeyInfo { key_type: KeyType::EcdsaP256, bits: 256 }));
+    assert_eq!((req.trigger, req.resource.as_deref()), (Trigger::AcmeFinalize, None));
+    let json = serde_json::to_string(&req).unwrap();
+    assert!(json.contains(r#""requested-lifetime-seconds":3600"#) && json.contains(r#""trigger":"acme-finalize""#), "{json}");
+    assert_eq!(serde_json::from_str::<IssuanceRequest>(&json).unwrap(), req);
     assert_eq!(req.identifiers, vec![dns("www.acme.test")]);
     let v = host().decide_issuance(&plugin("registry-control"), registry(), "acme", &req);
     let json = serde_json::to_string(&v).unwrap();
@@ -608,21 +626,21 @@ struct SlowRegistry {
 }
 
 impl RegistryView for SlowRegistry {
-    fn resource_by_name(&self, tenant: &str, name: &str) -> Option<Resource> {
+    fn resource_by_name(&self, tenant: &str, name: &str) -> Result<Option<Resource>, String> {
         std::thread::sleep(self.delay);
         self.inner.resource_by_name(tenant, name)
     }
-    fn resource_by_address(&self, tenant: &str, addr: &str) -> Option<Resource> {
+    fn resource_by_address(&self, tenant: &str, addr: &str) -> Result<Option<Resource>, String> {
         std::thread::sleep(self.delay);
         self.inner.resource_by_address(tenant, addr)
     }
-    fn resource_by_id(&self, tenant: &str, id: &str) -> Option<Resource> {
+    fn resource_by_id(&self, tenant: &str, id: &str) -> Result<Option<Resource>, String> {
         self.inner.resource_by_id(tenant, id)
     }
-    fn resources(&self, tenant: &str) -> Vec<Resource> {
+    fn resources(&self, tenant: &str) -> Result<Vec<Resource>, String> {
         self.inner.resources(tenant)
     }
-    fn tenant(&self, tenant: &str) -> Option<TenantInfo> {
+    fn tenant(&self, tenant: &str) -> Result<Option<TenantInfo>, String> {
         self.inner.tenant(tenant)
     }
 }
@@ -647,4 +665,239 @@ fn registry_calls_per_decision_are_capped() {
     req.identifiers.truncate(host_state::MAX_REGISTRY_CALLS as usize + 1);
     let v = host().decide_issuance(&plugin("registry-control"), slow, "acme", &req);
     assert!(reason(&v).contains("registry calls"), "{:?}", v.decision);
+}
+
+// ---- 0.2.0: registry errors, triggers, the renewal default, versions, JSON ----
+
+#[test]
+fn a_registry_failure_reaches_the_plugin_as_an_error_and_denies() {
+    let broken: Arc<dyn RegistryView> = Arc::new(MemRegistry { failure: Some("database is locked".into()), ..MemRegistry::default() });
+    for (name, v) in [
+        (
+            "registry-control",
+            host().decide_issuance(&plugin("registry-control"), Arc::clone(&broken), "acme", &issuance("acme", &["www.acme.test"], 0)),
+        ),
+        (
+            "control-or-challenge",
+            host().decide_issuance(&plugin("control-or-challenge"), Arc::clone(&broken), "acme", &issuance("acme", &["www.acme.test"], 0)),
+        ),
+        (
+            "registry-control renewal",
+            host().decide_renewal(
+                &plugin("registry-control"),
+                Arc::clone(&broken),
+                "acme",
+                &renewal("acme", &["www.acme.test"], &["vm-1"]),
+            ),
+        ),
+    ] {
+        // Not "not held" (which control-or-challenge would turn into an allow with a challenge).
+        let r = reason(&v);
+        assert!(r.contains("could not decide: registry unavailable: database is locked"), "{name}: {r}");
+    }
+}
+
+#[test]
+fn an_issuance_only_plugin_renews_by_its_issuance_rules() {
+    let p = plugin("issuance-only");
+    let v = host().decide_issuance(&p, registry(), "acme", &issuance("acme", &["www.acme.test"], 0));
+    assert_eq!(grant(&v).lifetime_seconds, 3600);
+    // The SDK default: decide_renewal asks decide_issuance, so a held name renews...
+    let v = host().decide_renewal(&p, registry(), "acme", &renewal("acme", &["www.acme.test", "x.apps.acme.test"], &["vm-1", "lb-1"]));
+    let g = grant(&v);
+    assert_eq!(g.identifiers, vec![dns("www.acme.test"), dns("x.apps.acme.test")]);
+    assert_eq!(g.authorize_by_control.len(), 2);
+    assert_eq!(g.lifetime_seconds, 3600);
+    // ...and one no longer held does not, by the same rule, with the trigger carried over.
+    let mut req = renewal("acme", &["old.acme.test"], &["vm-2"]);
+    req.trigger = Trigger::Rekey;
+    req.certificate = None;
+    let v = host().decide_renewal(&p, registry(), "acme", &req);
+    assert!(reason(&v).ends_with("rekey: not held: old.acme.test"), "{}", reason(&v));
+}
+
+#[test]
+fn the_trigger_reaches_the_plugin() {
+    let p = plugin("issuance-only");
+    for (trigger, account, resource, key) in [
+        (Trigger::AcmeOrder, Some("acct-1".to_owned()), None, None),
+        (Trigger::AcmeFinalize, Some("acct-1".to_owned()), None, Some(KeyInfo { key_type: KeyType::Rsa, bits: 3072 })),
+        (Trigger::Provisioning, None, Some("vm-9".to_owned()), None),
+    ] {
+        let req = IssuanceRequest { trigger, resource, key, account, ..issuance("acme", &["evil.test"], 0) };
+        let v = host().decide_issuance(&p, registry(), "acme", &req);
+        assert!(reason(&v).ends_with(&format!("{}: not held: evil.test", trigger.as_str())), "{}", reason(&v));
+    }
+}
+
+#[test]
+fn renewal_grants_are_capped_at_the_requested_lifetime() {
+    let mut req = renewal("acme", &["www.acme.test"], &["vm-1"]);
+    req.requested_lifetime_seconds = 900;
+    let v = host().decide_renewal(&plugin("registry-control"), registry(), "acme", &req);
+    assert_eq!(grant(&v).lifetime_seconds, 900, "vm-1 allows 3600, the profile 900");
+}
+
+#[test]
+fn the_host_does_not_ask_what_the_wit_rules_out() {
+    let p = plugin("public-challenge");
+    let mut req = issuance("acme", &["www.acme.test"], 0);
+    req.profile.clear();
+    let v = host().decide_issuance(&p, registry(), "acme", &req);
+    assert!(reason(&v).contains("invalid request") && reason(&v).contains("`profile`"), "{}", reason(&v));
+    let mut req = issuance("acme", &["www.acme.test"], 0);
+    req.requested_lifetime_seconds = 0;
+    let v = host().decide_issuance(&p, registry(), "acme", &req);
+    assert!(reason(&v).contains("`requested-lifetime-seconds`"), "{}", reason(&v));
+    let mut req = renewal("acme", &["www.acme.test"], &["vm-1"]);
+    req.trigger = Trigger::AcmeOrder;
+    let v = host().decide_renewal(&plugin("registry-control"), registry(), "acme", &req);
+    assert!(reason(&v).contains("`trigger`"), "{}", reason(&v));
+    // Each trigger's promises: what is known, and what is not.
+    let base = issuance("acme", &["www.acme.test"], 0);
+    for (req, field) in [
+        (IssuanceRequest { trigger: Trigger::Renewal, ..base.clone() }, "`trigger` is `renewal`"),
+        (IssuanceRequest { account: None, ..base.clone() }, "`account` is missing"),
+        (IssuanceRequest { trigger: Trigger::AcmeOrder, ..base.clone() }, "`key` is set for trigger `acme-order`"),
+        (IssuanceRequest { key: None, ..base.clone() }, "`key` is missing"),
+        (IssuanceRequest { resource: Some("vm-1".into()), ..base.clone() }, "`resource` is set for trigger `acme-finalize`"),
+        (IssuanceRequest { trigger: Trigger::Provisioning, account: None, ..base.clone() }, "`resource` is missing"),
+    ] {
+        let v = host().decide_issuance(&p, registry(), "acme", &req);
+        assert!(reason(&v).contains(field), "{field}: {}", reason(&v));
+    }
+    let req = RenewalRequest { certificate: None, ..renewal("acme", &["www.acme.test"], &["vm-1"]) };
+    let v = host().decide_renewal(&plugin("registry-control"), registry(), "acme", &req);
+    assert!(reason(&v).contains("`certificate` is missing"), "{}", reason(&v));
+    assert!(
+        host()
+            .decide_renewal(&plugin("registry-control"), registry(), "acme", &RenewalRequest { trigger: Trigger::Rekey, ..req })
+            .decision
+            .is_allow()
+    );
+}
+
+#[test]
+fn a_plugin_built_against_0_1_0_is_refused_with_how_to_rebuild() {
+    let b = bytes("legacy-v0-1");
+    for result in [host().check(&b).map(|_| ()), host().load(&b).map(|_| ())] {
+        let e = result.expect_err("a 0.1.0 plugin must be refused");
+        assert!(matches!(&e, PolicyError::WrongVersion { built, .. } if built == "0.1.0"), "{e:?}");
+        let m = e.to_string();
+        assert!(m.contains("was built against tenure:policy@0.1.0; this server speaks tenure:policy@0.2.0"), "{m}");
+        assert!(m.contains("tenure-policy-sdk") && m.contains("cargo build --release --target wasm32-wasip2"), "{m}");
+    }
+    // The fixture is a real 0.1.0 plugin: it imports the 0.1.0 interfaces and nothing else.
+    let dir = tempfile::tempdir().unwrap();
+    let h = PolicyHost::new(test_limits(), Some(dir.path().to_owned())).unwrap();
+    let Err(PolicyError::WrongVersion { .. }) = h.load(&b) else { panic!("refused") };
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "a refused plugin is not cached");
+    assert_eq!(foreign_version(&["tenure:policy/registry@0.1.0".into(), "tenure:policy/types@0.1.0".into()]).as_deref(), Some("0.1.0"));
+    assert_eq!(foreign_version(&["tenure:policy/registry@0.2.3".into(), "wasi:cli/stdin@0.2.0".into()]), None);
+    assert!(rebuild_hint("0.3.0").contains("upgrade this server"));
+}
+
+#[test]
+fn hook_names_parse_and_print() {
+    for h in Hook::ALL {
+        assert_eq!(h.as_str().parse::<Hook>(), Ok(h));
+        assert_eq!(h.to_string(), h.as_str());
+    }
+    assert!("issue".parse::<Hook>().unwrap_err().contains("issuance"));
+}
+
+#[test]
+fn hook_requests_from_json_name_the_offending_field() {
+    let good = r#"{"tenant":"acme","account":"acct-1","trigger":"acme-order","identifiers":[{"type":"dns","value":"www.acme.test"}],
+                   "profile":"default","requested-lifetime-seconds":3600}"#;
+    let HookRequest::Issuance(req) = HookRequest::from_json(Hook::Issuance, good).unwrap() else { panic!("issuance") };
+    assert_eq!((req.account.as_deref(), req.key, req.resource), (Some("acct-1"), None, None), "optional fields may be left out");
+    let e = HookRequest::from_json(Hook::Issuance, &good.replace(r#""account":"acct-1","#, "")).unwrap_err();
+    assert!(e.contains("`account` is missing"), "{e}");
+    // The misspelling of issue 11: rejected by name, with the right spelling offered.
+    let e = HookRequest::from_json(Hook::Issuance, &good.replace("requested-lifetime-seconds", "requestedLifetime")).unwrap_err();
+    assert!(e.contains("unknown field `requestedLifetime`") && e.contains("`requested-lifetime-seconds`"), "{e}");
+    let e = HookRequest::from_json(Hook::Issuance, &good.replace(r#""profile":"default","#, "")).unwrap_err();
+    assert!(e.contains("missing field `profile`"), "{e}");
+    let e = HookRequest::from_json(Hook::Issuance, &good.replace("acme-order", "acme_order")).unwrap_err();
+    assert!(e.contains("acme_order") && e.contains("acme-finalize"), "{e}");
+    let e = HookRequest::from_json(Hook::Issuance, &good.replace("3600", "0")).unwrap_err();
+    assert!(e.contains("`requested-lifetime-seconds` is 0"), "{e}");
+    // Nested records too.
+    let renewal = r#"{"tenant":"acme","trigger":"renewal","identifiers":[],"resources":[],"profile":"p","requested-lifetime-seconds":1,
+                      "certificate":{"serial":"01","identifiers":[],"not_before":1,"not-after":2}}"#;
+    let e = HookRequest::from_json(Hook::Renewal, renewal).unwrap_err();
+    assert!(e.contains("unknown field `not_before`"), "{e}");
+    let e = HookRequest::from_json(Hook::Distribution, r#"{"tenant":"acme","key-id":"k","source-hsm":"a"}"#).unwrap_err();
+    assert!(e.contains("missing field `target-hsm`"), "{e}");
+}
+
+/// The example's sample requests are what `plugin eval` reads: they must parse as
+/// their hook's request, and serialize back to the same JSON (no field dropped).
+#[test]
+fn the_example_sample_requests_parse() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/tenant-plugin/requests");
+    for hook in Hook::ALL {
+        let path = dir.join(format!("{hook}.json"));
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let req = HookRequest::from_json(hook, &text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert_eq!(req.hook(), hook);
+        let original: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(serde_json::to_value(&req).unwrap(), original, "{} round-trips", path.display());
+        // And a plugin gets it: registry-control decides (whatever it says) without a fault.
+        let v = host().decide(&plugin("registry-control"), registry(), req.tenant(), &req);
+        assert!(!v.decision.deny_reason().is_some_and(|r| r.contains("invalid request")), "{:?}", v.decision);
+    }
+}
+
+#[test]
+fn chain_dispatches_on_the_hook() {
+    let plugins = [plugin("registry-control"), plugin("allow-distribution")];
+    let c = host().chain(&plugins, registry(), "acme", &distribution("acme", "hsm-1", "hsm-2").into());
+    assert!(c.decision.is_allow(), "{:?}", c.decision);
+    let c = host().chain(&plugins, registry(), "acme", &issuance("acme", &["www.acme.test"], 0).into());
+    assert!(reason_of(&c.decision).contains("does not allow issuance"));
+    let c = host().chain(&plugins, registry(), "acme", &renewal("acme", &["www.acme.test"], &["vm-1"]).into());
+    assert_eq!(c.verdicts.len(), 2);
+    assert!(reason_of(&c.decision).contains("does not allow issuance"), "allow-distribution renews by its (denying) issuance rule");
+}
+
+fn reason_of(d: &Decision) -> &str {
+    d.deny_reason().unwrap_or_else(|| panic!("expected a denial, got {d:?}"))
+}
+
+/// examples/tenant-plugin vendors the SDK and the WIT, so a copy of it builds outside
+/// this tree: the copies must be the originals, byte for byte.
+#[test]
+fn the_example_vendors_this_sdk_and_wit_unchanged() {
+    fn files(root: &std::path::Path, dir: &std::path::Path, out: &mut Vec<(String, Vec<u8>)>) {
+        for entry in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                if path.file_name().is_some_and(|n| n != "target") {
+                    files(root, &path, out);
+                }
+            } else {
+                let rel = path.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+                out.push((rel, std::fs::read(&path).unwrap()));
+            }
+        }
+    }
+    let tree = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let example = tree.join("examples/tenant-plugin");
+    let fix = "refresh the copies: rm -rf examples/tenant-plugin/vendor/tenure-policy-sdk && \
+               cp -r plugins/sdk examples/tenant-plugin/vendor/tenure-policy-sdk && cp wit/policy.wit examples/tenant-plugin/wit/";
+    for (original, copy) in [(tree.join("plugins/sdk"), example.join("vendor/tenure-policy-sdk")), (tree.join("wit"), example.join("wit"))]
+    {
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        files(&original, &original, &mut a);
+        files(&copy, &copy, &mut b);
+        a.sort();
+        b.sort();
+        let names = |v: &[(String, Vec<u8>)]| v.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
+        assert_eq!(names(&a), names(&b), "{} and {} hold different files; {fix}", original.display(), copy.display());
+        for ((name, x), (_, y)) in a.iter().zip(&b) {
+            assert!(x == y, "{name} differs between {} and {}; {fix}", original.display(), copy.display());
+        }
+    }
 }

@@ -1,13 +1,13 @@
 //! Test plugin: allows every key distribution, whatever the HSMs are (the host
-//! must still refuse one across tenants). Every other hook keeps the default, deny.
+//! must still refuse one across tenants). Issuance keeps the default, deny (and so renewal, which asks it).
 #![no_std]
 
 use tenure_policy_sdk::prelude::*;
 
 struct AllowDistribution;
 impl Policy for AllowDistribution {
-    fn decide_distribution(_req: DistributionRequest) -> Decision {
-        allow_distribution()
+    fn decide_distribution(_req: DistributionRequest) -> Result<Decision, String> {
+        Ok(allow_distribution())
     }
 }
 

@@ -15,55 +15,45 @@ fn lifetime_of(resource: &Resource) -> u64 {
     lifetime_attribute(resource).unwrap_or(DEFAULT_LIFETIME)
 }
 
-fn active(found: Option<Resource>) -> Option<Resource> {
-    found.filter(|r| r.state == ResourceState::Active)
-}
-
 impl Policy for ControlOrChallenge {
-    fn decide_issuance(req: IssuanceRequest) -> Decision {
+    fn decide_issuance(req: IssuanceRequest) -> Result<Decision, String> {
         if req.identifiers.is_empty() {
-            return deny("no identifiers requested");
+            return Ok(deny("no identifiers requested"));
         }
         let mut lifetime: Option<u64> = None;
         let mut held = Vec::new();
         for id in &req.identifiers {
-            if let Some(h) = registry::holder(id).filter(|h| h.state == ResourceState::Active) {
+            if let Some(h) = registry::holder(id)?.filter(|h| h.state == ResourceState::Active) {
                 let l = h.lifetime_seconds.unwrap_or(DEFAULT_LIFETIME);
                 lifetime = Some(lifetime.map_or(l, |x| x.min(l)));
                 held.push(id.clone());
             }
         }
-        let lifetime = lifetime.unwrap_or(DEFAULT_LIFETIME);
-        let lifetime = match req.requested_lifetime_seconds {
-            0 => lifetime,
-            n => lifetime.min(n),
-        };
+        let lifetime = lifetime.unwrap_or(DEFAULT_LIFETIME).min(req.requested_lifetime_seconds);
         let mut g = grant(req.identifiers, lifetime);
         g.authorize_by_control = held;
-        Decision::Allow(g)
+        Ok(Decision::Allow(g))
     }
 
-    fn decide_renewal(req: RenewalRequest) -> Decision {
-        let cert = req.certificate;
-        if cert.identifiers.is_empty() {
-            return deny("certificate names no identifiers");
+    fn decide_renewal(req: RenewalRequest) -> Result<Decision, String> {
+        if req.identifiers.is_empty() {
+            return Ok(deny("certificate names no identifiers"));
+        }
+        if req.resources.is_empty() {
+            return Ok(deny("the certificate is bound to no resource; its client renews it"));
         }
         let mut lifetime: Option<u64> = None;
-        for rid in &cert.resources {
-            match active(registry::resource_by_id(rid)) {
+        for rid in &req.resources {
+            match registry::resource_by_id(rid)?.filter(|r| r.state == ResourceState::Active) {
                 Some(r) => {
                     let l = lifetime_of(&r);
                     lifetime = Some(lifetime.map_or(l, |x| x.min(l)));
                 }
-                None => return deny(format!("resource {rid} is no longer held by tenant {}", req.tenant)),
+                None => return Ok(deny(format!("resource {rid} is no longer held by tenant {}", req.tenant))),
             }
         }
-        if cert.resources.is_empty() {
-            return deny("the certificate is bound to no resource; its client renews it");
-        }
-        let mut g = grant(cert.identifiers.clone(), lifetime.unwrap_or(DEFAULT_LIFETIME));
-        g.authorize_by_control = cert.identifiers;
-        Decision::Allow(g)
+        let lifetime = lifetime.unwrap_or(DEFAULT_LIFETIME).min(req.requested_lifetime_seconds);
+        Ok(allow_by_control(req.identifiers, lifetime))
     }
 }
 

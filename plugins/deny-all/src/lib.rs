@@ -1,4 +1,5 @@
-//! Test plugin: implements nothing, so every hook keeps the SDK's default, deny.
+//! Test plugin: implements nothing, so every hook keeps the SDK's default: issuance and
+//! distribution deny, and renewal asks issuance, which denies.
 #![no_std]
 
 use tenure_policy_sdk::prelude::*;

@@ -7,13 +7,12 @@ use tenure_policy_sdk::prelude::*;
 struct HugeAnswer;
 
 impl Policy for HugeAnswer {
-    fn decide_issuance(_req: IssuanceRequest) -> Decision {
-        deny("x".repeat(4 << 20))
+    fn decide_issuance(_req: IssuanceRequest) -> Result<Decision, String> {
+        Ok(deny("x".repeat(4 << 20)))
     }
-    fn decide_renewal(req: RenewalRequest) -> Decision {
-        let name =
-            req.certificate.identifiers.first().cloned().unwrap_or(Identifier { kind: IdentifierKind::Dns, value: "example.com".into() });
-        allow(vec![name; 20_000], 3600)
+    fn decide_renewal(req: RenewalRequest) -> Result<Decision, String> {
+        let name = req.identifiers.first().cloned().unwrap_or(Identifier::dns("example.com"));
+        Ok(allow(vec![name; 20_000], 3600))
     }
 }
 

@@ -14,13 +14,13 @@ fn spin() -> ! {
 }
 
 impl Policy for InfiniteLoop {
-    fn decide_issuance(_req: IssuanceRequest) -> Decision {
+    fn decide_issuance(_req: IssuanceRequest) -> Result<Decision, String> {
         spin()
     }
-    fn decide_renewal(_req: RenewalRequest) -> Decision {
+    fn decide_renewal(_req: RenewalRequest) -> Result<Decision, String> {
         spin()
     }
-    fn decide_distribution(_req: DistributionRequest) -> Decision {
+    fn decide_distribution(_req: DistributionRequest) -> Result<Decision, String> {
         spin()
     }
 }

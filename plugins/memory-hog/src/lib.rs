@@ -5,7 +5,7 @@ use tenure_policy_sdk::prelude::*;
 
 struct MemoryHog;
 
-fn hog() -> Decision {
+fn hog() -> Result<Decision, String> {
     let mut blocks: Vec<Vec<u8>> = Vec::new();
     loop {
         blocks.push(vec![0xA5; 1 << 20]);
@@ -14,10 +14,10 @@ fn hog() -> Decision {
 }
 
 impl Policy for MemoryHog {
-    fn decide_issuance(_req: IssuanceRequest) -> Decision {
+    fn decide_issuance(_req: IssuanceRequest) -> Result<Decision, String> {
         hog()
     }
-    fn decide_renewal(_req: RenewalRequest) -> Decision {
+    fn decide_renewal(_req: RenewalRequest) -> Result<Decision, String> {
         hog()
     }
 }

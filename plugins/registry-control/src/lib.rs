@@ -3,9 +3,12 @@
 //! Issuance: every identifier must name an active resource of the tenant (by name or
 //! zone for DNS, by address for IP); then all of them are authorized by control (no
 //! challenge) and the lifetime is the shortest `lifetime-seconds` attribute among those
-//! resources (default 24 h). Any unheld identifier denies, naming it.
-//! Renewal: every resource the certificate is bound to must still be held and active.
+//! resources (default 24 h), capped at the requested one. Any unheld identifier denies,
+//! naming it.
+//! Renewal: every resource the certificate is bound to must still be held and active
+//! (or, bound to none, every name); a `rekey=true` attribute asks for a new key.
 //! Distribution: both HSMs must be active HSM resources of the tenant.
+//! A registry that cannot answer denies (`?`).
 #![no_std]
 
 use tenure_policy_sdk::prelude::*;
@@ -18,86 +21,78 @@ fn lifetime_of(resource: &Resource) -> u64 {
     lifetime_attribute(resource).unwrap_or(DEFAULT_LIFETIME)
 }
 
-fn held(resource: &Option<Resource>) -> Option<&Resource> {
-    resource.as_ref().filter(|r| r.state == ResourceState::Active)
-}
-
-fn cap(lifetime: u64, requested: u64) -> u64 {
-    if requested > 0 { lifetime.min(requested) } else { lifetime }
+fn held(resource: Option<Resource>) -> Option<Resource> {
+    resource.filter(|r| r.state == ResourceState::Active)
 }
 
 impl Policy for RegistryControl {
-    fn decide_issuance(req: IssuanceRequest) -> Decision {
-        let mut lifetime = DEFAULT_LIFETIME;
-        let mut lifetime_set = false;
+    fn decide_issuance(req: IssuanceRequest) -> Result<Decision, String> {
+        if req.identifiers.is_empty() {
+            return Ok(deny("no identifiers requested"));
+        }
+        let mut lifetime: Option<u64> = None;
         let mut unheld: Vec<&str> = Vec::new();
         for id in &req.identifiers {
             // `holder` rather than the whole resource: one string crosses, not ten.
-            match registry::holder(id).filter(|h| h.state == ResourceState::Active) {
+            match registry::holder(id)?.filter(|h| h.state == ResourceState::Active) {
                 Some(h) => {
                     let l = h.lifetime_seconds.unwrap_or(DEFAULT_LIFETIME);
-                    lifetime = if lifetime_set { lifetime.min(l) } else { l };
-                    lifetime_set = true;
+                    lifetime = Some(lifetime.map_or(l, |x| x.min(l)));
                 }
                 None => unheld.push(&id.value),
             }
         }
-        if req.identifiers.is_empty() {
-            return deny("no identifiers requested");
-        }
         if !unheld.is_empty() {
-            return deny(format!("not held by tenant {}: {}", req.tenant, unheld.join(", ")));
+            return Ok(deny(format!("not held by tenant {}: {}", req.tenant, unheld.join(", "))));
         }
-        let mut g = grant(req.identifiers.clone(), cap(lifetime, req.requested_lifetime_seconds));
-        g.authorize_by_control = req.identifiers;
-        Decision::Allow(g)
+        let lifetime = lifetime.unwrap_or(DEFAULT_LIFETIME).min(req.requested_lifetime_seconds);
+        Ok(allow_by_control(req.identifiers, lifetime))
     }
 
-    fn decide_renewal(req: RenewalRequest) -> Decision {
-        let cert = req.certificate;
+    fn decide_renewal(req: RenewalRequest) -> Result<Decision, String> {
+        if req.identifiers.is_empty() {
+            return Ok(deny("certificate names no identifiers"));
+        }
         let mut lifetime: Option<u64> = None;
         let mut rekey = false;
         let mut lost: Vec<String> = Vec::new();
-        let mut consider = |found: Option<Resource>, label: &str| match held(&found) {
+        let mut consider = |found: Option<Resource>, label: &str| match held(found) {
             Some(r) => {
-                let l = lifetime_of(r);
+                let l = lifetime_of(&r);
                 lifetime = Some(lifetime.map_or(l, |x| x.min(l)));
                 rekey |= r.attributes.iter().any(|(k, v)| k == "rekey" && v == "true");
             }
             None => lost.push(label.to_owned()),
         };
-        if cert.resources.is_empty() {
+        if req.resources.is_empty() {
             // Not bound to a resource: each name must still be held.
-            for id in &cert.identifiers {
-                consider(registry::resource_for(id), &id.value);
+            for id in &req.identifiers {
+                consider(registry::resource_for(id)?, &id.value);
             }
         } else {
-            for rid in &cert.resources {
-                consider(registry::resource_by_id(rid), rid);
+            for rid in &req.resources {
+                consider(registry::resource_by_id(rid)?, rid);
             }
-        }
-        if cert.identifiers.is_empty() {
-            return deny("certificate names no identifiers");
         }
         if !lost.is_empty() {
-            return deny(format!("no longer held by tenant {}: {}", req.tenant, lost.join(", ")));
+            return Ok(deny(format!("no longer held by tenant {}: {}", req.tenant, lost.join(", "))));
         }
-        let mut g = grant(cert.identifiers.clone(), lifetime.unwrap_or(DEFAULT_LIFETIME));
-        g.authorize_by_control = cert.identifiers;
+        let lifetime = lifetime.unwrap_or(DEFAULT_LIFETIME).min(req.requested_lifetime_seconds);
+        let mut g = grant(req.identifiers.clone(), lifetime);
+        g.authorize_by_control = req.identifiers;
         g.rekey = rekey;
-        Decision::Allow(g)
+        Ok(Decision::Allow(g))
     }
 
-    fn decide_distribution(req: DistributionRequest) -> Decision {
+    fn decide_distribution(req: DistributionRequest) -> Result<Decision, String> {
         for hsm in [&req.source_hsm, &req.target_hsm] {
-            let found = registry::resource_by_id(hsm);
-            match held(&found) {
+            match held(registry::resource_by_id(hsm)?) {
                 Some(r) if r.kind == "hsm" => {}
-                Some(r) => return deny(format!("{hsm} is a {}, not an hsm", r.kind)),
-                None => return deny(format!("hsm {hsm} is not held by tenant {}", req.tenant)),
+                Some(r) => return Ok(deny(format!("{hsm} is a {}, not an hsm", r.kind))),
+                None => return Ok(deny(format!("hsm {hsm} is not held by tenant {}", req.tenant))),
             }
         }
-        allow_distribution()
+        Ok(allow_distribution())
     }
 }
 
