@@ -185,7 +185,6 @@ async fn an_order_survives_a_restart_and_completes() {
     let mut ch = authz.challenge(ChallengeType::Dns01).unwrap();
     dns.set_txt("_acme-challenge.restart.example.test", vec![ch.key_authorization().dns_value()]);
     ch.set_ready().await.unwrap();
-    drop(authzs);
     let retry = RetryPolicy::new().timeout(Duration::from_secs(30));
     assert_eq!(order.poll_ready(&retry).await.unwrap(), OrderStatus::Ready);
     order.finalize().await.unwrap();
@@ -232,7 +231,6 @@ async fn tenant_added_by_the_cli_while_serving_is_effective_at_once() {
     let mut ch = authz.challenge(ChallengeType::Dns01).unwrap();
     dns.set_txt("_acme-challenge.www.shop.example", vec![ch.key_authorization().dns_value()]);
     ch.set_ready().await.unwrap();
-    drop(authzs);
     let retry = RetryPolicy::new().timeout(Duration::from_secs(30));
     assert_eq!(order.poll_ready(&retry).await.unwrap(), OrderStatus::Ready);
     order.finalize().await.unwrap();

@@ -199,7 +199,6 @@ async fn failed_challenge_invalidates_the_order() {
     let mut authz = authzs.next().await.unwrap().unwrap();
     // No responder has the token: the server must see a 404 and fail.
     authz.challenge(ChallengeType::Http01).unwrap().set_ready().await.unwrap();
-    drop(authzs);
     let retry = RetryPolicy::new().timeout(Duration::from_secs(30));
     let status = order.poll_ready(&retry).await.unwrap_or(OrderStatus::Invalid);
     assert_eq!(status, OrderStatus::Invalid);
@@ -279,7 +278,6 @@ async fn finalize_refuses_a_csr_that_differs_from_the_order() {
     let mut ch = authz.challenge(ChallengeType::Http01).unwrap();
     h.http01.set(&ch.token, ch.key_authorization().as_str());
     ch.set_ready().await.unwrap();
-    drop(authzs);
     let retry = RetryPolicy::new().timeout(Duration::from_secs(30));
     assert_eq!(order.poll_ready(&retry).await.unwrap(), OrderStatus::Ready);
 

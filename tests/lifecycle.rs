@@ -84,10 +84,13 @@ fn server_with(data: &Path, extra: &[&str]) -> Server {
     Server::start(data, options)
 }
 
-/// A webhook receiver: records (headers, body) of every POST, answers 200.
+/// One POST a webhook receiver got: (headers, body).
+type Received = (HashMap<String, String>, Vec<u8>);
+
+/// A webhook receiver: records every POST, answers 200.
 struct Webhook {
     url: String,
-    received: Arc<Mutex<Vec<(HashMap<String, String>, Vec<u8>)>>>,
+    received: Arc<Mutex<Vec<Received>>>,
 }
 
 impl Webhook {

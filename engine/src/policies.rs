@@ -55,11 +55,14 @@ pub struct Policies {
 /// In-flight decisions keep the `Arc`s they started with.
 pub(crate) struct LoadedPlugins {
     host: OnceLock<std::result::Result<PolicyHost, String>>,
-    /// (store generation, plugin by scope key, or why it does not load).
-    loaded: Mutex<(i64, Arc<HashMap<String, std::result::Result<Arc<Plugin>, String>>>)>,
+    /// (store generation, plugins by scope key).
+    loaded: Mutex<(i64, Arc<HashMap<String, Loaded>>)>,
     cache_dir: std::path::PathBuf,
     limits: policy::Limits,
 }
+
+/// A plugin as loaded, or why it does not load.
+type Loaded = std::result::Result<Arc<Plugin>, String>;
 
 impl LoadedPlugins {
     pub(crate) fn new(cache_dir: std::path::PathBuf, limits: policy::Limits) -> Self {
@@ -170,7 +173,7 @@ impl Core {
             loaded.1.clone()
         };
         let default = if tenant == PUBLIC_TENANT { BUILTIN_PUBLIC } else { BUILTIN_TENANT };
-        let loaded = |p: &std::result::Result<Arc<Plugin>, String>| p.clone().map_err(Error::internal);
+        let loaded = |p: &Loaded| p.clone().map_err(Error::internal);
         let first = installed
             .get(&PluginScope::Operator.key())
             .or_else(|| installed.get(default))

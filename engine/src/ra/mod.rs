@@ -458,10 +458,9 @@ impl Ra {
                 issuance::record_denial(&self.core, &audit)?;
                 return Err(match reason.strip_prefix("the grant leaves out ") {
                     Some(names) => Error::new(ErrorKind::Unauthorized, format!("policy no longer grants {names}")),
-                    None if reason.starts_with("no longer held: ") => Error::new(
-                        ErrorKind::Unauthorized,
-                        format!("authorized by control, but {}", reason.replacen("no longer held", "no longer held", 1)),
-                    ),
+                    None if reason.starts_with("no longer held: ") => {
+                        Error::new(ErrorKind::Unauthorized, format!("authorized by control, but {reason}"))
+                    }
                     None => issuance::denied(&reason, "issuance"),
                 });
             }
@@ -592,6 +591,31 @@ fn validate_contacts(contact: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// Tests' common start: tenant `corp`, permitted and holding the zone
+/// `corp.example`, with one account.
+#[cfg(test)]
+pub(crate) fn tenant_account_holding_corp_example(a: &crate::Engine) -> Account {
+    let tenant = a.registry.create_tenant("corp", Some(&["corp.example".to_string()])).expect("create tenant");
+    let (account, _) =
+        a.ra.create_account(NewAccount {
+            jwk: "{}".into(),
+            thumbprint: "t".into(),
+            contact: vec![],
+            tos_agreed: true,
+            eab: Some(ExternalBinding::for_key(&tenant.eab_kid, &tenant.eab_hmac, "t")),
+        })
+        .expect("create account");
+    a.registry
+        .add_resource(crate::registry::NewResource {
+            tenant: "corp".into(),
+            kind: "zone".into(),
+            zones: vec!["corp.example".into()],
+            ..Default::default()
+        })
+        .expect("add zone resource");
+    account
+}
+
 #[cfg(test)]
 mod finalize_tests {
     use super::*;
@@ -641,29 +665,4 @@ mod finalize_tests {
             assert_eq!((stored.status, stored.certificate), (OrderStatus::Valid, won[0].certificate.clone()));
         }
     }
-}
-
-/// Tests' common start: tenant `corp`, permitted and holding the zone
-/// `corp.example`, with one account.
-#[cfg(test)]
-pub(crate) fn tenant_account_holding_corp_example(a: &crate::Engine) -> Account {
-    let tenant = a.registry.create_tenant("corp", Some(&["corp.example".to_string()])).expect("create tenant");
-    let (account, _) =
-        a.ra.create_account(NewAccount {
-            jwk: "{}".into(),
-            thumbprint: "t".into(),
-            contact: vec![],
-            tos_agreed: true,
-            eab: Some(ExternalBinding::for_key(&tenant.eab_kid, &tenant.eab_hmac, "t")),
-        })
-        .expect("create account");
-    a.registry
-        .add_resource(crate::registry::NewResource {
-            tenant: "corp".into(),
-            kind: "zone".into(),
-            zones: vec!["corp.example".into()],
-            ..Default::default()
-        })
-        .expect("add zone resource");
-    account
 }

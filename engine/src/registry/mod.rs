@@ -63,9 +63,9 @@ impl Resource {
         match id.kind {
             IdentifierKind::Dns => {
                 let name = id.authorization_target().value;
-                self.names.iter().any(|n| *n == name) || self.zones.iter().any(|z| name_in_zone(&name, z))
+                self.names.contains(&name) || self.zones.iter().any(|z| name_in_zone(&name, z))
             }
-            IdentifierKind::Ip => self.addresses.iter().any(|a| *a == id.value),
+            IdentifierKind::Ip => self.addresses.contains(&id.value),
         }
     }
 }

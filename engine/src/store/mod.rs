@@ -57,6 +57,10 @@ pub fn open_sqlite(path: &Path) -> Result<Arc<dyn Storage>> {
     Ok(Arc::new(SqliteStore::open(path)?))
 }
 
+/// How `TenantStore::reseal_issuer_keys` rewrites a stored key: the new blob,
+/// or None to leave it.
+pub type Reseal<'a> = &'a dyn Fn(&[u8]) -> Result<Option<Vec<u8>>>;
+
 /// A live resource overlapping a name, zone or address another resource is
 /// about to hold: what the registry's conflict rule judges.
 #[derive(Debug, Clone)]
@@ -70,7 +74,9 @@ pub struct Overlap {
 /// The registry's conflict rule, run inside the store's transaction.
 pub type ConflictRule<'a> = &'a dyn Fn(&[Overlap]) -> Result<()>;
 
-/// What an issued certificate settles when it is recorded.
+/// What an issued certificate settles when it is recorded. (One exists per
+/// certificate being recorded; boxing the key would buy nothing.)
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum Claim {
     /// An ACME order, which must still be ready and becomes valid with it.
@@ -211,7 +217,7 @@ pub trait TenantStore: Send + Sync {
 
     /// Rewrites issuer key blobs `f` wants changed (sealing plain keys of an
     /// older data directory), all in one transaction. Returns how many changed.
-    fn reseal_issuer_keys(&self, f: &dyn Fn(&[u8]) -> Result<Option<Vec<u8>>>) -> Result<usize>;
+    fn reseal_issuer_keys(&self, f: Reseal<'_>) -> Result<usize>;
 }
 
 /// ACME accounts (RFC 8555 §7.3).

@@ -180,13 +180,13 @@ pub(super) fn stop_certificates_of_resource(tx: &Tx<'_>, resource_id: &str, reas
 impl CertificateStore for SqliteStore {
     fn certificate(&self, serial: &str) -> Result<Option<Certificate>> {
         self.read(|c| {
-            Ok(c.prepare_cached(
+            c.prepare_cached(
                 "SELECT serial, account_id, order_id, tenant, issuer_id, der, identifiers, not_before, not_after, revoked_at, revocation_reason
                  FROM certificates WHERE serial = ?1",
             )?
             .query_row([serial], certificate_row)
             .optional()?
-            .transpose()?)
+            .transpose()
         })
     }
 

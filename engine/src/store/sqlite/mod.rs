@@ -284,7 +284,7 @@ impl TenantStore for SqliteStore {
 
     /// Rewrites issuer key blobs `f` wants changed (sealing plain keys of an
     /// older data directory), all in one transaction. Returns how many changed.
-    fn reseal_issuer_keys(&self, f: &dyn Fn(&[u8]) -> Result<Option<Vec<u8>>>) -> Result<usize> {
+    fn reseal_issuer_keys(&self, f: Reseal<'_>) -> Result<usize> {
         self.tx(|tx| {
             let rows: Vec<(i64, Vec<u8>)> = {
                 let mut st = tx.prepare("SELECT id, key_pkcs8 FROM issuers")?;

@@ -359,10 +359,11 @@ fn collect_live(c: &Connection, tenant: Option<&str>, mut ids: Vec<String>) -> R
     ids.dedup();
     let mut out = Vec::new();
     for id in ids {
-        if let Some(r) = resource_by_id(c, &id)? {
-            if r.state != ResourceState::Released && tenant.is_none_or(|t| t == r.tenant) {
-                out.push(r);
-            }
+        if let Some(r) = resource_by_id(c, &id)?
+            && r.state != ResourceState::Released
+            && tenant.is_none_or(|t| t == r.tenant)
+        {
+            out.push(r);
         }
     }
     Ok(out)
