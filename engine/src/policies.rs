@@ -350,7 +350,7 @@ fn audit_record(
     started: Instant,
 ) -> AuditRecord {
     let input_text = input.to_string();
-    let input_digest: String = digest(&SHA256, input_text.as_bytes()).as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    let input_digest: String = hex::encode(digest(&SHA256, input_text.as_bytes()));
     let (outcome, reason, grant) = match decision {
         Decision::Allow(g) => ("allow", None, serde_json::to_value(g).ok()),
         Decision::Deny(r) => ("deny", Some(r.clone()), None),

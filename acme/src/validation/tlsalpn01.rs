@@ -144,7 +144,7 @@ fn ip_from_bytes(bytes: &[u8]) -> Option<IpAddr> {
 }
 
 fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    ::hex::encode(bytes)
 }
 
 /// `4.3.2.1.in-addr.arpa` / nibble-reversed `….ip6.arpa` (RFC 1035, RFC 3596).

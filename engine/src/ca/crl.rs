@@ -70,8 +70,7 @@ fn hex_bytes(hex: &str) -> Result<Vec<u8>, Error> {
         return Err(bad());
     }
     let padded = if hex.len() % 2 == 1 { format!("0{hex}") } else { hex.to_string() };
-    let mut out: Vec<u8> =
-        (0..padded.len()).step_by(2).map(|i| u8::from_str_radix(&padded[i..i + 2], 16).map_err(|_| bad())).collect::<Result<_, _>>()?;
+    let mut out = ::hex::decode(padded).map_err(|_| bad())?;
     // A DER INTEGER is signed: a serial with its top bit set needs a zero octet.
     if out[0] & 0x80 != 0 {
         out.insert(0, 0);

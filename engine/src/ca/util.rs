@@ -29,7 +29,7 @@ pub fn serial_hex(raw: &[u8]) -> String {
     if minimal.is_empty() {
         return "00".to_string();
     }
-    minimal.iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(minimal)
 }
 
 /// Converts to the whole second X.509 will carry, refusing times a

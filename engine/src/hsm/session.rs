@@ -400,14 +400,11 @@ pub fn destroy_by_id(session: &Session, id: &[u8]) -> Result<usize> {
 }
 
 pub(crate) fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    ::hex::encode(b)
 }
 
 pub(crate) fn unhex(s: &str) -> Result<Vec<u8>> {
-    if !s.len().is_multiple_of(2) || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(Error::malformed(format!("{s:?} is not hex")));
-    }
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).map_err(|_| Error::malformed("bad hex"))).collect()
+    ::hex::decode(s).map_err(|e| Error::malformed(format!("{s:?} is not hex")).caused_by(e))
 }
 
 #[cfg(test)]
