@@ -152,7 +152,7 @@ impl CaCustody {
                 Error::new(
                     ErrorKind::Internal,
                     format!(
-                        "a CA key lives in HSM token {:?} ({}); start the server with --hsm-module/--hsm-token/--hsm-pin-file for it",
+                        "a CA key lives in HSM token {:?} ({}), which is not configured for this process",
                         r.token,
                         r.module.display()
                     ),
