@@ -26,7 +26,7 @@ pub struct ServeHsmArgs {
     pub hsm_pin_file: Option<PathBuf>,
 }
 
-/// Records the CA HSM configuration given to `serve` (before the authority opens).
+/// Records the CA HSM configuration given to `serve` (before the engine opens).
 pub fn configure_serve(data: &DataDir, args: &ServeHsmArgs) -> Result<()> {
     if let (Some(module), Some(token), Some(pin_file)) = (&args.hsm_module, &args.hsm_token, &args.hsm_pin_file) {
         let config = CaHsmConfig { module: module.clone(), token: token.clone(), pin_file: pin_file.clone() };

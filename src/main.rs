@@ -22,7 +22,7 @@ struct Cli {
     command: Command,
 }
 
-/// Where the authority lives, and what every command that opens it shares.
+/// Where the engine's data lives, and what every command that opens it shares.
 #[derive(Args, Clone)]
 struct DataDir {
     /// The data directory (database, root certificate); created on first use.
@@ -487,15 +487,14 @@ fn resource(command: ResourceCommand) -> Result<()> {
         ResourceCommand::Add { tenant, kind, names, zones, addresses, attrs, anchor, data, json } => {
             let attributes = attrs.iter().map(|a| parse_attribute(a)).collect::<Result<_, _>>()?;
             let authority = open(&data)?;
-            let r = authority
-                .registry
-                .add_resource(NewResource { tenant, kind, names, zones, addresses, attributes, anchor })
-                .map_err(|e| match e.kind {
+            let r = authority.registry.add_resource(NewResource { tenant, kind, names, zones, addresses, attributes, anchor }).map_err(
+                |e| match e.kind {
                     tenure_engine::ErrorKind::Malformed => {
                         anyhow::anyhow!("{e} (exact names go in --name, whole subtrees in --zone, addresses in --address)")
                     }
                     _ => e.into(),
-                })?;
+                },
+            )?;
             if json {
                 println!("{}", serde_json::json!({ "id": r.id }));
             } else {

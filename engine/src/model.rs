@@ -1,5 +1,5 @@
 //! The ACME objects as the engine keeps them (RFC 8555 §7.1). The front end
-//! renders them; the store persists them; only the authority changes them.
+//! renders them; the store persists them; only the RA (and the issuance path) changes them.
 
 use serde::{Deserialize, Serialize};
 

@@ -370,3 +370,48 @@ fn audit_record(
         duration_us: started.elapsed().as_micros() as i64,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    use crate::policy::builtin::built_plugin_path;
+    use crate::ra::NewOrder;
+    use crate::{Config, Engine, Identifier};
+
+    use super::PluginScope;
+
+    /// Plugins are replaced while decisions run: every decision completes
+    /// with one plugin or the other (in-flight ones keep the plugins they
+    /// started with), none fails.
+    #[test]
+    fn plugins_are_replaced_while_decisions_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = Engine::open(dir.path(), Config::default()).unwrap();
+        let account = crate::ra::tenant_account_holding_corp_example(&e);
+        let registry_control = std::fs::read(built_plugin_path("registry-control")).unwrap();
+        let control_or_challenge = std::fs::read(built_plugin_path("control-or-challenge")).unwrap();
+        let (done, decided) = (AtomicBool::new(false), AtomicUsize::new(0));
+        std::thread::scope(|s| {
+            for _ in 0..2 {
+                s.spawn(|| {
+                    while !done.load(Ordering::Relaxed) || decided.load(Ordering::Relaxed) < 50 {
+                        let order = NewOrder { identifiers: vec![Identifier::dns("www.corp.example")], profile: None, replaces: None };
+                        e.ra.new_order(&account, order).expect("every decision completes and allows");
+                        decided.fetch_add(1, Ordering::Relaxed);
+                    }
+                });
+            }
+            for i in 0..20 {
+                let wasm = if i % 2 == 0 { &registry_control } else { &control_or_challenge };
+                e.policies.install_plugin(PluginScope::Operator, wasm).unwrap();
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            e.policies.remove_plugin(PluginScope::Operator).unwrap();
+            done.store(true, Ordering::Relaxed);
+        });
+        let digests: std::collections::HashSet<String> =
+            e.registry.audit(Some("corp"), 10_000).unwrap().into_iter().flat_map(|r| r.plugins).collect();
+        assert!(digests.len() >= 2, "decisions ran under more than one plugin: {digests:?}");
+    }
+}

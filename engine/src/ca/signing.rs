@@ -27,7 +27,7 @@ pub trait RemoteKey: Send + Sync {
 
 #[derive(Clone)]
 pub enum CaKey {
-    /// PKCS#8 DER. Sealed at rest by the authority; plain only in memory.
+    /// PKCS#8 DER. Sealed at rest by `hsm::CaCustody`; plain only in memory.
     Software(Vec<u8>),
     Remote(Arc<dyn RemoteKey>),
 }

@@ -35,7 +35,7 @@ pub struct CaHsmConfig {
 }
 
 /// Records (replacing) the CA's HSM configuration in the data directory, after
-/// checking the token opens with the PIN. Call before `Authority::open`.
+/// checking the token opens with the PIN. Call before `Engine::open`.
 pub fn configure_ca_hsm(data_dir: &Path, config: &CaHsmConfig) -> Result<()> {
     std::fs::create_dir_all(data_dir).map_err(|e| Error::internal(format!("cannot create data directory {}: {e}", data_dir.display())))?;
     let config = CaHsmConfig {
@@ -151,11 +151,7 @@ impl CaCustody {
             let hsm = self.hsm.as_ref().filter(|h| h.config.token == r.token).ok_or_else(|| {
                 Error::new(
                     ErrorKind::Internal,
-                    format!(
-                        "a CA key lives in HSM token {:?} ({}), which is not configured for this process",
-                        r.token,
-                        r.module.display()
-                    ),
+                    format!("a CA key lives in HSM token {:?} ({}), which is not configured for this process", r.token, r.module.display()),
                 )
             })?;
             let id = unhex(&r.id)?;
@@ -233,7 +229,7 @@ impl RemoteKey for HsmCaKey {
 mod tests {
     use super::*;
     use crate::store::TenantStore;
-    use crate::{Config, Engine as Authority};
+    use crate::{Config, Engine};
 
     #[test]
     fn software_keys_are_sealed_at_rest() {
@@ -258,12 +254,12 @@ mod tests {
         let root = crate::ca::new_root("old root").unwrap();
         let CaKey::Software(plain) = &root.key else { panic!() };
         crate::store::SqliteStore::open(&dir.path().join("tenure.db")).unwrap().insert_root(&root.cert_der, plain).unwrap();
-        let authority = Authority::open(dir.path(), Config::default()).unwrap();
-        assert_eq!(authority.root_pem(), root.cert_pem(), "the same root, now sealed");
+        let engine = Engine::open(dir.path(), Config::default()).unwrap();
+        assert_eq!(engine.root_pem(), root.cert_pem(), "the same root, now sealed");
         for issuer in crate::store::SqliteStore::open(&dir.path().join("tenure.db")).unwrap().issuers().unwrap() {
             assert!(is_sealed(&issuer.key_pkcs8), "issuer {} sealed", issuer.id);
         }
         // The public tenant's intermediate (made at open) signs with the unsealed root.
-        assert_eq!(authority.registry.tenants().unwrap().len(), 1);
+        assert_eq!(engine.registry.tenants().unwrap().len(), 1);
     }
 }

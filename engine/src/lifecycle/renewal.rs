@@ -122,8 +122,8 @@ impl Lifecycle {
         Ok(report)
     }
 
-    /// Decides and signs a batch on every core, then stores it in one
-    /// transaction. Also returns how many failed on our side (and were deferred).
+    /// Renews a batch; returns what was stored and how many failed on our
+    /// side (and were deferred).
     fn renew_batch(&self, due: Vec<(Certificate, CertificateLifecycle)>) -> Result<(RenewalTally, usize)> {
         // Certificates of keys tenure made in a tenant's HSM are renewed into
         // it with a fresh key, one by one (the token is the bottleneck, and
@@ -295,13 +295,13 @@ mod tests {
 
     use rcgen::{CertificateParams, KeyPair};
 
-    use crate::Engine as Authority;
+    use crate::Engine;
     use crate::Identifier;
     use crate::config::Config;
     use crate::ra::NewOrder;
 
     /// `n` certificates for www.corp.example, due once the second they were issued in is over.
-    fn issue_due(a: &Authority, n: usize) -> Vec<String> {
+    fn issue_due(a: &Engine, n: usize) -> Vec<String> {
         let account = crate::ra::tenant_account_holding_corp_example(a);
         let key = KeyPair::generate().unwrap();
         let csr = CertificateParams::new(vec!["www.corp.example".to_string()]).unwrap().serialize_request(&key).unwrap();
@@ -327,15 +327,15 @@ mod tests {
         let mut config = Config::default();
         config.lifecycle.renewal_fraction = 1.0;
         config.lifecycle.batch = 3;
-        let a = Authority::open(dir.path(), config.clone()).unwrap();
+        let a = Engine::open(dir.path(), config.clone()).unwrap();
         let originals = issue_due(&a, 20);
         // The sweepers schedule successors with the default window, so none is due:
         // otherwise a sweep starting a second after the other's commit renews
         // successors too, and the count below is off.
         drop(a);
         config.lifecycle.renewal_fraction = crate::lifecycle::LifecycleConfig::default().renewal_fraction;
-        let a = Authority::open(dir.path(), config.clone()).unwrap();
-        let b = Authority::open(dir.path(), config).unwrap();
+        let a = Engine::open(dir.path(), config.clone()).unwrap();
+        let b = Engine::open(dir.path(), config).unwrap();
         let (ra, rb) = std::thread::scope(|s| {
             let ha = s.spawn(|| a.lifecycle.sweep_renewals().unwrap());
             let hb = s.spawn(|| b.lifecycle.sweep_renewals().unwrap());
@@ -362,7 +362,7 @@ mod tests {
         config.lifecycle.renewal_fraction = 1.0;
         config.lifecycle.batch = 2;
         config.lifecycle.renewal_rate = Some(10.0);
-        let a = Authority::open(dir.path(), config).unwrap();
+        let a = Engine::open(dir.path(), config).unwrap();
         let originals = issue_due(&a, 6);
 
         let mut pauses = 0;
@@ -378,7 +378,7 @@ mod tests {
         // Four certificates at ten a second take at least 0.4 s, however fast the signing.
         assert!(report.elapsed >= std::time::Duration::from_millis(400), "{report:?}");
 
-        let renewed = |a: &Authority| {
+        let renewed = |a: &Engine| {
             let certs = a.lifecycle.certificates(Some("corp"), None, 1000).unwrap();
             originals.iter().filter(|o| certs.iter().any(|(_, l)| l.predecessor.as_ref() == Some(o))).count()
         };

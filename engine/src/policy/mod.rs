@@ -12,7 +12,6 @@
 mod cache;
 mod chain;
 mod host_state;
-mod set;
 mod types;
 
 pub mod builtin;
@@ -31,7 +30,6 @@ use wasmtime::component::{Component, ComponentExportIndex, HasSelf, Instance, Li
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap};
 
 pub use chain::chain;
-pub use set::PluginSet;
 pub use types::{
     CertificateInfo, Decision, DistributionRequest, Grant, Holding, Hook, HookRequest, Identifier, IdentifierKind, IssuanceRequest,
     KeyInfo, KeyType, PluginInfo, RenewalRequest, Resource, ResourceState, TenantInfo, Trigger, Verdict,

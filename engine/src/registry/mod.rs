@@ -128,7 +128,9 @@ impl NewResource {
             let mut out = Vec::new();
             for n in list {
                 if n.starts_with("*.") {
-                    return Err(Error::malformed(format!("{what} {n:?}: a wildcard is not a name; hold the whole subtree as a zone instead")));
+                    return Err(Error::malformed(format!(
+                        "{what} {n:?}: a wildcard is not a name; hold the whole subtree as a zone instead"
+                    )));
                 }
                 let n = normalize_dns(n).map_err(|e| Error::malformed(format!("{what}: {}", e.detail)))?;
                 if !out.contains(&n) {
