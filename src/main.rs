@@ -93,24 +93,38 @@ enum Command {
     },
 }
 
+/// Whose plugin: the operator's (every tenant's chain starts with it) or one tenant's.
+#[derive(Args)]
+struct ScopeArgs {
+    #[arg(long, conflicts_with = "tenant", required_unless_present = "tenant")]
+    operator: bool,
+    #[arg(long)]
+    tenant: Option<String>,
+}
+
+impl ScopeArgs {
+    fn scope(self) -> tenure_engine::policies::PluginScope {
+        match self.tenant {
+            Some(t) if !self.operator => tenure_engine::policies::PluginScope::Tenant(t),
+            _ => tenure_engine::policies::PluginScope::Operator,
+        }
+    }
+}
+
 #[derive(Subcommand)]
 enum PluginCommand {
     /// Install (replacing) the operator's plugin or a tenant's; prints the digest.
     Install {
         file: PathBuf,
-        #[arg(long, conflicts_with = "tenant", required_unless_present = "tenant")]
-        operator: bool,
-        #[arg(long)]
-        tenant: Option<String>,
+        #[command(flatten)]
+        scope: ScopeArgs,
         #[command(flatten)]
         data: DataDir,
     },
     /// Remove the operator's plugin (the built-in default decides again) or a tenant's.
     Remove {
-        #[arg(long, conflicts_with = "tenant", required_unless_present = "tenant")]
-        operator: bool,
-        #[arg(long)]
-        tenant: Option<String>,
+        #[command(flatten)]
+        scope: ScopeArgs,
         #[command(flatten)]
         data: DataDir,
     },
@@ -515,23 +529,13 @@ fn resource(command: ResourceCommand) -> Result<()> {
 }
 
 fn plugin(command: PluginCommand) -> Result<()> {
-    use tenure_engine::policies::PluginScope;
     let read = |f: &PathBuf| std::fs::read(f).with_context(|| format!("reading {}", f.display()));
     match command {
-        PluginCommand::Install { file, operator, tenant, data } => {
-            let scope = match (operator, tenant) {
-                (true, _) => PluginScope::Operator,
-                (false, Some(t)) => PluginScope::Tenant(t),
-                (false, None) => anyhow::bail!("say --operator or --tenant T"),
-            };
-            println!("{}", open(&data)?.policies.install_plugin(scope, &read(&file)?)?);
+        PluginCommand::Install { file, scope, data } => {
+            println!("{}", open(&data)?.policies.install_plugin(scope.scope(), &read(&file)?)?);
         }
-        PluginCommand::Remove { operator, tenant, data } => {
-            let scope = match (operator, tenant) {
-                (true, _) => PluginScope::Operator,
-                (false, Some(t)) => PluginScope::Tenant(t),
-                (false, None) => anyhow::bail!("say --operator or --tenant T"),
-            };
+        PluginCommand::Remove { scope, data } => {
+            let scope = scope.scope();
             let key = scope.key();
             if !open(&data)?.policies.remove_plugin(scope)? {
                 anyhow::bail!("no plugin is installed for {key}");

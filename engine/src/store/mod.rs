@@ -37,19 +37,7 @@ pub trait Storage:
 {
 }
 
-impl<T> Storage for T where
-    T: SettingsStore
-        + TenantStore
-        + AccountStore
-        + OrderStore
-        + CertificateStore
-        + DeliveryStore
-        + RegistryStore
-        + PluginStore
-        + AuditStore
-        + CustodyStore
-{
-}
+impl Storage for SqliteStore {}
 
 /// Opens the embedded store of a data directory (`DIR/tenure.db`), creating it
 /// and bringing its schema up to date.
