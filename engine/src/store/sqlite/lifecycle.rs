@@ -283,6 +283,11 @@ impl CertificateStore for SqliteStore {
             let mut tally = RenewalTally::default();
             for outcome in outcomes {
                 match outcome {
+                    // Only a renewal claim writes nothing before it is settled,
+                    // so only it may be skipped inside a shared transaction.
+                    RenewalOutcome::Renewed(IssuedRecord { claim: claim @ (Claim::Order { .. } | Claim::HsmKey { .. }), .. }) => {
+                        return Err(Error::internal(format!("a sweep batch holds a {claim:?}; record it on its own")));
+                    }
                     RenewalOutcome::Renewed(issued) => {
                         if record_issued(tx, issued, at)? {
                             tally.renewed += 1;

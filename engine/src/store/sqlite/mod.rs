@@ -784,6 +784,61 @@ mod tests {
         s.setting(key).unwrap()
     }
 
+    /// A data directory of the previous release (schema 4), with an issued
+    /// certificate, its binding and a renewal successor, and an order left
+    /// `processing` by a crash: migration 5 rebuilds the certificates table
+    /// keeping every row and reference, and readies the order.
+    #[test]
+    fn migration_5_keeps_every_certificate_and_reference() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        {
+            let mut c = Connection::open(&path).unwrap();
+            c.pragma_update(None, "foreign_keys", "ON").unwrap();
+            let tx = c.transaction().unwrap();
+            for sql in &schema::MIGRATIONS[..4] {
+                tx.execute_batch(sql).unwrap();
+            }
+            tx.pragma_update(None, "user_version", 4).unwrap();
+            tx.execute_batch(
+                "INSERT INTO issuers (id, role, tenant, cert_der, key_pkcs8, created_at) VALUES (1, 'root', NULL, x'00', x'00', 1);
+                 INSERT INTO tenants (name, permits, issuer_id, created_at) VALUES ('corp', '[]', 1, 1);
+                 INSERT INTO accounts VALUES ('acct', 'tp', '{}', 'valid', '[]', 'corp', NULL, 1, 1);
+                 INSERT INTO orders (id, account_id, status, expires, identifiers, profile, certificate, created_at)
+                     VALUES ('o1', 'acct', 'valid', 9, '[]', 'default', 'aa', 1),
+                            ('o2', 'acct', 'processing', 9, '[]', 'default', NULL, 1);
+                 INSERT INTO resources (id, tenant, kind, names, zones, addresses, state, attributes, anchor, created_at, updated_at)
+                     VALUES ('r1', 'corp', 'vm', '[]', '[]', '[]', 'active', '{}', NULL, 1, 1);
+                 INSERT INTO certificates (serial, account_id, order_id, tenant, issuer_id, der, identifiers, not_before, not_after,
+                     created_at, renewal, successor)
+                     VALUES ('aa', 'acct', 'o1', 'corp', 1, x'30', '[]', 1, 2, 1, 'renewed', 'bb');
+                 INSERT INTO certificates (serial, account_id, order_id, tenant, issuer_id, der, identifiers, not_before, not_after,
+                     created_at, renewal, predecessor)
+                     VALUES ('bb', 'acct', 'o1', 'corp', 1, x'30', '[]', 1, 2, 1, 'scheduled', 'aa');
+                 INSERT INTO certificate_resources VALUES ('aa', 'r1'), ('bb', 'r1');",
+            )
+            .unwrap();
+            tx.commit().unwrap();
+        }
+        let s = SqliteStore::open(&path).unwrap();
+        let (a, life_a) = s.certificate_record("aa").unwrap().unwrap();
+        let (b, life_b) = s.certificate_record("bb").unwrap().unwrap();
+        assert_eq!((a.account_id.as_deref(), a.order_id.as_deref()), (Some("acct"), Some("o1")));
+        assert_eq!((life_a.trigger, life_b.trigger), (Trigger::AcmeFinalize, Trigger::Renewal));
+        assert_eq!((life_a.resources, life_b.resources), (vec!["r1".to_string()], vec!["r1".to_string()]));
+        assert_eq!((life_a.renewal, life_b.predecessor.as_deref()), (RenewalState::Renewed, Some("aa")));
+        assert_eq!(b.serial, "bb");
+        assert_eq!(s.order("o2").unwrap().unwrap().status, OrderStatus::Ready);
+        s.with(|c| {
+            let broken: i64 = c.query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |r| r.get(0))?;
+            assert_eq!(broken, 0);
+            let on: i64 = c.pragma_query_value(None, "foreign_keys", |r| r.get(0))?;
+            assert_eq!(on, 1, "foreign keys are on again after migrating");
+            Ok(())
+        })
+        .unwrap();
+    }
+
     #[test]
     fn tx_commits_on_success_and_rolls_back_on_error() {
         let dir = tempfile::tempdir().unwrap();
