@@ -8,7 +8,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use tenure_engine::hsm::{CaHsmConfig, configure_ca_hsm};
 
-use super::{DataDir, open};
+use super::{DataDir, open, open_existing};
 
 /// Where `serve` keeps the CA's keys when not in software.
 #[derive(Args, Clone, Default)]
@@ -179,7 +179,7 @@ pub fn run(command: HsmCommand) -> Result<()> {
             emit(&slot, json, |s| format!("{}\t{}\t{}", s.id, s.token_label, s.state.as_str()))
         }
         HsmCommand::Pool { command: PoolCommand::List { data, json } } => {
-            for s in open(&data)?.custody.hsm_slots()? {
+            for s in open_existing(&data)?.custody.hsm_slots()? {
                 emit(&s, json, |s| {
                     format!(
                         "{}\t{}\t{}\t{}\t{}",
@@ -194,7 +194,7 @@ pub fn run(command: HsmCommand) -> Result<()> {
             Ok(())
         }
         HsmCommand::Allocate { tenant, tenant_only, data, json } => {
-            let (slot, pin) = open(&data)?.custody.hsm_allocate(&tenant, tenant_only)?;
+            let (slot, pin) = open_existing(&data)?.custody.hsm_allocate(&tenant, tenant_only)?;
             let out = serde_json::json!({
                 "id": slot.id, "resource": slot.resource_id, "token": slot.token_label,
                 "module": slot.module, "state": slot.state.as_str(), "user_pin": pin,
@@ -209,14 +209,14 @@ pub fn run(command: HsmCommand) -> Result<()> {
             })
         }
         HsmCommand::Release { id, grace_seconds, data, json } => {
-            let slot = open(&data)?.custody.hsm_release(&id, grace_seconds.map(Duration::from_secs))?;
+            let slot = open_existing(&data)?.custody.hsm_release(&id, grace_seconds.map(Duration::from_secs))?;
             emit(&slot, json, |s| match s.release_after {
                 Some(at) => format!("{} keeps its keys until {at} (unix time), then is zeroized", s.id),
                 None => format!("{} zeroized and back in the pool", s.id),
             })
         }
         HsmCommand::Keys { id, data, json } => {
-            let info = open(&data)?.custody.hsm_keys(&id)?;
+            let info = open_existing(&data)?.custody.hsm_keys(&id)?;
             emit(&info, json, |i| {
                 let mut out = format!("{}\t{}\t{}\n", i.slot.id, i.slot.token_label, i.slot.state.as_str());
                 for k in &i.keys {
@@ -237,7 +237,7 @@ pub fn run(command: HsmCommand) -> Result<()> {
         }
         HsmCommand::Rekey { resource, overlap_seconds, lifetime_seconds, data, json } => {
             let lifetime = lifetime_seconds.map(Duration::from_secs);
-            let out = open(&data)?.custody.rekey(&resource, lifetime, Duration::from_secs(overlap_seconds))?;
+            let out = open_existing(&data)?.custody.rekey(&resource, lifetime, Duration::from_secs(overlap_seconds))?;
             emit(&out, json, |o| {
                 format!(
                     "key {} in {} with certificate {}{}",
@@ -252,12 +252,12 @@ pub fn run(command: HsmCommand) -> Result<()> {
             })
         }
         HsmCommand::Sweep { data } => {
-            let (zeroized, retired) = open(&data)?.custody.hsm_maintenance()?;
+            let (zeroized, retired) = open_existing(&data)?.custody.hsm_maintenance()?;
             println!("{zeroized} tokens zeroized, {retired} keys retired");
             Ok(())
         }
         HsmCommand::Distribute { key, from, to, data, json } => {
-            let out = open(&data)?.custody.distribute_hsm_key(&key, &from, &to)?;
+            let out = open_existing(&data)?.custody.distribute_hsm_key(&key, &from, &to)?;
             emit(&out, json, |o| format!("copied as {} into {} (allowed by {})", o.key.id, o.key.slot_id, o.plugins.join(", ")))
         }
     }

@@ -7,7 +7,7 @@ use clap::{Args, Subcommand};
 use serde_json::json;
 use tenure_engine::model::{Certificate, CertificateLifecycle, now};
 
-use crate::{DataDir, open};
+use crate::{DataDir, open_existing};
 
 #[derive(Subcommand)]
 pub enum CertCommand {
@@ -89,7 +89,7 @@ fn to_json(c: &Certificate, l: &CertificateLifecycle) -> serde_json::Value {
 pub fn cert(command: CertCommand) -> Result<()> {
     match command {
         CertCommand::List { tenant, resource, limit, data, json } => {
-            for (c, l) in open(&data)?.lifecycle.certificates(tenant.as_deref(), resource.as_deref(), limit)? {
+            for (c, l) in open_existing(&data)?.lifecycle.certificates(tenant.as_deref(), resource.as_deref(), limit)? {
                 if json {
                     println!("{}", to_json(&c, &l));
                 } else {
@@ -108,7 +108,7 @@ pub fn cert(command: CertCommand) -> Result<()> {
             }
         }
         CertCommand::Show { serial, pem, data, json } => {
-            let lifecycle = open(&data)?.lifecycle;
+            let lifecycle = open_existing(&data)?.lifecycle;
             let serial = serial.to_ascii_lowercase().replace(':', "");
             let (c, l) = lifecycle.certificate_record(&serial)?.with_context(|| format!("no certificate with serial {serial}"))?;
             let deliveries = lifecycle.deliveries_of(&serial)?;
@@ -152,7 +152,7 @@ pub fn cert(command: CertCommand) -> Result<()> {
 
 pub fn renew(args: RenewArgs) -> Result<()> {
     let _ = args.now;
-    let lifecycle = open(&args.data)?.lifecycle;
+    let lifecycle = open_existing(&args.data)?.lifecycle;
     let sweep = match &args.resource {
         Some(id) => lifecycle.renew_resource_now(id)?,
         None => lifecycle.sweep_renewals()?,

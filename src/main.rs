@@ -311,6 +311,16 @@ enum TenantCommand {
 
 fn main() {
     let cli = Cli::parse();
+    // A listing piped into `head` ends quietly when the reader goes, as Unix
+    // tools do, instead of panicking on a broken pipe. Not for the servers,
+    // whose sockets must never kill the process.
+    #[cfg(unix)]
+    if !matches!(cli.command, Command::Serve(_) | Command::Bench { .. }) {
+        // SAFETY: called before any other thread exists; restores the default action.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("TENURE_LOG").unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
@@ -332,7 +342,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Hsm { command } => hsm::run(command),
         Command::Bench { command } => bench::run(command),
         Command::Audit { tenant, limit, data, json } => {
-            for r in open(&data)?.registry.audit(tenant.as_deref(), limit)? {
+            for r in open_existing(&data)?.registry.audit(tenant.as_deref(), limit)? {
                 if json {
                     println!("{}", serde_json::to_string(&r)?);
                 } else {
@@ -355,8 +365,17 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
+/// Opens the data directory, making it if it does not exist (`serve`, `tenant add`,
+/// `plugin install`, `hsm pool add`: the commands that start a deployment).
 fn open(data: &DataDir) -> Result<Engine> {
     Engine::open(&data.dir, data.config()).with_context(|| format!("opening {}", data.dir.display()))
+}
+
+/// Opens a data directory that must exist already: every other command, so that one run from
+/// the wrong directory says so instead of making a new CA there.
+fn open_existing(data: &DataDir) -> Result<Engine> {
+    Engine::open_existing(&data.dir, data.config())
+        .with_context(|| format!("opening {} (give --data or TENURE_DATA for another directory)", data.dir.display()))
 }
 
 fn serve(args: ServeArgs) -> Result<()> {
@@ -376,6 +395,10 @@ fn serve(args: ServeArgs) -> Result<()> {
     config.lifecycle.renewal_rate = args.renewal_rate;
     hsm::configure_serve(&args.data, &args.hsm)?;
     let engine = Engine::open(&args.data.dir, config).with_context(|| format!("opening {}", args.data.dir.display()))?;
+    // One server per data directory: two would run two schedulers and two
+    // HSM maintenance loops over one SQLite file. Held until the process ends
+    // (the kernel releases it on any exit, SIGKILL included).
+    let _serving = serve_lock(&args.data.dir)?;
     hsm::spawn_maintenance(&args.data);
     let mut names = vec![Identifier::dns("localhost"), Identifier::ip(IpAddr::from([127, 0, 0, 1])), Identifier::ip("::1".parse()?)];
     if !args.listen.ip().is_unspecified() && !args.listen.ip().is_loopback() {
@@ -430,6 +453,24 @@ fn serve(args: ServeArgs) -> Result<()> {
     })
 }
 
+/// An exclusive lock on `DIR/serve.lock`, or an error naming the data directory.
+fn serve_lock(dir: &std::path::Path) -> Result<std::fs::File> {
+    let path = dir.join("serve.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => {
+            anyhow::bail!("another tenure serve is running on {} (it holds {})", dir.display(), path.display())
+        }
+        Err(std::fs::TryLockError::Error(e)) => Err(e).with_context(|| format!("locking {}", path.display())),
+    }
+}
+
 async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
@@ -470,7 +511,7 @@ fn tenant(command: TenantCommand) -> Result<()> {
             Ok(())
         }
         TenantCommand::List { data, json } => {
-            let authority = open(&data)?;
+            let authority = open_existing(&data)?;
             for t in authority.registry.tenants()? {
                 if json {
                     println!("{}", serde_json::json!({ "tenant": t.name, "permits": t.permits }));
@@ -500,7 +541,7 @@ fn resource(command: ResourceCommand) -> Result<()> {
     match command {
         ResourceCommand::Add { tenant, kind, names, zones, addresses, attrs, anchor, data, json } => {
             let attributes = attrs.iter().map(|a| parse_attribute(a)).collect::<Result<_, _>>()?;
-            let authority = open(&data)?;
+            let authority = open_existing(&data)?;
             let r = authority.registry.add_resource(NewResource { tenant, kind, names, zones, addresses, attributes, anchor }).map_err(
                 |e| match e.kind {
                     tenure_engine::ErrorKind::Malformed => {
@@ -515,12 +556,12 @@ fn resource(command: ResourceCommand) -> Result<()> {
                 println!("{}", r.id);
             }
         }
-        ResourceCommand::Release { id, data, json } => print(&open(&data)?.registry.release_resource(&id)?, json),
-        ResourceCommand::Suspend { id, data, json } => print(&open(&data)?.registry.suspend_resource(&id)?, json),
-        ResourceCommand::Resume { id, data, json } => print(&open(&data)?.registry.resume_resource(&id)?, json),
-        ResourceCommand::Transfer { id, to, data, json } => print(&open(&data)?.registry.transfer_resource(&id, &to)?, json),
+        ResourceCommand::Release { id, data, json } => print(&open_existing(&data)?.registry.release_resource(&id)?, json),
+        ResourceCommand::Suspend { id, data, json } => print(&open_existing(&data)?.registry.suspend_resource(&id)?, json),
+        ResourceCommand::Resume { id, data, json } => print(&open_existing(&data)?.registry.resume_resource(&id)?, json),
+        ResourceCommand::Transfer { id, to, data, json } => print(&open_existing(&data)?.registry.transfer_resource(&id, &to)?, json),
         ResourceCommand::List { tenant, data, json } => {
-            for r in open(&data)?.registry.resources(tenant.as_deref())? {
+            for r in open_existing(&data)?.registry.resources(tenant.as_deref())? {
                 print(&r, json);
             }
         }
@@ -537,13 +578,13 @@ fn plugin(command: PluginCommand) -> Result<()> {
         PluginCommand::Remove { scope, data } => {
             let scope = scope.scope();
             let key = scope.key();
-            if !open(&data)?.policies.remove_plugin(scope)? {
+            if !open_existing(&data)?.policies.remove_plugin(scope)? {
                 anyhow::bail!("no plugin is installed for {key}");
             }
             println!("removed {key}");
         }
         PluginCommand::List { data, json } => {
-            for (scope, digest, at) in open(&data)?.policies.plugins()? {
+            for (scope, digest, at) in open_existing(&data)?.policies.plugins()? {
                 if json {
                     println!("{}", serde_json::json!({ "scope": scope, "digest": digest, "installed_at": at }));
                 } else {
@@ -552,7 +593,9 @@ fn plugin(command: PluginCommand) -> Result<()> {
             }
         }
         PluginCommand::Check { file, data } => {
-            let info = open(&data)?.policies.check_plugin(&read(&file)?)?;
+            // Checking needs no data directory: a host without a disk cache.
+            let host = tenure_engine::policy::PolicyHost::new(data.config().plugin_limits, None).map_err(anyhow::Error::msg)?;
+            let info = host.check(&read(&file)?).map_err(anyhow::Error::msg)?;
             println!("digest: {}", info.digest);
             for i in &info.imports {
                 println!("import: {i}");
@@ -564,7 +607,7 @@ fn plugin(command: PluginCommand) -> Result<()> {
         PluginCommand::Eval { file, hook, input, serial, resource, chain, data } => {
             use tenure_engine::policy::{Hook, HookRequest};
             let hook: Hook = hook.parse().map_err(anyhow::Error::msg)?;
-            let engine = open(&data)?;
+            let engine = open_existing(&data)?;
             let request = match (input, serial, resource) {
                 (Some(input), _, _) => {
                     let text = match input.as_str() {

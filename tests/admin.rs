@@ -301,3 +301,28 @@ fn resource_suspend_and_resume_from_the_cli() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no resource nope"), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// A command that only reads, run where there is no data directory, says so
+/// and makes none; a second `serve` on a data directory in use is refused.
+#[test]
+fn data_directories_are_not_made_by_readers_nor_shared_by_two_servers() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nowhere");
+    let out = std::process::Command::new(support::tenure_bin()).args(["tenant", "list", "--data"]).arg(&missing).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a tenure data directory"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!missing.exists(), "a read-only command made a data directory");
+
+    let data = dir.path().join("data");
+    let server = Server::start(&data, ServeOptions::new(None));
+    let second = std::process::Command::new(support::tenure_bin())
+        .args(["serve", "--listen", &format!("127.0.0.1:{}", support::free_port())])
+        .args(["--admin-listen", &format!("127.0.0.1:{}", support::free_port())])
+        .arg("--data")
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(!second.status.success());
+    assert!(String::from_utf8_lossy(&second.stderr).contains("another tenure serve"), "{}", String::from_utf8_lossy(&second.stderr));
+    drop(server);
+}

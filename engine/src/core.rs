@@ -14,7 +14,7 @@ use ring::rand::{SecureRandom, SystemRandom};
 
 use crate::ca::{self, CaMaterial};
 use crate::config::Config;
-use crate::error::{Error, Result};
+use crate::error::{Conflict, Error, Result};
 use crate::hsm::CaCustody;
 use crate::model::Tenant;
 use crate::policies::LoadedPlugins;
@@ -43,12 +43,35 @@ pub struct Core {
 }
 
 impl Core {
-    /// Opens the data directory, initializing it on first use: the database,
-    /// the root CA (written to `root.pem`), the admin token.
-    pub(crate) fn open(data_dir: &Path, config: Config) -> Result<Core> {
-        std::fs::create_dir_all(data_dir)
-            .map_err(|e| Error::internal(format!("cannot create data directory {}", data_dir.display())).caused_by(e))?;
-        let store = crate::store::open_sqlite(&data_dir.join("tenure.db"))?;
+    /// Opens the data directory. With `create`, a new one is initialized on
+    /// first use (the directory 0700, the database 0600, the root CA written
+    /// to `root.pem`, the admin token); without, a directory with no database
+    /// is refused. A directory that was initialized once (it has `root.pem`)
+    /// but whose database is missing or empty is always refused: a new root
+    /// there would silently replace every tenant, account and certificate.
+    pub(crate) fn open(data_dir: &Path, config: Config, create: bool) -> Result<Core> {
+        let db = data_dir.join("tenure.db");
+        let db_len = std::fs::metadata(&db).map(|m| m.len()).unwrap_or(0);
+        if db_len == 0 {
+            if data_dir.join("root.pem").exists() {
+                return Err(Error::conflict(
+                    Conflict::DataDirectory,
+                    format!(
+                        "{} holds a CA (root.pem) but its database {} is missing or empty; refusing to make a new CA over it. \
+                         Restore tenure.db from a backup, or move the directory away to start afresh",
+                        data_dir.display(),
+                        db.display()
+                    ),
+                ));
+            }
+            if !create {
+                return Err(Error::not_found(format!("{} is not a tenure data directory (it has no tenure.db)", data_dir.display())));
+            }
+            create_private_dir(data_dir)?;
+            create_private_file(&db)?;
+        }
+        restrict_to_owner(&db)?;
+        let store = crate::store::open_sqlite(&db)?;
         let ca_keys = CaCustody::open(data_dir, &*store)?;
         // Data directories from before sealing: seal their plain keys now.
         let resealed = store.reseal_issuer_keys(&|blob| ca_keys.reseal(blob))?;
@@ -57,13 +80,28 @@ impl Core {
         }
         let root = match store.root()? {
             Some(r) => r,
+            None if data_dir.join("root.pem").exists() => {
+                return Err(Error::conflict(
+                    Conflict::DataDirectory,
+                    format!(
+                        "the database {} has no root CA, but {} has one (root.pem); refusing to make a new one. Is this the right tenure.db?",
+                        db.display(),
+                        data_dir.display()
+                    ),
+                ));
+            }
             None => {
                 let fresh = ca::new_root_with("tenure root CA", ca_keys.new_ca_key("tenure root CA")?)?;
                 store.insert_root(&fresh.cert_der, &ca_keys.key_blob(&fresh.key)?)?
             }
         };
         let root = CaMaterial::new(root.cert_der, ca_keys.load_key(&root.key_pkcs8)?);
-        write_file_atomically(&data_dir.join("root.pem"), root.cert_pem().as_bytes(), false)?;
+        // Written when it differs only: a read-only command must work on a
+        // read-only or full disk.
+        let root_pem = data_dir.join("root.pem");
+        if std::fs::read(&root_pem).ok().as_deref() != Some(root.cert_pem().as_bytes()) {
+            write_file_atomically(&root_pem, root.cert_pem().as_bytes(), false)?;
+        }
         let token_path = data_dir.join("admin-token");
         if !token_path.exists() {
             let mut raw = [0u8; 32];
@@ -139,6 +177,53 @@ impl Core {
     pub(crate) fn crl_url(&self, issuer_id: i64) -> Result<Option<String>> {
         Ok(self.public_url()?.map(|base| format!("{base}/crl/{issuer_id}")))
     }
+}
+
+/// Creates a directory (and its parents) the owner alone may enter (0700).
+pub(crate) fn create_private_dir(dir: &Path) -> Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder.create(dir).map_err(|e| Error::internal(format!("cannot create data directory {}: {e}", dir.display())).caused_by(e))
+}
+
+/// Creates an empty file only the owner may read (0600) unless it exists.
+pub(crate) fn create_private_file(path: &Path) -> Result<()> {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    opts.open(path).map(drop).map_err(|e| Error::internal(format!("creating {}: {e}", path.display())).caused_by(e))
+}
+
+/// The database holds EAB keys and sealed CA keys: owner only (0600), and its
+/// WAL and shared-memory files too (SQLite gives them the database's mode,
+/// but files made by an older release may be looser).
+fn restrict_to_owner(db: &Path) -> Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mut wal = db.as_os_str().to_owned();
+        wal.push("-wal");
+        let mut shm = db.as_os_str().to_owned();
+        shm.push("-shm");
+        for path in [db.to_path_buf(), wal.into(), shm.into()] {
+            let Ok(meta) = std::fs::metadata(&path) else { continue };
+            if meta.permissions().mode() & 0o077 != 0 {
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                    .map_err(|e| Error::internal(format!("restricting {} to its owner: {e}", path.display())).caused_by(e))?;
+                tracing::info!(file = %path.display(), "restricted to its owner (0600)");
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Writes a file by rename so readers never see it half-written; `secret` makes it 0600.

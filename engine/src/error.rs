@@ -68,6 +68,8 @@ pub enum Conflict {
     Custody,
     /// The HSM pool has no free token.
     PoolExhausted,
+    /// The data directory is not in a state to open (a CA without its database).
+    DataDirectory,
 }
 
 /// An engine error: its kind, a detail for people, and what caused it.

@@ -61,10 +61,23 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// Opens the data directory, initializing it on first use: the database,
-    /// the root CA (written to `root.pem`), the admin token and the public tenant.
+    /// Opens the data directory, initializing it on first use: the directory
+    /// (0700), the database (0600), the root CA (written to `root.pem`), the
+    /// admin token and the public tenant. A directory that holds a CA but
+    /// not its database is refused, never re-initialized.
     pub fn open(data_dir: &Path, config: Config) -> Result<Engine> {
-        let core = Arc::new(Core::open(data_dir, config)?);
+        Engine::open_with(data_dir, config, true)
+    }
+
+    /// Opens a data directory that exists already; one without a database is
+    /// refused (for commands that only read: run from the wrong directory,
+    /// they must not make a CA there).
+    pub fn open_existing(data_dir: &Path, config: Config) -> Result<Engine> {
+        Engine::open_with(data_dir, config, false)
+    }
+
+    fn open_with(data_dir: &Path, config: Config, create: bool) -> Result<Engine> {
+        let core = Arc::new(Core::open(data_dir, config, create)?);
         let engine = Engine::over(core);
         if engine.core.store.tenant(PUBLIC_TENANT)?.is_none() {
             match engine.registry.create_tenant(PUBLIC_TENANT, None) {
@@ -122,5 +135,57 @@ impl Engine {
     pub fn server_identity(&self, names: &[Identifier]) -> Result<(Vec<Vec<u8>>, Vec<u8>)> {
         let (cert, key) = ca::server_certificate(&self.core.root, names)?;
         Ok((vec![cert], key))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A new data directory is private; one that holds a CA but lost its
+    /// database is refused, never re-initialized; a read-only open makes
+    /// nothing; an open rewrites nothing it has not changed.
+    #[test]
+    fn data_directories_are_private_and_never_silently_reinitialized() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("data");
+        assert_eq!(Engine::open_existing(&dir, Config::default()).err().map(|e| e.kind), Some(ErrorKind::NotFound));
+        assert!(!dir.exists(), "a read-only open makes no directory");
+
+        let engine = Engine::open(&dir, Config::default()).unwrap();
+        let root = engine.root_pem();
+        drop(engine);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode(&dir), 0o700);
+            assert_eq!(mode(&dir.join("tenure.db")), 0o600);
+            for side in ["tenure.db-wal", "tenure.db-shm"] {
+                if dir.join(side).exists() {
+                    assert_eq!(mode(&dir.join(side)), 0o600, "{side}");
+                }
+            }
+        }
+        let stamp = std::fs::metadata(dir.join("root.pem")).unwrap().modified().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        assert_eq!(Engine::open_existing(&dir, Config::default()).unwrap().root_pem(), root);
+        assert_eq!(std::fs::metadata(dir.join("root.pem")).unwrap().modified().unwrap(), stamp, "root.pem not rewritten");
+
+        // The database gone, or emptied: refused, and nothing written.
+        for side in ["tenure.db-wal", "tenure.db-shm"] {
+            let _ = std::fs::remove_file(dir.join(side));
+        }
+        std::fs::write(dir.join("tenure.db"), b"").unwrap();
+        for open in [Engine::open, Engine::open_existing] {
+            let err = open(&dir, Config::default()).err().expect("refused");
+            assert_eq!(err.conflict, Some(Conflict::DataDirectory), "{err}");
+        }
+        assert_eq!(std::fs::metadata(dir.join("tenure.db")).unwrap().len(), 0, "the empty database is left as it was");
+        std::fs::remove_file(dir.join("tenure.db")).unwrap();
+        let err = Engine::open(&dir, Config::default()).err().expect("refused");
+        assert_eq!(err.conflict, Some(Conflict::DataDirectory), "{err}");
+        assert!(!dir.join("tenure.db").exists());
+        assert_eq!(std::fs::read_to_string(dir.join("root.pem")).unwrap(), root, "the old root is kept");
     }
 }

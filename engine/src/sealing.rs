@@ -35,13 +35,13 @@ impl Kek {
                 Ok(mut f) => {
                     f.write_all(&raw)
                         .and_then(|_| f.sync_all())
-                        .map_err(|e| Error::internal(format!("writing {}: {e}", path.display())))?;
+                        .map_err(|e| Error::internal(format!("writing {}: {e}", path.display())).caused_by(e))?;
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
                 Err(e) => return Err(Error::internal(format!("creating {}: {e}", path.display()))),
             }
         }
-        let raw = std::fs::read(&path).map_err(|e| Error::internal(format!("reading {}: {e}", path.display())))?;
+        let raw = std::fs::read(&path).map_err(|e| Error::internal(format!("reading {}: {e}", path.display())).caused_by(e))?;
         Self::from_bytes(&raw, &path)
     }
 

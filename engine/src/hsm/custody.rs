@@ -37,7 +37,19 @@ pub struct CaHsmConfig {
 /// Records (replacing) the CA's HSM configuration in the data directory, after
 /// checking the token opens with the PIN. Call before `Engine::open`.
 pub fn configure_ca_hsm(data_dir: &Path, config: &CaHsmConfig) -> Result<()> {
-    std::fs::create_dir_all(data_dir).map_err(|e| Error::internal(format!("cannot create data directory {}: {e}", data_dir.display())))?;
+    let db = data_dir.join("tenure.db");
+    if std::fs::metadata(&db).map(|m| m.len()).unwrap_or(0) == 0 {
+        // A new data directory: made as `Engine::open` makes it (which also
+        // refuses a CA whose database is gone, before anything is written).
+        if data_dir.join("root.pem").exists() {
+            return Err(Error::conflict(
+                crate::Conflict::DataDirectory,
+                format!("{} holds a CA (root.pem) but its database is missing or empty", data_dir.display()),
+            ));
+        }
+        crate::core::create_private_dir(data_dir)?;
+        crate::core::create_private_file(&db)?;
+    }
     let config = CaHsmConfig {
         module: config.module.clone(),
         token: config.token.clone(),
@@ -45,7 +57,7 @@ pub fn configure_ca_hsm(data_dir: &Path, config: &CaHsmConfig) -> Result<()> {
         pin_file: std::path::absolute(&config.pin_file).unwrap_or_else(|_| config.pin_file.clone()),
     };
     CaHsm::open(&config)?;
-    let store = SqliteStore::open(&data_dir.join("tenure.db"))?;
+    let store = SqliteStore::open(&db)?;
     let json = serde_json::to_vec(&config).map_err(|e| Error::internal(e.to_string()))?;
     store.set_setting(CA_HSM_SETTING, &json)
 }
@@ -95,7 +107,7 @@ impl CaCustody {
         let hsm = match store.setting(CA_HSM_SETTING)? {
             Some(raw) => {
                 let config: CaHsmConfig =
-                    serde_json::from_slice(&raw).map_err(|e| Error::internal(format!("stored CA HSM configuration: {e}")))?;
+                    serde_json::from_slice(&raw).map_err(|e| Error::internal(format!("stored CA HSM configuration: {e}")).caused_by(e))?;
                 Some(
                     CaHsm::open(&config)
                         .map_err(|e| Error::new(e.kind, format!("the CA keys are configured to live in {}: {}", config.token, e.detail)))?,
@@ -147,7 +159,8 @@ impl CaCustody {
     /// The stored key back, ready to sign.
     pub fn load_key(&self, blob: &[u8]) -> Result<CaKey> {
         if let Some(reference) = blob.strip_prefix(HSM_REF_MAGIC.as_slice()) {
-            let r: KeyRef = serde_json::from_slice(reference).map_err(|e| Error::internal(format!("stored HSM key reference: {e}")))?;
+            let r: KeyRef =
+                serde_json::from_slice(reference).map_err(|e| Error::internal(format!("stored HSM key reference: {e}")).caused_by(e))?;
             let hsm = self.hsm.as_ref().filter(|h| h.config.token == r.token).ok_or_else(|| {
                 Error::new(
                     ErrorKind::Internal,

@@ -25,7 +25,7 @@ const P256_SPKI_PREFIX: &[u8] = &[
 ];
 
 pub(crate) fn p11(what: &str) -> impl Fn(P11Error) -> Error + '_ {
-    move |e| Error::internal(format!("HSM: {what}: {e}"))
+    move |e| Error::internal(format!("HSM: {what}: {e}")).caused_by(e)
 }
 
 pub(crate) fn is_rv(e: &P11Error, rv: RvError) -> bool {

@@ -120,7 +120,7 @@ impl Lifecycle {
             // Two processes may race here: the rename makes one of them win whole.
             write_file_atomically(&path, URL_SAFE_NO_PAD.encode(raw).as_bytes(), true)?;
         }
-        let text = std::fs::read_to_string(&path).map_err(|e| Error::internal(format!("reading {}: {e}", path.display())))?;
+        let text = std::fs::read_to_string(&path).map_err(|e| Error::internal(format!("reading {}: {e}", path.display())).caused_by(e))?;
         Ok(text.trim().as_bytes().to_vec())
     }
 }

@@ -74,7 +74,7 @@ fn json<T: serde::Serialize>(v: &T) -> String {
 }
 
 fn from_json<T: serde::de::DeserializeOwned>(s: &str) -> Result<T> {
-    serde_json::from_str(s).map_err(|e| Error::internal(format!("stored JSON is corrupt: {e}")))
+    serde_json::from_str(s).map_err(|e| Error::internal(format!("stored JSON is corrupt: {e}")).caused_by(e))
 }
 
 fn bad_status(what: &str, s: &str) -> Error {
