@@ -272,12 +272,18 @@ impl Ra {
     }
 
     /// Refuses names another tenant holds in the registry: a tenant may not be
-    /// issued what someone else controls, whatever its plugins say.
+    /// issued what someone else controls, whatever its plugins say. A
+    /// wildcard `*.b.example` covers every name under `b.example`, so a name
+    /// or zone another tenant holds anywhere under it refuses it too.
     fn check_not_held_by_others(&self, tenant: &str, identifiers: &[Identifier]) -> Result<()> {
         for id in identifiers {
-            let holders = self.core.store.resources_holding(None, id)?;
-            if holders.iter().any(|r| r.tenant != tenant) {
-                return Err(Error::new(ErrorKind::RejectedIdentifier, format!("{} is held by another tenant", id.value)));
+            let mut holders = self.core.store.resources_holding(None, id)?;
+            if id.is_wildcard() {
+                holders.extend(self.core.store.resources_under(&id.authorization_target().value)?);
+            }
+            if let Some(other) = holders.iter().find(|r| r.tenant != tenant) {
+                let what = if id.is_wildcard() && !other.covers(id) { "covers a name held by" } else { "is held by" };
+                return Err(Error::new(ErrorKind::RejectedIdentifier, format!("{} {what} another tenant", id.value)));
             }
         }
         Ok(())
@@ -406,6 +412,8 @@ impl Ra {
         if account_key_spki == csr.spki_der.as_slice() {
             return Err(Error::new(ErrorKind::BadCsr, "the certificate key must not be the account key"));
         }
+        // Another tenant may have come to hold a name since newOrder.
+        self.check_not_held_by_others(&account.tenant, &order.identifiers)?;
         let tenant = self.core.tenant_of(&account.tenant)?;
         let mut lifetime = self.core.config.profile_lifetime(&order.profile)?;
         if let Some(granted) = order.lifetime_seconds {
@@ -620,6 +628,43 @@ pub(crate) fn tenant_account_holding_corp_example(a: &crate::Engine) -> Account 
 mod finalize_tests {
     use super::*;
     use rcgen::{CertificateParams, KeyPair};
+
+    /// A wildcard covers every name under its base: while another tenant
+    /// holds a name (or a zone) under it, nobody else gets the wildcard.
+    #[test]
+    fn a_wildcard_over_another_tenants_name_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = crate::Engine::open(dir.path(), crate::Config::default()).unwrap();
+        e.registry.create_tenant("b", Some(&["b.example".to_string()])).unwrap();
+        let held = e
+            .registry
+            .add_resource(crate::registry::NewResource {
+                tenant: "b".into(),
+                kind: "vm".into(),
+                names: vec!["www.b.example".into()],
+                ..Default::default()
+            })
+            .unwrap();
+        let new =
+            |thumbprint: &str| NewAccount { jwk: "{}".into(), thumbprint: thumbprint.into(), contact: vec![], tos_agreed: true, eab: None };
+        let (public, _) = e.ra.create_account(new("public-account")).unwrap();
+        assert_eq!(public.tenant, PUBLIC_TENANT);
+        let order = |names: &[&str]| {
+            e.ra.new_order(
+                &public,
+                NewOrder { identifiers: names.iter().map(|n| Identifier::dns(n)).collect(), profile: None, replaces: None },
+            )
+        };
+        let err = order(&["*.b.example"]).unwrap_err();
+        assert_eq!(err.kind, ErrorKind::RejectedIdentifier, "{err:?}");
+        assert!(err.detail.contains("covers a name held by another tenant"), "{err:?}");
+        assert_eq!(order(&["www.b.example"]).unwrap_err().kind, ErrorKind::RejectedIdentifier);
+        // A sibling name nobody holds is the public tenant's to prove by challenge.
+        assert_eq!(order(&["other.b.example"]).unwrap().status, OrderStatus::Pending);
+        // Once released, the wildcard is free again.
+        e.registry.release_resource(&held.id).unwrap();
+        assert_eq!(order(&["*.b.example"]).unwrap().status, OrderStatus::Pending);
+    }
 
     /// Finalizes racing for one order, in one process and in two (two
     /// authorities on one data directory): exactly one certificate is

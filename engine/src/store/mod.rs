@@ -348,6 +348,10 @@ pub trait RegistryStore: Send + Sync {
     /// wildcard's base name), by name or zone for DNS, by address for IP.
     fn resources_holding(&self, tenant: Option<&str>, id: &crate::identifier::Identifier) -> Result<Vec<Resource>>;
 
+    /// Live resources holding a name, or a zone, strictly under `zone` (what a
+    /// wildcard `*.zone` would also cover).
+    fn resources_under(&self, zone: &str) -> Result<Vec<Resource>>;
+
     /// Changes a resource's state (suspend, resume, release) and logs the event.
     fn set_resource_state(&self, id: &str, state: ResourceState, kind: EventKind) -> Result<Resource>;
 

@@ -73,6 +73,17 @@ impl RegistryStore for SqliteStore {
         }
     }
 
+    fn resources_under(&self, zone: &str) -> Result<Vec<Resource>> {
+        self.read(|c| {
+            let mut st = c.prepare_cached("SELECT DISTINCT resource_id FROM resource_names WHERE name LIKE ?1 ESCAPE '\\'")?;
+            // Names are normalized DNS names (letters, digits, '-', '.'), but
+            // escape LIKE's wildcards all the same.
+            let pattern = format!("%.{}", zone.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"));
+            let ids = st.query_map([pattern], |r| r.get::<_, String>(0))?.collect::<rusqlite::Result<Vec<_>>>()?;
+            collect_live(c, None, ids)
+        })
+    }
+
     /// Changes a resource's state (suspend, resume, release) and logs the event.
     fn set_resource_state(&self, id: &str, state: ResourceState, kind: EventKind) -> Result<Resource> {
         self.tx(|tx| {
