@@ -77,3 +77,33 @@ async fn account_lifecycle() {
         client.post(&client.url("newOrder"), &json!({ "identifiers": [{ "type": "dns", "value": "y.example.test" }] }).to_string()).await;
     assert_eq!(r.problem_type(), "unauthorized");
 }
+
+/// A client that sends half a request header and then nothing is cut off
+/// after the header timeout (10 s), not held open for ever (slowloris).
+#[test]
+fn a_half_sent_header_is_cut_off() {
+    use std::io::{Read, Write};
+    support::install_crypto_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), ServeOptions::new(None));
+    let mut roots = rustls::RootCertStore::empty();
+    let pem = std::fs::read(server.root_pem()).unwrap();
+    for cert in <rustls::pki_types::CertificateDer as rustls::pki_types::pem::PemObject>::pem_slice_iter(&pem) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
+    let conn = rustls::ClientConnection::new(std::sync::Arc::new(config), "localhost".try_into().unwrap()).unwrap();
+    let tcp = std::net::TcpStream::connect(server.listen).unwrap();
+    tcp.set_read_timeout(Some(std::time::Duration::from_secs(30))).unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    let started = std::time::Instant::now();
+    tls.write_all(b"GET /directory HTTP/1.1\r\nHost: localhost\r\n").unwrap();
+    tls.flush().unwrap();
+    let mut got = Vec::new();
+    let ended = tls.read_to_end(&mut got);
+    let waited = started.elapsed();
+    assert!(waited >= std::time::Duration::from_secs(5), "cut off too early ({waited:?}): {ended:?}");
+    assert!(waited < std::time::Duration::from_secs(25), "held open {waited:?}");
+    assert!(!String::from_utf8_lossy(&got).contains("200 OK"), "{}", String::from_utf8_lossy(&got));
+    drop(server);
+}

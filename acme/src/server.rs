@@ -10,7 +10,7 @@ use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
@@ -23,6 +23,15 @@ use crate::validation::Validator;
 
 /// The engine service the ACME front end calls: the registration authority.
 pub use tenure_engine::Ra;
+
+/// Connections served at once, per listener.
+pub const MAX_CONNECTIONS: usize = 2048;
+
+/// How long a client may take to send a request's header (HTTP/1).
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Concurrent streams per HTTP/2 connection.
+pub const MAX_STREAMS: u32 = 128;
 
 /// Requests larger than this are refused (413) before parsing.
 pub const MAX_BODY: usize = 64 * 1024;
@@ -125,7 +134,11 @@ where
     F: std::future::Future<Output = Response<Full<Bytes>>> + Send + 'static,
 {
     let acceptor = TlsAcceptor::from(tls);
+    // At most this many connections at once: past it, accepting waits (the
+    // kernel's backlog holds new ones) rather than running out of descriptors.
+    let open = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
+        let Ok(slot) = open.clone().acquire_owned().await else { return Ok(()) };
         let (tcp, peer) = match listener.accept().await {
             Ok(conn) => conn,
             Err(e) => {
@@ -139,6 +152,7 @@ where
         let acceptor = acceptor.clone();
         let handler = handler.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(e)) => {
@@ -151,7 +165,17 @@ where
                 let fut = handler(req, peer);
                 async move { Ok::<_, Infallible>(fut.await) }
             });
-            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            // A client that sends half a header is cut off (slowloris); HTTP/2
+            // peers that stop answering pings are dropped; one connection gets
+            // a bounded number of concurrent streams.
+            builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
+            builder
+                .http2()
+                .timer(TokioTimer::new())
+                .keep_alive_interval(Duration::from_secs(30))
+                .keep_alive_timeout(Duration::from_secs(10))
+                .max_concurrent_streams(MAX_STREAMS);
             if let Err(e) = builder.serve_connection(TokioIo::new(tls), service).await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
