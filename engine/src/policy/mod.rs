@@ -370,6 +370,16 @@ impl PolicyHost {
                 c
             }
             None => {
+                // A core module (the preamble's layer field is 0; a component's is 1)
+                // is a common mistake: say what it is, not what the parser tripped on.
+                if bytes.len() >= 8 && bytes[..4] == *b"\0asm" && bytes[6..8] == [0, 0] {
+                    return Err(PolicyError::Invalid {
+                        digest8,
+                        detail: "this is a core WebAssembly module, not a component: build the plugin for \
+                                 wasm32-wasip2 (`cargo build --release --target wasm32-wasip2`), which makes a component"
+                            .into(),
+                    });
+                }
                 let c = Component::new(&self.engine, bytes)
                     .map_err(|e| PolicyError::Invalid { digest8: digest8.clone(), detail: format!("{e:#}") })?;
                 self.compiled.fetch_add(1, Ordering::Relaxed);

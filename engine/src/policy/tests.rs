@@ -864,3 +864,11 @@ fn the_example_vendors_this_sdk_and_wit_unchanged() {
         }
     }
 }
+
+#[test]
+fn a_core_module_is_refused_as_not_a_component() {
+    // The smallest core module: the preamble, version 1, layer 0.
+    let core = b"\0asm\x01\x00\x00\x00";
+    let err = host().check(core).unwrap_err().to_string();
+    assert!(err.contains("core WebAssembly module, not a component"), "{err}");
+}
