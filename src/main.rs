@@ -283,6 +283,12 @@ struct ServeArgs {
     /// certificates does not crowd out ACME traffic. Default: no limit.
     #[arg(long, value_name = "PER_SECOND")]
     renewal_rate: Option<f64>,
+    /// New orders one ACME account may place per hour (a token bucket, per server).
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
+    max_orders_per_hour: u32,
+    /// Pending authorizations one ACME account may hold.
+    #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(1..))]
+    max_pending_authorizations: u64,
     #[command(flatten)]
     hsm: hsm::ServeHsmArgs,
 }
@@ -393,6 +399,10 @@ fn serve(args: ServeArgs) -> Result<()> {
     config.lifecycle.renewal_fraction = args.renewal_fraction;
     config.lifecycle.batch = args.renewal_batch.max(1);
     config.lifecycle.renewal_rate = args.renewal_rate;
+    config.rate_limits = tenure_engine::config::RateLimits {
+        orders_per_hour: args.max_orders_per_hour,
+        pending_authorizations: usize::try_from(args.max_pending_authorizations).unwrap_or(usize::MAX),
+    };
     hsm::configure_serve(&args.data, &args.hsm)?;
     let engine = Engine::open(&args.data.dir, config).with_context(|| format!("opening {}", args.data.dir.display()))?;
     // One server per data directory: two would run two schedulers and two

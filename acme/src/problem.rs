@@ -241,6 +241,7 @@ impl From<tenure_engine::Error> for Problem {
             K::BadRevocationReason => ProblemType::BadRevocationReason,
             K::InvalidProfile => ProblemType::InvalidProfile,
             K::InvalidContact => ProblemType::InvalidContact,
+            K::RateLimited => ProblemType::RateLimited,
             K::Conflict => return Problem::malformed(e.detail).with_status(StatusCode::CONFLICT),
             K::Internal => {
                 // Internal details (SQL, file paths) stay in the log, not on the wire.

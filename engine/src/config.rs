@@ -39,6 +39,26 @@ pub struct Config {
     pub lifecycle: crate::lifecycle::LifecycleConfig,
     /// What one plugin decision may use (deadline, memory, answer size).
     pub plugin_limits: crate::policy::Limits,
+    /// How much one account may ask for.
+    pub rate_limits: RateLimits,
+}
+
+/// Per-account bounds on what ACME requests may make the server store, so one
+/// account (a public one above all) cannot fill the database.
+#[derive(Debug, Clone)]
+pub struct RateLimits {
+    /// New orders per account per hour (a token bucket: bursts up to this many).
+    pub orders_per_hour: u32,
+    /// Pending (unexpired, not yet validated) authorizations an account may hold.
+    pub pending_authorizations: usize,
+}
+
+impl Default for RateLimits {
+    fn default() -> Self {
+        // Generous for platforms whose tenants renew often (a benchmark places
+        // thousands of orders an hour per account); a flood is still bounded.
+        RateLimits { orders_per_hour: 10_000, pending_authorizations: 1_000 }
+    }
 }
 
 impl Default for Config {
@@ -54,6 +74,7 @@ impl Default for Config {
             eab_required: false,
             lifecycle: crate::lifecycle::LifecycleConfig::default(),
             plugin_limits: crate::policy::Limits::default(),
+            rate_limits: RateLimits::default(),
         }
     }
 }

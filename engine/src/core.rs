@@ -40,6 +40,37 @@ pub struct Core {
     pub(crate) ca_keys: CaCustody,
     /// Orders being finalized by this process: one signature per order.
     pub(crate) finalizing: Mutex<HashSet<String>>,
+    /// New-order allowances per account (token buckets; per process).
+    pub(crate) order_allowance: Mutex<HashMap<String, Allowance>>,
+}
+
+/// A token bucket: `tokens` left at `at`.
+pub(crate) struct Allowance {
+    tokens: f64,
+    at: std::time::Instant,
+}
+
+impl Core {
+    /// Takes one new-order token of the account's hourly allowance, or says
+    /// how long until there is one.
+    pub(crate) fn take_order_allowance(&self, account: &str) -> std::result::Result<(), std::time::Duration> {
+        let per_hour = f64::from(self.config.rate_limits.orders_per_hour.max(1));
+        let now = std::time::Instant::now();
+        let mut all = self.order_allowance.lock().unwrap_or_else(|p| p.into_inner());
+        if all.len() > 100_000 {
+            // Forget accounts whose allowance has refilled: they would start full anyway.
+            all.retain(|_, a| a.tokens + now.duration_since(a.at).as_secs_f64() * per_hour / 3600.0 < per_hour);
+        }
+        let a = all.entry(account.to_string()).or_insert(Allowance { tokens: per_hour, at: now });
+        a.tokens = (a.tokens + now.duration_since(a.at).as_secs_f64() * per_hour / 3600.0).min(per_hour);
+        a.at = now;
+        if a.tokens >= 1.0 {
+            a.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(std::time::Duration::from_secs_f64((1.0 - a.tokens) * 3600.0 / per_hour))
+        }
+    }
 }
 
 impl Core {
@@ -119,6 +150,7 @@ impl Core {
             public_url: RwLock::new(None),
             ca_keys,
             finalizing: Mutex::new(HashSet::new()),
+            order_allowance: Mutex::new(HashMap::new()),
         })
     }
 

@@ -40,6 +40,8 @@ pub enum ErrorKind {
     InvalidContact,
     /// The state of the world forbids the change; [`Error::conflict`] says which state.
     Conflict,
+    /// Too many requests of this kind from this account for now.
+    RateLimited,
     /// A fault of ours.
     Internal,
 }

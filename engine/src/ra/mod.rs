@@ -160,6 +160,7 @@ impl Ra {
             None => self.core.config.default_profile.clone(),
         };
         let identifiers: Vec<Identifier> = req.identifiers.into_iter().collect::<BTreeSet<_>>().into_iter().collect();
+        self.check_rate_limits(account, identifiers.len())?;
         self.check_identifiers_permitted(&account.tenant, &identifiers)?;
         self.check_not_held_by_others(&account.tenant, &identifiers)?;
         if let Some(cert_id) = &req.replaces {
@@ -251,6 +252,36 @@ impl Ra {
         };
         self.core.store.insert_order(&order, &authzs, Some(&allowed.into_audit()))?;
         Ok(order)
+    }
+
+    /// Bounds what one account can make the server store: new orders per hour,
+    /// and pending authorizations (counted before deciding, as if every name of
+    /// the order needed one).
+    fn check_rate_limits(&self, account: &Account, names: usize) -> Result<()> {
+        let limits = &self.core.config.rate_limits;
+        let pending = self.core.store.pending_authorizations(&account.id, now())?;
+        if pending + names > limits.pending_authorizations {
+            return Err(Error::new(
+                ErrorKind::RateLimited,
+                format!(
+                    "account {} holds {pending} pending authorizations (at most {}): validate or deactivate them, or wait for them to expire",
+                    account.id, limits.pending_authorizations
+                ),
+            ));
+        }
+        // Taken last, so a request refused for another reason costs no allowance.
+        if let Err(wait) = self.core.take_order_allowance(&account.id) {
+            return Err(Error::new(
+                ErrorKind::RateLimited,
+                format!(
+                    "account {} may place at most {} orders an hour; the next in {} s",
+                    account.id,
+                    limits.orders_per_hour,
+                    wait.as_secs().max(1)
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// Refuses identifiers outside the tenant's intermediate's constraints, at
@@ -628,6 +659,51 @@ pub(crate) fn tenant_account_holding_corp_example(a: &crate::Engine) -> Account 
 mod finalize_tests {
     use super::*;
     use rcgen::{CertificateParams, KeyPair};
+
+    /// One account cannot fill the database: new orders per hour and pending
+    /// authorizations are bounded, with a rateLimited error saying which.
+    #[test]
+    fn an_account_is_rate_limited() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = crate::Config::default();
+        config.rate_limits = crate::config::RateLimits { orders_per_hour: 3, pending_authorizations: 2 };
+        let e = crate::Engine::open(dir.path(), config).unwrap();
+        let account = |tp: &str| {
+            e.ra.create_account(NewAccount { jwk: "{}".into(), thumbprint: tp.into(), contact: vec![], tos_agreed: true, eab: None })
+                .unwrap()
+                .0
+        };
+        let order = |a: &Account, name: &str| {
+            e.ra.new_order(a, NewOrder { identifiers: vec![Identifier::dns(name)], profile: None, replaces: None })
+        };
+        // Pending authorizations (a public account proves every name by challenge).
+        let first = account("first");
+        order(&first, "a.example").unwrap();
+        order(&first, "b.example").unwrap();
+        let err = order(&first, "c.example").unwrap_err();
+        assert_eq!(err.kind, ErrorKind::RateLimited, "{err:?}");
+        assert!(err.detail.contains("2 pending authorizations"), "{err:?}");
+        // Orders an hour: the refused order cost nothing; the third is the last this hour.
+        let second = account("second");
+        let deactivate_first_pending = || {
+            for id in e.ra.orders_of(&first).unwrap() {
+                let order = e.ra.order(&id).unwrap().unwrap();
+                let authz = e.ra.authorization(&order.authorizations[0]).unwrap().unwrap();
+                if authz.status == AuthorizationStatus::Pending {
+                    e.ra.deactivate_authorization(&first, &authz).unwrap();
+                    return;
+                }
+            }
+        };
+        deactivate_first_pending();
+        order(&first, "c.example").unwrap();
+        deactivate_first_pending();
+        let err = order(&first, "d.example").unwrap_err();
+        assert_eq!(err.kind, ErrorKind::RateLimited);
+        assert!(err.detail.contains("at most 3 orders an hour"), "{err:?}");
+        // Each account has its own allowance.
+        order(&second, "a.example").unwrap();
+    }
 
     /// A wildcard covers every name under its base: while another tenant
     /// holds a name (or a zone) under it, nobody else gets the wildcard.

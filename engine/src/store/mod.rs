@@ -256,6 +256,9 @@ pub trait OrderStore: Send + Sync {
 
     fn deactivate_authorization(&self, authz_id: &str) -> Result<()>;
 
+    /// How many pending, unexpired authorizations the account holds.
+    fn pending_authorizations(&self, account_id: &str, at: UnixTime) -> Result<usize>;
+
     /// Whether the account holds valid, unexpired authorizations for every identifier.
     fn account_holds_authorizations(&self, account_id: &str, identifiers: &[Identifier], at: UnixTime) -> Result<bool>;
 }

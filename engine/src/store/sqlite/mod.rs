@@ -514,6 +514,15 @@ impl OrderStore for SqliteStore {
         })
     }
 
+    fn pending_authorizations(&self, account_id: &str, at: UnixTime) -> Result<usize> {
+        self.read(|c| {
+            let n: i64 = c
+                .prepare_cached("SELECT count(*) FROM authorizations WHERE account_id = ?1 AND status = 'pending' AND expires > ?2")?
+                .query_row(params![account_id, at], |r| r.get(0))?;
+            Ok(n.max(0) as usize)
+        })
+    }
+
     /// Whether the account holds valid, unexpired authorizations for every identifier.
     fn account_holds_authorizations(&self, account_id: &str, identifiers: &[Identifier], at: UnixTime) -> Result<bool> {
         self.read(|c| {

@@ -299,4 +299,9 @@ pub const MIGRATIONS: &[&str] = &[
     -- crash of an older release is ready to finalize again.
     UPDATE orders SET status = 'ready' WHERE status = 'processing';
     "#,
+    // 6: the pending authorizations of an account, counted for its rate limit
+    // (only pending rows: names held in the registry are valid at once).
+    r#"
+    CREATE INDEX authorizations_pending ON authorizations(account_id, expires) WHERE status = 'pending';
+    "#,
 ];
