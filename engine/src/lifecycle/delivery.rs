@@ -143,14 +143,66 @@ fn backoff(base: Duration, attempts: i64) -> Duration {
 /// Writes `DIR/<serial>/{chain.pem,metadata.json}`, then points the symlink
 /// `DIR/current` at it by rename: a reader of `current/` sees the old pair or
 /// the new one, never a mix.
+/// Directories a file drop may never write into: the system's own.
+const SYSTEM_DIRECTORIES: &[&str] =
+    &["/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/libx32", "/proc", "/root", "/sbin", "/sys", "/usr"];
+
+/// A `delivery-dir` as written: an absolute path of plain components (no
+/// `.`, `..`), not `/` and not inside a system directory.
+pub fn check_delivery_dir(dir: &str) -> Result<()> {
+    use std::path::Component;
+    let path = Path::new(dir);
+    let bad = |why: &str| Err(Error::malformed(format!("delivery-dir {dir:?} {why}")));
+    if !path.is_absolute() {
+        return bad("must be an absolute path");
+    }
+    if path.components().any(|c| matches!(c, Component::ParentDir | Component::CurDir)) || dir.contains("/./") {
+        return bad("must not contain . or .. components");
+    }
+    if path.components().count() < 2 {
+        return bad("must not be the root directory");
+    }
+    if let Some(system) = SYSTEM_DIRECTORIES.iter().find(|s| path.starts_with(s)) {
+        return bad(&format!("lies inside the system directory {system}"));
+    }
+    Ok(())
+}
+
+/// Refuses a drop directory reached through a symbolic link (an existing
+/// ancestor that is one), so a link planted in the path cannot redirect
+/// tenure's writes.
+fn check_no_symlinks(dir: &Path) -> Result<()> {
+    for ancestor in dir.ancestors() {
+        match std::fs::symlink_metadata(ancestor) {
+            Ok(m) if m.file_type().is_symlink() => {
+                return Err(Error::malformed(format!(
+                    "delivery-dir {} goes through the symbolic link {}; give the real path",
+                    dir.display(),
+                    ancestor.display()
+                )));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 fn drop_files(dir: &Path, serial: &str, chain: &str, metadata: &serde_json::Value) -> Result<()> {
-    let io = |what: &Path, e: std::io::Error| Error::internal(format!("file drop {}: {e}", what.display()));
+    let io = |what: &Path, e: std::io::Error| Error::internal(format!("file drop {}: {e}", what.display())).caused_by(e);
+    check_delivery_dir(&dir.to_string_lossy())?;
+    check_no_symlinks(dir)?;
     let version = dir.join(serial);
     std::fs::create_dir_all(&version).map_err(|e| io(&version, e))?;
     write_file_atomically(&version.join("chain.pem"), chain.as_bytes(), false)?;
     let meta = serde_json::to_vec_pretty(metadata).map_err(|e| Error::internal(e.to_string()))?;
     write_file_atomically(&version.join("metadata.json"), &meta, false)?;
     let link = dir.join("current");
+    // `current` is tenure's symlink; anything else of that name is someone's file.
+    if let Ok(m) = std::fs::symlink_metadata(&link)
+        && !m.file_type().is_symlink()
+    {
+        return Err(Error::malformed(format!("{} exists and is not tenure's symlink; refusing to replace it", link.display())));
+    }
     let tmp = dir.join(format!(".current-{serial}"));
     let _ = std::fs::remove_file(&tmp);
     #[cfg(unix)]
@@ -178,6 +230,27 @@ mod tests {
         assert_eq!(backoff(base, 0), Duration::from_secs(5));
         assert_eq!(backoff(base, 3), Duration::from_secs(40));
         assert_eq!(backoff(base, 40), Duration::from_secs(3600));
+    }
+
+    #[test]
+    fn delivery_dirs_are_checked() {
+        check_delivery_dir("/srv/certs/www").unwrap();
+        for bad in ["srv/certs", "/srv/../etc", "/srv/./x", "/", "/etc/ssl", "/usr/local/certs", "/proc/self"] {
+            assert_eq!(check_delivery_dir(bad).unwrap_err().kind, crate::ErrorKind::Malformed, "{bad}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real");
+        std::fs::create_dir(&real).unwrap();
+        std::os::unix::fs::symlink(&real, dir.path().join("link")).unwrap();
+        let through = dir.path().join("link").join("drop");
+        let err = drop_files(&through, "a1", "chain", &json!({})).unwrap_err();
+        assert!(err.detail.contains("symbolic link"), "{err:?}");
+        assert!(!real.join("drop").exists(), "nothing written through the link");
+        // A file of someone else's named `current` is not replaced.
+        std::fs::write(real.join("current"), b"mine").unwrap();
+        let err = drop_files(&real, "a1", "chain", &json!({})).unwrap_err();
+        assert!(err.detail.contains("not tenure's symlink"), "{err:?}");
+        assert_eq!(std::fs::read(real.join("current")).unwrap(), b"mine");
     }
 
     #[test]

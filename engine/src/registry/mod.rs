@@ -150,10 +150,16 @@ impl NewResource {
             }
         }
         self.addresses = addrs;
-        for k in self.attributes.keys() {
+        for (k, v) in &self.attributes {
             if k.is_empty() || k.len() > 128 {
                 return Err(Error::malformed(format!("attribute name {k:?} must be 1-128 characters")));
             }
+            if v.len() > 4096 {
+                return Err(Error::malformed(format!("attribute {k:?} is longer than 4096 bytes")));
+            }
+        }
+        if let Some(dir) = self.attributes.get(crate::lifecycle::DELIVERY_DIR_ATTRIBUTE) {
+            crate::lifecycle::delivery::check_delivery_dir(dir)?;
         }
         Ok(self)
     }
