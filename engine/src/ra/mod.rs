@@ -160,7 +160,7 @@ impl Ra {
             None => self.core.config.default_profile.clone(),
         };
         let identifiers: Vec<Identifier> = req.identifiers.into_iter().collect::<BTreeSet<_>>().into_iter().collect();
-        self.check_rate_limits(account, identifiers.len())?;
+        self.take_order_allowance(account)?;
         self.check_identifiers_permitted(&account.tenant, &identifiers)?;
         self.check_not_held_by_others(&account.tenant, &identifiers)?;
         if let Some(cert_id) = &req.replaces {
@@ -235,7 +235,15 @@ impl Ra {
                 }
             })
             .collect();
-        let all_valid = authzs.iter().all(|a| a.status == AuthorizationStatus::Valid);
+        let pending = authzs.iter().filter(|a| a.status == AuthorizationStatus::Pending).count();
+        if let Err(e) = self.check_pending_authorizations(account, pending) {
+            // The host refuses what the plugins allowed; the audit says why.
+            if let Verdict::Denied { audit, .. } = allowed.refuse(e.detail.clone()) {
+                issuance::record_denial(&self.core, &audit)?;
+            }
+            return Err(e);
+        }
+        let all_valid = pending == 0;
         let order = Order {
             id: order_id,
             account_id: account.id.clone(),
@@ -254,30 +262,36 @@ impl Ra {
         Ok(order)
     }
 
-    /// Bounds what one account can make the server store: new orders per hour,
-    /// and pending authorizations (counted before deciding, as if every name of
-    /// the order needed one).
-    fn check_rate_limits(&self, account: &Account, names: usize) -> Result<()> {
-        let limits = &self.core.config.rate_limits;
-        let pending = self.core.store.pending_authorizations(&account.id, now())?;
-        if pending + names > limits.pending_authorizations {
-            return Err(Error::new(
-                ErrorKind::RateLimited,
-                format!(
-                    "account {} holds {pending} pending authorizations (at most {}): validate or deactivate them, or wait for them to expire",
-                    account.id, limits.pending_authorizations
-                ),
-            ));
-        }
-        // Taken last, so a request refused for another reason costs no allowance.
-        if let Err(wait) = self.core.take_order_allowance(&account.id) {
-            return Err(Error::new(
+    /// Takes one of the account's new orders for this hour (a token bucket).
+    fn take_order_allowance(&self, account: &Account) -> Result<()> {
+        self.core.take_order_allowance(&account.id).map_err(|wait| {
+            Error::new(
                 ErrorKind::RateLimited,
                 format!(
                     "account {} may place at most {} orders an hour; the next in {} s",
                     account.id,
-                    limits.orders_per_hour,
+                    self.core.config.rate_limits.orders_per_hour,
                     wait.as_secs().max(1)
+                ),
+            )
+        })
+    }
+
+    /// Whether `new` more pending authorizations would take the account past
+    /// its bound; the error says so. (Names held in the registry are valid at
+    /// once and never count, so the common path makes no query.)
+    fn check_pending_authorizations(&self, account: &Account, new: usize) -> Result<()> {
+        if new == 0 {
+            return Ok(());
+        }
+        let limit = self.core.config.rate_limits.pending_authorizations;
+        let pending = self.core.store.pending_authorizations(&account.id, now())?;
+        if pending + new > limit {
+            return Err(Error::new(
+                ErrorKind::RateLimited,
+                format!(
+                    "account {} holds {pending} pending authorizations (at most {limit}): validate or deactivate them, or wait for them to expire",
+                    account.id
                 ),
             ));
         }
