@@ -71,6 +71,16 @@ impl Core {
             Err(std::time::Duration::from_secs_f64((1.0 - a.tokens) * 3600.0 / per_hour))
         }
     }
+
+    /// Returns a token taken for an order that was then refused for another
+    /// reason: a refused request costs no allowance.
+    pub(crate) fn return_order_allowance(&self, account: &str) {
+        let per_hour = f64::from(self.config.rate_limits.orders_per_hour.max(1));
+        let mut all = self.order_allowance.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(a) = all.get_mut(account) {
+            a.tokens = (a.tokens + 1.0).min(per_hour);
+        }
+    }
 }
 
 impl Core {

@@ -238,6 +238,7 @@ impl Ra {
         let pending = authzs.iter().filter(|a| a.status == AuthorizationStatus::Pending).count();
         if let Err(e) = self.check_pending_authorizations(account, pending) {
             // The host refuses what the plugins allowed; the audit says why.
+            self.core.return_order_allowance(&account.id);
             if let Verdict::Denied { audit, .. } = allowed.refuse(e.detail.clone()) {
                 issuance::record_denial(&self.core, &audit)?;
             }
