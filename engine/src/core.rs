@@ -91,26 +91,7 @@ impl Core {
     /// but whose database is missing or empty is always refused: a new root
     /// there would silently replace every tenant, account and certificate.
     pub(crate) fn open(data_dir: &Path, config: Config, create: bool) -> Result<Core> {
-        let db = data_dir.join("tenure.db");
-        let db_len = std::fs::metadata(&db).map(|m| m.len()).unwrap_or(0);
-        if db_len == 0 {
-            if data_dir.join("root.pem").exists() {
-                return Err(Error::conflict(
-                    Conflict::DataDirectory,
-                    format!(
-                        "{} holds a CA (root.pem) but its database {} is missing or empty; refusing to make a new CA over it. \
-                         Restore tenure.db from a backup, or move the directory away to start afresh",
-                        data_dir.display(),
-                        db.display()
-                    ),
-                ));
-            }
-            if !create {
-                return Err(Error::not_found(format!("{} is not a tenure data directory (it has no tenure.db)", data_dir.display())));
-            }
-            create_private_dir(data_dir)?;
-            create_private_file(&db)?;
-        }
+        let db = prepare_data_dir(data_dir, create)?;
         restrict_to_owner(&db)?;
         let store = crate::store::open_sqlite(&db)?;
         let ca_keys = CaCustody::open(data_dir, &*store)?;
@@ -221,8 +202,37 @@ impl Core {
     }
 }
 
+/// The database of a data directory, made (with the directory: 0700, 0600)
+/// when there is none and `create` allows. Refuses a directory that holds a
+/// CA (`root.pem`) but whose database is missing or empty, before anything
+/// is written: a new root there would silently replace every tenant,
+/// account and certificate.
+pub(crate) fn prepare_data_dir(data_dir: &Path, create: bool) -> Result<PathBuf> {
+    let db = data_dir.join("tenure.db");
+    let db_len = std::fs::metadata(&db).map(|m| m.len()).unwrap_or(0);
+    if db_len == 0 {
+        if data_dir.join("root.pem").exists() {
+            return Err(Error::conflict(
+                Conflict::DataDirectory,
+                format!(
+                    "{} holds a CA (root.pem) but its database {} is missing or empty; refusing to make a new CA over it. \
+                     Restore tenure.db from a backup, or move the directory away to start afresh",
+                    data_dir.display(),
+                    db.display()
+                ),
+            ));
+        }
+        if !create {
+            return Err(Error::not_found(format!("{} is not a tenure data directory (it has no tenure.db)", data_dir.display())));
+        }
+        create_private_dir(data_dir)?;
+        create_private_file(&db)?;
+    }
+    Ok(db)
+}
+
 /// Creates a directory (and its parents) the owner alone may enter (0700).
-pub(crate) fn create_private_dir(dir: &Path) -> Result<()> {
+fn create_private_dir(dir: &Path) -> Result<()> {
     let mut builder = std::fs::DirBuilder::new();
     builder.recursive(true);
     #[cfg(unix)]
@@ -234,7 +244,7 @@ pub(crate) fn create_private_dir(dir: &Path) -> Result<()> {
 }
 
 /// Creates an empty file only the owner may read (0600) unless it exists.
-pub(crate) fn create_private_file(path: &Path) -> Result<()> {
+fn create_private_file(path: &Path) -> Result<()> {
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).create(true).truncate(false);
     #[cfg(unix)]

@@ -13,6 +13,7 @@ use crate::PUBLIC_TENANT;
 use crate::audit::AuditRecord;
 use crate::core::Core;
 use crate::error::{Error, Result};
+use crate::issuance;
 use crate::model::now;
 use crate::policy::{
     self, Chained, Decision, DistributionRequest, HookRequest, IssuanceRequest, Plugin, PluginInfo, PolicyHost, RegistryView,
@@ -274,22 +275,16 @@ impl Policies {
     pub fn renewal_request_for_certificate(&self, serial: &str) -> Result<RenewalRequest> {
         let core = &self.core;
         let (cert, life) = core.store.certificate_record(serial)?.ok_or_else(|| Error::not_found(format!("no certificate {serial}")))?;
-        let trigger = if life.trigger == crate::model::Trigger::Rekey { Trigger::Rekey } else { Trigger::Renewal };
-        Ok(RenewalRequest {
-            tenant: cert.tenant.clone(),
-            trigger,
-            identifiers: cert.identifiers.clone(),
-            resources: life.resources.clone(),
-            profile: life.profile.clone(),
-            requested_lifetime_seconds: core.config.profile_lifetime(&life.profile)?.as_secs().max(1),
-            certificate: Some(policy::CertificateInfo {
-                serial: cert.serial.clone(),
-                identifiers: cert.identifiers.clone(),
-                not_before: cert.not_before.max(0) as u64,
-                not_after: cert.not_after.max(0) as u64,
-                resources: life.resources,
-            }),
-        })
+        let tenant = core.tenant_of(&cert.tenant)?;
+        let ask = issuance::Ask {
+            tenant: &tenant,
+            account: cert.account_id.as_deref(),
+            trigger: if life.trigger == crate::model::Trigger::Rekey { Trigger::Rekey } else { Trigger::Renewal },
+            identifiers: &cert.identifiers,
+            profile: &life.profile,
+            lifetime: core.config.profile_lifetime(&life.profile)?,
+        };
+        Ok(issuance::renewal_request(&ask, &issuance::Renewing { current: Some(&cert), resources: &life.resources }))
     }
 
     /// The renewal request a rekey of a resource's key in its HSM would make
@@ -301,18 +296,18 @@ impl Policies {
         if let Some((cert, _)) = current.filter(|(c, _)| c.revoked_at.is_none()) {
             return self.renewal_request_for_certificate(&cert.serial);
         }
-        let mut identifiers: Vec<crate::Identifier> = r.names.iter().map(|n| crate::Identifier::dns(n)).collect();
-        identifiers.extend(r.addresses.iter().filter_map(|a| a.parse().ok()).map(crate::Identifier::ip));
+        let tenant = core.tenant_of(&r.tenant)?;
+        let identifiers = crate::hsm::rekey_identifiers(&r)?;
         let profile = core.config.default_profile.clone();
-        Ok(RenewalRequest {
-            tenant: r.tenant,
+        let ask = issuance::Ask {
+            tenant: &tenant,
+            account: None,
             trigger: Trigger::Rekey,
-            identifiers,
-            resources: vec![r.id],
-            requested_lifetime_seconds: core.config.profile_lifetime(&profile)?.as_secs().max(1),
-            profile,
-            certificate: None,
-        })
+            identifiers: &identifiers,
+            profile: &profile,
+            lifetime: core.config.profile_lifetime(&profile)?,
+        };
+        Ok(issuance::renewal_request(&ask, &issuance::Renewing { current: None, resources: &[r.id] }))
     }
 
     /// Installs (replacing) the plugin of a scope after checking it loads. Returns its digest.
@@ -332,11 +327,6 @@ impl Policies {
     /// (scope, digest, installed at) of every installed plugin.
     pub fn plugins(&self) -> Result<Vec<(String, String, i64)>> {
         self.core.store.plugins()
-    }
-
-    /// The digests of the tenant's chain, comma-separated.
-    pub fn fingerprint(&self, tenant: &str) -> Result<String> {
-        self.core.policy_fingerprint(tenant)
     }
 }
 

@@ -37,19 +37,8 @@ pub struct CaHsmConfig {
 /// Records (replacing) the CA's HSM configuration in the data directory, after
 /// checking the token opens with the PIN. Call before `Engine::open`.
 pub fn configure_ca_hsm(data_dir: &Path, config: &CaHsmConfig) -> Result<()> {
-    let db = data_dir.join("tenure.db");
-    if std::fs::metadata(&db).map(|m| m.len()).unwrap_or(0) == 0 {
-        // A new data directory: made as `Engine::open` makes it (which also
-        // refuses a CA whose database is gone, before anything is written).
-        if data_dir.join("root.pem").exists() {
-            return Err(Error::conflict(
-                crate::Conflict::DataDirectory,
-                format!("{} holds a CA (root.pem) but its database is missing or empty", data_dir.display()),
-            ));
-        }
-        crate::core::create_private_dir(data_dir)?;
-        crate::core::create_private_file(&db)?;
-    }
+    // Made as `Engine::open` makes a data directory, with the same refusals.
+    let db = crate::core::prepare_data_dir(data_dir, true)?;
     let config = CaHsmConfig {
         module: config.module.clone(),
         token: config.token.clone(),

@@ -28,6 +28,7 @@ pub mod session;
 mod wrap;
 
 pub use custody::{CA_HSM_SETTING, CaCustody, CaHsmConfig, HsmCaKey, configure_ca_hsm};
+pub(crate) use pool::rekey_identifiers;
 pub use pool::{HsmKeyInfo, RekeyOutcome};
 pub use session::{ObjectInfo, Token};
 pub use wrap::{DistributionOutcome, sign_with};

@@ -411,7 +411,7 @@ impl Custody {
 
 /// The identifiers a rekeyed certificate names: every name and address of
 /// the resource (the grant may narrow them).
-fn rekey_identifiers(resource: &Resource) -> Result<Vec<Identifier>> {
+pub(crate) fn rekey_identifiers(resource: &Resource) -> Result<Vec<Identifier>> {
     let mut ids: Vec<Identifier> = resource.names.iter().map(|n| Identifier::dns(n)).collect();
     for a in &resource.addresses {
         if let Ok(ip) = a.parse() {

@@ -255,7 +255,23 @@ pub(crate) struct Renewing<'a> {
 /// may narrow the names (never widen them) and shorten the lifetime; a grant
 /// that keeps none of them, or names an unknown profile, is a denial.
 pub(crate) fn decide_renewal(core: &Core, chain: &[Arc<Plugin>], ask: &Ask<'_>, renewing: &Renewing<'_>) -> Result<Verdict> {
-    let request = policy::RenewalRequest {
+    let request = renewal_request(ask, renewing);
+    let decided = core.decide_renewal_by(chain, &ask.tenant.name, ask.account, &request)?;
+    let mut allowed = match admit(core, ask, decided)? {
+        Verdict::Allowed(a) => a,
+        denied => return Ok(denied),
+    };
+    if allowed.identifiers.is_empty() {
+        return Ok(allowed.overrule("the renewal grant names none of the certificate's identifiers"));
+    }
+    allowed.identifiers.sort();
+    Ok(Verdict::Allowed(allowed))
+}
+
+/// The decide-renewal request for `ask`, as the plugins see it (and `plugin
+/// eval` shows it).
+pub(crate) fn renewal_request(ask: &Ask<'_>, renewing: &Renewing<'_>) -> policy::RenewalRequest {
+    policy::RenewalRequest {
         tenant: ask.tenant.name.clone(),
         trigger: ask.trigger,
         identifiers: ask.identifiers.to_vec(),
@@ -269,17 +285,7 @@ pub(crate) fn decide_renewal(core: &Core, chain: &[Arc<Plugin>], ask: &Ask<'_>, 
             not_after: cert.not_after.max(0) as u64,
             resources: renewing.resources.to_vec(),
         }),
-    };
-    let decided = core.decide_renewal_by(chain, &ask.tenant.name, ask.account, &request)?;
-    let mut allowed = match admit(core, ask, decided)? {
-        Verdict::Allowed(a) => a,
-        denied => return Ok(denied),
-    };
-    if allowed.identifiers.is_empty() {
-        return Ok(allowed.overrule("the renewal grant names none of the certificate's identifiers"));
     }
-    allowed.identifiers.sort();
-    Ok(Verdict::Allowed(allowed))
 }
 
 /// The host's rules common to every allow: names narrowed to the grant's, the

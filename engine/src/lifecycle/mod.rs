@@ -116,19 +116,9 @@ impl Lifecycle {
         Ok(())
     }
 
-    /// The CRL URL certificates of `issuer_id` carry, once a public URL is known.
-    pub fn crl_url(&self, issuer_id: i64) -> Result<Option<String>> {
-        self.core.crl_url(issuer_id)
-    }
-
     /// Brings every issuer's CRL up to date (the scheduler's periodic pass).
     pub fn refresh_crls(&self) -> Result<usize> {
         self.core.refresh_crls()
-    }
-
-    /// The current CRL (DER) of an issuer.
-    pub fn crl(&self, issuer_id: i64) -> Result<Vec<u8>> {
-        self.core.crl(issuer_id)
     }
 
     /// The PEM chain of a certificate: leaf, then its intermediate.

@@ -558,11 +558,6 @@ impl Ra {
         self.core.store.certificate(serial)
     }
 
-    /// The PEM chain a client downloads: leaf, then its intermediate.
-    pub fn certificate_chain_pem(&self, cert: &Certificate) -> Result<String> {
-        self.core.chain_pem(cert)
-    }
-
     /// The PEM chain of one of the account's certificates (RFC 8555 §7.4.2):
     /// None if there is no such certificate, Unauthorized if it is another
     /// account's.
