@@ -1,7 +1,7 @@
 //! Black-box runs of real ACME clients (certbot, lego) against a real
 //! `tenure serve` process, plus a restart in the middle of an order.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 use std::process::Output;

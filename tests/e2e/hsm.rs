@@ -7,7 +7,7 @@
 //! tokens are created up front, one set per test, under a temporary
 //! `SOFTHSM2_CONF` that the `tenure` processes inherit.
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -4,7 +4,7 @@
 //! (WAL with synchronous=NORMAL: a commit is in the OS's hands before the
 //! response leaves, so a process crash loses nothing that was answered.)
 
-mod support;
+use crate::support;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

@@ -2,7 +2,7 @@
 //! http-01, dns-01 (with a wildcard) and an IP identifier, key rollover,
 //! revocation by account, EAB binding to a constrained tenant.
 
-mod support;
+use crate::support;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

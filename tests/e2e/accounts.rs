@@ -1,7 +1,7 @@
 //! Account resources (RFC 8555 §7.3) against a real `tenure serve`:
 //! onlyReturnExisting, contact update, orders list, key-change conflicts, deactivation.
 
-mod support;
+use crate::support;
 
 use serde_json::json;
 use support::raw::{EcKey, RawClient, jws};

@@ -1,7 +1,7 @@
 //! RFC 8555 §6 rules, each broken on purpose against a real `tenure serve`:
 //! the server answers with the exact problem type and keeps serving.
 
-mod support;
+use crate::support;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;

@@ -3,7 +3,7 @@
 //! and fail loudly (non-zero exit, the first error, a wound-down run) when
 //! the server refuses.
 
-mod support;
+use crate::support;
 
 use std::process::{Command, Output};
 

@@ -3,7 +3,7 @@
 //! remove), audit; typed bodies and queries, 404/405; and the CLI's
 //! `resource suspend|resume`.
 
-mod support;
+use crate::support;
 
 use rustls::pki_types::pem::PemObject;
 use serde_json::{Value, json};

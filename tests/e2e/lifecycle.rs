@@ -4,7 +4,7 @@
 //! policy changes; and
 //! a SIGKILL in the middle of a sweep.
 
-mod support;
+use crate::support;
 
 use support::crl::{crl_url, fetch, leaf_der, openssl_crl_verify};
 

@@ -3,7 +3,7 @@
 //! tenants refused, malicious plugins denied (server keeps serving), audit log,
 //! and a plugin swapped at run time with no failed request.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 use std::sync::Arc;
