@@ -8,7 +8,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use tenure_engine::hsm::{CaHsmConfig, configure_ca_hsm};
 
-use super::{DataDir, open, open_existing};
+use super::{DataDir, open_existing};
 
 /// Where `serve` keeps the CA's keys when not in software.
 #[derive(Args, Clone, Default)]
@@ -175,7 +175,7 @@ pub fn run(command: HsmCommand) -> Result<()> {
             if so_pin.is_empty() {
                 bail!("{} is empty", so_pin_file.display());
             }
-            let slot = open(&data)?.custody.hsm_pool_add(&module, &token, so_pin)?;
+            let slot = open_existing(&data)?.custody.hsm_pool_add(&module, &token, so_pin)?;
             emit(&slot, json, |s| format!("{}\t{}\t{}", s.id, s.token_label, s.state.as_str()))
         }
         HsmCommand::Pool { command: PoolCommand::List { data, json } } => {

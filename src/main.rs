@@ -10,6 +10,8 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use tenure_acme::validation::{ValidationConfig, Validator};
 use tenure_engine::Identifier;
+use tenure_engine::ra::TenantLimits;
+use tenure_engine::registry::PermitOverlap;
 use tenure_engine::{Config, Engine};
 
 mod hsm;
@@ -25,7 +27,8 @@ struct Cli {
 /// Where the engine's data lives, and what every command that opens it shares.
 #[derive(Args, Clone)]
 struct DataDir {
-    /// The data directory (database, root certificate); created on first use.
+    /// The data directory (database, root certificate, keys); made by `tenure init`
+    /// or by `tenure serve` on an empty directory, and required by every other command.
     #[arg(long = "data", default_value = "./tenure-data", env = "TENURE_DATA")]
     dir: PathBuf,
     /// Wall-clock milliseconds one plugin decision may take (time spent in
@@ -45,7 +48,16 @@ impl DataDir {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the CA: the ACME server over HTTPS.
+    /// Make a new CA in an empty data directory: the root, the admin token, the public tenant.
+    Init {
+        #[command(flatten)]
+        data: DataDir,
+        #[command(flatten)]
+        hsm: hsm::ServeHsmArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run the CA: the ACME server over HTTPS (making the CA first in an empty data directory).
     Serve(ServeArgs),
     /// Manage tenants.
     Tenant {
@@ -289,6 +301,14 @@ struct ServeArgs {
     /// Pending authorizations one ACME account may hold.
     #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(1..))]
     max_pending_authorizations: u64,
+    /// Failed validations per account and identifier per hour; past it, new orders
+    /// for that identifier are refused (rateLimited) until the allowance refills.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    max_failed_validations_per_hour: u32,
+    /// New accounts without External Account Binding one address (an IPv6 /64)
+    /// may register per hour. Behind a proxy every client shares its address.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..))]
+    max_accounts_per_ip_per_hour: u32,
     #[command(flatten)]
     hsm: hsm::ServeHsmArgs,
 }
@@ -301,6 +321,30 @@ enum TenantCommand {
         /// A domain (permits it and every name under it) or an address range (CIDR).
         #[arg(long = "permit", required = true, num_args = 1..)]
         permits: Vec<String>,
+        /// Accept permits that overlap another tenant's (refused by default: both
+        /// intermediates could then certify the names they share).
+        #[arg(long)]
+        allow_overlap: bool,
+        #[command(flatten)]
+        data: DataDir,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a tenant's rate limits, or set its own (what is not set follows `serve`'s).
+    Limits {
+        name: String,
+        /// New orders per account per hour.
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+        orders_per_hour: Option<u32>,
+        /// Pending authorizations one account may hold.
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+        pending_authorizations: Option<u32>,
+        /// Failed validations per account and identifier per hour.
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+        failed_validations_per_hour: Option<u32>,
+        /// Drop the tenant's own limits: the server's apply again.
+        #[arg(long, conflicts_with_all = ["orders_per_hour", "pending_authorizations", "failed_validations_per_hour"])]
+        reset: bool,
         #[command(flatten)]
         data: DataDir,
         #[arg(long)]
@@ -339,6 +383,7 @@ fn main() {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
+        Command::Init { data, hsm, json } => init(&data, &hsm, json),
         Command::Serve(args) => serve(args),
         Command::Tenant { command } => tenant(command),
         Command::Resource { command } => resource(command),
@@ -371,17 +416,39 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
-/// Opens the data directory, making it if it does not exist (`serve`, `tenant add`,
-/// `plugin install`, `hsm pool add`: the commands that start a deployment).
-fn open(data: &DataDir) -> Result<Engine> {
-    Engine::open(&data.dir, data.config()).with_context(|| format!("opening {}", data.dir.display()))
+/// `tenure init`: a new CA, in a directory that holds none. An existing one is
+/// refused, never re-initialized.
+fn init(data: &DataDir, hsm_args: &hsm::ServeHsmArgs, json: bool) -> Result<()> {
+    if std::fs::metadata(data.dir.join("tenure.db")).is_ok_and(|m| m.len() > 0) {
+        anyhow::bail!("{} is a tenure data directory already; nothing changed", data.dir.display());
+    }
+    hsm::configure_serve(data, hsm_args)?;
+    let engine = Engine::open(&data.dir, data.config()).with_context(|| format!("initializing {}", data.dir.display()))?;
+    let made = serde_json::json!({
+        "data": engine.data_dir(),
+        "root": engine.root_pem_path(),
+        "admin_token": engine.admin_token_path(),
+    });
+    if json {
+        println!("{made}");
+    } else {
+        println!("a new CA in {}", engine.data_dir().display());
+        println!("root certificate: {}", engine.root_pem_path().display());
+        println!("admin API token: {}", engine.admin_token_path().display());
+    }
+    Ok(())
 }
 
-/// Opens a data directory that must exist already: every other command, so that one run from
-/// the wrong directory says so instead of making a new CA there.
+/// Opens a data directory that exists already: every command but `init` and `serve`, so
+/// that one run from the wrong directory says so instead of making a new CA there.
 fn open_existing(data: &DataDir) -> Result<Engine> {
-    Engine::open_existing(&data.dir, data.config())
-        .with_context(|| format!("opening {} (give --data or TENURE_DATA for another directory)", data.dir.display()))
+    Engine::open_existing(&data.dir, data.config()).with_context(|| {
+        format!(
+            "opening {} (run `tenure init --data {}` to make a new CA there, or give --data or TENURE_DATA for another directory)",
+            data.dir.display(),
+            data.dir.display()
+        )
+    })
 }
 
 fn serve(args: ServeArgs) -> Result<()> {
@@ -402,9 +469,15 @@ fn serve(args: ServeArgs) -> Result<()> {
     config.rate_limits = tenure_engine::config::RateLimits {
         orders_per_hour: args.max_orders_per_hour,
         pending_authorizations: usize::try_from(args.max_pending_authorizations).unwrap_or(usize::MAX),
+        failed_validations_per_hour: args.max_failed_validations_per_hour,
+        accounts_per_ip_per_hour: args.max_accounts_per_ip_per_hour,
     };
     hsm::configure_serve(&args.data, &args.hsm)?;
     let engine = Engine::open(&args.data.dir, config).with_context(|| format!("opening {}", args.data.dir.display()))?;
+    // Fail closed before listening: no admin API with a token anyone could present.
+    engine.admin_token().map_err(|e| {
+        anyhow::anyhow!("{}: the admin API will not start without a token (e.g. `head -c 32 /dev/urandom | base64 > FILE`)", e.detail)
+    })?;
     // One server per data directory: two would run two schedulers and two
     // HSM maintenance loops over one SQLite file. Held until the process ends
     // (the kernel releases it on any exit, SIGKILL included).
@@ -446,11 +519,7 @@ fn serve(args: ServeArgs) -> Result<()> {
             .with_context(|| format!("binding the admin API on {}", args.admin_listen))?;
         println!("ACME directory: https://{host}/directory");
         println!("root certificate: {}", engine.root_pem_path().display());
-        println!(
-            "admin API: https://{} (bearer token in {})",
-            admin_listener.local_addr()?,
-            engine.data_dir().join("admin-token").display()
-        );
+        println!("admin API: https://{} (bearer token in {})", admin_listener.local_addr()?, engine.admin_token_path().display());
         let handle = tokio::runtime::Handle::current();
         let _scheduler = lifecycle::start_scheduler(engine.lifecycle.clone(), handle)?;
         let fe = tenure_acme::FrontEnd::new(engine.ra.clone(), validator, tenure_acme::Options::default());
@@ -465,11 +534,13 @@ fn serve(args: ServeArgs) -> Result<()> {
 
 /// An exclusive lock on `DIR/serve.lock`, or an error naming the data directory.
 fn serve_lock(dir: &std::path::Path) -> Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
     let path = dir.join("serve.lock");
     let file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
+        .mode(0o600)
         .open(&path)
         .with_context(|| format!("opening {}", path.display()))?;
     match file.try_lock() {
@@ -503,9 +574,17 @@ async fn shutdown_signal() {
 
 fn tenant(command: TenantCommand) -> Result<()> {
     match command {
-        TenantCommand::Add { name, permits, data, json } => {
-            let authority = open(&data)?;
-            let created = authority.registry.create_tenant(&name, Some(&permits))?;
+        TenantCommand::Add { name, permits, allow_overlap, data, json } => {
+            let authority = open_existing(&data)?;
+            let overlap = if allow_overlap { PermitOverlap::Allow } else { PermitOverlap::Refuse };
+            let created = authority.registry.create_tenant_with(&name, Some(&permits), overlap).map_err(|e| {
+                let hint = if matches!(e.conflict, Some(tenure_engine::Conflict::PermitsOverlap { .. })) {
+                    " (give --allow-overlap if both tenants should hold it)"
+                } else {
+                    ""
+                };
+                anyhow::anyhow!("{}{hint}", e.detail)
+            })?;
             let hmac = base64_url(&created.eab_hmac);
             if json {
                 println!(
@@ -517,6 +596,35 @@ fn tenant(command: TenantCommand) -> Result<()> {
                 println!("permits:  {}", created.tenant.permits.join(", "));
                 println!("eab kid:  {}", created.eab_kid);
                 println!("eab hmac: {hmac}");
+            }
+            Ok(())
+        }
+        TenantCommand::Limits { name, orders_per_hour, pending_authorizations, failed_validations_per_hour, reset, data, json } => {
+            let engine = open_existing(&data)?;
+            let asked = TenantLimits { orders_per_hour, pending_authorizations, failed_validations_per_hour };
+            let own = if reset || asked != TenantLimits::default() {
+                // Setting merges into what the tenant has; --reset starts from nothing.
+                let (mut own, _) = engine.registry.tenant_limits(&name)?;
+                if reset {
+                    own = TenantLimits::default();
+                }
+                own.orders_per_hour = asked.orders_per_hour.or(own.orders_per_hour);
+                own.pending_authorizations = asked.pending_authorizations.or(own.pending_authorizations);
+                own.failed_validations_per_hour = asked.failed_validations_per_hour.or(own.failed_validations_per_hour);
+                engine.registry.set_tenant_limits(&name, &own)?;
+                own
+            } else {
+                engine.registry.tenant_limits(&name)?.0
+            };
+            // What the tenant leaves out follows the running server's flags, which
+            // this process does not know: it names them instead of guessing.
+            if json {
+                println!("{}", serde_json::json!({ "tenant": name, "own": own }));
+            } else {
+                let show = |value: Option<u32>, flag: &str| value.map_or(format!("the server's {flag}"), |v| v.to_string());
+                println!("orders per hour:              {}", show(own.orders_per_hour, "--max-orders-per-hour"));
+                println!("pending authorizations:       {}", show(own.pending_authorizations, "--max-pending-authorizations"));
+                println!("failed validations per hour:  {}", show(own.failed_validations_per_hour, "--max-failed-validations-per-hour"));
             }
             Ok(())
         }
@@ -583,7 +691,7 @@ fn plugin(command: PluginCommand) -> Result<()> {
     let read = |f: &PathBuf| std::fs::read(f).with_context(|| format!("reading {}", f.display()));
     match command {
         PluginCommand::Install { file, scope, data } => {
-            println!("{}", open(&data)?.policies.install_plugin(scope.scope(), &read(&file)?)?);
+            println!("{}", open_existing(&data)?.policies.install_plugin(scope.scope(), &read(&file)?)?);
         }
         PluginCommand::Remove { scope, data } => {
             let scope = scope.scope();

@@ -155,12 +155,14 @@ pub struct Problem {
     pub status: Option<StatusCode>,
     /// Per-identifier problems (type, detail, identifier).
     pub subproblems: Vec<(ProblemType, String, Option<ProblemIdentifier>)>,
+    /// For `rateLimited`: seconds until a retry may succeed (the `Retry-After` header).
+    pub retry_after: Option<u32>,
 }
 
 impl Problem {
     /// A problem of `kind`.
     pub fn new(kind: ProblemType, detail: impl Into<String>) -> Self {
-        Problem { kind, detail: detail.into(), status: None, subproblems: Vec::new() }
+        Problem { kind, detail: detail.into(), status: None, subproblems: Vec::new(), retry_after: None }
     }
     /// `malformed`.
     pub fn malformed(detail: impl Into<String>) -> Self {
@@ -249,7 +251,9 @@ impl From<tenure_engine::Error> for Problem {
                 return Problem::internal("the server hit an internal error; it has been logged");
             }
         };
-        Problem::new(kind, e.detail)
+        // Whole seconds, rounded up: a client that waits that long finds the allowance back.
+        let retry_after = e.retry_after.map(|d| u32::try_from(d.as_secs() + u64::from(d.subsec_nanos() > 0)).unwrap_or(u32::MAX));
+        Problem { retry_after, ..Problem::new(kind, e.detail) }
     }
 }
 

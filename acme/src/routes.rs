@@ -134,6 +134,8 @@ pub struct Call {
     pub urls: Urls,
     /// The full URL of this request, as a JWS `url` must name it.
     pub url: String,
+    /// The address the request came from (rate limits on new accounts).
+    pub peer: std::net::IpAddr,
     /// The path's variable segment, when the pattern has one.
     param: Option<String>,
 }
@@ -174,7 +176,7 @@ fn find(path: &str) -> Option<(&'static Route, Option<String>)> {
 
 /// Routes one request: 404 for a path no row names, 405 with `Allow` for a
 /// method the row does not accept, else the row's authentication and handler.
-pub async fn dispatch(fe: &Arc<FrontEnd>, urls: Urls, parts: &Parts, body: Bytes) -> Result<Reply, Problem> {
+pub async fn dispatch(fe: &Arc<FrontEnd>, urls: Urls, parts: &Parts, body: Bytes, peer: std::net::IpAddr) -> Result<Reply, Problem> {
     let path = parts.uri.path();
     let Some((route, param)) = find(path) else {
         return Err(Problem::not_found(format!("no resource at {path}")));
@@ -188,7 +190,7 @@ pub async fn dispatch(fe: &Arc<FrontEnd>, urls: Urls, parts: &Parts, body: Bytes
         let problem = Problem::malformed(detail).with_status(StatusCode::METHOD_NOT_ALLOWED);
         return Ok(Reply::problem(&problem).header(header::ALLOW, allow));
     }
-    let call = Call { method: parts.method.clone(), url: format!("{}{path}", urls.base), urls, param };
+    let call = Call { method: parts.method.clone(), url: format!("{}{path}", urls.base), urls, param, peer };
     match route.handler {
         Handler::Open(handler) => handler(fe, &call).await,
         Handler::Signed(rule, handler) => {

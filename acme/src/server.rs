@@ -213,7 +213,10 @@ impl Reply {
     pub fn problem(p: &Problem) -> Reply {
         let mut r = Reply::json(p.status(), &p.to_json());
         r.content_type = "application/problem+json";
-        r
+        match p.retry_after {
+            Some(seconds) => r.header(header::RETRY_AFTER, seconds.to_string()),
+            None => r,
+        }
     }
     /// Adds a header.
     pub fn header(mut self, name: header::HeaderName, value: impl Into<String>) -> Reply {
@@ -240,7 +243,7 @@ async fn handle(fe: &Arc<FrontEnd>, req: Request<Incoming>, peer: SocketAddr) ->
         Ok(b) => b,
         Err(p) => return finish(fe, Some(&urls), Reply::problem(&p)),
     };
-    let reply = match routes::dispatch(fe, urls.clone(), &parts, body).await {
+    let reply = match routes::dispatch(fe, urls.clone(), &parts, body, peer.ip().to_canonical()).await {
         Ok(r) => r,
         Err(p) => {
             tracing::debug!(%peer, method = %parts.method, path = parts.uri.path(), problem = %p, "request refused");
@@ -254,25 +257,32 @@ async fn handle(fe: &Arc<FrontEnd>, req: Request<Incoming>, peer: SocketAddr) ->
     response
 }
 
-/// Reads at most `MAX_BODY` bytes. A larger body is drained (up to a bound)
-/// before the 413 goes out, so the client sees the answer instead of a reset.
-async fn read_body(mut body: Incoming) -> Result<Bytes, Problem> {
-    const DRAIN_LIMIT: usize = 4 * 1024 * 1024;
+/// Reads at most `MAX_BODY` bytes (413 beyond).
+async fn read_body(body: Incoming) -> Result<Bytes, Problem> {
+    read_bounded_body(body, MAX_BODY, 4 * 1024 * 1024).await
+}
+
+/// Reads at most `max` bytes of a request body. A larger one is read on and
+/// dropped up to `drain` bytes before the 413 goes out: a server that answers
+/// while the client is still sending makes HTTP/1.1 clients see a closed
+/// connection and HTTP/2 clients a stream reset, not the answer. Past `drain`
+/// the stream is cut (the bound on what an oversized request can cost).
+pub async fn read_bounded_body(mut body: Incoming, max: usize, drain: usize) -> Result<Bytes, Problem> {
     let mut buf = bytes::BytesMut::new();
     let mut seen = 0usize;
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|_| Problem::malformed("the request body could not be read"))?;
         if let Ok(data) = frame.into_data() {
-            seen += data.len();
-            if seen <= MAX_BODY {
+            seen = seen.saturating_add(data.len());
+            if seen <= max {
                 buf.extend_from_slice(&data);
-            } else if seen > DRAIN_LIMIT {
+            } else if seen > drain {
                 break;
             }
         }
     }
-    if seen > MAX_BODY {
-        return Err(Problem::malformed(format!("the request body exceeds {MAX_BODY} bytes")).with_status(StatusCode::PAYLOAD_TOO_LARGE));
+    if seen > max {
+        return Err(Problem::malformed(format!("the request body exceeds {max} bytes")).with_status(StatusCode::PAYLOAD_TOO_LARGE));
     }
     Ok(buf.freeze())
 }

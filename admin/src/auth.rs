@@ -17,8 +17,7 @@ impl Token {
 
     /// Whether the request presents the token; a 401 with `WWW-Authenticate` if not.
     pub fn check(&self, headers: &HeaderMap) -> Result<(), Refusal> {
-        let presented =
-            headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")).unwrap_or("");
+        let presented = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(bearer_credentials).unwrap_or("");
         // An empty token (a broken data directory) must not match an empty header.
         #[allow(deprecated)]
         let matches = !self.0.is_empty() && ring::constant_time::verify_slices_are_equal(presented.as_bytes(), self.0.as_bytes()).is_ok();
@@ -31,6 +30,13 @@ impl Token {
             header: Some((header::WWW_AUTHENTICATE, "Bearer realm=\"tenure-admin\"".into())),
         })
     }
+}
+
+/// The credentials of a `Bearer` authorization; the scheme name is
+/// case-insensitive (RFC 9110 §11.1, RFC 6750 §2.1).
+fn bearer_credentials(value: &str) -> Option<&str> {
+    let (scheme, credentials) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| credentials.trim_start_matches(' '))
 }
 
 #[cfg(test)]
@@ -48,8 +54,18 @@ mod tests {
     #[test]
     fn only_the_exact_bearer_token_passes() {
         let t = Token::new("s3cret".into());
-        assert!(t.check(&headers(Some("Bearer s3cret"))).is_ok());
-        for bad in [None, Some("Bearer s3cre"), Some("Bearer s3cret2"), Some("bearer s3cret"), Some("Basic s3cret"), Some("Bearer ")] {
+        for good in ["Bearer s3cret", "bearer s3cret", "BEARER s3cret", "Bearer  s3cret"] {
+            assert!(t.check(&headers(Some(good))).is_ok(), "{good}");
+        }
+        for bad in [
+            None,
+            Some("Bearer s3cre"),
+            Some("Bearer s3cret2"),
+            Some("Bearers3cret"),
+            Some("Basic s3cret"),
+            Some("Bearer "),
+            Some("s3cret"),
+        ] {
             let refusal = t.check(&headers(bad)).expect_err("refused");
             assert_eq!(refusal.problem.status(), StatusCode::UNAUTHORIZED);
         }

@@ -9,6 +9,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::json;
 use tenure_acme::problem::Problem;
 use tenure_engine::policies::PluginScope;
+use tenure_engine::ra::TenantLimits;
+use tenure_engine::registry::PermitOverlap;
 
 use crate::input::{json, query};
 use crate::requests::*;
@@ -27,14 +29,37 @@ pub fn list_tenants(admin: Arc<Admin>, call: Call) -> Handled {
 /// `POST /v1/tenants`: the tenant, its intermediate CA, and its EAB key.
 pub fn create_tenant(admin: Arc<Admin>, call: Call) -> Handled {
     Box::pin(async move {
-        let NewTenant { name, permits } = json(&call.body)?;
-        let created = admin.registry(move |r| r.create_tenant(&name, Some(&permits))).await?;
+        let NewTenant { name, permits, allow_overlap } = json(&call.body)?;
+        let overlap = if allow_overlap { PermitOverlap::Allow } else { PermitOverlap::Refuse };
+        let created = admin.registry(move |r| r.create_tenant_with(&name, Some(&permits), overlap)).await?;
         Ok(Answer::created(json!({
             "tenant": created.tenant.name,
             "permits": created.tenant.permits,
             "eab_kid": created.eab_kid,
             "eab_hmac": URL_SAFE_NO_PAD.encode(&created.eab_hmac),
         })))
+    })
+}
+
+/// `GET /v1/tenants/{name}/limits`: the tenant's own rate limits and those in force.
+pub fn tenant_limits(admin: Arc<Admin>, call: Call) -> Handled {
+    Box::pin(async move {
+        let NoQuery {} = query(call.query.as_deref())?;
+        let name = call.param().to_string();
+        let (own, effective) = admin.registry(move |r| r.tenant_limits(&name)).await?;
+        Ok(Answer::ok(json!({ "tenant": call.param(), "own": own, "effective": effective })))
+    })
+}
+
+/// `PUT /v1/tenants/{name}/limits`: replaces the tenant's own rate limits
+/// (a member left out follows the server's default).
+pub fn set_tenant_limits(admin: Arc<Admin>, call: Call) -> Handled {
+    Box::pin(async move {
+        let own: TenantLimits = json(&call.body)?;
+        let name = call.param().to_string();
+        let stored = own.clone();
+        let effective = admin.registry(move |r| r.set_tenant_limits(&name, &stored)).await?;
+        Ok(Answer::ok(json!({ "tenant": call.param(), "own": own, "effective": effective })))
     })
 }
 

@@ -3,8 +3,6 @@
 //! parameter, and an unknown one is refused by name (the types deny them).
 
 use bytes::Bytes;
-use http::StatusCode;
-use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use serde::de::DeserializeOwned;
 use tenure_acme::problem::Problem;
@@ -12,12 +10,13 @@ use tenure_acme::problem::Problem;
 /// Plugins can be large; everything else is small JSON.
 pub const MAX_ADMIN_BODY: usize = 32 * 1024 * 1024;
 
+/// How much of an oversized body is read (and dropped) so that the client,
+/// over HTTP/1.1 or HTTP/2, receives the 413 rather than a reset.
+const DRAIN_ADMIN_BODY: usize = 2 * MAX_ADMIN_BODY;
+
 /// The whole body, at most [`MAX_ADMIN_BODY`] bytes (413 beyond).
 pub async fn read_body(body: Incoming) -> Result<Bytes, Problem> {
-    match Limited::new(body, MAX_ADMIN_BODY).collect().await {
-        Ok(b) => Ok(b.to_bytes()),
-        Err(_) => Err(Problem::malformed(format!("the body exceeds {MAX_ADMIN_BODY} bytes")).with_status(StatusCode::PAYLOAD_TOO_LARGE)),
-    }
+    tenure_acme::server::read_bounded_body(body, MAX_ADMIN_BODY, DRAIN_ADMIN_BODY).await
 }
 
 /// A JSON body of type `T`. An empty body is an empty object, so operations
@@ -47,6 +46,7 @@ fn named(what: &str, path: &serde_path_to_error::Path, error: &dyn std::fmt::Dis
 mod tests {
     use super::*;
     use crate::requests::{AuditQuery, NewTenant};
+    use http::StatusCode;
 
     #[test]
     fn unknown_members_and_parameters_are_named() {

@@ -15,6 +15,9 @@ pub struct NewTenant {
     pub name: String,
     /// Domains (each permits itself and every name under it) and address ranges (CIDR).
     pub permits: Vec<String>,
+    /// Accept permits that overlap another tenant's (refused otherwise).
+    #[serde(default)]
+    pub allow_overlap: bool,
 }
 
 /// `POST /v1/resources`: what a tenant holds.

@@ -53,6 +53,7 @@ fn main() {
             contact: vec![],
             tos_agreed: true,
             eab: Some(ExternalBinding::for_key(&tenant.eab_kid, &tenant.eab_hmac, "bench-account")),
+            source: None,
         })
         .expect("account");
     authority

@@ -51,13 +51,20 @@ pub struct RateLimits {
     pub orders_per_hour: u32,
     /// Pending (unexpired, not yet validated) authorizations an account may hold.
     pub pending_authorizations: usize,
+    /// Failed validations per account and identifier per hour; past it, new
+    /// orders of that account for that identifier wait (Let's Encrypt: 5).
+    pub failed_validations_per_hour: u32,
+    /// New accounts without External Account Binding per source address per
+    /// hour. Accounts bound to a tenant's EAB key are the tenant's business
+    /// and are not counted.
+    pub accounts_per_ip_per_hour: u32,
 }
 
 impl Default for RateLimits {
     fn default() -> Self {
         // Generous for platforms whose tenants renew often (a benchmark places
         // thousands of orders an hour per account); a flood is still bounded.
-        RateLimits { orders_per_hour: 10_000, pending_authorizations: 1_000 }
+        RateLimits { orders_per_hour: 10_000, pending_authorizations: 1_000, failed_validations_per_hour: 5, accounts_per_ip_per_hour: 50 }
     }
 }
 

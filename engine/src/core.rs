@@ -18,6 +18,7 @@ use crate::error::{Conflict, Error, Result};
 use crate::hsm::CaCustody;
 use crate::model::Tenant;
 use crate::policies::LoadedPlugins;
+use crate::ra::limits::Allowances;
 use crate::store::Storage;
 
 /// What every service shares.
@@ -41,46 +42,11 @@ pub struct Core {
     /// Orders being finalized by this process: one signature per order.
     pub(crate) finalizing: Mutex<HashSet<String>>,
     /// New-order allowances per account (token buckets; per process).
-    pub(crate) order_allowance: Mutex<HashMap<String, Allowance>>,
-}
-
-/// A token bucket: `tokens` left at `at`.
-pub(crate) struct Allowance {
-    tokens: f64,
-    at: std::time::Instant,
-}
-
-impl Core {
-    /// Takes one new-order token of the account's hourly allowance, or says
-    /// how long until there is one.
-    pub(crate) fn take_order_allowance(&self, account: &str) -> std::result::Result<(), std::time::Duration> {
-        let per_hour = f64::from(self.config.rate_limits.orders_per_hour.max(1));
-        let now = std::time::Instant::now();
-        let mut all = self.order_allowance.lock().unwrap_or_else(|p| p.into_inner());
-        if all.len() > 100_000 {
-            // Forget accounts whose allowance has refilled: they would start full anyway.
-            all.retain(|_, a| a.tokens + now.duration_since(a.at).as_secs_f64() * per_hour / 3600.0 < per_hour);
-        }
-        let a = all.entry(account.to_string()).or_insert(Allowance { tokens: per_hour, at: now });
-        a.tokens = (a.tokens + now.duration_since(a.at).as_secs_f64() * per_hour / 3600.0).min(per_hour);
-        a.at = now;
-        if a.tokens >= 1.0 {
-            a.tokens -= 1.0;
-            Ok(())
-        } else {
-            Err(std::time::Duration::from_secs_f64((1.0 - a.tokens) * 3600.0 / per_hour))
-        }
-    }
-
-    /// Returns a token taken for an order that was then refused for another
-    /// reason: a refused request costs no allowance.
-    pub(crate) fn return_order_allowance(&self, account: &str) {
-        let per_hour = f64::from(self.config.rate_limits.orders_per_hour.max(1));
-        let mut all = self.order_allowance.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(a) = all.get_mut(account) {
-            a.tokens = (a.tokens + 1.0).min(per_hour);
-        }
-    }
+    pub(crate) order_allowance: Allowances,
+    /// New-account allowances per source address, for accounts without EAB.
+    pub(crate) account_allowance: Allowances,
+    /// Failed-validation allowances per account and identifier.
+    pub(crate) validation_failures: Allowances,
 }
 
 impl Core {
@@ -92,13 +58,17 @@ impl Core {
     /// there would silently replace every tenant, account and certificate.
     pub(crate) fn open(data_dir: &Path, config: Config, create: bool) -> Result<Core> {
         let db = prepare_data_dir(data_dir, create)?;
-        restrict_to_owner(&db)?;
+        restrict_data_dir(data_dir)?;
         let store = crate::store::open_sqlite(&db)?;
         let ca_keys = CaCustody::open(data_dir, &*store)?;
         // Data directories from before sealing: seal their plain keys now.
         let resealed = store.reseal_issuer_keys(&|blob| ca_keys.reseal(blob))?;
         if resealed > 0 {
             tracing::info!(resealed, "sealed plain CA keys under the key-encryption key");
+        }
+        let resealed = store.reseal_eab_keys(&|blob| ca_keys.reseal_eab_key(blob))?;
+        if resealed > 0 {
+            tracing::info!(resealed, "sealed plain EAB keys under the key-encryption key");
         }
         let root = match store.root()? {
             Some(r) => r,
@@ -114,7 +84,13 @@ impl Core {
             }
             None => {
                 let fresh = ca::new_root_with("tenure root CA", ca_keys.new_ca_key("tenure root CA")?)?;
-                store.insert_root(&fresh.cert_der, &ca_keys.key_blob(&fresh.key)?)?
+                let root = store.insert_root(&fresh.cert_der, &ca_keys.key_blob(&fresh.key)?)?;
+                // The admin token is made with the CA, never later: one that
+                // went missing is refused at start, not silently replaced.
+                let mut raw = [0u8; 32];
+                SystemRandom::new().fill(&mut raw).map_err(|_| Error::internal("no randomness"))?;
+                write_file_atomically(&data_dir.join(ADMIN_TOKEN_FILE), URL_SAFE_NO_PAD.encode(raw).as_bytes(), true)?;
+                root
             }
         };
         let root = CaMaterial::new(root.cert_der, ca_keys.load_key(&root.key_pkcs8)?);
@@ -123,12 +99,6 @@ impl Core {
         let root_pem = data_dir.join("root.pem");
         if std::fs::read(&root_pem).ok().as_deref() != Some(root.cert_pem().as_bytes()) {
             write_file_atomically(&root_pem, root.cert_pem().as_bytes(), false)?;
-        }
-        let token_path = data_dir.join("admin-token");
-        if !token_path.exists() {
-            let mut raw = [0u8; 32];
-            SystemRandom::new().fill(&mut raw).map_err(|_| Error::internal("no randomness"))?;
-            write_file_atomically(&token_path, URL_SAFE_NO_PAD.encode(raw).as_bytes(), true)?;
         }
         Ok(Core {
             store,
@@ -141,7 +111,9 @@ impl Core {
             public_url: RwLock::new(None),
             ca_keys,
             finalizing: Mutex::new(HashSet::new()),
-            order_allowance: Mutex::new(HashMap::new()),
+            order_allowance: Allowances::default(),
+            account_allowance: Allowances::default(),
+            validation_failures: Allowances::default(),
         })
     }
 
@@ -202,6 +174,13 @@ impl Core {
     }
 }
 
+/// The admin API's bearer token, in the data directory (0600).
+pub(crate) const ADMIN_TOKEN_FILE: &str = "admin-token";
+
+/// The shortest admin token accepted: one a guess cannot reach. tenure makes
+/// 43 characters (32 random octets, base64url).
+pub(crate) const ADMIN_TOKEN_MIN_LEN: usize = 16;
+
 /// The database of a data directory, made (with the directory: 0700, 0600)
 /// when there is none and `create` allows. Refuses a directory that holds a
 /// CA (`root.pem`) but whose database is missing or empty, before anything
@@ -255,23 +234,35 @@ fn create_private_file(path: &Path) -> Result<()> {
     opts.open(path).map(drop).map_err(|e| Error::internal(format!("creating {}: {e}", path.display())).caused_by(e))
 }
 
-/// The database holds EAB keys and sealed CA keys: owner only (0600), and its
-/// WAL and shared-memory files too (SQLite gives them the database's mode,
-/// but files made by an older release may be looser).
-fn restrict_to_owner(db: &Path) -> Result<()> {
+/// The data directory holds the database (sealed CA and EAB keys), the key
+/// that seals them and the admin token: the directory is the owner's alone
+/// (0700) and so is every file in it (0600) but the public `root.pem`. Checked
+/// at every open: what an older release, a restore or a careless `chmod` left
+/// looser is tightened and logged; where that fails (a read-only disk), a
+/// warning says so.
+fn restrict_data_dir(data_dir: &Path) -> Result<()> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let mut wal = db.as_os_str().to_owned();
-        wal.push("-wal");
-        let mut shm = db.as_os_str().to_owned();
-        shm.push("-shm");
-        for path in [db.to_path_buf(), wal.into(), shm.into()] {
-            let Ok(meta) = std::fs::metadata(&path) else { continue };
-            if meta.permissions().mode() & 0o077 != 0 {
-                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
-                    .map_err(|e| Error::internal(format!("restricting {} to its owner: {e}", path.display())).caused_by(e))?;
-                tracing::info!(file = %path.display(), "restricted to its owner (0600)");
+        let tighten = |path: &Path, mode: u32| {
+            let Ok(meta) = std::fs::symlink_metadata(path) else { return };
+            if meta.permissions().mode() & 0o077 == 0 {
+                return;
+            }
+            match std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)) {
+                Ok(()) => {
+                    tracing::warn!(path = %path.display(), mode = format!("{mode:o}"), "was open to other users; restricted to its owner")
+                }
+                Err(e) => tracing::warn!(path = %path.display(), error = %e, "is open to other users and could not be restricted"),
+            }
+        };
+        tighten(data_dir, 0o700);
+        let entries = std::fs::read_dir(data_dir)
+            .map_err(|e| Error::internal(format!("reading data directory {}: {e}", data_dir.display())).caused_by(e))?;
+        for entry in entries.flatten() {
+            let is_file = entry.file_type().is_ok_and(|t| t.is_file());
+            if is_file && entry.file_name() != "root.pem" {
+                tighten(&entry.path(), 0o600);
             }
         }
     }

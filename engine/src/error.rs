@@ -64,6 +64,11 @@ pub enum Conflict {
         /// Its tenant.
         tenant: String,
     },
+    /// A new tenant's permits overlap another tenant's.
+    PermitsOverlap {
+        /// The tenant whose permits it overlaps.
+        tenant: String,
+    },
     /// The resource is released (or otherwise not in a state that allows the change).
     ResourceState,
     /// An HSM token or key is not in a state that allows the change.
@@ -85,6 +90,8 @@ pub struct Error {
     pub conflict: Option<Conflict>,
     /// The underlying failure (storage, PKCS#11, I/O), when there is one.
     pub source: Option<Arc<dyn std::error::Error + Send + Sync>>,
+    /// For rate limits: how long until the request may succeed.
+    pub retry_after: Option<std::time::Duration>,
 }
 
 impl std::fmt::Display for Error {
@@ -102,7 +109,7 @@ impl std::error::Error for Error {
 impl Error {
     /// An error of `kind` with a detail.
     pub fn new(kind: ErrorKind, detail: impl Into<String>) -> Self {
-        Error { kind, detail: detail.into(), conflict: None, source: None }
+        Error { kind, detail: detail.into(), conflict: None, source: None, retry_after: None }
     }
     /// A fault of ours.
     pub fn internal(detail: impl std::fmt::Display) -> Self {
@@ -115,6 +122,10 @@ impl Error {
     /// No such object.
     pub fn not_found(detail: impl Into<String>) -> Self {
         Error::new(ErrorKind::NotFound, detail)
+    }
+    /// A rate limit was reached; the request may succeed after `wait`.
+    pub fn rate_limited(detail: impl Into<String>, wait: std::time::Duration) -> Self {
+        Error { retry_after: Some(wait), ..Error::new(ErrorKind::RateLimited, detail) }
     }
     /// A typed conflict.
     pub fn conflict(conflict: Conflict, detail: impl Into<String>) -> Self {

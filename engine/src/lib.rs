@@ -121,12 +121,33 @@ impl Engine {
         self.core.data_dir.join("root.pem")
     }
 
-    /// The bearer token of the admin API (created at init, `DIR/admin-token`).
+    /// The bearer token of the admin API (made with the CA, `DIR/admin-token`).
+    /// Fails closed: a token that is missing, unreadable, empty or shorter
+    /// than 16 characters is an error, so the admin API never starts with a
+    /// token anyone could present.
     pub fn admin_token(&self) -> Result<String> {
-        let path = self.core.data_dir.join("admin-token");
-        std::fs::read_to_string(&path)
-            .map(|s| s.trim().to_string())
-            .map_err(|e| Error::internal(format!("reading {}: {e}", path.display())).caused_by(e))
+        let path = self.admin_token_path();
+        let token = std::fs::read_to_string(&path).map_err(|e| {
+            Error::conflict(Conflict::DataDirectory, format!("cannot read the admin token {}: {e}", path.display())).caused_by(e)
+        })?;
+        let token = token.trim();
+        if token.chars().count() < crate::core::ADMIN_TOKEN_MIN_LEN {
+            let what = if token.is_empty() { "empty".to_string() } else { format!("{} characters long", token.chars().count()) };
+            return Err(Error::conflict(
+                Conflict::DataDirectory,
+                format!(
+                    "the admin token {} is {what}; it must have at least {} characters",
+                    path.display(),
+                    crate::core::ADMIN_TOKEN_MIN_LEN
+                ),
+            ));
+        }
+        Ok(token.to_string())
+    }
+
+    /// Where the admin token is kept.
+    pub fn admin_token_path(&self) -> PathBuf {
+        self.core.data_dir.join(crate::core::ADMIN_TOKEN_FILE)
     }
 
     /// A TLS identity for the server itself, chaining to the root:

@@ -75,6 +75,7 @@ stop_pebble() { kill "$P_PID" 2>/dev/null || true; wait "$P_PID" 2>/dev/null || 
 # ---- tenure: a tenant holding the zone the load asks for ----------------------
 T_PORT=$(free_port); T_ADMIN=$(free_port)
 DATA="$WORK/tenure-data"
+"$TENURE" init --data "$DATA" >/dev/null
 CREDS=$("$TENURE" tenant add bench --permit bench.example.com --data "$DATA" --json)
 "$TENURE" resource add --tenant bench --kind lb --zone bench.example.com --data "$DATA" >/dev/null
 EAB_KID=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["eab_kid"])' "$CREDS")

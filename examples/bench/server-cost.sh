@@ -13,6 +13,8 @@ T=${1:-target/release/tenure}; N=${2:-3000}; CS=${3:-"16 64"}
 W=$(mktemp -d); DATA=$W/d
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 P=$(free_port); A=$(free_port)
+# (Builds from before `tenure init` made the directory in `tenant add`.)
+$T init --data $DATA >/dev/null 2>&1 || true
 CREDS=$($T tenant add bench --permit bench.example.com --data $DATA --json)
 $T resource add --tenant bench --kind lb --zone bench.example.com --data $DATA >/dev/null
 K=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["eab_kid"])' "$CREDS")

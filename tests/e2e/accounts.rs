@@ -107,3 +107,84 @@ fn a_half_sent_header_is_cut_off() {
     assert!(!String::from_utf8_lossy(&got).contains("200 OK"), "{}", String::from_utf8_lossy(&got));
     drop(server);
 }
+
+/// Anonymous registrations are bounded per source address: past the limit a
+/// new account is `rateLimited` with `Retry-After`; an account bound to a
+/// tenant's EAB key is not counted.
+#[tokio::test]
+async fn new_accounts_without_eab_are_limited_per_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let creds = support::add_tenant(&data, "corp", &["corp.example"]);
+    let mut options = ServeOptions::new(None);
+    options.extra = vec!["--max-accounts-per-ip-per-hour".into(), "2".into()];
+    let server = Server::start(&data, options);
+    for _ in 0..2 {
+        RawClient::new(&server.directory_url(), &server.root_pem()).await.register().await;
+    }
+    let third = RawClient::new(&server.directory_url(), &server.root_pem()).await;
+    let r = third.post(&third.url("newAccount"), &json!({ "termsOfServiceAgreed": true }).to_string()).await;
+    assert_eq!((r.status, r.problem_type().as_str()), (429, "rateLimited"), "{}", String::from_utf8_lossy(&r.body));
+    let retry: u64 = r.header("retry-after").expect("Retry-After").parse().unwrap();
+    assert!((1..=1800).contains(&retry), "{retry}");
+    assert!(r.json()["detail"].as_str().unwrap().contains("127.0.0.1"), "{}", r.json());
+
+    // The same key, registered already, is still found; an EAB account is made.
+    let r = third.post(&third.url("newAccount"), &json!({ "onlyReturnExisting": true }).to_string()).await;
+    assert_eq!(r.problem_type(), "accountDoesNotExist");
+    support::eab_account(&server, &creds).await;
+}
+
+/// An account whose validations of a name keep failing must wait before it
+/// orders that name again; other names are not held back.
+#[tokio::test]
+async fn repeated_failed_validations_hold_back_new_orders_for_the_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = ServeOptions::new(None);
+    options.extra = vec!["--max-failed-validations-per-hour".into(), "1".into()];
+    // Nobody answers on the http-01 port: validation fails.
+    let server = Server::start(&dir.path().join("data"), options);
+    let mut client = RawClient::new(&server.directory_url(), &server.root_pem()).await;
+    client.register().await;
+    let new_order = |name: &str| json!({ "identifiers": [{ "type": "dns", "value": name }] }).to_string();
+    let order = client.post(&client.url("newOrder"), &new_order("fails.example.test")).await;
+    assert_eq!(order.status, 201);
+    let authz_url = order.json()["authorizations"][0].as_str().unwrap().to_string();
+    let authz = client.post(&authz_url, "").await.json();
+    let http01 =
+        authz["challenges"].as_array().unwrap().iter().find(|c| c["type"] == "http-01").unwrap()["url"].as_str().unwrap().to_string();
+    assert_eq!(client.post(&http01, "{}").await.status, 200);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while client.post(&authz_url, "").await.json()["status"] != "invalid" {
+        assert!(std::time::Instant::now() < deadline, "the validation never failed");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+
+    let r = client.post(&client.url("newOrder"), &new_order("fails.example.test")).await;
+    assert_eq!(r.status, 429, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.problem_type(), "rateLimited");
+    assert!(r.header("retry-after").is_some());
+    assert!(r.json()["detail"].as_str().unwrap().contains("fails.example.test"), "{}", r.json());
+    let r = client.post(&client.url("newOrder"), &new_order("other.example.test")).await;
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+}
+
+/// A tenant's own limits (CLI) override the server's, on a running server.
+#[tokio::test]
+async fn a_tenants_own_order_limit_holds_on_a_running_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let creds = support::add_tenant(&data, "corp", &["corp.example"]);
+    support::tenure_cli(&data, &["resource", "add", "--tenant", "corp", "--kind", "vm", "--name", "www.corp.example"]);
+    let server = Server::start(&data, ServeOptions::new(None));
+    let shown = support::tenure_cli(&data, &["tenant", "limits", "corp", "--orders-per-hour", "1", "--json"]);
+    let shown: serde_json::Value = serde_json::from_str(shown.trim()).unwrap();
+    assert_eq!(shown["own"]["orders_per_hour"], 1, "{shown}");
+    let account = support::eab_account(&server, &creds).await;
+    let ids = [instant_acme::Identifier::Dns("www.corp.example".into())];
+    account.new_order(&instant_acme::NewOrder::new(&ids)).await.expect("the first order");
+    let err = account.new_order(&instant_acme::NewOrder::new(&ids)).await.err().expect("the second order is refused");
+    assert!(err.to_string().contains("at most 1 orders an hour"), "{err}");
+    let text = support::tenure_cli(&data, &["tenant", "limits", "corp", "--reset"]);
+    assert!(text.contains("the server's --max-orders-per-hour"), "{text}");
+}

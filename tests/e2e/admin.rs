@@ -10,14 +10,17 @@ use serde_json::{Value, json};
 use support::{ServeOptions, Server};
 
 fn client(server: &Server) -> reqwest::Client {
+    reqwest::Client::builder().tls_backend_preconfigured(client_tls(server)).build().unwrap()
+}
+
+fn client_tls(server: &Server) -> rustls::ClientConfig {
     support::install_crypto_provider();
     let pem = std::fs::read(server.root_pem()).unwrap();
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
         roots.add(cert.unwrap()).unwrap();
     }
-    let tls = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
-    reqwest::Client::builder().tls_backend_preconfigured(tls).build().unwrap()
+    rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth()
 }
 
 async fn call(c: &reqwest::Client, token: &str, method: reqwest::Method, url: String, body: Option<Vec<u8>>) -> (u16, Value) {
@@ -59,7 +62,8 @@ async fn admin_api_drives_the_registry() {
         &token,
         M::POST,
         format!("{base}/v1/tenants"),
-        Some(json!({ "name": "b", "permits": ["shared.example"] }).to_string().into_bytes()),
+        // Overlapping permits, as the operator allows explicitly: the registry keeps them apart.
+        Some(json!({ "name": "b", "permits": ["shared.example"], "allow_overlap": true }).to_string().into_bytes()),
     )
     .await;
 
@@ -325,4 +329,132 @@ fn data_directories_are_not_made_by_readers_nor_shared_by_two_servers() {
     assert!(!second.status.success());
     assert!(String::from_utf8_lossy(&second.stderr).contains("another tenure serve"), "{}", String::from_utf8_lossy(&second.stderr));
     drop(server);
+}
+
+/// A CA is made by `tenure init` (or `serve`) alone, once: the other writers
+/// refuse a directory without one, a second `init` changes nothing, and what
+/// it makes is private (0700, 0600), its EAB keys sealed in the database.
+#[test]
+fn init_makes_a_private_ca_once_and_writers_need_one() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let run = |args: &[&str]| std::process::Command::new(support::tenure_bin()).args(args).arg("--data").arg(&data).output().unwrap();
+
+    let out = run(&["tenant", "add", "corp", "--permit", "corp.example"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("run `tenure init"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!data.exists(), "a writer made a data directory");
+
+    let out = run(&["init", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let root = std::fs::read(data.join("root.pem")).unwrap();
+    let again = run(&["init"]);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already"), "{}", String::from_utf8_lossy(&again.stderr));
+    assert_eq!(std::fs::read(data.join("root.pem")).unwrap(), root, "a second init changed the root");
+
+    let corp = support::add_tenant(&data, "corp", &["corp.example"]);
+    assert_eq!(std::fs::metadata(&data).unwrap().permissions().mode() & 0o777, 0o700);
+    for entry in std::fs::read_dir(&data).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_file() && entry.file_name() != "root.pem" {
+            let mode = entry.metadata().unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode & 0o077, 0, "{:?} is {mode:o}", entry.file_name());
+        }
+    }
+    // The HMAC key the tenant was given is nowhere in the database in clear.
+    use base64::Engine as _;
+    let hmac = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(&corp.eab_hmac).unwrap();
+    for file in ["tenure.db", "tenure.db-wal"] {
+        let Ok(bytes) = std::fs::read(data.join(file)) else { continue };
+        assert!(!bytes.windows(hmac.len()).any(|w| w == hmac.as_slice()), "the EAB HMAC key is in {file} in clear");
+    }
+}
+
+/// The admin API fails closed: `serve` refuses an empty or short token
+/// instead of serving an API that an empty header would open.
+#[test]
+fn serve_refuses_an_empty_or_short_admin_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    support::ensure_init(&data);
+    for token in ["", "  \n", "short-token"] {
+        std::fs::write(data.join("admin-token"), token).unwrap();
+        let out = std::process::Command::new(support::tenure_bin())
+            .args(["serve", "--listen", &format!("127.0.0.1:{}", support::free_port())])
+            .args(["--admin-listen", &format!("127.0.0.1:{}", support::free_port())])
+            .arg("--data")
+            .arg(&data)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "serve started with the admin token {token:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("admin token") && stderr.contains("at least 16 characters"), "{stderr}");
+    }
+    std::fs::remove_file(data.join("admin-token")).unwrap();
+    let out = std::process::Command::new(support::tenure_bin())
+        .args(["serve", "--listen", &format!("127.0.0.1:{}", support::free_port())])
+        .args(["--admin-listen", &format!("127.0.0.1:{}", support::free_port())])
+        .arg("--data")
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "serve started without an admin token");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read the admin token"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!data.join("admin-token").exists(), "a missing admin token was silently remade");
+}
+
+/// Two tenants' permits may overlap only when the operator says so, on the
+/// CLI (`--allow-overlap`) as on the admin API (`allow_overlap`).
+#[tokio::test]
+async fn overlapping_permits_need_the_operators_word() {
+    use reqwest::Method as M;
+    let api = AdminApi::start();
+    let data = api._dir.path().join("data");
+    support::add_tenant(&data, "b", &["b.example", "10.20.0.0/16"]);
+    let refused = std::process::Command::new(support::tenure_bin())
+        .args(["tenant", "add", "c", "--permit", "www.b.example", "--data"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("overlaps tenant b's permit b.example") && stderr.contains("--allow-overlap"), "{stderr}");
+    assert!(!support::tenure_cli(&data, &["tenant", "list"]).lines().any(|l| l.starts_with("c\t")));
+    support::tenure_cli(&data, &["tenant", "add", "c", "--permit", "www.b.example", "--allow-overlap"]);
+
+    let (status, body) = api.call(M::POST, "/v1/tenants", Some(json!({ "name": "d", "permits": ["10.20.1.0/24"] }))).await;
+    assert_eq!(status, 409, "{body}");
+    assert!(body["detail"].as_str().unwrap().contains("overlaps tenant b"), "{body}");
+    let (status, body) =
+        api.call(M::POST, "/v1/tenants", Some(json!({ "name": "d", "permits": ["10.20.1.0/24"], "allow_overlap": true }))).await;
+    assert_eq!(status, 201, "{body}");
+}
+
+/// An upload over the limit gets its 413 over HTTP/2 too, not a stream reset:
+/// the server reads (and drops) what the client sends before answering. curl
+/// is the judge: unlike hyper's client, it fails ("Stream error in the HTTP/2
+/// framing layer") on a response followed by a reset.
+#[test]
+fn an_oversized_admin_upload_gets_413_over_http2() {
+    let api = AdminApi::start();
+    let body = api._dir.path().join("oversized");
+    std::fs::write(&body, vec![0u8; tenure_admin::input::MAX_ADMIN_BODY + 1024 * 1024]).unwrap();
+    let out = std::process::Command::new("curl")
+        .args(["--silent", "--show-error", "--http2", "--request", "PUT", "--write-out", "\n%{http_code} %{http_version}"])
+        .arg("--cacert")
+        .arg(api.server.root_pem())
+        .args(["--header", &format!("Authorization: Bearer {}", api.token)])
+        .arg("--data-binary")
+        .arg(format!("@{}", body.display()))
+        .arg(format!("{}/v1/plugins/operator", api.base))
+        .output()
+        .expect("curl (scripts/test installs it)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "curl: {}{stdout}", String::from_utf8_lossy(&out.stderr));
+    let (problem, status) = stdout.rsplit_once('\n').unwrap();
+    assert_eq!(status, "413 2", "{stdout}");
+    let problem: Value = serde_json::from_str(problem).unwrap();
+    assert!(problem["detail"].as_str().unwrap().contains("exceeds"), "{problem}");
 }

@@ -96,6 +96,7 @@ fn cli_fails(data: &Path, args: &[&str]) -> String {
 }
 
 fn pool_add(data: &Path, label: &str) -> String {
+    support::ensure_init(data);
     let h = softhsm();
     let so = h.dir.join("so-pin");
     let v = cli_json(

@@ -289,7 +289,7 @@ async fn transfer_revokes_and_the_new_holder_gets_its_own() {
     let data = dir.path().join("data");
     let server = server_with(&data, &[]);
     let corp = support::add_tenant(&data, "corp", &["corp.example"]);
-    let buyer = support::add_tenant(&data, "buyer", &["corp.example"]);
+    let buyer = support::add_overlapping_tenant(&data, "buyer", &["corp.example"]);
     let lb = add_resource(&data, &["--tenant", "corp", "--kind", "lb", "--name", "shop.corp.example"]);
     let corp_acct = account(&server, &corp).await;
     let buyer_acct = account(&server, &buyer).await;

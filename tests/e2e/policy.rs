@@ -43,7 +43,7 @@ async fn held_names_need_no_challenge_and_plugins_fail_closed() {
     let server = Server::start(&data, ServeOptions::new(Some(dns.addr)));
 
     let corp = support::add_tenant(&data, "corp", &["corp.example"]);
-    let rival = support::add_tenant(&data, "rival", &["corp.example", "rival.example"]);
+    let rival = support::add_overlapping_tenant(&data, "rival", &["corp.example", "rival.example"]);
     let out = support::tenure_cli(
         &data,
         &["resource", "add", "--tenant", "corp", "--kind", "vm", "--name", "www.corp.example", "--attr", "lifetime-seconds=3600", "--json"],

@@ -35,7 +35,8 @@ pub fn new_account(fe: &FrontEnd, call: &Call, req: Authenticated) -> Result<Rep
     let jwk = req.key.to_json().to_string();
     let contact = payload.contact.unwrap_or_default();
     let tos_agreed = payload.terms_of_service_agreed.unwrap_or(false);
-    let (account, created) = fe.engine(move |a| a.create_account(NewAccount { jwk, thumbprint, contact, tos_agreed, eab }))?;
+    let source = Some(call.peer);
+    let (account, created) = fe.engine(move |a| a.create_account(NewAccount { jwk, thumbprint, contact, tos_agreed, eab, source }))?;
     let status = if created { StatusCode::CREATED } else { StatusCode::OK };
     Ok(Reply::json(status, &account_json(urls, &account)).location(urls.account(&account.id)))
 }

@@ -53,6 +53,18 @@ impl Permit {
     pub fn contains(&self, id: &Identifier) -> bool {
         Subtree::from(self).contains(id)
     }
+
+    /// Whether some identifier lies in both subtrees: equal or nested domains
+    /// (`b.example` and `www.b.example`), or address ranges that intersect.
+    pub fn overlaps(&self, other: &Permit) -> bool {
+        match (self, other) {
+            (Permit::Dns(a), Permit::Dns(b)) => dns_in(a, b) || dns_in(b, a),
+            (Permit::Ip { addr: a, prefix: pa }, Permit::Ip { addr: b, prefix: pb }) => {
+                a.is_ipv4() == b.is_ipv4() && mask_addr(*a, (*pa).min(*pb)) == mask_addr(*b, (*pa).min(*pb))
+            }
+            _ => false,
+        }
+    }
 }
 
 impl fmt::Display for Permit {
@@ -269,6 +281,29 @@ mod tests {
 
     fn permits(list: &[&str]) -> Vec<Permit> {
         list.iter().map(|p| Permit::parse(p).unwrap()).collect()
+    }
+
+    #[test]
+    fn permits_overlap_when_an_identifier_lies_in_both() {
+        let p = |s: &str| Permit::parse(s).unwrap();
+        for (a, b) in [
+            ("b.example", "b.example"),
+            ("b.example", "www.b.example"),
+            ("10.0.0.0/8", "10.20.0.0/16"),
+            ("10.20.0.0/16", "10.20.3.4"),
+            ("2001:db8::/32", "2001:db8:1::/48"),
+        ] {
+            assert!(p(a).overlaps(&p(b)) && p(b).overlaps(&p(a)), "{a} and {b}");
+        }
+        for (a, b) in [
+            ("b.example", "c.example"),
+            ("b.example", "notb.example"),
+            ("10.0.0.0/16", "10.1.0.0/16"),
+            ("10.0.0.0/8", "::/0"),
+            ("b.example", "10.0.0.0/8"),
+        ] {
+            assert!(!p(a).overlaps(&p(b)) && !p(b).overlaps(&p(a)), "{a} and {b}");
+        }
     }
 
     /// (permits, identifier, permitted?)

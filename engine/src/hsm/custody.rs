@@ -25,6 +25,7 @@ pub const CA_HSM_SETTING: &str = "ca-hsm";
 const HSM_REF_MAGIC: &[u8; 4] = b"HSM1";
 /// Associated data of sealed issuer keys.
 const ISSUER_KEY_CONTEXT: &str = "issuer key";
+const EAB_KEY_CONTEXT: &str = "eab hmac key";
 
 /// Where the CA keys go: a PKCS#11 module, a token label, and a file holding the user PIN.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -178,6 +179,23 @@ impl CaCustody {
             return Ok(CaKey::Software(blob.to_vec()));
         }
         Err(Error::internal("stored CA key is in no known form"))
+    }
+
+    /// An EAB HMAC key as stored: sealed, so a copy of the database alone
+    /// lets nobody register accounts as a tenant.
+    pub fn seal_eab_key(&self, hmac_key: &[u8]) -> Result<Vec<u8>> {
+        self.kek.seal(hmac_key, EAB_KEY_CONTEXT)
+    }
+
+    /// The HMAC key of a stored EAB key (plain only in directories from
+    /// before sealing, which are resealed at open).
+    pub fn open_eab_key(&self, stored: &[u8]) -> Result<Vec<u8>> {
+        if is_sealed(stored) { self.kek.open(stored, EAB_KEY_CONTEXT) } else { Ok(stored.to_vec()) }
+    }
+
+    /// The sealed form of a plain (pre-sealing) EAB key; None when sealed already.
+    pub fn reseal_eab_key(&self, stored: &[u8]) -> Result<Option<Vec<u8>>> {
+        if is_sealed(stored) { Ok(None) } else { self.seal_eab_key(stored).map(Some) }
     }
 
     /// The sealed form of a plain (pre-sealing) key blob; None for anything else.

@@ -22,7 +22,21 @@ use crate::policy::{KeyInfo, KeyType, Trigger};
 use crate::store::Claim;
 
 mod eab;
+pub mod limits;
 pub use eab::{ExternalBinding, MacAlgorithm, verify_external_binding};
+pub use limits::{EffectiveLimits, TenantLimits};
+
+/// The key an address's new accounts are counted under: the address, or for
+/// IPv6 its /64 (one host usually holds a whole /64).
+fn address_key(ip: std::net::IpAddr) -> String {
+    match ip {
+        std::net::IpAddr::V4(v4) => v4.to_string(),
+        std::net::IpAddr::V6(v6) => {
+            let s = v6.segments();
+            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+        }
+    }
+}
 
 /// What a new account request carries once the front end has checked its JWS.
 pub struct NewAccount {
@@ -37,6 +51,9 @@ pub struct NewAccount {
     /// The External Account Binding, parsed but not yet verified: the engine
     /// checks its MAC with the tenant's key and that it binds this key.
     pub eab: Option<ExternalBinding>,
+    /// The address the request came from, for the per-address limit on new
+    /// accounts without EAB (None: not counted, e.g. in-process callers).
+    pub source: Option<std::net::IpAddr>,
 }
 
 pub struct NewOrder {
@@ -98,10 +115,10 @@ impl Ra {
         validate_contacts(&req.contact)?;
         let tenant = match &req.eab {
             Some(binding) => {
-                let (tenant, hmac_key) = self.core.store.eab_key(&binding.kid)?.ok_or_else(|| {
+                let (tenant, stored_key) = self.core.store.eab_key(&binding.kid)?.ok_or_else(|| {
                     Error::new(ErrorKind::Unauthorized, format!("unknown External Account Binding key id {:?}", binding.kid))
                 })?;
-                verify_external_binding(binding, &hmac_key, &req.thumbprint)?;
+                verify_external_binding(binding, &self.core.ca_keys.open_eab_key(&stored_key)?, &req.thumbprint)?;
                 tenant
             }
             None if self.core.config.eab_required => {
@@ -109,6 +126,21 @@ impl Ra {
             }
             None => PUBLIC_TENANT.to_string(),
         };
+        // Anonymous registrations are bounded per source address; an EAB key
+        // already says who is asking.
+        let counted = match (&req.eab, req.source) {
+            (None, Some(ip)) => Some(address_key(ip)),
+            _ => None,
+        };
+        let per_hour = self.core.config.rate_limits.accounts_per_ip_per_hour;
+        if let Some(key) = &counted {
+            self.core.account_allowance.take(key, per_hour).map_err(|wait| {
+                Error::rate_limited(
+                    format!("{key} may register at most {per_hour} accounts an hour; the next in {} s", wait.as_secs().max(1)),
+                    wait,
+                )
+            })?;
+        }
         let account = Account {
             id: self.core.random_id(12),
             thumbprint: req.thumbprint,
@@ -120,7 +152,17 @@ impl Ra {
             tos_agreed: req.tos_agreed,
             created_at: now(),
         };
-        self.core.store.insert_account(&account)
+        let inserted = self.core.store.insert_account(&account);
+        if let (Some(key), Err(_) | Ok((_, false))) = (&counted, &inserted) {
+            self.core.account_allowance.give_back(key, per_hour);
+        }
+        inserted
+    }
+
+    /// The rate limits `tenant`'s accounts are held to: its own where the
+    /// operator set them, the server's otherwise.
+    pub fn limits_of(&self, tenant: &str) -> Result<EffectiveLimits> {
+        Ok(self.core.tenant_limits(tenant)?.over(&self.core.config.rate_limits))
     }
 
     pub fn update_contact(&self, account: &Account, contact: Vec<String>) -> Result<Account> {
@@ -160,7 +202,13 @@ impl Ra {
             None => self.core.config.default_profile.clone(),
         };
         let identifiers: Vec<Identifier> = req.identifiers.into_iter().collect::<BTreeSet<_>>().into_iter().collect();
-        self.take_order_allowance(account)?;
+        let limits = self.limits_of(&account.tenant)?;
+        self.take_order_allowance(account, &limits)?;
+        let refused = |e: Error| {
+            self.core.order_allowance.give_back(&account.id, limits.orders_per_hour);
+            e
+        };
+        self.check_validation_failures(account, &identifiers, &limits).map_err(refused)?;
         self.check_identifiers_permitted(&account.tenant, &identifiers)?;
         self.check_not_held_by_others(&account.tenant, &identifiers)?;
         if let Some(cert_id) = &req.replaces {
@@ -236,9 +284,9 @@ impl Ra {
             })
             .collect();
         let pending = authzs.iter().filter(|a| a.status == AuthorizationStatus::Pending).count();
-        if let Err(e) = self.check_pending_authorizations(account, pending) {
+        if let Err(e) = self.check_pending_authorizations(account, pending, &limits) {
             // The host refuses what the plugins allowed; the audit says why.
-            self.core.return_order_allowance(&account.id);
+            self.core.order_allowance.give_back(&account.id, limits.orders_per_hour);
             if let Verdict::Denied { audit, .. } = allowed.refuse(e.detail.clone()) {
                 issuance::record_denial(&self.core, &audit)?;
             }
@@ -264,36 +312,63 @@ impl Ra {
     }
 
     /// Takes one of the account's new orders for this hour (a token bucket).
-    fn take_order_allowance(&self, account: &Account) -> Result<()> {
-        self.core.take_order_allowance(&account.id).map_err(|wait| {
-            Error::new(
-                ErrorKind::RateLimited,
+    fn take_order_allowance(&self, account: &Account, limits: &EffectiveLimits) -> Result<()> {
+        self.core.order_allowance.take(&account.id, limits.orders_per_hour).map_err(|wait| {
+            Error::rate_limited(
                 format!(
                     "account {} may place at most {} orders an hour; the next in {} s",
                     account.id,
-                    self.core.config.rate_limits.orders_per_hour,
+                    limits.orders_per_hour,
                     wait.as_secs().max(1)
                 ),
+                wait,
             )
         })
+    }
+
+    /// Refuses an order for an identifier whose validations by this account
+    /// failed too often in the last hour: retrying a broken setup at once
+    /// only costs both sides.
+    fn check_validation_failures(&self, account: &Account, identifiers: &[Identifier], limits: &EffectiveLimits) -> Result<()> {
+        for id in identifiers {
+            let target = id.authorization_target();
+            if let Some(wait) =
+                self.core.validation_failures.wait(&limits::failure_key(&account.id, &target), limits.failed_validations_per_hour)
+            {
+                return Err(Error::rate_limited(
+                    format!(
+                        "validation of {} failed {} times in the last hour for account {}; the next order for it in {} s",
+                        target.value,
+                        limits.failed_validations_per_hour,
+                        account.id,
+                        wait.as_secs().max(1)
+                    ),
+                    wait,
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Whether `new` more pending authorizations would take the account past
     /// its bound; the error says so. (Names held in the registry are valid at
     /// once and never count, so the common path makes no query.)
-    fn check_pending_authorizations(&self, account: &Account, new: usize) -> Result<()> {
+    fn check_pending_authorizations(&self, account: &Account, new: usize, limits: &EffectiveLimits) -> Result<()> {
         if new == 0 {
             return Ok(());
         }
-        let limit = self.core.config.rate_limits.pending_authorizations;
-        let pending = self.core.store.pending_authorizations(&account.id, now())?;
+        let limit = limits.pending_authorizations;
+        let at = now();
+        let (pending, first_expiry) = self.core.store.pending_authorizations(&account.id, at)?;
         if pending + new > limit {
-            return Err(Error::new(
-                ErrorKind::RateLimited,
+            // Without the client's help, room comes when the first one expires.
+            let wait = Duration::from_secs(first_expiry.map_or(60, |e| (e - at).max(1)) as u64);
+            return Err(Error::rate_limited(
                 format!(
                     "account {} holds {pending} pending authorizations (at most {limit}): validate or deactivate them, or wait for them to expire",
                     account.id
                 ),
+                wait,
             ));
         }
         Ok(())
@@ -417,9 +492,21 @@ impl Ra {
         self.core.store.begin_challenge(&challenge.id)
     }
 
-    /// Records what validating a challenge found.
+    /// Records what validating a challenge found. A failure counts against
+    /// the account's failed-validation allowance for the identifier.
     pub fn finish_challenge(&self, challenge_id: &str, outcome: std::result::Result<(), RecordedError>) -> Result<()> {
-        self.core.store.finish_challenge(challenge_id, outcome)
+        let failed = outcome.is_err();
+        self.core.store.finish_challenge(challenge_id, outcome)?;
+        if failed && let Some((_, authz)) = self.core.store.challenge(challenge_id)? {
+            let tenant = self.core.store.account(&authz.account_id)?.map(|a| a.tenant);
+            let per_hour = match tenant {
+                Some(t) => self.limits_of(&t)?.failed_validations_per_hour,
+                None => self.core.config.rate_limits.failed_validations_per_hour,
+            };
+            // An empty allowance stays empty; the error is for the next order.
+            let _ = self.core.validation_failures.take(&limits::failure_key(&authz.account_id, &authz.identifier), per_hour);
+        }
+        Ok(())
     }
 
     /// Challenges that were being validated when the server last stopped.
@@ -652,6 +739,7 @@ pub(crate) fn tenant_account_holding_corp_example(a: &crate::Engine) -> Account 
             contact: vec![],
             tos_agreed: true,
             eab: Some(ExternalBinding::for_key(&tenant.eab_kid, &tenant.eab_hmac, "t")),
+            source: None,
         })
         .expect("create account");
     a.registry
@@ -676,12 +764,19 @@ mod finalize_tests {
     fn an_account_is_rate_limited() {
         let dir = tempfile::tempdir().unwrap();
         let mut config = crate::Config::default();
-        config.rate_limits = crate::config::RateLimits { orders_per_hour: 3, pending_authorizations: 2 };
+        config.rate_limits = crate::config::RateLimits { orders_per_hour: 3, pending_authorizations: 2, ..Default::default() };
         let e = crate::Engine::open(dir.path(), config).unwrap();
         let account = |tp: &str| {
-            e.ra.create_account(NewAccount { jwk: "{}".into(), thumbprint: tp.into(), contact: vec![], tos_agreed: true, eab: None })
-                .unwrap()
-                .0
+            e.ra.create_account(NewAccount {
+                jwk: "{}".into(),
+                thumbprint: tp.into(),
+                contact: vec![],
+                tos_agreed: true,
+                eab: None,
+                source: None,
+            })
+            .unwrap()
+            .0
         };
         let order = |a: &Account, name: &str| {
             e.ra.new_order(a, NewOrder { identifiers: vec![Identifier::dns(name)], profile: None, replaces: None })
@@ -715,6 +810,24 @@ mod finalize_tests {
         order(&second, "a.example").unwrap();
     }
 
+    /// Two tenants' permits may share names only when the operator says so:
+    /// otherwise both intermediates could certify them.
+    #[test]
+    fn overlapping_permits_are_refused_unless_allowed() {
+        use crate::registry::PermitOverlap;
+        let dir = tempfile::tempdir().unwrap();
+        let e = crate::Engine::open(dir.path(), crate::Config::default()).unwrap();
+        e.registry.create_tenant("b", Some(&["b.example".to_string(), "10.20.0.0/16".to_string(), "deep.z.example".to_string()])).unwrap();
+        for permit in ["www.b.example", "b.example", "z.example", "10.20.3.0/24", "10.0.0.0/8"] {
+            let err = e.registry.create_tenant("c", Some(&["c.example".to_string(), permit.to_string()])).err().expect(permit);
+            assert_eq!(err.conflict, Some(crate::Conflict::PermitsOverlap { tenant: "b".into() }), "{permit}: {err:?}");
+            assert!(err.detail.contains("tenant b"), "{}", err.detail);
+        }
+        assert!(e.registry.tenants().unwrap().iter().all(|t| t.name != "c"), "a refused tenant was written");
+        e.registry.create_tenant("c", Some(&["c.example".to_string(), "10.21.0.0/16".to_string()])).unwrap();
+        e.registry.create_tenant_with("d", Some(&["shop.b.example".to_string()]), PermitOverlap::Allow).unwrap();
+    }
+
     /// A wildcard covers every name under its base: while another tenant
     /// holds a name (or a zone) under it, nobody else gets the wildcard.
     #[test]
@@ -731,8 +844,14 @@ mod finalize_tests {
                 ..Default::default()
             })
             .unwrap();
-        let new =
-            |thumbprint: &str| NewAccount { jwk: "{}".into(), thumbprint: thumbprint.into(), contact: vec![], tos_agreed: true, eab: None };
+        let new = |thumbprint: &str| NewAccount {
+            jwk: "{}".into(),
+            thumbprint: thumbprint.into(),
+            contact: vec![],
+            tos_agreed: true,
+            eab: None,
+            source: None,
+        };
         let (public, _) = e.ra.create_account(new("public-account")).unwrap();
         assert_eq!(public.tenant, PUBLIC_TENANT);
         let order = |names: &[&str]| {

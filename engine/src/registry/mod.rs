@@ -9,7 +9,7 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 
 mod service;
-pub use service::{Registry, TenantCreated};
+pub use service::{PermitOverlap, Registry, TenantCreated};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::identifier::{Identifier, IdentifierKind, normalize_dns};

@@ -11,6 +11,7 @@ use crate::ca::{self, Permit};
 use crate::core::Core;
 use crate::error::{Conflict, Error, ErrorKind, Result};
 use crate::model::Tenant;
+use crate::ra::{EffectiveLimits, TenantLimits};
 use crate::registry::{Event, EventKind, NewResource, Resource, ResourceState};
 use crate::store::Overlap;
 
@@ -42,10 +43,64 @@ fn held_elsewhere(tenant: &str) -> impl Fn(&[Overlap]) -> Result<()> + '_ {
     }
 }
 
+/// Whether a new tenant's permits may overlap another tenant's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PermitOverlap {
+    /// Refused: two tenants' intermediates could then both certify a name,
+    /// and the registry would be all that keeps them apart.
+    Refuse,
+    /// The operator says so explicitly (a tenant delegated a subzone, say).
+    Allow,
+}
+
+/// Refuses permits that share a name or address with another tenant's.
+fn permits_apart(name: &str, permits: &[Permit]) -> impl Fn(&[Tenant]) -> Result<()> {
+    move |tenants| {
+        for other in tenants.iter().filter(|t| t.name != name && t.name != PUBLIC_TENANT) {
+            for theirs in &other.permits {
+                let Ok(theirs_parsed) = Permit::parse(theirs) else { continue };
+                if let Some(mine) = permits.iter().find(|p| p.overlaps(&theirs_parsed)) {
+                    return Err(Error::conflict(
+                        Conflict::PermitsOverlap { tenant: other.name.clone() },
+                        format!("permit {mine} overlaps tenant {}'s permit {theirs}", other.name),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Registry {
+    /// A tenant's own rate limits and the limits in force for its accounts.
+    pub fn tenant_limits(&self, name: &str) -> Result<(TenantLimits, EffectiveLimits)> {
+        self.require_tenant(name)?;
+        let own = self.core.tenant_limits(name)?;
+        let effective = own.over(&self.core.config.rate_limits);
+        Ok((own, effective))
+    }
+
+    /// Sets a tenant's own rate limits (what it leaves out follows the
+    /// server's); returns the limits in force for its accounts.
+    pub fn set_tenant_limits(&self, name: &str, limits: &TenantLimits) -> Result<EffectiveLimits> {
+        self.require_tenant(name)?;
+        self.core.set_tenant_limits(name, limits)?;
+        Ok(limits.over(&self.core.config.rate_limits))
+    }
+
+    fn require_tenant(&self, name: &str) -> Result<Tenant> {
+        self.core.store.tenant(name)?.ok_or_else(|| Error::not_found(format!("no tenant {name}")))
+    }
+
     /// Creates a tenant, its name-constrained intermediate and an EAB key.
     /// `permits` = None only for the public tenant (an unconstrained intermediate).
+    /// Permits overlapping another tenant's are refused.
     pub fn create_tenant(&self, name: &str, permits: Option<&[String]>) -> Result<TenantCreated> {
+        self.create_tenant_with(name, permits, PermitOverlap::Refuse)
+    }
+
+    /// [`Registry::create_tenant`], with the operator's word on overlapping permits.
+    pub fn create_tenant_with(&self, name: &str, permits: Option<&[String]>, overlap: PermitOverlap) -> Result<TenantCreated> {
         validate_tenant_name(name)?;
         let parsed = match permits {
             Some(list) => {
@@ -65,7 +120,14 @@ impl Registry {
         let mut eab_hmac = vec![0u8; 32];
         core.fill_random(&mut eab_hmac)?;
         let normalized: Vec<String> = parsed.iter().flatten().map(|p| p.to_string()).collect();
-        let tenant = core.store.insert_tenant(name, &normalized, &intermediate.cert_der, &key_blob, Some((&eab_kid, &eab_hmac)))?;
+        let sealed_hmac = core.ca_keys.seal_eab_key(&eab_hmac)?;
+        let apart = permits_apart(name, parsed.as_deref().unwrap_or_default());
+        let rule: &dyn Fn(&[Tenant]) -> Result<()> = match overlap {
+            PermitOverlap::Refuse => &apart,
+            PermitOverlap::Allow => &|_: &[Tenant]| Ok(()),
+        };
+        let tenant =
+            core.store.insert_tenant(name, &normalized, &intermediate.cert_der, &key_blob, Some((&eab_kid, &sealed_hmac)), rule)?;
         Ok(TenantCreated { tenant, eab_kid, eab_hmac })
     }
 

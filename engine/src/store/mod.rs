@@ -45,6 +45,10 @@ pub fn open_sqlite(path: &Path) -> Result<Arc<dyn Storage>> {
     Ok(Arc::new(SqliteStore::open(path)?))
 }
 
+/// The rule a new tenant must pass against every existing one, run by the
+/// store inside the transaction that inserts it (see `Registry::create_tenant`).
+pub type TenantRule<'a> = &'a dyn Fn(&[Tenant]) -> Result<()>;
+
 /// How `TenantStore::reseal_issuer_keys` rewrites a stored key: the new blob,
 /// or None to leave it.
 pub type Reseal<'a> = &'a dyn Fn(&[u8]) -> Result<Option<Vec<u8>>>;
@@ -186,7 +190,9 @@ pub trait TenantStore: Send + Sync {
 
     fn issuers(&self) -> Result<Vec<IssuerRecord>>;
 
-    /// Creates a tenant with its intermediate and (optionally) its first EAB key, in one transaction.
+    /// Creates a tenant with its intermediate and (optionally) its first EAB
+    /// key, in one transaction, if `rule` accepts it beside every existing tenant.
+    #[allow(clippy::too_many_arguments)]
     fn insert_tenant(
         &self,
         name: &str,
@@ -194,6 +200,7 @@ pub trait TenantStore: Send + Sync {
         intermediate_der: &[u8],
         intermediate_key: &[u8],
         eab: Option<(&str, &[u8])>,
+        rule: TenantRule<'_>,
     ) -> Result<Tenant>;
 
     fn tenant(&self, name: &str) -> Result<Option<Tenant>>;
@@ -206,6 +213,10 @@ pub trait TenantStore: Send + Sync {
     /// Rewrites issuer key blobs `f` wants changed (sealing plain keys of an
     /// older data directory), all in one transaction. Returns how many changed.
     fn reseal_issuer_keys(&self, f: Reseal<'_>) -> Result<usize>;
+
+    /// Rewrites EAB HMAC keys `f` wants changed (sealing the plain keys of an
+    /// older data directory), all in one transaction. Returns how many changed.
+    fn reseal_eab_keys(&self, f: Reseal<'_>) -> Result<usize>;
 }
 
 /// ACME accounts (RFC 8555 §7.3).
@@ -256,8 +267,9 @@ pub trait OrderStore: Send + Sync {
 
     fn deactivate_authorization(&self, authz_id: &str) -> Result<()>;
 
-    /// How many pending, unexpired authorizations the account holds.
-    fn pending_authorizations(&self, account_id: &str, at: UnixTime) -> Result<usize>;
+    /// How many unexpired pending authorizations the account holds, and when
+    /// the first of them expires.
+    fn pending_authorizations(&self, account_id: &str, at: UnixTime) -> Result<(usize, Option<UnixTime>)>;
 
     /// Whether the account holds valid, unexpired authorizations for every identifier.
     fn account_holds_authorizations(&self, account_id: &str, identifiers: &[Identifier], at: UnixTime) -> Result<bool>;

@@ -60,8 +60,28 @@ pub struct TenantCreds {
     pub eab_hmac: String,
 }
 
+/// `tenure init` unless the directory holds a CA already (every command but
+/// `init` and `serve` refuses a directory without one).
+pub fn ensure_init(data: &Path) {
+    if !data.join("tenure.db").exists() {
+        tenure_cli(data, &["init"]);
+    }
+}
+
 pub fn add_tenant(data: &Path, name: &str, permits: &[&str]) -> TenantCreds {
+    add_tenant_with(data, name, permits, &[])
+}
+
+/// A tenant whose permits overlap another's, as the operator allows explicitly
+/// (a resource can then move between them).
+pub fn add_overlapping_tenant(data: &Path, name: &str, permits: &[&str]) -> TenantCreds {
+    add_tenant_with(data, name, permits, &["--allow-overlap"])
+}
+
+fn add_tenant_with(data: &Path, name: &str, permits: &[&str], flags: &[&str]) -> TenantCreds {
+    ensure_init(data);
     let mut args = vec!["tenant", "add", name];
+    args.extend_from_slice(flags);
     for p in permits {
         args.push("--permit");
         args.push(p);

@@ -230,12 +230,14 @@ impl TenantStore for SqliteStore {
         intermediate_der: &[u8],
         intermediate_key: &[u8],
         eab: Option<(&str, &[u8])>,
+        rule: TenantRule<'_>,
     ) -> Result<Tenant> {
         self.tx(|tx| {
             let exists: Option<String> = tx.query_row("SELECT name FROM tenants WHERE name = ?1", [name], |r| r.get(0)).optional()?;
             if exists.is_some() {
                 return Err(Error::conflict(crate::Conflict::TenantExists, format!("tenant {name:?} already exists")));
             }
+            rule(&all_tenants(tx)?)?;
             let t = now();
             tx.execute(
                 "INSERT INTO issuers (role, tenant, cert_der, key_pkcs8, created_at) VALUES ('intermediate', ?1, ?2, ?3, ?4)",
@@ -264,13 +266,7 @@ impl TenantStore for SqliteStore {
     }
 
     fn tenants(&self) -> Result<Vec<Tenant>> {
-        self.with(|c| {
-            let mut st = c.prepare("SELECT name, permits, issuer_id FROM tenants ORDER BY name")?;
-            let rows = st
-                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?)))?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
-            rows.into_iter().map(|(name, permits, issuer_id)| Ok(Tenant { name, permits: from_json(&permits)?, issuer_id })).collect()
-        })
+        self.read(all_tenants)
     }
 
     /// The tenant and HMAC key behind an EAB key id.
@@ -300,6 +296,32 @@ impl TenantStore for SqliteStore {
             Ok(changed)
         })
     }
+
+    fn reseal_eab_keys(&self, f: Reseal<'_>) -> Result<usize> {
+        self.tx(|tx| {
+            let rows: Vec<(String, Vec<u8>)> = {
+                let mut st = tx.prepare("SELECT kid, hmac_key FROM eab_keys")?;
+                st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<rusqlite::Result<_>>()?
+            };
+            let mut changed = 0;
+            for (kid, blob) in rows {
+                if let Some(new) = f(&blob)? {
+                    tx.execute("UPDATE eab_keys SET hmac_key = ?2 WHERE kid = ?1", params![kid, new])?;
+                    changed += 1;
+                }
+            }
+            Ok(changed)
+        })
+    }
+}
+
+/// Every tenant, by name.
+fn all_tenants(c: &Connection) -> Result<Vec<Tenant>> {
+    let mut st = c.prepare("SELECT name, permits, issuer_id FROM tenants ORDER BY name")?;
+    let rows = st
+        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?)))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    rows.into_iter().map(|(name, permits, issuer_id)| Ok(Tenant { name, permits: from_json(&permits)?, issuer_id })).collect()
 }
 
 impl AccountStore for SqliteStore {
@@ -514,12 +536,14 @@ impl OrderStore for SqliteStore {
         })
     }
 
-    fn pending_authorizations(&self, account_id: &str, at: UnixTime) -> Result<usize> {
+    fn pending_authorizations(&self, account_id: &str, at: UnixTime) -> Result<(usize, Option<UnixTime>)> {
         self.read(|c| {
-            let n: i64 = c
-                .prepare_cached("SELECT count(*) FROM authorizations WHERE account_id = ?1 AND status = 'pending' AND expires > ?2")?
-                .query_row(params![account_id, at], |r| r.get(0))?;
-            Ok(n.max(0) as usize)
+            let (n, first): (i64, Option<UnixTime>) = c
+                .prepare_cached(
+                    "SELECT count(*), min(expires) FROM authorizations WHERE account_id = ?1 AND status = 'pending' AND expires > ?2",
+                )?
+                .query_row(params![account_id, at], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            Ok((n.max(0) as usize, first))
         })
     }
 
