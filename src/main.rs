@@ -309,6 +309,17 @@ struct ServeArgs {
     /// may register per hour. Behind a proxy every client shares its address.
     #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..))]
     max_accounts_per_ip_per_hour: u32,
+    /// Connections each listener (ACME, admin) serves at once; past it, new ones wait
+    /// in the kernel's backlog.
+    #[arg(long, default_value_t = 2048, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    max_connections: u64,
+    /// Seconds a client may take for a TLS handshake or a request header, and an
+    /// idle keep-alive connection stays open.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    header_read_timeout: u64,
+    /// Concurrent streams per HTTP/2 connection.
+    #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    max_streams: u32,
     #[command(flatten)]
     hsm: hsm::ServeHsmArgs,
 }
@@ -522,10 +533,16 @@ fn serve(args: ServeArgs) -> Result<()> {
         println!("admin API: https://{} (bearer token in {})", admin_listener.local_addr()?, engine.admin_token_path().display());
         let handle = tokio::runtime::Handle::current();
         let _scheduler = lifecycle::start_scheduler(engine.lifecycle.clone(), handle)?;
-        let fe = tenure_acme::FrontEnd::new(engine.ra.clone(), validator, tenure_acme::Options::default());
+        let connections = tenure_acme::ConnectionLimits {
+            max_connections: usize::try_from(args.max_connections).unwrap_or(usize::MAX),
+            header_read_timeout: Duration::from_secs(args.header_read_timeout),
+            max_streams: args.max_streams,
+        };
+        let options = tenure_acme::Options { connections, ..tenure_acme::Options::default() };
+        let fe = tenure_acme::FrontEnd::new(engine.ra.clone(), validator, options);
         tokio::select! {
             r = tenure_acme::serve(fe, listener, tls.clone()) => r.context("serving ACME")?,
-            r = tenure_admin::serve_admin(engine, admin_listener, tls) => r.context("serving the admin API")?,
+            r = tenure_admin::serve_admin(engine, admin_listener, tls, connections) => r.context("serving the admin API")?,
             _ = shutdown_signal() => tracing::info!("shutting down"),
         }
         Ok(())

@@ -19,4 +19,4 @@ pub mod server;
 pub mod validation;
 pub mod webhook;
 
-pub use server::{FrontEnd, Options, Ra, serve};
+pub use server::{ConnectionLimits, FrontEnd, Options, Ra, serve};

@@ -24,14 +24,25 @@ use crate::validation::Validator;
 /// The engine service the ACME front end calls: the registration authority.
 pub use tenure_engine::Ra;
 
-/// Connections served at once, per listener.
-pub const MAX_CONNECTIONS: usize = 2048;
+/// What one listener allows its clients: bounded, so no client (slow,
+/// idle or many-connectioned) can hold the server's descriptors or memory.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionLimits {
+    /// Connections served at once. Past it, accepting waits (the kernel's
+    /// backlog holds new ones) rather than running out of descriptors.
+    pub max_connections: usize,
+    /// How long an HTTP/1 client may take to send a request's header, and
+    /// how long an idle keep-alive connection stays open (slowloris).
+    pub header_read_timeout: Duration,
+    /// Concurrent streams per HTTP/2 connection.
+    pub max_streams: u32,
+}
 
-/// How long a client may take to send a request's header (HTTP/1).
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Concurrent streams per HTTP/2 connection.
-pub const MAX_STREAMS: u32 = 128;
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        ConnectionLimits { max_connections: 2048, header_read_timeout: Duration::from_secs(10), max_streams: 128 }
+    }
+}
 
 /// Requests larger than this are refused (413) before parsing.
 pub const MAX_BODY: usize = 64 * 1024;
@@ -40,11 +51,16 @@ pub const MAX_BODY: usize = 64 * 1024;
 pub struct Options {
     /// Advertised in the directory's `meta.termsOfService`.
     pub terms_of_service: String,
+    /// What the listener allows its clients.
+    pub connections: ConnectionLimits,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { terms_of_service: "tenure issues short-lived certificates for names your tenant holds.".into() }
+        Options {
+            terms_of_service: "tenure issues short-lived certificates for names your tenant holds.".into(),
+            connections: ConnectionLimits::default(),
+        }
     }
 }
 
@@ -120,7 +136,8 @@ impl FrontEnd {
 /// Serves ACME over TLS on `listener` until the task is dropped.
 pub async fn serve(fe: Arc<FrontEnd>, listener: TcpListener, tls: Arc<rustls::ServerConfig>) -> std::io::Result<()> {
     handlers::resume_interrupted_validations(&fe).await;
-    serve_https(listener, tls, move |req, peer| {
+    let limits = fe.options.connections;
+    serve_https(listener, tls, limits, move |req, peer| {
         let fe = fe.clone();
         async move { handle(&fe, req, peer).await }
     })
@@ -128,7 +145,12 @@ pub async fn serve(fe: Arc<FrontEnd>, listener: TcpListener, tls: Arc<rustls::Se
 }
 
 /// Accepts TLS connections and serves HTTP/1.1 and HTTP/2 on them with `handler`.
-pub async fn serve_https<H, F>(listener: TcpListener, tls: Arc<rustls::ServerConfig>, handler: H) -> std::io::Result<()>
+pub async fn serve_https<H, F>(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    limits: ConnectionLimits,
+    handler: H,
+) -> std::io::Result<()>
 where
     H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
     F: std::future::Future<Output = Response<Full<Bytes>>> + Send + 'static,
@@ -136,7 +158,7 @@ where
     let acceptor = TlsAcceptor::from(tls);
     // At most this many connections at once: past it, accepting waits (the
     // kernel's backlog holds new ones) rather than running out of descriptors.
-    let open = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let open = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
     loop {
         let Ok(slot) = open.clone().acquire_owned().await else { return Ok(()) };
         let (tcp, peer) = match listener.accept().await {
@@ -153,7 +175,7 @@ where
         let handler = handler.clone();
         tokio::spawn(async move {
             let _slot = slot;
-            let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+            let tls = match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(tcp)).await {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(e)) => {
                     tracing::debug!(%peer, error = %e, "TLS handshake failed");
@@ -169,13 +191,13 @@ where
             // A client that sends half a header is cut off (slowloris); HTTP/2
             // peers that stop answering pings are dropped; one connection gets
             // a bounded number of concurrent streams.
-            builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
+            builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout);
             builder
                 .http2()
                 .timer(TokioTimer::new())
                 .keep_alive_interval(Duration::from_secs(30))
                 .keep_alive_timeout(Duration::from_secs(10))
-                .max_concurrent_streams(MAX_STREAMS);
+                .max_concurrent_streams(limits.max_streams);
             if let Err(e) = builder.serve_connection(TokioIo::new(tls), service).await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }

@@ -76,10 +76,15 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> tenure_engine::Result<T
 }
 
 /// Serves the admin API on `listener` until the task is dropped.
-pub async fn serve_admin(engine: tenure_engine::Engine, listener: TcpListener, tls: Arc<rustls::ServerConfig>) -> std::io::Result<()> {
+pub async fn serve_admin(
+    engine: tenure_engine::Engine,
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    limits: tenure_acme::ConnectionLimits,
+) -> std::io::Result<()> {
     let token = auth::Token::new(engine.admin_token().map_err(|e| std::io::Error::other(e.detail))?);
     let admin = Arc::new(Admin { registry: engine.registry, policies: engine.policies, token });
-    tenure_acme::server::serve_https(listener, tls, move |req, peer| {
+    tenure_acme::server::serve_https(listener, tls, limits, move |req, peer| {
         let admin = admin.clone();
         async move { handle(admin, req, peer).await }
     })
