@@ -273,7 +273,11 @@ fn restrict_data_dir(data_dir: &Path) -> Result<()> {
 pub fn write_file_atomically(path: &Path, contents: &[u8], secret: bool) -> Result<()> {
     use std::io::Write;
     let tmp = path.with_extension("tmp");
-    let io = |e: std::io::Error| Error::internal(format!("writing {}: {e}", path.display())).caused_by(e);
+    let io = |e: std::io::Error| {
+        // A full disk must not leave a 0-byte temporary file behind.
+        let _ = std::fs::remove_file(&tmp);
+        Error::internal(format!("writing {}: {e}", path.display())).caused_by(e)
+    };
     {
         let mut opts = std::fs::OpenOptions::new();
         opts.write(true).create(true).truncate(true);
