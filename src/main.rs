@@ -278,6 +278,11 @@ struct ServeArgs {
     /// Refuse accounts without External Account Binding.
     #[arg(long)]
     eab_required: bool,
+    /// A new order lists the account's valid authorizations (proven by a
+    /// challenge, at least a day left) instead of asking it to prove the
+    /// names again, as Boulder and Pebble can; a wildcard reuses only a wildcard's.
+    #[arg(long)]
+    reuse_valid_authorizations: bool,
     /// The URL clients reach this server at; certificates point their CRL
     /// distribution points under it. Default: https://<first --hostname or localhost>:<port>.
     #[arg(long)]
@@ -472,7 +477,8 @@ fn serve(args: ServeArgs) -> Result<()> {
     if args.renewal_rate.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
         anyhow::bail!("--renewal-rate must be a positive number of certificates per second");
     }
-    let mut config = Config { eab_required: args.eab_required, ..args.data.config() };
+    let mut config =
+        Config { eab_required: args.eab_required, reuse_valid_authorizations: args.reuse_valid_authorizations, ..args.data.config() };
     config.lifecycle.interval = Duration::from_secs_f64(args.renewal_interval);
     config.lifecycle.renewal_fraction = args.renewal_fraction;
     config.lifecycle.batch = args.renewal_batch.max(1);

@@ -33,6 +33,11 @@ pub struct Config {
     pub order_lifetime: Duration,
     /// How long a valid authorization may be reused for revocation.
     pub authorization_lifetime: Duration,
+    /// Whether a new order lists the account's valid, unexpired authorizations
+    /// of earlier orders instead of making new ones (Boulder and Pebble can;
+    /// RFC 8555 §7.1.6 lets orders share authorizations). Off: every order
+    /// proves its names afresh.
+    pub reuse_valid_authorizations: bool,
     /// Whether accounts need External Account Binding.
     pub eab_required: bool,
     /// Renewal, delivery and CRL settings.
@@ -78,6 +83,7 @@ impl Default for Config {
             default_profile: "default".into(),
             order_lifetime: Duration::from_secs(7 * 24 * 3600),
             authorization_lifetime: Duration::from_secs(30 * 24 * 3600),
+            reuse_valid_authorizations: false,
             eab_required: false,
             lifecycle: crate::lifecycle::LifecycleConfig::default(),
             plugin_limits: crate::policy::Limits::default(),

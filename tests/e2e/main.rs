@@ -17,3 +17,4 @@ mod inprocess;
 mod jws_rules;
 mod lifecycle;
 mod policy;
+mod protocol;

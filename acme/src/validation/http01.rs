@@ -43,8 +43,7 @@ pub(super) async fn validate(
     let mut url = Url::parse(&start).map_err(|e| Problem::malformed(format!("cannot build URL {start:?}: {e}")))?;
     let mut redirects = 0;
     loop {
-        // The Host header names the identifier (RFC 8555 §8.3), without a port.
-        let host_header = url.host_str().unwrap_or(&host).to_string();
+        let host_header = host_header(&url, &host);
         match fetch(va, &url, &host_header, deadline).await? {
             Fetched::Redirect(location) => {
                 if redirects == MAX_REDIRECTS {
@@ -60,6 +59,17 @@ pub(super) async fn validate(
                 return check_response(&url, addr, status, &body, too_long, key_authorization);
             }
         }
+    }
+}
+
+/// The Host header names the identifier (RFC 8555 §8.3) and, as RFC 9110
+/// §7.2 asks, the port when it is not the scheme's default (`Url` drops a
+/// default port, so `port()` is `Some` exactly then).
+fn host_header(url: &Url, identifier_host: &str) -> String {
+    let host = url.host_str().unwrap_or(identifier_host);
+    match url.port() {
+        Some(port) => format!("{host}:{port}"),
+        None => host.to_string(),
     }
 }
 
@@ -340,7 +350,9 @@ mod tests {
     #[tokio::test]
     async fn correct_body_passes_with_trailing_whitespace_trimmed() {
         let handler: Handler = Arc::new(|path, host| {
-            if path == format!("/.well-known/acme-challenge/{TOKEN}") && host == "example.com" {
+            if path == format!("/.well-known/acme-challenge/{TOKEN}")
+                && host.strip_prefix("example.com:").is_some_and(|p| p.parse::<u16>().is_ok())
+            {
                 ok(&format!("{KEY_AUTH}\r\n"))
             } else {
                 status(400, "", &format!("bad request for {host}{path}"))
@@ -351,7 +363,7 @@ mod tests {
 
     #[tokio::test]
     async fn ip_identifier_is_fetched_directly() {
-        let handler: Handler = Arc::new(|_, host| if host == "127.0.0.1" { ok(KEY_AUTH) } else { status(400, "", host) });
+        let handler: Handler = Arc::new(|_, host| if host.starts_with("127.0.0.1:") { ok(KEY_AUTH) } else { status(400, "", host) });
         run(handler, Identifier::ip([127, 0, 0, 1].into())).await.unwrap();
     }
 
@@ -412,7 +424,7 @@ mod tests {
             p if p.starts_with("/.well-known/") => status(302, "Location: /hop\r\n", ""),
             // No port: goes to the configured http-01 port, resolved via DNS.
             "/hop" => status(301, "Location: http://other.example.net/final?x=1\r\n", ""),
-            "/final?x=1" if host == "other.example.net" => ok(KEY_AUTH),
+            "/final?x=1" if host.starts_with("other.example.net:") => ok(KEY_AUTH),
             _ => status(404, "", ""),
         });
         run(handler, Identifier::dns("example.com")).await.unwrap();
@@ -455,6 +467,32 @@ mod tests {
         let err =
             run(Arc::new(|_, _| status(302, "Location: ftp://example.com/\r\n", "")), Identifier::dns("example.com")).await.unwrap_err();
         assert!(err.detail.contains("scheme \"ftp\""), "{err}");
+    }
+
+    /// RFC 9110 §7.2: Host carries the port unless it is the scheme's
+    /// default, so a responder on a test port sees `name:port`.
+    #[tokio::test]
+    async fn host_names_the_port_when_it_is_not_the_default() {
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = seen.clone();
+        let handler: Handler = Arc::new(move |_, host| {
+            log.lock().unwrap().push(host.to_string());
+            ok(KEY_AUTH)
+        });
+        let dns = TestDns::start().await;
+        let port = responder(handler).await;
+        let va = validator(port, &dns).await;
+        va.validate(ChallengeKind::Http01, &Identifier::dns("example.com"), TOKEN, KEY_AUTH).await.unwrap();
+        va.validate(ChallengeKind::Http01, &Identifier::ip([127, 0, 0, 1].into()), TOKEN, KEY_AUTH).await.unwrap();
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(seen, [format!("example.com:{port}"), format!("127.0.0.1:{port}")]);
+
+        // On the default ports the header is the bare name.
+        let url = |u: &str| Url::parse(u).unwrap();
+        assert_eq!(host_header(&url("http://example.com:80/x"), "example.com"), "example.com");
+        assert_eq!(host_header(&url("https://example.com:443/x"), "example.com"), "example.com");
+        assert_eq!(host_header(&url("https://example.com:80/x"), "example.com"), "example.com:80");
+        assert_eq!(host_header(&url("http://[::1]:8080/x"), "[::1]"), "[::1]:8080");
     }
 
     #[test]

@@ -26,8 +26,13 @@ fn bad_csr(detail: impl Into<String>) -> Error {
     Error::new(ErrorKind::BadCsr, detail)
 }
 
-/// Parses a DER CSR, checks its key against policy (BadPublicKey) and its
-/// self-signature (BadCsr), and collects the names it asks for.
+/// id-pe-tlsfeature (RFC 7633 §6): the TLS features a certificate promises.
+const TLS_FEATURE: &str = "1.3.6.1.5.5.7.1.24";
+
+/// Parses a DER CSR, checks its key against policy and its self-signature,
+/// refuses what cannot be honoured (Must-Staple), and collects the names it
+/// asks for. Every refusal is BadCsr: RFC 8555 §7.4 and §6.7 ("the CSR is
+/// unacceptable (e.g., due to a short key)"); badPublicKey is for JWS keys.
 pub fn parse_csr(der: &[u8]) -> Result<Csr, Error> {
     let (rest, csr) =
         X509CertificationRequest::from_der(der).map_err(|e| bad_csr(format!("not a DER PKCS#10 certificate request: {e}")))?;
@@ -40,7 +45,7 @@ pub fn parse_csr(der: &[u8]) -> Result<Csr, Error> {
     }
     // Key policy first, so an undersized key is reported as such rather than
     // as a signature ring refuses to check.
-    let key_type = leaf_key_type(&info.subject_pki)?;
+    let key_type = leaf_key_type(&info.subject_pki).map_err(|refused| bad_csr(refused.detail("the CSR's key")))?;
     let sig_alg = &csr.signature_algorithm.algorithm;
     if *sig_alg == OID_PKCS1_SHA1WITHRSA || *sig_alg == OID_SHA1_WITH_RSA {
         return Err(bad_csr("SHA-1 signatures are not accepted"));
@@ -79,6 +84,16 @@ pub fn parse_csr(der: &[u8]) -> Result<Csr, Error> {
                 _ if ext.oid == OID_X509_EXT_SUBJECT_ALT_NAME => {
                     return Err(bad_csr("malformed subjectAltName"));
                 }
+                // Issuing without the extension would drop a promise the
+                // subscriber asked for; issuing with it, certificates no TLS
+                // server can staple for. So, as CAs without OCSP do, refuse.
+                _ if ext.oid.to_id_string() == TLS_FEATURE => {
+                    return Err(bad_csr(format!(
+                        "the CSR asks for the TLS Feature extension ({TLS_FEATURE}) with {}, but tenure runs no OCSP responder; \
+                         Must-Staple (RFC 7633) cannot be honoured",
+                        tls_features(ext.value)
+                    )));
+                }
                 _ => {}
             }
         }
@@ -87,6 +102,28 @@ pub fn parse_csr(der: &[u8]) -> Result<Csr, Error> {
         return Err(bad_csr("the request names no DNS name or IP address"));
     }
     Ok(Csr { identifiers, spki_der: info.subject_pki.raw.to_vec(), key_type })
+}
+
+/// The features of a TLS Feature extension (RFC 7633: SEQUENCE OF INTEGER),
+/// named where TLS names them, for the refusal.
+fn tls_features(value: &[u8]) -> String {
+    let parsed = x509_parser::der_parser::parse_der(value).ok().and_then(|(_, seq)| {
+        let items = seq.as_sequence().ok()?;
+        items.iter().map(|i| i.as_u32().ok()).collect::<Option<Vec<u32>>>()
+    });
+    match parsed {
+        Some(features) if !features.is_empty() => features
+            .iter()
+            .map(|f| match f {
+                5 => "status_request (5, Must-Staple)".to_string(),
+                17 => "status_request_v2 (17)".to_string(),
+                other => format!("feature {other}"),
+            })
+            .collect::<Vec<_>>()
+            .join(", "),
+        Some(_) => "no features".into(),
+        None => "an unparsable value".into(),
+    }
 }
 
 fn name_like(cn: &str) -> Option<Identifier> {
@@ -204,16 +241,55 @@ pub(super) mod tests {
         assert!(parse_csr(&trailing).unwrap_err().detail.contains("trailing"));
     }
 
+    /// RFC 8555 §7.4/§6.7: a CSR whose key the CA refuses is badCSR
+    /// ("e.g., due to a short key"), not badPublicKey (that is for the JWS
+    /// key), and the detail names the key in words and what is accepted.
     #[test]
-    fn weak_or_foreign_keys_fail_bad_public_key() {
-        let der = base64::engine::general_purpose::STANDARD.decode(testdata::RSA1024_CSR.concat()).unwrap();
-        let err = parse_csr(&der).unwrap_err();
-        assert_eq!(err.kind, ErrorKind::BadPublicKey);
-        assert!(err.detail.contains("1024"), "{}", err.detail);
+    fn weak_or_foreign_keys_fail_bad_csr_naming_the_key() {
+        let b64 = |lines: &[&str]| base64::engine::general_purpose::STANDARD.decode(lines.concat()).unwrap();
+        let accepted = "tenure certifies ECDSA keys on P-256 and P-384 and RSA keys of 2048 to 8192 bits";
+        let cases: [(Vec<u8>, &str); 3] = [
+            (b64(testdata::RSA1024_CSR), "the CSR's key is an RSA key of 1024 bits; "),
+            (b64(testdata::SECP256K1_CSR), "the CSR's key is on curve secp256k1 (1.3.132.0.10); "),
+            (b64(testdata::P521_CSR), "the CSR's key is on curve P-521 (1.3.132.0.35); "),
+        ];
+        for (der, want) in cases {
+            let err = parse_csr(&der).unwrap_err();
+            assert_eq!(err.kind, ErrorKind::BadCsr, "{}", err.detail);
+            assert_eq!(err.detail, format!("{want}{accepted}"));
+        }
 
         let ed = KeyPair::generate_for(&PKCS_ED25519).unwrap();
         let err = parse_csr(&csr_der(&ed, None, &["www.example.com"])).unwrap_err();
-        assert_eq!(err.kind, ErrorKind::BadPublicKey);
+        assert_eq!(err.kind, ErrorKind::BadCsr);
+        assert!(err.detail.starts_with("the CSR's key is an Ed25519 key; "), "{}", err.detail);
+    }
+
+    /// RFC 7633: a CSR asking for Must-Staple (TLS Feature status_request)
+    /// is refused with badCSR, since tenure has no OCSP responder; without
+    /// it the same request is fine.
+    #[test]
+    fn must_staple_is_refused_as_bad_csr() {
+        let key = KeyPair::generate().unwrap();
+        let request = |features: Option<Vec<u8>>| {
+            let mut params = CertificateParams::new(vec!["www.example.com".to_string()]).unwrap();
+            if let Some(value) = features {
+                params.custom_extensions.push(rcgen::CustomExtension::from_oid_content(&[1, 3, 6, 1, 5, 5, 7, 1, 24], value));
+            }
+            params.serialize_request(&key).unwrap().der().to_vec()
+        };
+        parse_csr(&request(None)).unwrap();
+        // SEQUENCE { INTEGER 5 }: status_request.
+        let err = parse_csr(&request(Some(vec![0x30, 0x03, 0x02, 0x01, 0x05]))).unwrap_err();
+        assert_eq!(err.kind, ErrorKind::BadCsr);
+        assert!(err.detail.contains("status_request (5, Must-Staple)"), "{}", err.detail);
+        assert!(err.detail.contains("tenure runs no OCSP responder; Must-Staple (RFC 7633) cannot be honoured"), "{}", err.detail);
+        // Any TLS feature is a promise tenure cannot keep, and junk is refused too.
+        let err = parse_csr(&request(Some(vec![0x30, 0x03, 0x02, 0x01, 0x11]))).unwrap_err();
+        assert!(err.detail.contains("status_request_v2 (17)"), "{}", err.detail);
+        let err = parse_csr(&request(Some(vec![0x04, 0x00]))).unwrap_err();
+        assert_eq!(err.kind, ErrorKind::BadCsr);
+        assert!(err.detail.contains("an unparsable value"), "{}", err.detail);
     }
 
     #[test]

@@ -27,61 +27,104 @@ impl KeyType {
 
     /// Reads a DER SubjectPublicKeyInfo and returns its type if a leaf may carry it.
     pub fn of_leaf_spki(spki_der: &[u8]) -> Result<KeyType, Error> {
-        let (rest, spki) = SubjectPublicKeyInfo::from_der(spki_der).map_err(|e| bad_key(format!("unparsable public key: {e}")))?;
+        let (rest, spki) = SubjectPublicKeyInfo::from_der(spki_der)
+            .map_err(|e| Error::new(ErrorKind::BadPublicKey, format!("unparsable public key: {e}")))?;
         if !rest.is_empty() {
-            return Err(bad_key("trailing data after the public key".into()));
+            return Err(Error::new(ErrorKind::BadPublicKey, "trailing data after the public key"));
         }
-        leaf_key_type(&spki)
+        leaf_key_type(&spki).map_err(|refused| Error::new(ErrorKind::BadPublicKey, refused.detail("the public key")))
     }
 }
 
-fn bad_key(detail: String) -> Error {
-    Error::new(ErrorKind::BadPublicKey, detail)
+/// What a leaf may carry, for refusals.
+fn accepted_keys() -> String {
+    format!("tenure certifies ECDSA keys on P-256 and P-384 and RSA keys of {RSA_MIN_BITS} to {RSA_MAX_BITS} bits")
+}
+
+/// Why a key is refused, in words ("is on curve secp256k1 (1.3.132.0.10)");
+/// the caller names the key and picks the error kind (a CSR's key is
+/// `badCSR`, RFC 8555 §7.4; an account key `badPublicKey`, §6.2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct KeyRefusal(String);
+
+impl KeyRefusal {
+    /// "<whose key> <why>; <what is accepted>".
+    pub(super) fn detail(&self, whose: &str) -> String {
+        format!("{whose} {}; {}", self.0, accepted_keys())
+    }
+}
+
+/// A name for the OIDs of curves and key algorithms a client may plausibly
+/// send, so a refusal says more than a dotted number.
+fn oid_name(oid: &str) -> Option<&'static str> {
+    Some(match oid {
+        "1.3.132.0.35" => "P-521",
+        "1.3.132.0.10" => "secp256k1",
+        "1.3.132.0.33" => "P-224",
+        "1.2.840.10045.3.1.1" => "P-192",
+        "1.3.36.3.3.2.8.1.1.7" => "brainpoolP256r1",
+        "1.3.36.3.3.2.8.1.1.11" => "brainpoolP384r1",
+        "1.3.36.3.3.2.8.1.1.13" => "brainpoolP512r1",
+        "1.2.156.10197.1.301" => "SM2",
+        "1.3.101.110" => "X25519",
+        "1.3.101.111" => "X448",
+        "1.3.101.113" => "Ed448",
+        "1.2.840.10040.4.1" => "DSA",
+        "1.2.840.113549.1.1.10" => "RSASSA-PSS",
+        _ => return None,
+    })
+}
+
+/// "name (oid)", or the bare OID when it has no name here.
+fn named(oid: &x509_parser::oid_registry::Oid<'_>) -> String {
+    let id = oid.to_id_string();
+    match oid_name(&id) {
+        Some(name) => format!("{name} ({id})"),
+        None => id,
+    }
 }
 
 /// Classifies a key and applies the leaf policy: ECDSA P-256/P-384 with an
 /// uncompressed point, RSA 2048..=8192 bits with an odd exponent >= 3.
-pub(super) fn leaf_key_type(spki: &SubjectPublicKeyInfo<'_>) -> Result<KeyType, Error> {
+pub(super) fn leaf_key_type(spki: &SubjectPublicKeyInfo<'_>) -> Result<KeyType, KeyRefusal> {
+    let refuse = |why: String| Err(KeyRefusal(why));
     let alg = &spki.algorithm.algorithm;
     let key_type = if *alg == OID_KEY_TYPE_EC_PUBLIC_KEY {
-        let curve = spki
-            .algorithm
-            .parameters
-            .as_ref()
-            .and_then(|p| p.as_oid().ok())
-            .ok_or_else(|| bad_key("ECDSA key without a named curve".into()))?;
+        let Some(curve) = spki.algorithm.parameters.as_ref().and_then(|p| p.as_oid().ok()) else {
+            return refuse("is an ECDSA key without a named curve".into());
+        };
         let (key_type, point_len) = if curve == OID_EC_P256 {
             (KeyType::EcdsaP256, 65)
         } else if curve == OID_NIST_EC_P384 {
             (KeyType::EcdsaP384, 97)
         } else {
-            return Err(bad_key(format!("ECDSA curve {curve} is not accepted (P-256 and P-384 are)")));
+            return refuse(format!("is on curve {}", named(&curve)));
         };
         let point = &spki.subject_public_key.data;
         if point.len() != point_len || point.first() != Some(&0x04) {
-            return Err(bad_key("ECDSA public key is not an uncompressed point of its curve".into()));
+            return refuse("is not an uncompressed point of its curve".into());
         }
         key_type
     } else if *alg == OID_PKCS1_RSAENCRYPTION {
         let Ok(PublicKey::RSA(rsa)) = spki.parsed() else {
-            return Err(bad_key("malformed RSA public key".into()));
+            return refuse("is a malformed RSA key".into());
         };
         let bits = bit_length(rsa.modulus);
         if !(RSA_MIN_BITS as usize..=RSA_MAX_BITS as usize).contains(&bits) {
-            return Err(bad_key(format!("RSA key of {bits} bits is not accepted ({RSA_MIN_BITS} to {RSA_MAX_BITS} are)")));
+            return refuse(format!("is an RSA key of {bits} bits"));
         }
         let exponent_ok = rsa.try_exponent().is_ok_and(|e| e >= 3 && e % 2 == 1);
         if !exponent_ok {
-            return Err(bad_key("RSA public exponent must be odd and at least 3".into()));
+            return refuse("is an RSA key whose public exponent is even or below 3".into());
         }
         KeyType::Rsa(bits as u32)
     } else if *alg == OID_SIG_ED25519 {
         KeyType::Ed25519
     } else {
-        return Err(bad_key(format!("public key algorithm {alg} is not accepted")));
+        return refuse(format!("is of algorithm {}", named(alg)));
     };
     if !key_type.allowed_for_leaf() {
-        return Err(bad_key(format!("{key_type:?} keys are not accepted for certificates (ECDSA P-256/P-384 and RSA are)")));
+        return refuse(format!("is an {key_type:?} key"));
     }
     Ok(key_type)
 }

@@ -36,3 +36,23 @@ pub(super) const RSA1024_CSR: &[&str] = &[
     "E34oEigEw9RNtHYamfjIXv9Cm+o5OgK8IDzoRkaHw+I1i4dDDFH4LK7VDxrWrWj3RJ3gRofiaeug",
     "YIkSAiRcEkfutHZqlYPMITF8xWR7sx2RrG+79EsedBSvCTjSZhgoOvQtr6tBYLunJhspZhXhNhE=",
 ];
+
+/// `openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:secp256k1 -nodes -subj /CN=k1.example.com -addext subjectAltName=DNS:k1.example.com -outform DER`
+pub(super) const SECP256K1_CSR: &[&str] = &[
+    "MIH9MIGkAgEAMBkxFzAVBgNVBAMMDmsxLmV4YW1wbGUuY29tMFYwEAYHKoZIzj0CAQYFK4EEAAoD",
+    "QgAEdXddIs4MKtOCZfruPZMDTXXhuSCmfJOWLTd+NHEYzTnP6UgqCx/6ekaga1sirJymz4V0xfHG",
+    "gcwW1Cq24+ofOKAsMCoGCSqGSIb3DQEJDjEdMBswGQYDVR0RBBIwEIIOazEuZXhhbXBsZS5jb20w",
+    "CgYIKoZIzj0EAwIDSAAwRQIhAPt2K/cKEWOwaL20ZgFpR2qIellk1aN+mOtjOySKtTcbAiAs8ktC",
+    "PQ2WSGSF3+RrLAv/H9p11VUBK6vJxQp68n+MNg==",
+];
+
+/// `openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-521 -nodes -subj /CN=p521.example.com -addext subjectAltName=DNS:p521.example.com -outform DER`
+pub(super) const P521_CSR: &[&str] = &[
+    "MIIBizCB7gIBADAbMRkwFwYDVQQDDBBwNTIxLmV4YW1wbGUuY29tMIGbMBAGByqGSM49AgEGBSuB",
+    "BAAjA4GGAAQAa5SUhpx+sertmAsZwMyc/3F5Vrf2AvhGKsfPGEDLuKYQdU2eRz/65hAStTvBPuoG",
+    "9O61RWjYZgpSQXM0Ywt8N74A/QKl4NbDFk5QzoigUbztUF9C+F8z6Fze/lYd58hXEgYmIXqnS3po",
+    "+sZFnwpEloXNCiNYYVoAK2nN426/1oSuHumgLjAsBgkqhkiG9w0BCQ4xHzAdMBsGA1UdEQQUMBKC",
+    "EHA1MjEuZXhhbXBsZS5jb20wCgYIKoZIzj0EAwIDgYsAMIGHAkEa9VK4gLHrsvSbPd/mMgSEs4I3",
+    "7H6DT5Yz5riJcz+Miflabcd1MjRrS3WePGMbuuZGyI2R09A5rnis0xp8qwlQKgJCAZNNQFTJwLDB",
+    "lN7weV9laX27sp1GBgcQaRlqVj5dZTmOWWALFPwLq56Vhgbo4tcE2rAuEooxDTzQfVEZKl4En6W2",
+];

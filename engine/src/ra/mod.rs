@@ -70,6 +70,10 @@ pub enum Revoker<'a> {
     CertificateKey(&'a [u8]),
 }
 
+/// A reused authorization must stay valid at least this long, so the order
+/// that lists it can still be finalized (Boulder's cutoff).
+const REUSE_MIN_REMAINING: Duration = Duration::from_secs(24 * 3600);
+
 /// The challenge types offered, in order of preference.
 pub const HTTP_01: &str = "http-01";
 pub const DNS_01: &str = "dns-01";
@@ -248,6 +252,14 @@ impl Ra {
         // target but need different challenges, so they stay separate.
         let mut targets: Vec<(Identifier, bool)> = identifiers.iter().map(|i| (i.authorization_target(), i.is_wildcard())).collect();
         targets.dedup();
+        // Reuse changes only how names are proven: every check above (the
+        // tenant's constraints, other tenants' holdings, the policy) has run.
+        let reused = if self.core.config.reuse_valid_authorizations {
+            self.reusable_authorizations(account, &targets, &by_control, t)?
+        } else {
+            Vec::new()
+        };
+        targets.retain(|(id, wildcard)| !reused.iter().any(|a| a.identifier == *id && a.wildcard == *wildcard));
         let authzs: Vec<Authorization> = targets
             .into_iter()
             .map(|(identifier, wildcard)| {
@@ -297,18 +309,45 @@ impl Ra {
             id: order_id,
             account_id: account.id.clone(),
             status: if all_valid { OrderStatus::Ready } else { OrderStatus::Pending },
-            expires,
+            // Not past its authorizations (as Boulder): a ready order stays finalizable only while they are valid.
+            expires: reused.iter().map(|a| a.expires).fold(expires, i64::min),
             identifiers,
             profile,
             error: None,
             certificate: None,
             replaces: req.replaces,
             created_at: t,
-            authorizations: authzs.iter().map(|a| a.id.clone()).collect(),
+            // New ones first, then reused ones: the order the store lists them in.
+            authorizations: authzs.iter().chain(&reused).map(|a| a.id.clone()).collect(),
             lifetime_seconds: Some(lifetime_seconds),
         };
         self.core.store.insert_order(&order, &authzs, Some(&allowed.into_audit()))?;
         Ok(order)
+    }
+
+    /// The account's authorizations of earlier orders that a new order lists
+    /// instead of new ones, when the operator turned reuse on (RFC 8555
+    /// §7.1.6 lets orders share authorizations). Only authorizations a
+    /// challenge validated, for the same name, and wildcard for wildcard (a
+    /// wildcard's is proven by dns-01 alone; as Boulder), with
+    /// [`REUSE_MIN_REMAINING`] left. Names granted by control are left out:
+    /// their new authorizations are valid at once and reflect the registry now.
+    fn reusable_authorizations(
+        &self,
+        account: &Account,
+        targets: &[(Identifier, bool)],
+        by_control: &BTreeSet<Identifier>,
+        t: UnixTime,
+    ) -> Result<Vec<Authorization>> {
+        // Short order lifetimes (tests) would otherwise never reuse anything.
+        let margin = REUSE_MIN_REMAINING.min(self.core.config.order_lifetime / 2).as_secs() as i64;
+        let mut reused = Vec::new();
+        for (identifier, wildcard) in targets.iter().filter(|(id, _)| !by_control.contains(id)) {
+            if let Some(authz) = self.core.store.reusable_authorization(&account.id, identifier, *wildcard, t + margin)? {
+                reused.push(authz);
+            }
+        }
+        Ok(reused)
     }
 
     /// Takes one of the account's new orders for this hour (a token bucket).
@@ -826,6 +865,103 @@ mod finalize_tests {
         assert!(e.registry.tenants().unwrap().iter().all(|t| t.name != "c"), "a refused tenant was written");
         e.registry.create_tenant("c", Some(&["c.example".to_string(), "10.21.0.0/16".to_string()])).unwrap();
         e.registry.create_tenant_with("d", Some(&["shop.b.example".to_string()]), PermitOverlap::Allow).unwrap();
+    }
+
+    /// The operator's reuse of valid authorizations (RFC 8555 §7.1.6: orders
+    /// may share them): with it, an order for a name the account proved by
+    /// challenge lists that authorization and is ready at once (RFC 8555
+    /// §7.4), wildcard only for wildcard; another account, or reuse off, gets
+    /// a fresh pending one. Deactivating a shared authorization invalidates
+    /// every order listing it, and reuse never skips the holder check.
+    #[test]
+    fn valid_authorizations_are_reused_only_when_the_operator_turns_it_on() {
+        for reuse in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let e = crate::Engine::open(dir.path(), Config { reuse_valid_authorizations: reuse, ..Config::default() }).unwrap();
+            let account = |tp: &str| {
+                e.ra.create_account(NewAccount { jwk: "{}".into(), thumbprint: tp.into(), contact: vec![], tos_agreed: true, eab: None, source: None })
+                    .unwrap()
+                    .0
+            };
+            let order = |a: &Account, names: &[&str]| {
+                let identifiers = names.iter().map(|n| Identifier::dns(n)).collect();
+                e.ra.new_order(a, NewOrder { identifiers, profile: None, replaces: None })
+            };
+            let authz = |id: &str| e.ra.authorization(id).unwrap().unwrap();
+            let authz_of = |o: &Order, name: &str, wildcard: bool| {
+                o.authorizations.iter().find(|id| authz(id).identifier.value == name && authz(id).wildcard == wildcard).cloned().unwrap()
+            };
+            let prove = |a: &Account, o: &Order| {
+                for id in &o.authorizations {
+                    let authz = authz(id);
+                    if authz.status == AuthorizationStatus::Pending {
+                        let ch = authz.challenges.iter().find(|c| c.kind == DNS_01).unwrap().clone();
+                        assert!(e.ra.begin_challenge(a, &ch, &authz).unwrap());
+                        e.ra.finish_challenge(&ch.id, Ok(())).unwrap();
+                    }
+                }
+            };
+            let status = |o: &Order| e.ra.order(&o.id).unwrap().unwrap().status;
+
+            let alice = account("alice");
+            let first = order(&alice, &["a.example", "*.w.example"]).unwrap();
+            prove(&alice, &first);
+            assert_eq!(status(&first), OrderStatus::Ready);
+            let a_authz = authz_of(&first, "a.example", false);
+
+            let second = order(&alice, &["a.example"]).unwrap();
+            if !reuse {
+                assert_eq!(second.status, OrderStatus::Pending);
+                assert_ne!(second.authorizations, vec![a_authz.clone()]);
+                continue;
+            }
+            assert_eq!((second.status, &second.authorizations), (OrderStatus::Ready, &vec![a_authz.clone()]));
+            let stored = e.ra.order(&second.id).unwrap().unwrap();
+            assert_eq!((stored.status, stored.authorizations), (OrderStatus::Ready, vec![a_authz.clone()]));
+            assert!(second.expires <= authz(&a_authz).expires);
+
+            // Wildcard for wildcard only; the base name is proven afresh.
+            assert_eq!(order(&alice, &["*.w.example"]).unwrap().status, OrderStatus::Ready);
+            assert_eq!(order(&alice, &["w.example"]).unwrap().status, OrderStatus::Pending);
+            // Another account proves its own names.
+            let bob = account("bob");
+            assert_eq!(order(&bob, &["a.example"]).unwrap().status, OrderStatus::Pending);
+
+            // A mixed order: the new authorization first, the reused one after;
+            // ready once the new one is proven, and it issues.
+            let mixed = order(&alice, &["a.example", "b.example"]).unwrap();
+            assert_eq!(mixed.status, OrderStatus::Pending);
+            assert_eq!(mixed.authorizations.len(), 2);
+            assert_eq!(mixed.authorizations[1], a_authz);
+            assert_eq!(e.ra.order(&mixed.id).unwrap().unwrap().authorizations, mixed.authorizations);
+            prove(&alice, &mixed);
+            let mixed = e.ra.order(&mixed.id).unwrap().unwrap();
+            assert_eq!(mixed.status, OrderStatus::Ready);
+            let key = KeyPair::generate().unwrap();
+            let csr =
+                CertificateParams::new(vec!["a.example".to_string(), "b.example".to_string()]).unwrap().serialize_request(&key).unwrap();
+            assert_eq!(e.ra.finalize(&alice, &mixed, csr.der(), b"account key").unwrap().status, OrderStatus::Valid);
+
+            // Reuse never skips the holder check: once another tenant holds the name, it is refused.
+            e.registry.create_tenant("t", Some(&["a.example".to_string()])).unwrap();
+            let held = e
+                .registry
+                .add_resource(crate::registry::NewResource {
+                    tenant: "t".into(),
+                    kind: "vm".into(),
+                    names: vec!["a.example".into()],
+                    ..Default::default()
+                })
+                .unwrap();
+            assert_eq!(order(&alice, &["a.example"]).unwrap_err().kind, ErrorKind::RejectedIdentifier);
+            e.registry.release_resource(&held.id).unwrap();
+
+            // Deactivated, it invalidates the ready order that shares it, and is not reused again.
+            e.ra.deactivate_authorization(&alice, &authz(&a_authz)).unwrap();
+            assert_eq!(status(&second), OrderStatus::Invalid);
+            assert_eq!(status(&first), OrderStatus::Invalid);
+            assert_eq!(order(&alice, &["a.example"]).unwrap().status, OrderStatus::Pending);
+        }
     }
 
     /// A wildcard covers every name under its base: while another tenant

@@ -242,6 +242,9 @@ pub trait AccountStore: Send + Sync {
 pub trait OrderStore: Send + Sync {
     /// Stores a new order with all its authorizations and challenges at once.
     /// The decision that allowed it is audited in the same transaction.
+    /// Authorizations the order lists that are not among `authzs` are
+    /// existing ones of the same account that it reuses: they are linked, not
+    /// copied, so the order reads them (and their status) where they live.
     fn insert_order(&self, order: &Order, authzs: &[Authorization], audit: Option<&AuditRecord>) -> Result<()>;
 
     fn order(&self, id: &str) -> Result<Option<Order>>;
@@ -273,6 +276,17 @@ pub trait OrderStore: Send + Sync {
 
     /// Whether the account holds valid, unexpired authorizations for every identifier.
     fn account_holds_authorizations(&self, account_id: &str, identifiers: &[Identifier], at: UnixTime) -> Result<bool>;
+
+    /// The account's valid authorization for `identifier` (an authorization
+    /// target) with the same `wildcard` flag, that a challenge validated and
+    /// that is still unexpired at `valid_at`; of several, the one expiring last.
+    fn reusable_authorization(
+        &self,
+        account_id: &str,
+        identifier: &Identifier,
+        wildcard: bool,
+        valid_at: UnixTime,
+    ) -> Result<Option<Authorization>>;
 }
 
 /// Certificates, their lifecycle (bindings, renewal queue) and CRLs.

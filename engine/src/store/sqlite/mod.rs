@@ -427,6 +427,20 @@ impl OrderStore for SqliteStore {
                     .execute(params![ch.id, ch.authz_id, ch.kind, ch.token, ch.status.as_str()])?;
                 }
             }
+            let mut reuses = false;
+            for (position, authz_id) in order.authorizations.iter().enumerate() {
+                if authzs.iter().any(|a| a.id == *authz_id) {
+                    continue;
+                }
+                tx.prepare_cached("INSERT INTO order_reused_authorizations (order_id, authz_id, position) VALUES (?1, ?2, ?3)")?
+                    .execute(params![order.id, authz_id, position as i64])?;
+                reuses = true;
+            }
+            if reuses {
+                // A reused authorization deactivated since it was looked up
+                // makes the order invalid now rather than ready.
+                refresh_order_status(tx, &order.id, None)?;
+            }
             Ok(())
         })
     }
@@ -450,7 +464,7 @@ impl OrderStore for SqliteStore {
     fn authorizations_of_order(&self, order_id: &str) -> Result<Vec<Authorization>> {
         self.read(|c| {
             let ids: Vec<String> = {
-                let mut st = c.prepare_cached("SELECT id FROM authorizations WHERE order_id = ?1 ORDER BY rowid")?;
+                let mut st = c.prepare_cached(ORDER_AUTHORIZATION_IDS)?;
                 st.query_map([order_id], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?
             };
             ids.iter().filter_map(|id| authorization_by_id(c, id).transpose()).collect()
@@ -532,7 +546,16 @@ impl OrderStore for SqliteStore {
         self.tx(|tx| {
             let order_id: String = tx.query_row("SELECT order_id FROM authorizations WHERE id = ?1", [authz_id], |r| r.get(0))?;
             tx.execute("UPDATE authorizations SET status = 'deactivated' WHERE id = ?1 AND status IN ('pending', 'valid')", [authz_id])?;
-            refresh_order_status(tx, &order_id, None)
+            refresh_order_status(tx, &order_id, None)?;
+            // Later orders that reuse it lose it too.
+            let reusing: Vec<String> = {
+                let mut st = tx.prepare_cached("SELECT order_id FROM order_reused_authorizations WHERE authz_id = ?1")?;
+                st.query_map([authz_id], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?
+            };
+            for order_id in reusing {
+                refresh_order_status(tx, &order_id, None)?;
+            }
+            Ok(())
         })
     }
 
@@ -566,7 +589,40 @@ impl OrderStore for SqliteStore {
             Ok(true)
         })
     }
+
+    fn reusable_authorization(
+        &self,
+        account_id: &str,
+        identifier: &Identifier,
+        wildcard: bool,
+        valid_at: UnixTime,
+    ) -> Result<Option<Authorization>> {
+        self.read(|c| {
+            let id: Option<String> = c
+                .prepare_cached(REUSABLE_AUTHORIZATION)?
+                .query_row(params![account_id, identifier.kind.as_str(), identifier.value, wildcard, valid_at], |r| r.get(0))
+                .optional()?;
+            id.map(|id| authorization_by_id(c, &id)).transpose().map(Option::flatten)
+        })
+    }
 }
+
+/// authorizations_by_account (account_id, id_type, id_value) finds the rows;
+/// `+c.status` keeps the planner on challenges_by_authz rather than scanning
+/// every valid challenge through challenges_by_status.
+const REUSABLE_AUTHORIZATION: &str = "SELECT a.id FROM authorizations a
+     WHERE a.account_id = ?1 AND a.id_type = ?2 AND a.id_value = ?3 AND a.wildcard = ?4
+       AND a.status = 'valid' AND a.expires > ?5
+       AND EXISTS (SELECT 1 FROM challenges c WHERE c.authz_id = a.id AND +c.status = 'valid')
+     ORDER BY a.expires DESC LIMIT 1";
+
+/// An order's authorizations: those it made, then those of earlier orders it
+/// reuses, each in the order it listed them.
+const ORDER_AUTHORIZATION_IDS: &str = "SELECT id FROM (
+         SELECT id, 0 AS part, rowid AS seq FROM authorizations WHERE order_id = ?1
+         UNION ALL
+         SELECT authz_id, 1, position FROM order_reused_authorizations WHERE order_id = ?1
+     ) ORDER BY part, seq";
 
 /// Settings every connection of the store's gets.
 fn tune(c: &Connection) -> Result<()> {
@@ -690,7 +746,7 @@ fn order_by_id(c: &Connection, id: &str) -> Result<Option<Order>> {
         return Ok(None);
     };
     let authorizations = {
-        let mut st = c.prepare_cached("SELECT id FROM authorizations WHERE order_id = ?1 ORDER BY rowid")?;
+        let mut st = c.prepare_cached(ORDER_AUTHORIZATION_IDS)?;
         st.query_map([&id], |r| r.get(0))?.collect::<rusqlite::Result<Vec<String>>>()?
     };
     Ok(Some(Order {
@@ -774,7 +830,11 @@ fn authorization_by_id(c: &Connection, id: &str) -> Result<Option<Authorization>
 /// all valid → ready; any invalid/deactivated → invalid.
 fn refresh_order_status(tx: &Tx<'_>, order_id: &str, cause: Option<RecordedError>) -> Result<()> {
     let statuses: Vec<String> = {
-        let mut st = tx.prepare_cached("SELECT status FROM authorizations WHERE order_id = ?1")?;
+        let mut st = tx.prepare_cached(
+            "SELECT status FROM authorizations WHERE order_id = ?1
+             UNION ALL
+             SELECT a.status FROM order_reused_authorizations r JOIN authorizations a ON a.id = r.authz_id WHERE r.order_id = ?1",
+        )?;
         st.query_map([order_id], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?
     };
     if statuses.iter().all(|s| s == "valid") {
@@ -918,6 +978,26 @@ mod reprepare_tests {
     use super::*;
     use rusqlite::StatementStatus;
 
+    /// The reads reuse of authorizations adds go by index, never a scan (the
+    /// tables grow with every order).
+    #[test]
+    fn reuse_reads_use_indexes() {
+        let s = SqliteStore::open_in_memory().unwrap();
+        for sql in [REUSABLE_AUTHORIZATION, ORDER_AUTHORIZATION_IDS] {
+            let plan: Vec<String> = s
+                .read(|c| {
+                    let mut st = c.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))?;
+                    let n = st.parameter_count() as i64;
+                    let rows = st.query_map(rusqlite::params_from_iter(1..=n), |r| r.get::<_, String>(3))?;
+                    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+                })
+                .unwrap();
+            let searches: Vec<&String> = plan.iter().filter(|p| p.starts_with("SEARCH")).collect();
+            assert!(!searches.is_empty() && searches.iter().all(|p| !p.contains("challenges_by_status")), "{sql}: {plan:?}");
+            assert!(!plan.iter().any(|p| p.starts_with("SCAN") && !p.contains("subquery")), "{sql}: {plan:?}");
+        }
+    }
+
     /// SQLite 3.54 re-plans (re-parses) `WHERE x = ?1 ORDER BY rowid` and
     /// `LIMIT ?n` on every new binding unless QPSG is on; the store's hot
     /// reads are of that shape.
@@ -926,7 +1006,7 @@ mod reprepare_tests {
         let dir = tempfile::tempdir().unwrap();
         let s = SqliteStore::open(&dir.path().join("t.db")).unwrap();
         let sqls = [
-            "SELECT id FROM authorizations WHERE order_id = ?1 ORDER BY rowid",
+            ORDER_AUTHORIZATION_IDS,
             "SELECT id, authz_id, type, token, status, validated, error FROM challenges WHERE authz_id = ?1 ORDER BY rowid",
             "SELECT serial FROM certificates WHERE renewal = 'scheduled' AND renew_at < ?1 ORDER BY renew_at, serial LIMIT ?2",
         ];

@@ -304,4 +304,23 @@ pub const MIGRATIONS: &[&str] = &[
     r#"
     CREATE INDEX authorizations_pending ON authorizations(account_id, expires) WHERE status = 'pending';
     "#,
+    // 7: RESERVED for a migration being added on another branch at the same
+    // time. When merging, replace this placeholder with it (keep 8 below as
+    // 8). A database migrated by a build with the placeholder is at version 8
+    // without that 7; only development data directories of this branch are.
+    "",
+    // 8: orders that list authorizations of the account's earlier orders (the
+    // operator's reuse of valid authorizations). An authorization still belongs
+    // to the order that made it (authorizations.order_id); this links it to
+    // later orders. `position` keeps their listing stable. IF NOT EXISTS: safe
+    // to run again should the placeholder above be replaced after the fact.
+    r#"
+    CREATE TABLE IF NOT EXISTS order_reused_authorizations (
+        order_id    TEXT NOT NULL REFERENCES orders(id),
+        authz_id    TEXT NOT NULL REFERENCES authorizations(id),
+        position    INTEGER NOT NULL,
+        PRIMARY KEY (order_id, authz_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX IF NOT EXISTS order_reused_authorizations_by_authz ON order_reused_authorizations(authz_id);
+    "#,
 ];
