@@ -11,7 +11,7 @@ mod tls;
 mod tlsalpn01;
 
 #[cfg(test)]
-#[path = "../../../tests/support/dns.rs"]
+#[path = "../../../tests/e2e/support/dns.rs"]
 pub(crate) mod testdns;
 
 use std::net::{IpAddr, SocketAddr};
