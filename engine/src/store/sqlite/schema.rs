@@ -304,4 +304,10 @@ pub const MIGRATIONS: &[&str] = &[
     r#"
     CREATE INDEX authorizations_pending ON authorizations(account_id, expires) WHERE status = 'pending';
     "#,
+    // 7: each tenant's webhook signing secret, sealed under DIR/ca-key.kek.
+    // Tenants from before get one on first use (sealing needs the key, which
+    // SQL does not have).
+    r#"
+    ALTER TABLE tenants ADD COLUMN webhook_secret BLOB;
+    "#,
 ];
