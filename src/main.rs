@@ -36,14 +36,34 @@ struct DataDir {
     #[arg(long, value_name = "MS", env = "TENURE_PLUGIN_DEADLINE_MS", default_value_t = 100,
           value_parser = clap::value_parser!(u64).range(1..=60_000))]
     plugin_deadline: u64,
+    /// File drops (`delivery-dir`) must lie below this directory; without it
+    /// file delivery is off. Every command that sets or delivers them takes it.
+    #[arg(long, value_name = "DIR", env = "TENURE_DELIVERY_ROOT", value_parser = existing_directory)]
+    delivery_root: Option<PathBuf>,
+    /// Webhooks may reach this host name, address or range (CIDR) although it
+    /// is loopback, link-local or private; with an http:// prefix, over plain
+    /// http too. Repeatable (comma-separated in the environment).
+    #[arg(long = "webhook-allow", value_name = "[http://]HOST_OR_CIDR", env = "TENURE_WEBHOOK_ALLOW", value_delimiter = ',')]
+    webhook_allow: Vec<tenure_engine::lifecycle::WebhookAllow>,
 }
 
 impl DataDir {
     fn config(&self) -> Config {
         let mut config = Config::default();
         config.plugin_limits.deadline = Duration::from_millis(self.plugin_deadline);
+        config.lifecycle.delivery_root = self.delivery_root.clone();
+        config.lifecycle.webhook_allow = self.webhook_allow.clone();
         config
     }
+}
+
+/// `--delivery-root`: an existing directory, made absolute and free of links.
+fn existing_directory(dir: &str) -> Result<PathBuf, String> {
+    let real = std::fs::canonicalize(dir).map_err(|e| format!("{dir}: {e}"))?;
+    if !real.is_dir() {
+        return Err(format!("{dir} is not a directory"));
+    }
+    Ok(real)
 }
 
 #[derive(Subcommand)]
@@ -373,6 +393,18 @@ enum TenantCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Print the secret the tenant's webhooks are signed with (the HMAC-SHA256
+    /// key is this text); with --rotate, replace it first.
+    WebhookSecret {
+        name: String,
+        /// Make a new secret; webhooks sent from now on are signed with it only.
+        #[arg(long)]
+        rotate: bool,
+        #[command(flatten)]
+        data: DataDir,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() {
@@ -664,6 +696,16 @@ fn tenant(command: TenantCommand) -> Result<()> {
             }
             Ok(())
         }
+        TenantCommand::WebhookSecret { name, rotate, data, json } => {
+            let registry = open_existing(&data)?.registry;
+            let secret = if rotate { registry.rotate_webhook_secret(&name)? } else { registry.webhook_secret(&name)? };
+            if json {
+                println!("{}", serde_json::json!({ "tenant": name, "webhook_secret": secret }));
+            } else {
+                println!("{secret}");
+            }
+            Ok(())
+        }
     }
 }
 
@@ -685,6 +727,9 @@ fn resource(command: ResourceCommand) -> Result<()> {
             let authority = open_existing(&data)?;
             let r = authority.registry.add_resource(NewResource { tenant, kind, names, zones, addresses, attributes, anchor }).map_err(
                 |e| match e.kind {
+                    tenure_engine::ErrorKind::Malformed if e.detail.starts_with("delivery-") => anyhow::anyhow!(
+                        "{e} (the bounds are --delivery-root and --webhook-allow, or TENURE_DELIVERY_ROOT and TENURE_WEBHOOK_ALLOW, as given to serve)"
+                    ),
                     tenure_engine::ErrorKind::Malformed => {
                         anyhow::anyhow!("{e} (exact names go in --name, whole subtrees in --zone, addresses in --address)")
                     }

@@ -63,6 +63,28 @@ pub fn set_tenant_limits(admin: Arc<Admin>, call: Call) -> Handled {
     })
 }
 
+/// `GET /v1/tenants/{name}/webhook-secret`: the key its webhooks' signatures are made with.
+pub fn tenant_webhook_secret(admin: Arc<Admin>, call: Call) -> Handled {
+    Box::pin(async move {
+        let NoQuery {} = query(call.query.as_deref())?;
+        let name = call.param().to_string();
+        let tenant = name.clone();
+        let secret = admin.registry(move |r| r.webhook_secret(&tenant)).await?;
+        Ok(Answer::ok(json!({ "tenant": name, "webhook_secret": secret })))
+    })
+}
+
+/// `POST /v1/tenants/{name}/webhook-secret/rotate`: a new secret, in force at once.
+pub fn rotate_tenant_webhook_secret(admin: Arc<Admin>, call: Call) -> Handled {
+    Box::pin(async move {
+        let NoBody {} = json(&call.body)?;
+        let name = call.param().to_string();
+        let tenant = name.clone();
+        let secret = admin.registry(move |r| r.rotate_webhook_secret(&tenant)).await?;
+        Ok(Answer::ok(json!({ "tenant": name, "webhook_secret": secret })))
+    })
+}
+
 /// `GET /v1/resources[?tenant=]`.
 pub fn list_resources(admin: Arc<Admin>, call: Call) -> Handled {
     Box::pin(async move {

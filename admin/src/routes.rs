@@ -46,6 +46,8 @@ pub static ROUTES: &[(Method, &str, Handler)] = &[
     (Method::POST, "/v1/tenants", create_tenant),
     (Method::GET, "/v1/tenants/{name}/limits", tenant_limits),
     (Method::PUT, "/v1/tenants/{name}/limits", set_tenant_limits),
+    (Method::GET, "/v1/tenants/{name}/webhook-secret", tenant_webhook_secret),
+    (Method::POST, "/v1/tenants/{name}/webhook-secret/rotate", rotate_tenant_webhook_secret),
     (Method::GET, "/v1/resources", list_resources),
     (Method::POST, "/v1/resources", add_resource),
     (Method::GET, "/v1/resources/{id}", show_resource),

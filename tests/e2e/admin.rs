@@ -9,7 +9,7 @@ use rustls::pki_types::pem::PemObject;
 use serde_json::{Value, json};
 use support::{ServeOptions, Server};
 
-fn client(server: &Server) -> reqwest::Client {
+pub(crate) fn client(server: &Server) -> reqwest::Client {
     reqwest::Client::builder().tls_backend_preconfigured(client_tls(server)).build().unwrap()
 }
 
@@ -23,7 +23,7 @@ fn client_tls(server: &Server) -> rustls::ClientConfig {
     rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth()
 }
 
-async fn call(c: &reqwest::Client, token: &str, method: reqwest::Method, url: String, body: Option<Vec<u8>>) -> (u16, Value) {
+pub(crate) async fn call(c: &reqwest::Client, token: &str, method: reqwest::Method, url: String, body: Option<Vec<u8>>) -> (u16, Value) {
     let mut req = c.request(method, url).bearer_auth(token);
     if let Some(b) = body {
         req = req.body(b);

@@ -18,12 +18,12 @@ use rustls::pki_types::CertificateDer;
 use support::{ServeOptions, Server, TenantCreds};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-async fn account(server: &Server, creds: &TenantCreds) -> Account {
+pub(crate) async fn account(server: &Server, creds: &TenantCreds) -> Account {
     support::eab_account(server, creds).await
 }
 
 /// Orders held names (no challenge) and returns the PEM chain.
-async fn issue(account: &Account, names: &[&str], replaces: Option<CertificateIdentifier<'_>>) -> Result<String, String> {
+pub(crate) async fn issue(account: &Account, names: &[&str], replaces: Option<CertificateIdentifier<'_>>) -> Result<String, String> {
     let ids: Vec<Identifier> = names.iter().map(|n| Identifier::Dns(n.to_string())).collect();
     let mut new_order = NewOrder::new(&ids);
     if let Some(r) = replaces {
@@ -37,7 +37,7 @@ async fn issue(account: &Account, names: &[&str], replaces: Option<CertificateId
     order.poll_certificate(&RetryPolicy::new().timeout(Duration::from_secs(20))).await.map_err(|e| e.to_string())
 }
 
-fn serial_of(chain: &str) -> String {
+pub(crate) fn serial_of(chain: &str) -> String {
     let der = leaf_der(chain);
     let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
     cert.tbs_certificate.raw_serial().iter().skip_while(|b| **b == 0).map(|b| format!("{b:02x}")).collect()
@@ -48,7 +48,7 @@ fn cert_id(chain: &str) -> CertificateIdentifier<'static> {
     CertificateIdentifier::try_from(&der).unwrap().into_owned()
 }
 
-fn add_resource(data: &Path, args: &[&str]) -> String {
+pub(crate) fn add_resource(data: &Path, args: &[&str]) -> String {
     let mut all = vec!["resource", "add"];
     all.extend_from_slice(args);
     all.push("--json");
@@ -57,17 +57,17 @@ fn add_resource(data: &Path, args: &[&str]) -> String {
     v["id"].as_str().unwrap().to_string()
 }
 
-fn cert_show(data: &Path, serial: &str) -> serde_json::Value {
+pub(crate) fn cert_show(data: &Path, serial: &str) -> serde_json::Value {
     serde_json::from_str(support::tenure_cli(data, &["cert", "show", serial, "--json"]).trim()).unwrap()
 }
 
-fn cert_list(data: &Path, args: &[&str]) -> Vec<serde_json::Value> {
+pub(crate) fn cert_list(data: &Path, args: &[&str]) -> Vec<serde_json::Value> {
     let mut all = vec!["cert", "list", "--json"];
     all.extend_from_slice(args);
     support::tenure_cli(data, &all).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
 }
 
-fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+pub(crate) fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(v) = f() {
@@ -78,23 +78,23 @@ fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) 
     }
 }
 
-fn server_with(data: &Path, extra: &[&str]) -> Server {
+pub(crate) fn server_with(data: &Path, extra: &[&str]) -> Server {
     let mut options = ServeOptions::new(None);
     options.extra = extra.iter().map(|s| s.to_string()).collect();
     Server::start(data, options)
 }
 
 /// One POST a webhook receiver got: (headers, body).
-type Received = (HashMap<String, String>, Vec<u8>);
+pub(crate) type Received = (HashMap<String, String>, Vec<u8>);
 
 /// A webhook receiver: records every POST, answers 200.
-struct Webhook {
-    url: String,
-    received: Arc<Mutex<Vec<Received>>>,
+pub(crate) struct Webhook {
+    pub(crate) url: String,
+    pub(crate) received: Arc<Mutex<Vec<Received>>>,
 }
 
 impl Webhook {
-    async fn start() -> Webhook {
+    pub(crate) async fn start() -> Webhook {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/hook", listener.local_addr().unwrap());
         let received = Arc::new(Mutex::new(Vec::new()));
@@ -139,7 +139,7 @@ impl Webhook {
     }
 }
 
-fn hmac_hex(secret: &[u8], msg: &[u8]) -> String {
+pub(crate) fn hmac_hex(secret: &[u8], msg: &[u8]) -> String {
     let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret);
     ring::hmac::sign(&key, msg).as_ref().iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -149,9 +149,14 @@ async fn held_certificate_is_reissued_and_delivered_without_a_request() {
     support::install_crypto_provider();
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let drop_dir = dir.path().join("drop");
+    let drop_root = dir.path().join("drops");
+    std::fs::create_dir(&drop_root).unwrap();
+    let drop_dir = drop_root.join("www");
     let hook = Webhook::start().await;
-    let server = server_with(&data, &["--renewal-interval", "0.3"]);
+    // The operator's bounds: drops below the root, webhooks to this loopback receiver over http.
+    let root = drop_root.to_str().unwrap();
+    let bounds = ["--delivery-root", root, "--webhook-allow", "http://127.0.0.1"];
+    let server = server_with(&data, &[&["--renewal-interval", "0.3"][..], &bounds].concat());
     let corp = support::add_tenant(&data, "corp", &["corp.example"]);
     // Renewed about 13 s after issuance: long enough for the checks on the
     // first certificate (and then on its successor) on a busy machine.
@@ -160,7 +165,24 @@ async fn held_certificate_is_reissued_and_delivered_without_a_request() {
     let hook_attr = format!("delivery-webhook={}", hook.url);
     let vm = add_resource(
         &data,
-        &["--tenant", "corp", "--kind", "vm", "--name", "www.corp.example", "--attr", lifetime, "--attr", &dir_attr, "--attr", &hook_attr],
+        &[
+            &[
+                "--tenant",
+                "corp",
+                "--kind",
+                "vm",
+                "--name",
+                "www.corp.example",
+                "--attr",
+                lifetime,
+                "--attr",
+                &dir_attr,
+                "--attr",
+                &hook_attr,
+            ][..],
+            &bounds,
+        ]
+        .concat(),
     );
     let acct = account(&server, &corp).await;
 
@@ -200,7 +222,7 @@ async fn held_certificate_is_reissued_and_delivered_without_a_request() {
     let sig = headers.get("tenure-signature").expect("signed webhook");
     let (t, v1) = sig.split_once(",v1=").unwrap();
     let t = t.strip_prefix("t=").unwrap();
-    let secret = std::fs::read_to_string(data.join("webhook-secret")).unwrap();
+    let secret = support::tenure_cli(&data, &["tenant", "webhook-secret", "corp"]);
     let mut signed = format!("{t}.").into_bytes();
     signed.extend_from_slice(&body);
     assert_eq!(v1, hmac_hex(secret.trim().as_bytes(), &signed));

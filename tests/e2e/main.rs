@@ -11,6 +11,7 @@ mod accounts;
 mod admin;
 mod bench;
 mod clients;
+mod delivery;
 mod durability;
 mod hsm;
 mod inprocess;

@@ -11,7 +11,9 @@ pub mod crl;
 pub mod delivery;
 pub mod renewal;
 pub mod scheduler;
+pub mod webhook;
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,6 +24,7 @@ use crate::model::*;
 pub use ari::RenewalWindow;
 pub use delivery::{DeliveryReport, WebhookSender};
 pub use renewal::SweepReport;
+pub use webhook::{WebhookAllow, WebhookTarget};
 
 /// Resource attributes naming where a renewed certificate goes.
 pub const DELIVERY_DIR_ATTRIBUTE: &str = "delivery-dir";
@@ -50,6 +53,12 @@ pub struct LifecycleConfig {
     pub delivery_attempts: i64,
     /// The first retry's delay; it doubles per attempt, up to an hour.
     pub delivery_backoff: Duration,
+    /// Every `delivery-dir` must lie below this directory. None: file
+    /// delivery is off (fail closed), since any other place could be a
+    /// directory the operator never meant tenure to write.
+    pub delivery_root: Option<PathBuf>,
+    /// Destinations webhooks may reach beyond https to public addresses.
+    pub webhook_allow: Vec<WebhookAllow>,
 }
 
 impl Default for LifecycleConfig {
@@ -64,6 +73,8 @@ impl Default for LifecycleConfig {
             rekey_overlap: Duration::from_secs(3600),
             delivery_attempts: 10,
             delivery_backoff: Duration::from_secs(5),
+            delivery_root: None,
+            webhook_allow: Vec::new(),
         }
     }
 }

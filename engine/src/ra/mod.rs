@@ -879,9 +879,16 @@ mod finalize_tests {
             let dir = tempfile::tempdir().unwrap();
             let e = crate::Engine::open(dir.path(), Config { reuse_valid_authorizations: reuse, ..Config::default() }).unwrap();
             let account = |tp: &str| {
-                e.ra.create_account(NewAccount { jwk: "{}".into(), thumbprint: tp.into(), contact: vec![], tos_agreed: true, eab: None, source: None })
-                    .unwrap()
-                    .0
+                e.ra.create_account(NewAccount {
+                    jwk: "{}".into(),
+                    thumbprint: tp.into(),
+                    contact: vec![],
+                    tos_agreed: true,
+                    eab: None,
+                    source: None,
+                })
+                .unwrap()
+                .0
             };
             let order = |a: &Account, names: &[&str]| {
                 let identifiers = names.iter().map(|n| Identifier::dns(n)).collect();

@@ -121,13 +121,21 @@ impl Registry {
         core.fill_random(&mut eab_hmac)?;
         let normalized: Vec<String> = parsed.iter().flatten().map(|p| p.to_string()).collect();
         let sealed_hmac = core.ca_keys.seal_eab_key(&eab_hmac)?;
+        let webhook_secret = crate::lifecycle::webhook::new_sealed_secret(core, name)?;
         let apart = permits_apart(name, parsed.as_deref().unwrap_or_default());
         let rule: &dyn Fn(&[Tenant]) -> Result<()> = match overlap {
             PermitOverlap::Refuse => &apart,
             PermitOverlap::Allow => &|_: &[Tenant]| Ok(()),
         };
-        let tenant =
-            core.store.insert_tenant(name, &normalized, &intermediate.cert_der, &key_blob, Some((&eab_kid, &sealed_hmac)), rule)?;
+        let tenant = core.store.insert_tenant(
+            name,
+            &normalized,
+            &intermediate.cert_der,
+            &key_blob,
+            &webhook_secret,
+            Some((&eab_kid, &sealed_hmac)),
+            rule,
+        )?;
         Ok(TenantCreated { tenant, eab_kid, eab_hmac })
     }
 
@@ -141,11 +149,30 @@ impl Registry {
         self.core.store.tenants()
     }
 
+    /// The secret the tenant's webhooks are signed with (HMAC-SHA256 keyed by
+    /// this text), made now for a tenant from before per-tenant secrets.
+    pub fn webhook_secret(&self, tenant: &str) -> Result<String> {
+        self.existing_tenant(tenant)?;
+        crate::lifecycle::webhook::tenant_secret(&self.core, tenant)
+    }
+
+    /// Replaces the tenant's webhook secret and returns the new one; webhooks
+    /// sent from now on carry signatures under it only.
+    pub fn rotate_webhook_secret(&self, tenant: &str) -> Result<String> {
+        self.existing_tenant(tenant)?;
+        let secret = crate::lifecycle::webhook::rotate_tenant_secret(&self.core, tenant)?;
+        tracing::info!(tenant, "webhook secret rotated");
+        Ok(secret)
+    }
+
     /// Registers a resource a tenant holds. Its names must lie inside the
     /// tenant's permitted subtrees, and no other tenant may hold them.
     pub fn add_resource(&self, req: NewResource) -> Result<Resource> {
         let req = req.normalized()?;
         self.check_inside_permits(&req.tenant, &req)?;
+        // Delivery targets against this process's delivery root and webhook
+        // allowances; delivery checks them again (the filesystem and DNS may change).
+        crate::lifecycle::delivery::check_targets(&self.core.config.lifecycle, &req.attributes)?;
         if req.names.is_empty() && req.zones.is_empty() && req.addresses.is_empty() && req.kind != "hsm" {
             return Err(Error::malformed("a resource needs at least one name, zone or address"));
         }
@@ -192,6 +219,10 @@ impl Registry {
         let moved = current.moved_to(to);
         self.check_inside_permits(to, &moved)?;
         self.core.store.transfer_resource(id, to, &held_elsewhere(to))
+    }
+
+    fn existing_tenant(&self, name: &str) -> Result<Tenant> {
+        self.core.store.tenant(name)?.ok_or_else(|| Error::not_found(format!("no tenant {name}")))
     }
 
     fn check_inside_permits(&self, tenant: &str, r: &NewResource) -> Result<()> {

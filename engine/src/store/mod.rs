@@ -190,8 +190,9 @@ pub trait TenantStore: Send + Sync {
 
     fn issuers(&self) -> Result<Vec<IssuerRecord>>;
 
-    /// Creates a tenant with its intermediate and (optionally) its first EAB
-    /// key, in one transaction, if `rule` accepts it beside every existing tenant.
+    /// Creates a tenant with its intermediate, its sealed webhook secret and
+    /// (optionally) its first EAB key, in one transaction, if `rule` accepts
+    /// it beside every existing tenant.
     #[allow(clippy::too_many_arguments)]
     fn insert_tenant(
         &self,
@@ -199,6 +200,7 @@ pub trait TenantStore: Send + Sync {
         permits: &[String],
         intermediate_der: &[u8],
         intermediate_key: &[u8],
+        webhook_secret_sealed: &[u8],
         eab: Option<(&str, &[u8])>,
         rule: TenantRule<'_>,
     ) -> Result<Tenant>;
@@ -209,6 +211,14 @@ pub trait TenantStore: Send + Sync {
 
     /// The tenant and HMAC key behind an EAB key id.
     fn eab_key(&self, kid: &str) -> Result<Option<(String, Vec<u8>)>>;
+
+    /// The tenant's sealed webhook secret; None if it has none (or there is no such tenant).
+    fn tenant_webhook_secret(&self, tenant: &str) -> Result<Option<Vec<u8>>>;
+
+    /// Stores the tenant's sealed webhook secret: with `replace`, in place of
+    /// the current one; without, only if it has none. Returns the one that
+    /// holds afterwards. NotFound if there is no such tenant.
+    fn store_tenant_webhook_secret(&self, tenant: &str, sealed: &[u8], replace: bool) -> Result<Vec<u8>>;
 
     /// Rewrites issuer key blobs `f` wants changed (sealing plain keys of an
     /// older data directory), all in one transaction. Returns how many changed.

@@ -222,13 +222,15 @@ impl TenantStore for SqliteStore {
         })
     }
 
-    /// Creates a tenant with its intermediate and (optionally) its first EAB key, in one transaction.
+    /// Creates a tenant with its intermediate, its sealed webhook secret and
+    /// (optionally) its first EAB key, in one transaction.
     fn insert_tenant(
         &self,
         name: &str,
         permits: &[String],
         intermediate_der: &[u8],
         intermediate_key: &[u8],
+        webhook_secret_sealed: &[u8],
         eab: Option<(&str, &[u8])>,
         rule: TenantRule<'_>,
     ) -> Result<Tenant> {
@@ -245,8 +247,8 @@ impl TenantStore for SqliteStore {
             )?;
             let issuer_id = tx.last_insert_rowid();
             tx.execute(
-                "INSERT INTO tenants (name, permits, issuer_id, created_at) VALUES (?1, ?2, ?3, ?4)",
-                params![name, json(&permits), issuer_id, t],
+                "INSERT INTO tenants (name, permits, issuer_id, created_at, webhook_secret) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![name, json(&permits), issuer_id, t, webhook_secret_sealed],
             )?;
             if let Some((kid, key)) = eab {
                 tx.execute("INSERT INTO eab_keys (kid, tenant, hmac_key, created_at) VALUES (?1, ?2, ?3, ?4)", params![kid, name, key, t])?;
@@ -275,6 +277,30 @@ impl TenantStore for SqliteStore {
             Ok(c.prepare_cached("SELECT tenant, hmac_key FROM eab_keys WHERE kid = ?1")?
                 .query_row([kid], |r| Ok((r.get(0)?, r.get(1)?)))
                 .optional()?)
+        })
+    }
+
+    fn tenant_webhook_secret(&self, tenant: &str) -> Result<Option<Vec<u8>>> {
+        self.read(|c| {
+            Ok(c.prepare_cached("SELECT webhook_secret FROM tenants WHERE name = ?1")?
+                .query_row([tenant], |r| r.get::<_, Option<Vec<u8>>>(0))
+                .optional()?
+                .flatten())
+        })
+    }
+
+    fn store_tenant_webhook_secret(&self, tenant: &str, sealed: &[u8], replace: bool) -> Result<Vec<u8>> {
+        self.tx(|tx| {
+            let sql = if replace {
+                "UPDATE tenants SET webhook_secret = ?2 WHERE name = ?1"
+            } else {
+                "UPDATE tenants SET webhook_secret = ?2 WHERE name = ?1 AND webhook_secret IS NULL"
+            };
+            tx.execute(sql, params![tenant, sealed])?;
+            tx.query_row("SELECT webhook_secret FROM tenants WHERE name = ?1", [tenant], |r| r.get::<_, Option<Vec<u8>>>(0))
+                .optional()?
+                .flatten()
+                .ok_or_else(|| Error::not_found(format!("no tenant {tenant}")))
         })
     }
 
@@ -930,6 +956,39 @@ mod tests {
             Ok(())
         })
         .unwrap();
+    }
+
+    /// A data directory of schema 6: its tenants get a webhook secret column,
+    /// empty until first use; storing one without `replace` keeps the first
+    /// one stored (two processes racing agree), with `replace` rotates it.
+    #[test]
+    fn migration_7_adds_a_webhook_secret_per_tenant() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        {
+            let mut c = Connection::open(&path).unwrap();
+            let tx = c.transaction().unwrap();
+            for sql in &schema::MIGRATIONS[..6] {
+                tx.execute_batch(sql).unwrap();
+            }
+            tx.pragma_update(None, "user_version", 6).unwrap();
+            tx.execute_batch(
+                "INSERT INTO issuers (id, role, tenant, cert_der, key_pkcs8, created_at) VALUES (1, 'root', NULL, x'00', x'00', 1);
+                 INSERT INTO tenants (name, permits, issuer_id, created_at) VALUES ('corp', '[]', 1, 1);",
+            )
+            .unwrap();
+            tx.commit().unwrap();
+        }
+        let s = SqliteStore::open(&path).unwrap();
+        assert_eq!(s.tenant("corp").unwrap().unwrap().name, "corp");
+        assert_eq!(s.tenant_webhook_secret("corp").unwrap(), None);
+        assert_eq!(s.store_tenant_webhook_secret("corp", b"first", false).unwrap(), b"first");
+        assert_eq!(s.store_tenant_webhook_secret("corp", b"second", false).unwrap(), b"first");
+        assert_eq!(s.store_tenant_webhook_secret("corp", b"rotated", true).unwrap(), b"rotated");
+        assert_eq!(s.tenant_webhook_secret("corp").unwrap().as_deref(), Some(&b"rotated"[..]));
+        assert_eq!(s.tenant_webhook_secret("nobody").unwrap(), None);
+        let err = s.store_tenant_webhook_secret("nobody", b"x", true).unwrap_err();
+        assert_eq!(err.kind, crate::ErrorKind::NotFound);
     }
 
     #[test]

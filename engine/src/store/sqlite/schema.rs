@@ -304,16 +304,17 @@ pub const MIGRATIONS: &[&str] = &[
     r#"
     CREATE INDEX authorizations_pending ON authorizations(account_id, expires) WHERE status = 'pending';
     "#,
-    // 7: RESERVED for a migration being added on another branch at the same
-    // time. When merging, replace this placeholder with it (keep 8 below as
-    // 8). A database migrated by a build with the placeholder is at version 8
-    // without that 7; only development data directories of this branch are.
-    "",
+    // 7: each tenant's webhook signing secret, sealed under DIR/ca-key.kek.
+    // Tenants from before get one on first use (sealing needs the key, which
+    // SQL does not have).
+    r#"
+    ALTER TABLE tenants ADD COLUMN webhook_secret BLOB;
+    "#,
     // 8: orders that list authorizations of the account's earlier orders (the
     // operator's reuse of valid authorizations). An authorization still belongs
     // to the order that made it (authorizations.order_id); this links it to
-    // later orders. `position` keeps their listing stable. IF NOT EXISTS: safe
-    // to run again should the placeholder above be replaced after the fact.
+    // later orders. `position` keeps their listing stable. IF NOT EXISTS: data
+    // directories of the branch that first had it ran it as 8 behind an empty 7.
     r#"
     CREATE TABLE IF NOT EXISTS order_reused_authorizations (
         order_id    TEXT NOT NULL REFERENCES orders(id),
