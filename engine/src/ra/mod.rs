@@ -207,12 +207,10 @@ impl Ra {
         };
         let identifiers: Vec<Identifier> = req.identifiers.into_iter().collect::<BTreeSet<_>>().into_iter().collect();
         let limits = self.limits_of(&account.tenant)?;
+        self.check_validation_failures(account, &identifiers, &limits)?;
+        // Taken before the decision: a flood of orders the policy refuses
+        // would otherwise cost a plugin run and an audit record each, free.
         self.take_order_allowance(account, &limits)?;
-        let refused = |e: Error| {
-            self.core.order_allowance.give_back(&account.id, limits.orders_per_hour);
-            e
-        };
-        self.check_validation_failures(account, &identifiers, &limits).map_err(refused)?;
         self.check_identifiers_permitted(&account.tenant, &identifiers)?;
         self.check_not_held_by_others(&account.tenant, &identifiers)?;
         if let Some(cert_id) = &req.replaces {
