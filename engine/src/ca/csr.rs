@@ -41,7 +41,7 @@ pub fn parse_csr(der: &[u8]) -> Result<Csr, Error> {
     }
     let info = &csr.certification_request_info;
     if info.version.0 != 0 {
-        return Err(bad_csr(format!("request version {} is not v1", info.version.0 + 1)));
+        return Err(bad_csr(format!("request version {} is not v1", u64::from(info.version.0) + 1)));
     }
     // Key policy first, so an undersized key is reported as such rather than
     // as a signature ring refuses to check.

@@ -17,6 +17,8 @@ mod signing;
 mod util;
 
 #[cfg(test)]
+mod fuzz_regressions;
+#[cfg(test)]
 mod openssl_tests;
 #[cfg(test)]
 mod testdata;

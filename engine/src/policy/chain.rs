@@ -38,8 +38,10 @@ pub(super) fn validate(decision: Decision, asked: Asked<'_>, max_answer_bytes: u
             if reason.len() > max_answer_bytes {
                 return Err(format!("oversized answer: a deny reason of {} bytes exceeds the {max_answer_bytes}-byte limit", reason.len()));
             }
-            let reason = sanitize(reason.trim());
-            return Ok(Decision::Deny(if reason.is_empty() { "denied without a reason".to_owned() } else { reason }));
+            // Sanitized before trimmed: a reason of control characters alone is no reason.
+            let reason = sanitize(&reason);
+            let reason = reason.trim();
+            return Ok(Decision::Deny(if reason.is_empty() { "denied without a reason".to_owned() } else { reason.to_owned() }));
         }
         Decision::Allow(g) => g,
     };

@@ -15,6 +15,9 @@ mod host_state;
 mod types;
 
 pub mod builtin;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 
 #[cfg(test)]
 mod tests;

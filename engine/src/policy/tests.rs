@@ -447,6 +447,12 @@ fn grants_are_checked_against_the_request() {
     // Control characters in a reason are neutralized.
     let d = chain::validate(Decision::Deny("bad\nline".into()), hook, 1024).unwrap();
     assert_eq!(d.deny_reason(), Some("bad line"));
+    // Found by fuzz/ (plugin_answer): a reason of control characters alone was let
+    // through as a blank reason instead of "denied without a reason".
+    for reason in ["\u{1}", " \t\u{7f}\r\n ", ""] {
+        let d = chain::validate(Decision::Deny(reason.into()), hook, 1024).unwrap();
+        assert_eq!(d.deny_reason(), Some("denied without a reason"), "{reason:?}");
+    }
 }
 
 // ---- chains ----
