@@ -245,7 +245,7 @@ fn restrict_data_dir(data_dir: &Path) -> Result<()> {
     {
         use std::os::unix::fs::PermissionsExt;
         let tighten = |path: &Path, mode: u32| {
-            let Ok(meta) = std::fs::symlink_metadata(path) else { return };
+            let Ok(meta) = std::fs::metadata(path) else { return };
             if meta.permissions().mode() & 0o077 == 0 {
                 return;
             }
