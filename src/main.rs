@@ -244,8 +244,30 @@ enum ResourceCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Resume a suspended resource.
+    /// Resume a suspended resource: what lapsed meanwhile is reissued, its lease restarts.
     Resume {
+        id: String,
+        #[command(flatten)]
+        data: DataDir,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Set and remove attributes in one change (validated as at add).
+    SetAttr {
+        id: String,
+        /// Set an attribute KEY=VALUE (KEY= removes it).
+        #[arg(long = "attr")]
+        attrs: Vec<String>,
+        /// Remove an attribute.
+        #[arg(long = "remove", value_name = "KEY")]
+        removes: Vec<String>,
+        #[command(flatten)]
+        data: DataDir,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Confirm a leased resource (attribute lease-seconds): its lease runs again from now.
+    Confirm {
         id: String,
         #[command(flatten)]
         data: DataDir,
@@ -710,7 +732,7 @@ fn tenant(command: TenantCommand) -> Result<()> {
 }
 
 fn resource(command: ResourceCommand) -> Result<()> {
-    use tenure_engine::registry::{NewResource, Resource, parse_attribute};
+    use tenure_engine::registry::{NewResource, Resource, parse_attribute, parse_attribute_changes};
     let print = |r: &Resource, json: bool| {
         if json {
             println!("{}", serde_json::to_string(r).unwrap_or_default());
@@ -745,6 +767,20 @@ fn resource(command: ResourceCommand) -> Result<()> {
         ResourceCommand::Release { id, data, json } => print(&open_existing(&data)?.registry.release_resource(&id)?, json),
         ResourceCommand::Suspend { id, data, json } => print(&open_existing(&data)?.registry.suspend_resource(&id)?, json),
         ResourceCommand::Resume { id, data, json } => print(&open_existing(&data)?.registry.resume_resource(&id)?, json),
+        ResourceCommand::SetAttr { id, attrs, removes, data, json } => {
+            let changes = parse_attribute_changes(&attrs, &removes)?;
+            let r = open_existing(&data)?.registry.set_attributes(&id, &changes).map_err(|e| match e.kind {
+                tenure_engine::ErrorKind::Malformed if e.detail.starts_with("delivery-") => anyhow::anyhow!(
+                    "{e} (the bounds are --delivery-root and --webhook-allow, or TENURE_DELIVERY_ROOT and TENURE_WEBHOOK_ALLOW, as given to serve)"
+                ),
+                tenure_engine::ErrorKind::Malformed if e.detail == "no attribute to set or remove" => {
+                    anyhow::anyhow!("{e} (give --attr KEY=VALUE or --remove KEY)")
+                }
+                _ => e.into(),
+            })?;
+            print(&r, json)
+        }
+        ResourceCommand::Confirm { id, data, json } => print(&open_existing(&data)?.registry.confirm_resource(&id)?, json),
         ResourceCommand::Transfer { id, to, data, json } => print(&open_existing(&data)?.registry.transfer_resource(&id, &to)?, json),
         ResourceCommand::List { tenant, data, json } => {
             for r in open_existing(&data)?.registry.resources(tenant.as_deref())? {

@@ -134,6 +134,26 @@ pub fn transfer_resource(admin: Arc<Admin>, call: Call) -> Handled {
     })
 }
 
+/// `PATCH /v1/resources/{id}` `{"attributes": {...}}`: sets and removes
+/// attributes in one change; returns the resource.
+pub fn patch_resource(admin: Arc<Admin>, call: Call) -> Handled {
+    Box::pin(async move {
+        let PatchResource { attributes } = json(&call.body)?;
+        let id = call.param().to_string();
+        Ok(Answer::ok(json!(admin.registry(move |r| r.set_attributes(&id, &attributes)).await?)))
+    })
+}
+
+/// `POST /v1/resources/{id}/confirm`: the platform vouches for a leased
+/// resource; its lease runs again from now.
+pub fn confirm_resource(admin: Arc<Admin>, call: Call) -> Handled {
+    Box::pin(async move {
+        let NoBody {} = json(&call.body)?;
+        let id = call.param().to_string();
+        Ok(Answer::ok(json!(admin.registry(move |r| r.confirm_resource(&id)).await?)))
+    })
+}
+
 /// `POST /v1/resources/{id}/suspend`: held, but not to be certified meanwhile.
 pub fn suspend_resource(admin: Arc<Admin>, call: Call) -> Handled {
     Box::pin(async move {

@@ -52,6 +52,15 @@ impl From<AddResource> for NewResource {
     }
 }
 
+/// `PATCH /v1/resources/{id}`: `{"attributes": {"key": "value", "gone": null}}`
+/// sets each key with a value and removes each one given null (or "").
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PatchResource {
+    /// The attributes to set (a value) or remove (null).
+    pub attributes: BTreeMap<String, Option<String>>,
+}
+
 /// `POST /v1/resources/{id}/transfer`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

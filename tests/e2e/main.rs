@@ -19,3 +19,4 @@ mod jws_rules;
 mod lifecycle;
 mod policy;
 mod protocol;
+mod resources;

@@ -4,11 +4,13 @@
 //! successor ([`delivery`]); when one is released or transferred, the store
 //! revokes it in the same transaction. ARI ([`ari`]) tells ACME clients the
 //! same plan, and each issuer publishes a CRL ([`crl`]). [`scheduler`] runs it
-//! all in the background of `tenure serve`.
+//! all in the background of `tenure serve`, with the leases of resources
+//! ([`lease`]): one not confirmed in time is suspended.
 
 pub mod ari;
 pub mod crl;
 pub mod delivery;
+pub mod lease;
 pub mod renewal;
 pub mod scheduler;
 pub mod webhook;
@@ -23,6 +25,7 @@ use crate::model::*;
 
 pub use ari::RenewalWindow;
 pub use delivery::{DeliveryReport, WebhookSender};
+pub use lease::LeaseReport;
 pub use renewal::SweepReport;
 pub use webhook::{WebhookAllow, WebhookTarget};
 

@@ -125,6 +125,44 @@ impl Lifecycle {
     /// Renews a batch; returns what was stored and how many failed on our
     /// side (and were deferred).
     fn renew_batch(&self, due: Vec<(Certificate, CertificateLifecycle)>) -> Result<(RenewalTally, usize)> {
+        // Suspending a resource lapses its scheduled certificates; one still
+        // scheduled here (issued while it was suspended) lapses the same way,
+        // so resuming schedules it again.
+        let mut states = HashMap::new();
+        let mut lapses = Vec::new();
+        let mut kept = Vec::with_capacity(due.len());
+        for (cert, life) in due {
+            let mut suspended = None;
+            for id in &life.resources {
+                if !states.contains_key(id) {
+                    states.insert(id.clone(), self.core.store.resource(id)?.map(|r| r.state));
+                }
+                if states.get(id) == Some(&Some(crate::registry::ResourceState::Suspended)) {
+                    suspended = Some(id);
+                    break;
+                }
+            }
+            match suspended {
+                Some(id) => lapses.push(RenewalOutcome::Lapsed {
+                    serial: cert.serial.clone(),
+                    note: format!("{} {id}", crate::registry::SUSPENDED_LAPSE_NOTE),
+                    audit: None,
+                }),
+                None => kept.push((cert, life)),
+            }
+        }
+        let lapsed = if lapses.is_empty() { RenewalTally::default() } else { issuance::record_renewals(&self.core, &lapses)? };
+        let (tally, deferred) = self.renew_unsuspended(kept)?;
+        let tally = RenewalTally {
+            renewed: tally.renewed + lapsed.renewed,
+            lapsed: tally.lapsed + lapsed.lapsed,
+            skipped: tally.skipped + lapsed.skipped,
+        };
+        Ok((tally, deferred))
+    }
+
+    /// [`Self::renew_batch`] of certificates no suspension holds back.
+    fn renew_unsuspended(&self, due: Vec<(Certificate, CertificateLifecycle)>) -> Result<(RenewalTally, usize)> {
         // Certificates of keys tenure made in a tenant's HSM are renewed into
         // it with a fresh key, one by one (the token is the bottleneck, and
         // each rekey records its own key); the rest on every core.
@@ -298,6 +336,7 @@ mod tests {
     use crate::Engine;
     use crate::Identifier;
     use crate::config::Config;
+    use crate::model::RenewalState;
     use crate::ra::NewOrder;
 
     /// `n` certificates for www.corp.example, due once the second they were issued in is over.
@@ -351,6 +390,65 @@ mod tests {
         for o in &originals {
             assert_eq!(successors.get(o), Some(&1), "certificate {o}");
         }
+    }
+
+    /// While its resource is suspended no certificate is renewed (they lapse,
+    /// not revoked); resuming schedules them again and the next sweep
+    /// reissues what fell due meanwhile.
+    #[test]
+    fn suspended_resources_are_not_renewed_and_resume_reissues() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::default();
+        config.lifecycle.renewal_fraction = 1.0;
+        let a = Engine::open(dir.path(), config).unwrap();
+        let originals = issue_due(&a, 2);
+        let resource = a.registry.resources(Some("corp")).unwrap().pop().unwrap();
+
+        let suspended = a.registry.suspend_resource(&resource.id).unwrap();
+        let event = a.registry.resource_events(&resource.id).unwrap().pop().unwrap();
+        assert_eq!(event.detail["lapsed_certificates"], 2, "{event:?}");
+        assert_eq!(suspended.state, crate::registry::ResourceState::Suspended);
+        let report = a.lifecycle.sweep_renewals().unwrap();
+        assert_eq!(report.renewed, 0, "{report:?}");
+        for o in &originals {
+            let (cert, life) = a.lifecycle.certificate_record(o).unwrap().unwrap();
+            assert_eq!(life.renewal, RenewalState::Lapsed, "{o}");
+            assert!(cert.revoked_at.is_none(), "lapsed, not revoked: {o}");
+        }
+
+        a.registry.resume_resource(&resource.id).unwrap();
+        let event = a.registry.resource_events(&resource.id).unwrap().pop().unwrap();
+        assert_eq!(event.detail["rescheduled_certificates"], 2, "{event:?}");
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        let report = a.lifecycle.sweep_renewals().unwrap();
+        assert_eq!(report.renewed, 2, "{report:?}");
+        let certs = a.lifecycle.certificates(Some("corp"), None, 1000).unwrap();
+        for o in &originals {
+            assert!(certs.iter().any(|(_, l)| l.predecessor.as_ref() == Some(o)), "{o} reissued after resume");
+        }
+    }
+
+    /// A certificate still scheduled for a suspended resource (issued while it
+    /// was suspended) lapses in the sweep, undecided, and resume picks it up.
+    #[test]
+    fn the_sweep_lapses_what_a_suspension_holds_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::default();
+        config.lifecycle.renewal_fraction = 1.0;
+        let a = Engine::open(dir.path(), config).unwrap();
+        let serial = issue_due(&a, 1).pop().unwrap();
+        let resource = a.registry.resources(Some("corp")).unwrap().pop().unwrap();
+        a.registry.suspend_resource(&resource.id).unwrap();
+        // As if issued while suspended: scheduled again behind the registry's back.
+        let db = rusqlite::Connection::open(dir.path().join("tenure.db")).unwrap();
+        db.execute("UPDATE certificates SET renewal = 'scheduled', renewal_note = NULL WHERE serial = ?1", [&serial]).unwrap();
+        let report = a.lifecycle.sweep_renewals().unwrap();
+        assert_eq!((report.renewed, report.lapsed), (0, 1), "{report:?}");
+        let (_, life) = a.lifecycle.certificate_record(&serial).unwrap().unwrap();
+        assert_eq!(life.renewal, RenewalState::Lapsed);
+        assert!(life.note.as_deref().unwrap_or_default().starts_with("suspended with resource"), "{life:?}");
+        a.registry.resume_resource(&resource.id).unwrap();
+        assert_eq!(a.lifecycle.certificate_record(&serial).unwrap().unwrap().1.renewal, RenewalState::Scheduled);
     }
 
     /// `renewal_rate` spaces the batches out, and a pause that says stop

@@ -1,5 +1,5 @@
-//! The background of `tenure serve`: every interval, sweep due renewals,
-//! work off deliveries, refresh CRLs. A plain thread: every step blocks on
+//! The background of `tenure serve`: every interval, suspend resources whose
+//! lease ran out, sweep due renewals, work off deliveries, refresh CRLs. A plain thread: every step blocks on
 //! SQLite, signing or plugins, and none of it belongs on the async runtime.
 
 use std::sync::Arc;
@@ -42,6 +42,14 @@ impl Scheduler {
 /// One pass; failures are logged and retried on the next pass. The sweep
 /// waits (and may be stopped) through `pause`.
 fn run_once(lifecycle: &Lifecycle, webhooks: &dyn WebhookSender, pause: &mut dyn FnMut(Duration) -> bool) {
+    // Leases first: a resource suspended now is not renewed by the sweep below.
+    match lifecycle.expire_leases(webhooks) {
+        Ok(r) if r.suspended > 0 => {
+            tracing::info!(suspended = r.suspended, notified = r.notified, notify_failed = r.notify_failed, "leases expired")
+        }
+        Ok(_) => {}
+        Err(e) => tracing::error!(error = %e, "lease pass failed"),
+    }
     match lifecycle.sweep_renewals_paced(pause) {
         Ok(r) if r.renewed + r.lapsed + r.deferred > 0 => tracing::info!(
             renewed = r.renewed,

@@ -54,6 +54,10 @@ pub struct Resource {
     pub anchor: Option<String>,
     pub created_at: UnixTime,
     pub updated_at: UnixTime,
+    /// With a lease (`lease-seconds`): when the resource is suspended unless
+    /// confirmed first (counted while active; restarted by confirm and resume).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_expires: Option<UnixTime>,
 }
 
 impl Resource {
@@ -150,17 +154,7 @@ impl NewResource {
             }
         }
         self.addresses = addrs;
-        for (k, v) in &self.attributes {
-            if k.is_empty() || k.len() > 128 {
-                return Err(Error::malformed(format!("attribute name {k:?} must be 1-128 characters")));
-            }
-            if v.len() > 4096 {
-                return Err(Error::malformed(format!("attribute {k:?} is longer than 4096 bytes")));
-            }
-        }
-        if let Some(dir) = self.attributes.get(crate::lifecycle::DELIVERY_DIR_ATTRIBUTE) {
-            crate::lifecycle::delivery::check_delivery_dir(dir)?;
-        }
+        check_attribute_values(&self.attributes)?;
         Ok(self)
     }
 
@@ -172,6 +166,71 @@ impl NewResource {
     }
 }
 
+/// The note on a certificate lapsed because a resource it is bound to was
+/// suspended (followed by the resource's id): what resuming looks for to
+/// schedule it again.
+pub(crate) const SUSPENDED_LAPSE_NOTE: &str = "suspended with resource";
+
+/// The attribute that gives a resource a lease: it must be confirmed within
+/// this many seconds (of its creation, last confirmation or resumption), or
+/// it is suspended.
+pub const LEASE_ATTRIBUTE: &str = "lease-seconds";
+/// The bounds of a lease: shorter than the scheduler could keep; longer than a year is no lease.
+pub const LEASE_SECONDS_MIN: i64 = 10;
+pub const LEASE_SECONDS_MAX: i64 = 31_536_000;
+
+/// The attribute checks that need no configuration (delivery targets are
+/// checked against the server's bounds by the registry): names, sizes, the
+/// shape of a delivery directory, the lease. Used at add and at every change.
+pub fn check_attribute_values(attributes: &BTreeMap<String, String>) -> Result<()> {
+    for (k, v) in attributes {
+        if k.is_empty() || k.len() > 128 {
+            return Err(Error::malformed(format!("attribute name {k:?} must be 1-128 characters")));
+        }
+        if v.len() > 4096 {
+            return Err(Error::malformed(format!("attribute {k:?} is longer than 4096 bytes")));
+        }
+    }
+    if let Some(dir) = attributes.get(crate::lifecycle::DELIVERY_DIR_ATTRIBUTE) {
+        crate::lifecycle::delivery::check_delivery_dir(dir)?;
+    }
+    lease_seconds(attributes)?;
+    Ok(())
+}
+
+/// The lease the attributes give, if any.
+pub fn lease_seconds(attributes: &BTreeMap<String, String>) -> Result<Option<i64>> {
+    let Some(v) = attributes.get(LEASE_ATTRIBUTE) else { return Ok(None) };
+    match v.parse::<i64>() {
+        Ok(n) if (LEASE_SECONDS_MIN..=LEASE_SECONDS_MAX).contains(&n) => Ok(Some(n)),
+        _ => Err(Error::malformed(format!(
+            "attribute {LEASE_ATTRIBUTE:?} must be a whole number of seconds from {LEASE_SECONDS_MIN} to {LEASE_SECONDS_MAX}, not {v:?}"
+        ))),
+    }
+}
+
+/// Changes to a resource's attributes: `Some(value)` sets, `None` removes.
+/// An empty value removes too (`--attr key=` on the command line): an empty
+/// attribute means the same as none everywhere tenure reads one.
+pub type AttributeChanges = BTreeMap<String, Option<String>>;
+
+/// The changes `--attr K=V` (set; `K=` removes) and `--remove K` ask for.
+pub fn parse_attribute_changes(sets: &[String], removes: &[String]) -> Result<AttributeChanges> {
+    let mut changes = AttributeChanges::new();
+    for kv in sets {
+        let (k, v) = parse_attribute(kv)?;
+        if changes.insert(k.clone(), Some(v).filter(|v| !v.is_empty())).is_some() {
+            return Err(Error::malformed(format!("attribute {k:?} is given twice")));
+        }
+    }
+    for k in removes {
+        if changes.insert(k.clone(), None).is_some() {
+            return Err(Error::malformed(format!("attribute {k:?} is given twice")));
+        }
+    }
+    Ok(changes)
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum EventKind {
@@ -180,6 +239,9 @@ pub enum EventKind {
     Suspended,
     Resumed,
     Released,
+    #[serde(rename = "attributes-changed")]
+    AttributesChanged,
+    Confirmed,
 }
 
 impl EventKind {
@@ -190,6 +252,8 @@ impl EventKind {
             EventKind::Suspended => "suspended",
             EventKind::Resumed => "resumed",
             EventKind::Released => "released",
+            EventKind::AttributesChanged => "attributes-changed",
+            EventKind::Confirmed => "confirmed",
         }
     }
 }
@@ -236,6 +300,7 @@ mod tests {
             anchor: None,
             created_at: 0,
             updated_at: 0,
+            lease_expires: None,
         };
         assert!(r.covers(&Identifier::dns("www.example.com")));
         assert!(r.covers(&Identifier::dns("x.apps.example.com")));

@@ -12,7 +12,7 @@ use crate::core::Core;
 use crate::error::{Conflict, Error, ErrorKind, Result};
 use crate::model::Tenant;
 use crate::ra::{EffectiveLimits, TenantLimits};
-use crate::registry::{Event, EventKind, NewResource, Resource, ResourceState};
+use crate::registry::{AttributeChanges, Event, EventKind, NewResource, Resource, ResourceState, check_attribute_values};
 use crate::store::Overlap;
 
 /// Tenants, the resources they hold, and the audit log.
@@ -197,12 +197,40 @@ impl Registry {
         self.core.store.set_resource_state(id, ResourceState::Released, EventKind::Released)
     }
 
+    /// Still held, but not renewed meanwhile: its scheduled certificates lapse
+    /// (they are not revoked) and run out.
     pub fn suspend_resource(&self, id: &str) -> Result<Resource> {
         self.core.store.set_resource_state(id, ResourceState::Suspended, EventKind::Suspended)
     }
 
+    /// Active again: what the suspension lapsed is scheduled again (the next
+    /// sweep reissues what fell due meanwhile), and its lease restarts.
     pub fn resume_resource(&self, id: &str) -> Result<Resource> {
         self.core.store.set_resource_state(id, ResourceState::Active, EventKind::Resumed)
+    }
+
+    /// Sets (`Some`) and removes (`None`, or an empty value) attributes in one
+    /// change, validated as at add. Changing `lease-seconds` restarts the lease
+    /// from now; removing it ends the lease.
+    pub fn set_attributes(&self, id: &str, changes: &AttributeChanges) -> Result<Resource> {
+        if changes.is_empty() {
+            return Err(Error::malformed("no attribute to set or remove"));
+        }
+        let set: std::collections::BTreeMap<String, String> =
+            changes.iter().filter_map(|(k, v)| v.as_ref().filter(|v| !v.is_empty()).map(|v| (k.clone(), v.clone()))).collect();
+        for k in changes.keys() {
+            if k.is_empty() || k.len() > 128 {
+                return Err(Error::malformed(format!("attribute name {k:?} must be 1-128 characters")));
+            }
+        }
+        check_attribute_values(&set)?;
+        crate::lifecycle::delivery::check_targets(&self.core.config.lifecycle, &set)?;
+        self.core.store.set_resource_attributes(id, changes)
+    }
+
+    /// The platform vouches for a leased resource: its lease runs again from now.
+    pub fn confirm_resource(&self, id: &str) -> Result<Resource> {
+        self.core.store.confirm_resource(id)
     }
 
     /// Hands the resource to another tenant, whose permits must cover it.
@@ -257,5 +285,71 @@ fn validate_tenant_name(name: &str) -> Result<()> {
         Ok(())
     } else {
         Err(Error::malformed(format!("tenant name {name:?} must be 1-63 characters of lowercase letters, digits, '-' and '_'")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use crate::Engine;
+    use crate::config::Config;
+    use crate::registry::{AttributeChanges, NewResource};
+
+    fn changes(list: &[(&str, Option<&str>)]) -> AttributeChanges {
+        list.iter().map(|(k, v)| (k.to_string(), v.map(str::to_string))).collect()
+    }
+
+    /// Sets and removes in one change, recorded by key only; refuses what
+    /// add refuses, with the same words, and a released resource.
+    #[test]
+    fn attribute_changes_are_validated_and_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = Engine::open(dir.path(), Config::default()).unwrap();
+        a.registry.create_tenant("corp", Some(&["corp.example".to_string()])).unwrap();
+        let r = a
+            .registry
+            .add_resource(NewResource {
+                tenant: "corp".into(),
+                kind: "vm".into(),
+                names: vec!["vm.corp.example".into()],
+                attributes: BTreeMap::from([("team".to_string(), "blue".to_string()), ("old".to_string(), "x".to_string())]),
+                ..Default::default()
+            })
+            .unwrap();
+
+        let changed = a.registry.set_attributes(&r.id, &changes(&[("team", Some("red")), ("old", None), ("tier", Some(""))])).unwrap();
+        assert_eq!(changed.attributes, BTreeMap::from([("team".to_string(), "red".to_string())]));
+        let event = a.registry.resource_events(&r.id).unwrap().pop().unwrap();
+        assert_eq!(event.kind, "attributes-changed");
+        assert_eq!(event.detail, serde_json::json!({ "set": ["team"], "removed": ["old"] }));
+        assert!(!event.detail.to_string().contains("red"), "values stay out of events");
+
+        let refused = |c: &[(&str, Option<&str>)]| a.registry.set_attributes(&r.id, &changes(c)).unwrap_err().detail;
+        assert_eq!(refused(&[]), "no attribute to set or remove");
+        assert!(refused(&[("big", Some(&"x".repeat(4097)))]).contains("longer than 4096 bytes"));
+        assert!(refused(&[("lease-seconds", Some("9"))]).contains("from 10 to 31536000, not \"9\""));
+        assert!(refused(&[("lease-seconds", Some("ten"))]).contains("not \"ten\""));
+        assert!(refused(&[("delivery-dir", Some("relative/dir"))]).contains("must be an absolute path"));
+        // No delivery root is configured here: file delivery is off, as at add.
+        assert!(refused(&[("delivery-dir", Some("/srv/certs"))]).contains("file delivery is off"));
+        assert!(refused(&[("delivery-webhook", Some("http://127.0.0.1/hook"))]).contains("delivery-webhook"));
+        assert!(refused(&[("", Some("x"))]).contains("1-128 characters"));
+        // Nothing of a refused change was kept.
+        assert_eq!(a.registry.resource(&r.id).unwrap().unwrap().attributes, changed.attributes);
+
+        let unknown = a.registry.set_attributes("res_nope", &changes(&[("a", Some("b"))])).unwrap_err();
+        assert_eq!(unknown.kind, crate::ErrorKind::NotFound);
+        a.registry.release_resource(&r.id).unwrap();
+        let err = a.registry.set_attributes(&r.id, &changes(&[("a", Some("b"))])).unwrap_err();
+        assert!(matches!(err.conflict, Some(crate::Conflict::ResourceState)), "{err:?}");
+    }
+
+    #[test]
+    fn cli_attribute_changes_parse() {
+        let c = crate::registry::parse_attribute_changes(&["a=1".into(), "b=".into()], &["c".into()]).unwrap();
+        assert_eq!(c, changes(&[("a", Some("1")), ("b", None), ("c", None)]));
+        assert!(crate::registry::parse_attribute_changes(&["a=1".into()], &["a".into()]).unwrap_err().detail.contains("twice"));
+        assert!(crate::registry::parse_attribute_changes(&["a".into()], &[]).is_err());
     }
 }

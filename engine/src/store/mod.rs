@@ -19,7 +19,7 @@ use crate::error::Result;
 use crate::hsm::{HsmKey, HsmSlot, SlotState};
 use crate::identifier::Identifier;
 use crate::model::*;
-use crate::registry::{Event, EventKind, NewResource, Resource, ResourceState};
+use crate::registry::{AttributeChanges, Event, EventKind, NewResource, Resource, ResourceState};
 pub use sqlite::SqliteStore;
 
 /// Every store trait: what the engine holds.
@@ -391,8 +391,31 @@ pub trait RegistryStore: Send + Sync {
     /// wildcard `*.zone` would also cover).
     fn resources_under(&self, zone: &str) -> Result<Vec<Resource>>;
 
-    /// Changes a resource's state (suspend, resume, release) and logs the event.
+    /// Changes a resource's state (suspend, resume, release) and logs the
+    /// event, in one transaction with what the state change means for its
+    /// certificates and lease: suspending lapses its scheduled certificates
+    /// (not revoked); resuming schedules again those lapsed by a suspension
+    /// (when no other resource they are bound to is still suspended) and
+    /// restarts its lease; releasing revokes them.
     fn set_resource_state(&self, id: &str, state: ResourceState, kind: EventKind) -> Result<Resource>;
+
+    /// Applies attribute changes (validated by the caller) and logs an
+    /// `attributes-changed` event naming the keys set and removed (never
+    /// their values); a lease whose length changes restarts from now.
+    /// Refuses a released resource.
+    fn set_resource_attributes(&self, id: &str, changes: &AttributeChanges) -> Result<Resource>;
+
+    /// Restarts an active resource's lease from now and logs `confirmed`.
+    /// Refuses a resource without a lease or not active.
+    fn confirm_resource(&self, id: &str) -> Result<Resource>;
+
+    /// Up to `limit` active resources whose lease ran out by `at`, the oldest first.
+    fn expired_leases(&self, at: UnixTime, limit: i64) -> Result<Vec<String>>;
+
+    /// Suspends the resource if it is still active with its lease run out by
+    /// `at` (a confirmation may have come meanwhile), as `set_resource_state`
+    /// suspends, with the reason in the event; None if it no longer is.
+    fn suspend_expired_lease(&self, id: &str, at: UnixTime) -> Result<Option<Resource>>;
 
     /// Moves a resource to another tenant and logs the event, after `rule` has
     /// judged what overlaps it in the new tenant's hands; revokes its

@@ -991,6 +991,58 @@ mod tests {
         assert_eq!(err.kind, crate::ErrorKind::NotFound);
     }
 
+    /// A data directory of schema 8: its resources and events are kept, none
+    /// has a lease, the new event kinds are accepted, and expired leases are
+    /// found through the partial index (not a scan of every resource).
+    #[test]
+    fn migration_9_adds_leases_and_event_kinds() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        {
+            let mut c = Connection::open(&path).unwrap();
+            let tx = c.transaction().unwrap();
+            for sql in &schema::MIGRATIONS[..8] {
+                tx.execute_batch(sql).unwrap();
+            }
+            tx.pragma_update(None, "user_version", 8).unwrap();
+            tx.execute_batch(
+                "INSERT INTO issuers (id, role, tenant, cert_der, key_pkcs8, created_at) VALUES (1, 'root', NULL, x'00', x'00', 1);
+                 INSERT INTO tenants (name, permits, issuer_id, created_at) VALUES ('corp', '[]', 1, 1);
+                 INSERT INTO resources (id, tenant, kind, names, zones, addresses, state, attributes, anchor, created_at, updated_at)
+                     VALUES ('r1', 'corp', 'vm', '[]', '[]', '[]', 'active', '{\"lease-seconds\":\"60\"}', NULL, 1, 1);
+                 INSERT INTO resource_events (resource_id, tenant, kind, at, detail) VALUES ('r1', 'corp', 'created', 1, '{}'),
+                     ('r1', 'corp', 'suspended', 2, '{}');",
+            )
+            .unwrap();
+            tx.commit().unwrap();
+        }
+        let s = SqliteStore::open(&path).unwrap();
+        let kinds: Vec<String> = s.resource_events("r1").unwrap().into_iter().map(|e| e.kind).collect();
+        assert_eq!(kinds, ["created", "suspended"]);
+        // A lease set before leases existed starts with the next change to it, not retroactively.
+        assert_eq!(s.resource("r1").unwrap().unwrap().lease_expires, None);
+        assert_eq!(s.expired_leases(i64::MAX, 10).unwrap(), Vec::<String>::new());
+        let changes = crate::registry::AttributeChanges::from([("lease-seconds".to_string(), Some("30".to_string()))]);
+        let r = s.set_resource_attributes("r1", &changes).unwrap();
+        let expires = r.lease_expires.expect("a lease from the change on");
+        assert_eq!(s.expired_leases(expires, 10).unwrap(), ["r1"]);
+        s.confirm_resource("r1").unwrap();
+        let kinds: Vec<String> = s.resource_events("r1").unwrap().into_iter().map(|e| e.kind).collect();
+        assert_eq!(kinds, ["created", "suspended", "attributes-changed", "confirmed"]);
+        s.with(|c| {
+            let plan: Vec<String> = c
+                .prepare(
+                    "EXPLAIN QUERY PLAN SELECT id FROM resources WHERE state = 'active' AND lease_expires IS NOT NULL
+                     AND lease_expires <= 5 ORDER BY lease_expires LIMIT 10",
+                )?
+                .query_map([], |r| r.get::<_, String>(3))?
+                .collect::<rusqlite::Result<_>>()?;
+            assert!(plan.iter().any(|p| p.contains("resources_lease_due")), "{plan:?}");
+            Ok(())
+        })
+        .unwrap();
+    }
+
     #[test]
     fn tx_commits_on_success_and_rolls_back_on_error() {
         let dir = tempfile::tempdir().unwrap();

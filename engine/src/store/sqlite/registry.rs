@@ -4,11 +4,12 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{SqliteStore, Tx, from_json, json};
 use crate::error::{Error, Result};
-use crate::model::now;
+use crate::model::{UnixTime, now};
 use crate::registry::*;
 use crate::store::*;
 
-const RESOURCE_COLUMNS: &str = "id, tenant, kind, names, zones, addresses, state, attributes, anchor, created_at, updated_at";
+const RESOURCE_COLUMNS: &str =
+    "id, tenant, kind, names, zones, addresses, state, attributes, anchor, created_at, updated_at, lease_expires";
 
 impl RegistryStore for SqliteStore {
     /// Adds a resource and its `created` event. Refuses names, zones or
@@ -28,9 +29,24 @@ impl RegistryStore for SqliteStore {
             }
             rule(&overlaps(tx, &r.identifiers_for_conflict(), None)?)?;
             let t = now();
+            let lease = stored_lease(&r.attributes)?;
             tx.execute(
-                &format!("INSERT INTO resources ({RESOURCE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'active', ?7, ?8, ?9, ?9)"),
-                params![id, r.tenant, r.kind, json(&r.names), json(&r.zones), json(&r.addresses), json(&r.attributes), r.anchor, t],
+                &format!(
+                    "INSERT INTO resources ({RESOURCE_COLUMNS}, lease_seconds) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'active', ?7, ?8, ?9, ?9, ?10, ?11)"
+                ),
+                params![
+                    id,
+                    r.tenant,
+                    r.kind,
+                    json(&r.names),
+                    json(&r.zones),
+                    json(&r.addresses),
+                    json(&r.attributes),
+                    r.anchor,
+                    t,
+                    lease.map(|n| t + n),
+                    lease
+                ],
             )?;
             index_resource(tx, id, r)?;
             event(tx, id, &r.tenant, EventKind::Created, serde_json::json!({ "kind": r.kind }))?;
@@ -91,12 +107,24 @@ impl RegistryStore for SqliteStore {
             if current.state == ResourceState::Released {
                 return Err(Error::conflict(crate::Conflict::ResourceState, format!("resource {id} is released already")));
             }
-            tx.execute("UPDATE resources SET state = ?2, updated_at = ?3 WHERE id = ?1", params![id, state.as_str(), now()])?;
+            let t = now();
+            tx.execute("UPDATE resources SET state = ?2, updated_at = ?3 WHERE id = ?1", params![id, state.as_str(), t])?;
             let mut detail = serde_json::json!({ "from": current.state.as_str() });
-            if state == ResourceState::Released {
-                // RFC 5280 reason 5, cessationOfOperation: the resource is gone.
-                let revoked = super::stop_certificates_of_resource(tx, id, 5, &format!("resource {id} was released"))?;
-                detail["revoked_certificates"] = revoked.into();
+            match state {
+                ResourceState::Released => {
+                    // RFC 5280 reason 5, cessationOfOperation: the resource is gone.
+                    let revoked = super::stop_certificates_of_resource(tx, id, 5, &format!("resource {id} was released"))?;
+                    detail["revoked_certificates"] = revoked.into();
+                }
+                ResourceState::Suspended => detail["lapsed_certificates"] = lapse_certificates_of(tx, id)?.into(),
+                ResourceState::Active => {
+                    // The lease runs again from the resumption, not from before the suspension.
+                    tx.execute(
+                        "UPDATE resources SET lease_expires = ?2 + lease_seconds WHERE id = ?1 AND lease_seconds IS NOT NULL",
+                        params![id, t],
+                    )?;
+                    detail["rescheduled_certificates"] = reschedule_certificates_of(tx, id)?.into();
+                }
             }
             event(tx, id, &current.tenant, kind, detail)?;
             resource_by_id(tx, id)?.ok_or_else(|| Error::internal("resource vanished"))
@@ -127,6 +155,114 @@ impl RegistryStore for SqliteStore {
                 serde_json::json!({ "from": current.tenant, "to": to, "revoked_certificates": revoked }),
             )?;
             resource_by_id(tx, id)?.ok_or_else(|| Error::internal("resource vanished"))
+        })
+    }
+
+    fn set_resource_attributes(&self, id: &str, changes: &AttributeChanges) -> Result<Resource> {
+        self.tx(|tx| {
+            let current = resource_by_id(tx, id)?.ok_or_else(|| Error::not_found(format!("no resource {id}")))?;
+            if current.state == ResourceState::Released {
+                return Err(Error::conflict(crate::Conflict::ResourceState, format!("resource {id} is released")));
+            }
+            let mut attributes = current.attributes.clone();
+            let (mut set, mut removed) = (Vec::new(), Vec::new());
+            for (k, v) in changes {
+                match v.as_deref().filter(|v| !v.is_empty()) {
+                    Some(v) => {
+                        if attributes.insert(k.clone(), v.to_string()).as_deref() != Some(v) {
+                            set.push(k.as_str());
+                        }
+                    }
+                    None => {
+                        if attributes.remove(k).is_some() {
+                            removed.push(k.as_str());
+                        }
+                    }
+                }
+            }
+            let t = now();
+            tx.execute("UPDATE resources SET attributes = ?2, updated_at = ?3 WHERE id = ?1", params![id, json(&attributes), t])?;
+            // Only a change that names the lease touches it (an attribute kept
+            // from before leases existed is no lease until it is set again).
+            if changes.contains_key(crate::registry::LEASE_ATTRIBUTE) {
+                let lease = stored_lease(&attributes)?;
+                let old_lease: Option<i64> = tx.query_row("SELECT lease_seconds FROM resources WHERE id = ?1", [id], |r| r.get(0))?;
+                if lease != old_lease {
+                    // A new lease length counts from now: the platform's monitor
+                    // that set it has just spoken for the resource.
+                    tx.execute(
+                        "UPDATE resources SET lease_seconds = ?2, lease_expires = ?3 WHERE id = ?1",
+                        params![id, lease, lease.map(|n| t + n)],
+                    )?;
+                }
+            }
+            // Keys only: values may be secrets (a webhook URL's token).
+            event(tx, id, &current.tenant, EventKind::AttributesChanged, serde_json::json!({ "set": set, "removed": removed }))?;
+            resource_by_id(tx, id)?.ok_or_else(|| Error::internal("resource vanished"))
+        })
+    }
+
+    fn confirm_resource(&self, id: &str) -> Result<Resource> {
+        self.tx(|tx| {
+            let current = resource_by_id(tx, id)?.ok_or_else(|| Error::not_found(format!("no resource {id}")))?;
+            if current.state != ResourceState::Active {
+                return Err(Error::conflict(
+                    crate::Conflict::ResourceState,
+                    format!(
+                        "resource {id} is {}; only an active resource's lease can be confirmed (resume restarts it)",
+                        current.state.as_str()
+                    ),
+                ));
+            }
+            let t = now();
+            let n = tx.execute(
+                "UPDATE resources SET lease_expires = ?2 + lease_seconds WHERE id = ?1 AND lease_seconds IS NOT NULL",
+                params![id, t],
+            )?;
+            if n != 1 {
+                return Err(Error::conflict(
+                    crate::Conflict::ResourceState,
+                    format!("resource {id} has no lease to confirm (its attribute {} is not set)", crate::registry::LEASE_ATTRIBUTE),
+                ));
+            }
+            let confirmed = resource_by_id(tx, id)?.ok_or_else(|| Error::internal("resource vanished"))?;
+            event(tx, id, &current.tenant, EventKind::Confirmed, serde_json::json!({ "lease_expires": confirmed.lease_expires }))?;
+            Ok(confirmed)
+        })
+    }
+
+    fn expired_leases(&self, at: UnixTime, limit: i64) -> Result<Vec<String>> {
+        self.read(|c| {
+            // Walks resources_lease_due (active, leased) from its oldest deadline.
+            let mut st = c.prepare_cached(
+                "SELECT id FROM resources WHERE state = 'active' AND lease_expires IS NOT NULL AND lease_expires <= ?1
+                 ORDER BY lease_expires LIMIT ?2",
+            )?;
+            let ids = st.query_map(params![at, limit], |r| r.get(0))?.collect::<rusqlite::Result<Vec<String>>>()?;
+            Ok(ids)
+        })
+    }
+
+    fn suspend_expired_lease(&self, id: &str, at: UnixTime) -> Result<Option<Resource>> {
+        self.tx(|tx| {
+            let Some(current) = resource_by_id(tx, id)? else { return Ok(None) };
+            let n = tx.execute(
+                "UPDATE resources SET state = 'suspended', updated_at = ?3
+                 WHERE id = ?1 AND state = 'active' AND lease_expires IS NOT NULL AND lease_expires <= ?2",
+                params![id, at, now()],
+            )?;
+            if n != 1 {
+                return Ok(None);
+            }
+            let lapsed = lapse_certificates_of(tx, id)?;
+            let detail = serde_json::json!({
+                "from": "active",
+                "reason": "lease expired",
+                "lease_expires": current.lease_expires,
+                "lapsed_certificates": lapsed,
+            });
+            event(tx, id, &current.tenant, EventKind::Suspended, detail)?;
+            resource_by_id(tx, id)
         })
     }
 
@@ -339,6 +475,36 @@ fn index_resource(tx: &Tx<'_>, id: &str, r: &NewResource) -> Result<()> {
     Ok(())
 }
 
+/// The lease the (validated) attributes give, for the lease columns.
+fn stored_lease(attributes: &std::collections::BTreeMap<String, String>) -> Result<Option<i64>> {
+    crate::registry::lease_seconds(attributes).map_err(|e| Error::internal(format!("unvalidated lease: {}", e.detail)))
+}
+
+/// Lapses the scheduled certificates bound to a resource being suspended:
+/// not renewed meanwhile, not revoked. Returns how many.
+fn lapse_certificates_of(tx: &Tx<'_>, id: &str) -> Result<usize> {
+    Ok(tx.execute(
+        "UPDATE certificates SET renewal = 'lapsed', renewal_note = ?2
+         WHERE serial IN (SELECT serial FROM certificate_resources WHERE resource_id = ?1) AND renewal = 'scheduled'",
+        params![id, format!("{SUSPENDED_LAPSE_NOTE} {id}")],
+    )?)
+}
+
+/// Schedules again the certificates of a resumed resource that a suspension
+/// lapsed, unless another resource they are bound to is still not active.
+/// Their renewal time is kept: those whose window opened meanwhile are due at
+/// once, and the next sweep reissues them. Returns how many.
+fn reschedule_certificates_of(tx: &Tx<'_>, id: &str) -> Result<usize> {
+    Ok(tx.execute(
+        "UPDATE certificates SET renewal = 'scheduled', renewal_note = NULL
+         WHERE serial IN (SELECT serial FROM certificate_resources WHERE resource_id = ?1)
+           AND renewal = 'lapsed' AND renewal_note LIKE ?2 AND revoked_at IS NULL
+           AND NOT EXISTS (SELECT 1 FROM certificate_resources b JOIN resources r ON r.id = b.resource_id
+                           WHERE b.serial = certificates.serial AND r.state <> 'active')",
+        params![id, format!("{SUSPENDED_LAPSE_NOTE} %")],
+    )?)
+}
+
 fn event(tx: &Tx<'_>, id: &str, tenant: &str, kind: EventKind, detail: serde_json::Value) -> Result<()> {
     tx.prepare_cached("INSERT INTO resource_events (resource_id, tenant, kind, at, detail) VALUES (?1, ?2, ?3, ?4, ?5)")?
         .execute(params![id, tenant, kind.as_str(), now(), detail.to_string()])?;
@@ -392,6 +558,7 @@ struct RawResource {
     anchor: Option<String>,
     created_at: i64,
     updated_at: i64,
+    lease_expires: Option<i64>,
 }
 
 fn raw_resource(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawResource> {
@@ -407,6 +574,7 @@ fn raw_resource(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawResource> {
         anchor: r.get(8)?,
         created_at: r.get(9)?,
         updated_at: r.get(10)?,
+        lease_expires: r.get(11)?,
     })
 }
 
@@ -424,6 +592,7 @@ impl RawResource {
             anchor: self.anchor,
             created_at: self.created_at,
             updated_at: self.updated_at,
+            lease_expires: self.lease_expires,
         })
     }
 }

@@ -324,4 +324,26 @@ pub const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;
     CREATE INDEX IF NOT EXISTS order_reused_authorizations_by_authz ON order_reused_authorizations(authz_id);
     "#,
+    // 9: resource state from the platform. A lease (`lease-seconds`) kept as
+    // columns so the scheduler finds expired ones through an index of active
+    // leased resources only; resource events gain `attributes-changed` and
+    // `confirmed` (a CHECK changes only by rebuilding the table).
+    r#"
+    ALTER TABLE resources ADD COLUMN lease_seconds INTEGER;
+    ALTER TABLE resources ADD COLUMN lease_expires INTEGER;
+    CREATE INDEX resources_lease_due ON resources(lease_expires) WHERE state = 'active' AND lease_expires IS NOT NULL;
+    CREATE TABLE resource_events_v9 (
+        seq         INTEGER PRIMARY KEY,
+        resource_id TEXT NOT NULL REFERENCES resources(id),
+        tenant      TEXT NOT NULL,
+        kind        TEXT NOT NULL CHECK (kind IN ('created', 'transferred', 'suspended', 'resumed', 'released',
+                                                  'attributes-changed', 'confirmed')),
+        at          INTEGER NOT NULL,
+        detail      TEXT NOT NULL
+    );
+    INSERT INTO resource_events_v9 SELECT seq, resource_id, tenant, kind, at, detail FROM resource_events;
+    DROP TABLE resource_events;
+    ALTER TABLE resource_events_v9 RENAME TO resource_events;
+    CREATE INDEX resource_events_by_resource ON resource_events(resource_id, seq);
+    "#,
 ];
