@@ -41,6 +41,8 @@ fn main() {
     let mut config = Config::default();
     // Due the moment they are issued: the whole seed is one sweep's work.
     config.lifecycle.renewal_fraction = 1.0;
+    // Seeding places N orders from one account within seconds: no hourly bound here.
+    config.rate_limits.orders_per_hour = u32::MAX;
     let authority = Arc::new(Engine::open(dir.path(), config).expect("open"));
     // As `serve` does: certificates carry a CRL distribution point under it.
     authority.lifecycle.set_public_url("https://ca.bench.example:14000").expect("public url");
