@@ -16,6 +16,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ring::{agreement, digest, rand, signature};
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
+use tenure_engine::ca::der_tlv as der;
 use tenure_engine::ra::{ExternalBinding, MacAlgorithm};
 
 use crate::problem::{Problem, ProblemType};
@@ -435,22 +436,6 @@ const OID_P384: &[u8] = &[0x2b, 0x81, 0x04, 0x00, 0x22];
 const OID_RSA_ENCRYPTION: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01];
 /// 1.3.101.112 id-Ed25519
 const OID_ED25519: &[u8] = &[0x2b, 0x65, 0x70];
-
-/// One DER TLV with a definite length (short form below 128, else long form).
-fn der(tag: u8, content: &[u8]) -> Vec<u8> {
-    let len = content.len();
-    let mut out = vec![tag];
-    if len < 0x80 {
-        out.push(len as u8);
-    } else {
-        let be = len.to_be_bytes();
-        let skip = be.iter().take_while(|&&b| b == 0).count();
-        out.push(0x80 | (be.len() - skip) as u8);
-        out.extend_from_slice(&be[skip..]);
-    }
-    out.extend_from_slice(content);
-    out
-}
 
 /// A non-negative INTEGER from minimal big-endian bytes: DER integers are
 /// signed, so a set top bit needs a zero octet in front.

@@ -13,7 +13,7 @@ use libfuzzer_sys::fuzz_target;
 use ring::rand::SystemRandom;
 use ring::signature::{ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair};
 use tenure_engine::Identifier;
-use tenure_engine::ca::parse_csr;
+use tenure_engine::ca::{der_tlv as der, parse_csr};
 
 /// `seeds.py --keys`: the P-256 key whose public half the odd seeds carry.
 const P256_PKCS8: &str = "MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgg0i3/1HyQ48lA4TfhQQrJmdGVdgibLNkgFG6GP5la9qhRANCAAT8fEnFvpKWr/WNSZAgCkCVkUXpputz2/e8m/he+JjBQ1MCcb4heAQkTz54PUf5J8GYnH+GA3m7w62gc97IEU1V";
@@ -26,21 +26,6 @@ fn key() -> &'static (EcdsaKeyPair, SystemRandom) {
         let key = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &der, &rng).expect("a fixed P-256 key");
         (key, rng)
     })
-}
-
-fn der(tag: u8, content: &[u8]) -> Vec<u8> {
-    let len = content.len();
-    let mut out = vec![tag];
-    if len < 0x80 {
-        out.push(len as u8);
-    } else {
-        let be = len.to_be_bytes();
-        let skip = be.iter().take_while(|&&b| b == 0).count();
-        out.push(0x80 | (be.len() - skip) as u8);
-        out.extend_from_slice(&be[skip..]);
-    }
-    out.extend_from_slice(content);
-    out
 }
 
 /// CertificationRequest ::= SEQUENCE { info, ecdsa-with-SHA256, BIT STRING signature }.

@@ -3,23 +3,7 @@
 
 use crate::error::ErrorKind;
 
-use super::parse_csr;
-
-/// One DER TLV (short or long definite length).
-fn der(tag: u8, content: &[u8]) -> Vec<u8> {
-    let len = content.len();
-    let mut out = vec![tag];
-    if len < 0x80 {
-        out.push(len as u8);
-    } else {
-        let be = len.to_be_bytes();
-        let skip = be.iter().take_while(|&&b| b == 0).count();
-        out.push(0x80 | (be.len() - skip) as u8);
-        out.extend_from_slice(&be[skip..]);
-    }
-    out.extend_from_slice(content);
-    out
-}
+use super::{der_tlv as der, parse_csr};
 
 /// fuzz/ `csr`: a request of version 2^32-1 overflowed the u32 `version + 1` of the
 /// error message, a panic wherever overflow checks are on (debug builds, tests).

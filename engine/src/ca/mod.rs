@@ -33,4 +33,4 @@ pub use issue::{IssuedLeaf, LeafRequest, server_certificate};
 pub use keys::KeyType;
 pub use material::{CaMaterial, to_pem};
 pub use signing::{CaKey, CaSigningKey, RemoteKey};
-pub use util::serial_hex;
+pub use util::{der_tlv, serial_hex};

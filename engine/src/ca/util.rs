@@ -20,6 +20,24 @@ pub(super) fn random_serial() -> Result<[u8; SERIAL_LEN], Error> {
     Ok(serial)
 }
 
+/// One DER TLV with a definite length (short form below 128 octets, else long
+/// form): for the few structures built by hand (a JWK's SubjectPublicKeyInfo,
+/// test and fuzz inputs).
+pub fn der_tlv(tag: u8, content: &[u8]) -> Vec<u8> {
+    let len = content.len();
+    let mut out = vec![tag];
+    if len < 0x80 {
+        out.push(len as u8);
+    } else {
+        let be = len.to_be_bytes();
+        let skip = be.iter().take_while(|&&b| b == 0).count();
+        out.push(0x80 | (be.len() - skip) as u8);
+        out.extend_from_slice(&be[skip..]);
+    }
+    out.extend_from_slice(content);
+    out
+}
+
 /// Lowercase hex, no separators, of a serial's minimal big-endian magnitude.
 /// `raw` may be our 16 octets or a DER INTEGER's content (with its 0x00 pad);
 /// both give the same text, so issuance and parsing agree.

@@ -307,38 +307,29 @@ impl TenantStore for SqliteStore {
     /// Rewrites issuer key blobs `f` wants changed (sealing plain keys of an
     /// older data directory), all in one transaction. Returns how many changed.
     fn reseal_issuer_keys(&self, f: Reseal<'_>) -> Result<usize> {
-        self.tx(|tx| {
-            let rows: Vec<(i64, Vec<u8>)> = {
-                let mut st = tx.prepare("SELECT id, key_pkcs8 FROM issuers")?;
-                st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<rusqlite::Result<_>>()?
-            };
-            let mut changed = 0;
-            for (id, blob) in rows {
-                if let Some(new) = f(&blob)? {
-                    tx.execute("UPDATE issuers SET key_pkcs8 = ?2 WHERE id = ?1", params![id, new])?;
-                    changed += 1;
-                }
-            }
-            Ok(changed)
-        })
+        self.tx(|tx| reseal_rows(tx, "SELECT id, key_pkcs8 FROM issuers", "UPDATE issuers SET key_pkcs8 = ?2 WHERE id = ?1", f))
     }
 
     fn reseal_eab_keys(&self, f: Reseal<'_>) -> Result<usize> {
-        self.tx(|tx| {
-            let rows: Vec<(String, Vec<u8>)> = {
-                let mut st = tx.prepare("SELECT kid, hmac_key FROM eab_keys")?;
-                st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<rusqlite::Result<_>>()?
-            };
-            let mut changed = 0;
-            for (kid, blob) in rows {
-                if let Some(new) = f(&blob)? {
-                    tx.execute("UPDATE eab_keys SET hmac_key = ?2 WHERE kid = ?1", params![kid, new])?;
-                    changed += 1;
-                }
-            }
-            Ok(changed)
-        })
+        self.tx(|tx| reseal_rows(tx, "SELECT kid, hmac_key FROM eab_keys", "UPDATE eab_keys SET hmac_key = ?2 WHERE kid = ?1", f))
     }
+}
+
+/// Rewrites the blobs `f` wants changed among the (key, blob) rows `select`
+/// yields, through `update` (?1 the key, ?2 the new blob). How many changed.
+fn reseal_rows(tx: &Connection, select: &str, update: &str, f: Reseal<'_>) -> Result<usize> {
+    let rows: Vec<(rusqlite::types::Value, Vec<u8>)> = {
+        let mut st = tx.prepare(select)?;
+        st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<rusqlite::Result<_>>()?
+    };
+    let mut changed = 0;
+    for (key, blob) in rows {
+        if let Some(new) = f(&blob)? {
+            tx.execute(update, params![key, new])?;
+            changed += 1;
+        }
+    }
+    Ok(changed)
 }
 
 /// Every tenant, by name.
