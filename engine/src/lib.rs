@@ -163,6 +163,35 @@ impl Engine {
 mod tests {
     use super::*;
 
+    /// EAB HMAC keys are sealed at rest; a plain one left by an older release
+    /// is sealed at the next open and still verifies a binding.
+    #[test]
+    fn eab_keys_are_sealed_and_plain_ones_resealed_at_open() {
+        let tmp = tempfile::tempdir().unwrap();
+        let engine = Engine::open(tmp.path(), Config::default()).unwrap();
+        let created = engine.registry.create_tenant("corp", Some(&["corp.example".to_string()])).unwrap();
+        let stored = |e: &Engine| e.core.store.eab_key(&created.eab_kid).unwrap().unwrap().1;
+        assert!(sealing::is_sealed(&stored(&engine)));
+        drop(engine);
+
+        let db = rusqlite::Connection::open(tmp.path().join("tenure.db")).unwrap();
+        db.execute("UPDATE eab_keys SET hmac_key = ?1 WHERE kid = ?2", rusqlite::params![created.eab_hmac, created.eab_kid]).unwrap();
+        drop(db);
+        let engine = Engine::open_existing(tmp.path(), Config::default()).unwrap();
+        let resealed = stored(&engine);
+        assert!(sealing::is_sealed(&resealed) && resealed != created.eab_hmac);
+        let binding = ra::ExternalBinding::for_key(&created.eab_kid, &created.eab_hmac, "tp");
+        let account = ra::NewAccount {
+            jwk: "{}".into(),
+            thumbprint: "tp".into(),
+            contact: vec![],
+            tos_agreed: true,
+            eab: Some(binding),
+            source: None,
+        };
+        assert_eq!(engine.ra.create_account(account).unwrap().0.tenant, "corp");
+    }
+
     /// A new data directory is private; one that holds a CA but lost its
     /// database is refused, never re-initialized; a read-only open makes
     /// nothing; an open rewrites nothing it has not changed.
