@@ -164,13 +164,25 @@ pub struct CertificateLifecycle {
     pub policy: String,
     /// What issued it.
     pub trigger: Trigger,
+    /// Its place in its line: 1 for a first certificate, its predecessor's
+    /// plus one for a successor (a renewal, a rekey, a reprovisioning).
+    pub generation: i64,
+    /// Who holds its private key, and so whether tenure can give it a new one.
+    pub key_source: KeySource,
 }
 
-/// A delivery of a renewed certificate to one of its resource's targets.
+/// A message in the outbox for one of a resource's targets: a certificate
+/// (`certificate.provisioned`, `certificate.renewed`: the chain, and for a key
+/// tenure generated, the key encrypted to its recipient) or a notice of an
+/// event (`certificate.lapsed`, `certificate.revoked`, `resource.suspended`,
+/// `distribution.denied`: webhooks only).
 #[derive(Debug, Clone)]
 pub struct Delivery {
     pub id: i64,
-    pub serial: String,
+    /// The event, e.g. `certificate.renewed`.
+    pub event: String,
+    /// The certificate delivered or concerned, if any.
+    pub serial: Option<String>,
     pub resource_id: String,
     pub kind: DeliveryKind,
     /// A directory for `File`, a URL for `Webhook`.
@@ -179,7 +191,17 @@ pub struct Delivery {
     pub attempts: i64,
     pub next_attempt: UnixTime,
     pub last_error: Option<String>,
+    /// A notice's body (the event's details), for events that are not a
+    /// certificate to render.
+    pub payload: Option<serde_json::Value>,
+    /// `key.pem.age`: the key tenure generated, encrypted to the resource's
+    /// `key-recipient` (ASCII-armoured age). Erased when the delivery ends.
+    pub key_age: Option<String>,
 }
+
+status_enum!(KeySource {
+    Client => "client", Hsm => "hsm", Recipient => "recipient", Platform => "platform"
+});
 
 status_enum!(Trigger {
     AcmeFinalize => "acme-finalize", Renewal => "renewal", Rekey => "rekey", Provisioning => "provisioning"

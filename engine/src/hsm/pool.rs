@@ -44,6 +44,34 @@ pub struct RekeyOutcome {
     pub replaced_retires_at: Option<i64>,
 }
 
+/// A resource's next key in its tenant's HSM, as far as it is known before the decision.
+struct KeyToMake {
+    resource: Resource,
+    slot: HsmSlot,
+    token: Arc<Token>,
+    pin: String,
+    identifiers: Vec<Identifier>,
+    tenant: crate::model::Tenant,
+    previous: Option<HsmKey>,
+    current: Option<crate::model::Certificate>,
+    profile: String,
+    lifetime: Duration,
+    binding: issuance::Binding,
+}
+
+impl KeyToMake {
+    fn ask(&self, trigger: PolicyTrigger) -> Ask<'_> {
+        Ask {
+            tenant: &self.tenant,
+            account: None,
+            trigger,
+            identifiers: &self.identifiers,
+            profile: &self.profile,
+            lifetime: self.lifetime,
+        }
+    }
+}
+
 const USER_PIN_LEN: usize = 20;
 
 fn random_pin() -> Result<String> {
@@ -236,6 +264,45 @@ impl Custody {
     /// `lifetime` defaults to the default profile's.
     pub fn rekey(&self, resource_id: &str, lifetime: Option<Duration>, overlap: Duration) -> Result<RekeyOutcome> {
         let core = &self.core;
+        let key = self.prepare_key(resource_id, lifetime)?;
+        let chain = core.plugin_chain(&key.tenant.name)?;
+        let ask = key.ask(PolicyTrigger::Rekey);
+        let renewing = Renewing { current: key.current.as_ref(), resources: &key.binding.resources };
+        let allowed = match issuance::decide_renewal(core, &chain, &ask, &renewing)? {
+            Verdict::Allowed(a) => a,
+            Verdict::Denied { reason, audit } => {
+                issuance::record_denial(core, &audit)?;
+                return Err(Error::new(ErrorKind::Unauthorized, format!("policy denied the rekey of {resource_id}: {reason}")));
+            }
+        };
+        self.generate_and_record(key, allowed, overlap, None)
+    }
+
+    /// Provisioning of a resource whose key lives in its tenant's HSM
+    /// (attribute `hsm`): decide-issuance with trigger `provisioning` (the
+    /// key a P-256 one), then a new key in the token and its certificate as
+    /// [`Self::rekey`] makes them, settling `request` in the same transaction.
+    /// A denial is returned with its audit record, for the caller to settle.
+    pub(crate) fn provision(
+        &self,
+        resource_id: &str,
+        request: &crate::store::ProvisioningRequest,
+        overlap: Duration,
+    ) -> Result<std::result::Result<RekeyOutcome, (String, crate::audit::AuditRecord)>> {
+        let key = self.prepare_key(resource_id, None)?;
+        let ask = key.ask(PolicyTrigger::Provisioning);
+        let p256 = crate::policy::KeyInfo { key_type: crate::policy::KeyType::EcdsaP256, bits: 256 };
+        match issuance::decide_provisioning(&self.core, &ask, resource_id, Some(p256))? {
+            Verdict::Allowed(allowed) => Ok(Ok(self.generate_and_record(key, allowed, overlap, Some(request.clone()))?)),
+            Verdict::Denied { reason, audit } => Ok(Err((reason, audit))),
+        }
+    }
+
+    /// What a new key for a resource needs before the decision: custody
+    /// checked (a token tenure cannot log in to is refused without asking
+    /// the plugins), the names, the binding, the key and certificate it succeeds.
+    fn prepare_key(&self, resource_id: &str, lifetime: Option<Duration>) -> Result<KeyToMake> {
+        let core = &self.core;
         let resource = core.store.resource(resource_id)?.ok_or_else(|| Error::not_found(format!("no resource {resource_id}")))?;
         if resource.state != ResourceState::Active {
             return Err(Error::conflict(Conflict::ResourceState, format!("resource {resource_id} is {}", resource.state.as_str())));
@@ -249,8 +316,6 @@ impl Custody {
         };
         let hsm_resource = self.usable_hsm_resource(&hsm_resource_id, &resource.tenant)?;
         let slot = self.hsm_slot(&hsm_resource.id)?;
-        // Custody is checked before the decision: a token tenure cannot log in
-        // to (tenant-only, releasing) is refused without asking the plugins.
         let (token, pin) = self.tenant_token(&slot)?;
         let identifiers = rekey_identifiers(&resource)?;
         let tenant = core.tenant_of(&resource.tenant)?;
@@ -268,23 +333,27 @@ impl Custody {
         binding.resources.extend(resource.anchor.iter().cloned());
         binding.resources.sort();
         binding.resources.dedup();
+        Ok(KeyToMake { resource, slot, token, pin, identifiers, tenant, previous, current, profile, lifetime, binding })
+    }
 
-        let chain = core.plugin_chain(&tenant.name)?;
-        let ask =
-            Ask { tenant: &tenant, account: None, trigger: PolicyTrigger::Rekey, identifiers: &identifiers, profile: &profile, lifetime };
-        let renewing = Renewing { current: current.as_ref(), resources: &binding.resources };
-        let allowed = match issuance::decide_renewal(core, &chain, &ask, &renewing)? {
-            Verdict::Allowed(a) => a,
-            Verdict::Denied { reason, audit } => {
-                issuance::record_denial(core, &audit)?;
-                return Err(Error::new(ErrorKind::Unauthorized, format!("policy denied the rekey of {resource_id}: {reason}")));
-            }
-        };
+    /// On allow: a new ECDSA P-256 key pair in the token (sensitive; it leaves
+    /// only wrapped), its certificate written next to it (same CKA_ID), then
+    /// recorded in one transaction with its bindings, the audit record, its
+    /// deliveries, the key, and the provisioning request it settles, if any.
+    /// The previous key retires after `overlap`. A failure leaves the token as it was.
+    fn generate_and_record(
+        &self,
+        k: KeyToMake,
+        allowed: issuance::Allowed,
+        overlap: Duration,
+        provisioning: Option<crate::store::ProvisioningRequest>,
+    ) -> Result<RekeyOutcome> {
+        let core = &self.core;
+        let KeyToMake { resource, slot, token, pin, previous, current, binding, .. } = k;
         let mut deliveries = Vec::new();
         for id in &binding.resources {
             deliveries.extend(issuance::delivery_targets(core, id)?.into_iter().map(|(kind, target)| (id.clone(), kind, target)));
         }
-
         let session = self.tenant_session(&slot, &token, &pin)?;
         let cka_id = random_cka_id()?;
         let label = format!("tenure {}", resource.id);
@@ -312,15 +381,19 @@ impl Custody {
                 created_at: t,
             };
             let retire_at = t + overlap.as_secs() as i64;
+            let trigger = if provisioning.is_some() { Trigger::Provisioning } else { Trigger::Rekey };
             let from = Provenance {
                 account_id: None,
                 order_id: None,
-                trigger: Trigger::Rekey,
+                trigger,
                 predecessor: current.as_ref().map(|c| c.serial.clone()),
                 binding,
                 deliveries,
+                key_source: crate::model::KeySource::Hsm,
+                key_age: None,
             };
-            let certificate = signed.record(core, from, Claim::HsmKey { key: key.clone(), retire_after: retire_at })?;
+            let claim = Claim::HsmKey { key: key.clone(), retire_after: retire_at, provisioning };
+            let certificate = signed.record(core, from, claim)?;
             Ok(RekeyOutcome {
                 certificate_der: certificate.der,
                 serial: certificate.serial,

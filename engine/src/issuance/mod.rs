@@ -1,9 +1,9 @@
 //! The one path to a leaf certificate, whatever triggered it (an ACME
-//! finalize, the renewal sweep, a rekey in a tenant's HSM, and later
-//! provisioning):
+//! finalize, the renewal sweep, a rekey in a tenant's HSM, provisioning):
 //!
 //! 1. **decide**: the tenant's plugin chain, told what triggered it
-//!    ([`decide_issuance`], [`decide_renewal`]), then the host's own rules (the
+//!    ([`decide_issuance`], [`decide_renewal`], [`decide_provisioning`]), then
+//!    the host's own rules (the
 //!    grant may narrow the names and the lifetime, never widen them; a profile
 //!    the server does not offer is a denial). An allow is an [`Allowed`].
 //! 2. **sign**: [`Allowed::sign`] — the only caller of the leaf signer
@@ -149,6 +149,10 @@ pub(crate) struct Provenance {
     pub binding: Binding,
     /// (resource id, kind, target) to deliver it to.
     pub deliveries: Vec<(String, DeliveryKind, String)>,
+    /// Who holds its key.
+    pub key_source: KeySource,
+    /// The key tenure generated for it, encrypted to its recipient, delivered with it.
+    pub key_age: Option<String>,
 }
 
 impl Signed {
@@ -197,8 +201,13 @@ impl Signed {
             successor: None,
             policy: allowed.audit.plugins.join(","),
             trigger: from.trigger,
+            // The store counts it from the predecessor's.
+            generation: 0,
+            key_source: from.key_source,
         };
-        IssuedRecord { cert, life, audit: allowed.audit, deliveries: from.deliveries, claim }
+        let event =
+            if from.trigger == Trigger::Provisioning { crate::lifecycle::events::PROVISIONED } else { crate::lifecycle::events::RENEWED };
+        IssuedRecord { cert, life, audit: allowed.audit, deliveries: from.deliveries, event, key_age: from.key_age, claim }
     }
 
     /// Records it, with everything that goes with it, in one transaction, and
@@ -240,6 +249,32 @@ pub(crate) fn decide_issuance(core: &Core, ask: &Ask<'_>, key: Option<policy::Ke
     if !left_out.is_empty() {
         return Ok(allowed.refuse(format!("the grant leaves out {}", left_out.join(", "))));
     }
+    Ok(Verdict::Allowed(allowed))
+}
+
+/// decide-issuance with trigger `provisioning` and the resource: the grant may
+/// narrow the names (a resource's certificate need not carry them all) and
+/// shorten the lifetime; a grant that keeps none of them is a denial.
+pub(crate) fn decide_provisioning(core: &Core, ask: &Ask<'_>, resource_id: &str, key: Option<policy::KeyInfo>) -> Result<Verdict> {
+    let request = policy::IssuanceRequest {
+        tenant: ask.tenant.name.clone(),
+        account: None,
+        trigger: policy::Trigger::Provisioning,
+        identifiers: ask.identifiers.to_vec(),
+        key,
+        profile: ask.profile.to_string(),
+        requested_lifetime_seconds: ask.lifetime.as_secs().max(1),
+        resource: Some(resource_id.to_string()),
+    };
+    let decided = core.decide_issuance(&ask.tenant.name, None, &request)?;
+    let mut allowed = match admit(core, ask, decided)? {
+        Verdict::Allowed(a) => a,
+        denied => return Ok(denied),
+    };
+    if allowed.identifiers.is_empty() {
+        return Ok(allowed.overrule("the provisioning grant names none of the resource's identifiers"));
+    }
+    allowed.identifiers.sort();
     Ok(Verdict::Allowed(allowed))
 }
 

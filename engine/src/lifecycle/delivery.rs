@@ -117,12 +117,15 @@ impl Lifecycle {
                 Some(webhook::webhook_target(&d.target, &cfg.webhook_allow, &webhook::system_resolve).map_err(refusal)?)
             }
         };
+        let Some(serial) = d.serial.as_deref().filter(|_| d.payload.is_none()) else {
+            return self.send_notice(d, target, sender);
+        };
         let (cert, life) = self
             .core
             .store
-            .certificate_record(&d.serial)
+            .certificate_record(serial)
             .map_err(failed)?
-            .ok_or_else(|| Failure::Failed(format!("certificate {} is missing", d.serial)))?;
+            .ok_or_else(|| Failure::Failed(format!("certificate {serial} is missing")))?;
         let chain = self.core.chain_pem(&cert).map_err(failed)?;
         let metadata = json!({
             "serial": cert.serial,
@@ -134,22 +137,57 @@ impl Lifecycle {
             "not_before": cert.not_before,
             "not_after": cert.not_after,
             "profile": life.profile,
+            "generation": life.generation,
+            "key_source": life.key_source.as_str(),
         });
         match target {
-            None => drop_files(Path::new(&d.target), &cert.serial, &chain, &metadata).map_err(failed),
+            None => drop_files(Path::new(&d.target), &cert.serial, &chain, d.key_age.as_deref(), &metadata).map_err(failed),
             Some(target) => {
                 let mut body = metadata;
-                body["event"] = "certificate.renewed".into();
+                body["event"] = d.event.clone().into();
                 body["chain"] = chain.into();
-                let body = body.to_string().into_bytes();
-                let secret = webhook::tenant_secret(&self.core, &cert.tenant).map_err(failed)?;
-                let headers = vec![
-                    ("Content-Type".to_string(), "application/json".to_string()),
-                    (SIGNATURE_HEADER.to_string(), sign_webhook(secret.as_bytes(), now(), &body)),
-                ];
-                sender.post(&target, &headers, &body).map_err(Failure::Failed)
+                if let Some(key) = &d.key_age {
+                    body["key_age"] = key.clone().into();
+                }
+                self.post_signed(&cert.tenant, &target, body, sender)
             }
         }
+    }
+
+    /// A notice (an event that carries no certificate): its payload, the
+    /// event's name and the resource, POSTed like a certificate's webhook.
+    /// Notices go to webhooks only.
+    fn send_notice(&self, d: &Delivery, target: Option<WebhookTarget>, sender: &dyn WebhookSender) -> std::result::Result<(), Failure> {
+        let Some(target) = target else {
+            return Err(Failure::Refused(format!("{} is a notice; notices go to webhooks only", d.event)));
+        };
+        let resource = self.core.store.resource(&d.resource_id).map_err(|e| Failure::Failed(e.detail))?;
+        let tenant = resource.map(|r| r.tenant).ok_or_else(|| Failure::Failed(format!("resource {} is missing", d.resource_id)))?;
+        let mut body = d.payload.clone().filter(|p| p.is_object()).unwrap_or_else(|| json!({}));
+        body["event"] = d.event.clone().into();
+        body["resource"] = d.resource_id.clone().into();
+        body["tenant"] = tenant.clone().into();
+        if let Some(serial) = &d.serial {
+            body["serial"] = serial.clone().into();
+        }
+        self.post_signed(&tenant, &target, body, sender)
+    }
+
+    /// POSTs `body`, signed with the tenant's webhook secret.
+    fn post_signed(
+        &self,
+        tenant: &str,
+        target: &WebhookTarget,
+        body: serde_json::Value,
+        sender: &dyn WebhookSender,
+    ) -> std::result::Result<(), Failure> {
+        let body = body.to_string().into_bytes();
+        let secret = webhook::tenant_secret(&self.core, tenant).map_err(|e| Failure::Failed(e.detail))?;
+        let headers = vec![
+            ("Content-Type".to_string(), "application/json".to_string()),
+            (SIGNATURE_HEADER.to_string(), sign_webhook(secret.as_bytes(), now(), &body)),
+        ];
+        sender.post(target, &headers, &body).map_err(Failure::Failed)
     }
 }
 
@@ -266,16 +304,21 @@ fn check_no_symlinks(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Writes `DIR/<serial>/{chain.pem,metadata.json}`, then points the symlink
-/// `DIR/current` at it by rename: a reader of `current/` sees the old pair or
-/// the new one, never a mix.
-fn drop_files(dir: &Path, serial: &str, chain: &str, metadata: &serde_json::Value) -> Result<()> {
+/// Writes `DIR/<serial>/{chain.pem,metadata.json}` (and `key.pem.age`, the
+/// key encrypted to its recipient, for a key tenure generated), then points
+/// the symlink `DIR/current` at it by rename: a reader of `current/` sees the
+/// old set or the new one, never a mix.
+fn drop_files(dir: &Path, serial: &str, chain: &str, key_age: Option<&str>, metadata: &serde_json::Value) -> Result<()> {
     let io = |what: &Path, e: std::io::Error| Error::internal(format!("file drop {}: {e}", what.display())).caused_by(e);
     // Checked again right before writing: the tree may have changed since.
     check_delivery_dir(&dir.to_string_lossy())?;
     check_no_symlinks(dir)?;
     let version = dir.join(serial);
     std::fs::create_dir_all(&version).map_err(|e| io(&version, e))?;
+    if let Some(key) = key_age {
+        // Written first: `chain.pem` present means the set is whole.
+        write_file_atomically(&version.join("key.pem.age"), key.as_bytes(), false)?;
+    }
     write_file_atomically(&version.join("chain.pem"), chain.as_bytes(), false)?;
     let meta = serde_json::to_vec_pretty(metadata).map_err(|e| Error::internal(e.to_string()))?;
     write_file_atomically(&version.join("metadata.json"), &meta, false)?;
@@ -296,7 +339,7 @@ fn drop_files(dir: &Path, serial: &str, chain: &str, metadata: &serde_json::Valu
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -326,12 +369,12 @@ mod tests {
         std::fs::create_dir(&real).unwrap();
         std::os::unix::fs::symlink(&real, dir.path().join("link")).unwrap();
         let through = dir.path().join("link").join("drop");
-        let err = drop_files(&through, "a1", "chain", &json!({})).unwrap_err();
+        let err = drop_files(&through, "a1", "chain", None, &json!({})).unwrap_err();
         assert!(err.detail.contains("symbolic link"), "{err:?}");
         assert!(!real.join("drop").exists(), "nothing written through the link");
         // A file of someone else's named `current` is not replaced.
         std::fs::write(real.join("current"), b"mine").unwrap();
-        let err = drop_files(&real, "a1", "chain", &json!({})).unwrap_err();
+        let err = drop_files(&real, "a1", "chain", None, &json!({})).unwrap_err();
         assert!(err.detail.contains("not tenure's symlink"), "{err:?}");
         assert_eq!(std::fs::read(real.join("current")).unwrap(), b"mine");
     }
@@ -372,11 +415,11 @@ mod tests {
     }
 
     /// One POST a sender was asked for: where, the headers, the body.
-    type Post = (WebhookTarget, Vec<(String, String)>, Vec<u8>);
+    pub(crate) type Post = (WebhookTarget, Vec<(String, String)>, Vec<u8>);
 
     /// What a sender was asked to POST.
     #[derive(Default)]
-    struct Recorder(std::sync::Mutex<Vec<Post>>);
+    pub(crate) struct Recorder(pub(crate) std::sync::Mutex<Vec<Post>>);
 
     impl WebhookSender for Recorder {
         fn post(&self, target: &WebhookTarget, headers: &[(String, String)], body: &[u8]) -> std::result::Result<(), String> {
@@ -515,8 +558,8 @@ mod tests {
     fn file_drop_swaps_current_atomically() {
         let dir = tempfile::tempdir().unwrap();
         let meta = json!({"serial": "a1"});
-        drop_files(dir.path(), "a1", "CHAIN-1", &meta).unwrap();
-        drop_files(dir.path(), "b2", "CHAIN-2", &json!({"serial": "b2"})).unwrap();
+        drop_files(dir.path(), "a1", "CHAIN-1", None, &meta).unwrap();
+        drop_files(dir.path(), "b2", "CHAIN-2", Some("AGE"), &json!({"serial": "b2"})).unwrap();
         assert_eq!(std::fs::read_to_string(dir.path().join("current/chain.pem")).unwrap(), "CHAIN-2");
         assert!(std::fs::read_to_string(dir.path().join("current/metadata.json")).unwrap().contains("b2"));
         assert_eq!(std::fs::read_to_string(dir.path().join("a1/chain.pem")).unwrap(), "CHAIN-1");

@@ -4,18 +4,13 @@
 //! suspended resource's. The store finds expired leases through an index of
 //! active leased resources, so a pass costs nothing when none ran out.
 //!
-//! The suspension is the durable record (a `suspended` event with the reason);
-//! a resource with a `delivery-webhook` is also told, once and best effort
-//! (`resource.suspended`, signed as deliveries are): the outbox carries
-//! certificates only, and the event is what a missed notice falls back on.
+//! The suspension is the durable record (a `suspended` event with the reason),
+//! and a resource with a `delivery-webhook` is told through the outbox
+//! (`resource.suspended`), written in the suspension's own transaction.
 
-use serde_json::json;
-
-use super::delivery::{SIGNATURE_HEADER, sign_webhook};
-use super::{DELIVERY_WEBHOOK_ATTRIBUTE, Lifecycle, WebhookSender, webhook};
+use super::Lifecycle;
 use crate::error::Result;
 use crate::model::now;
-use crate::registry::Resource;
 
 /// At most this many leases are expired per store query.
 const BATCH: i64 = 256;
@@ -24,19 +19,17 @@ const BATCH: i64 = 256;
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LeaseReport {
     pub suspended: usize,
-    pub notified: usize,
-    pub notify_failed: usize,
 }
 
 impl Lifecycle {
     /// Suspends every active resource whose lease ran out by now, each in its
     /// own transaction (a confirmation racing it wins if it commits first).
-    pub fn expire_leases(&self, sender: &dyn WebhookSender) -> Result<LeaseReport> {
-        self.expire_leases_at(now(), sender)
+    pub fn expire_leases(&self) -> Result<LeaseReport> {
+        self.expire_leases_at(now())
     }
 
     /// [`Self::expire_leases`] as of `at` (tests need not wait for a lease).
-    pub(crate) fn expire_leases_at(&self, at: crate::model::UnixTime, sender: &dyn WebhookSender) -> Result<LeaseReport> {
+    pub(crate) fn expire_leases_at(&self, at: crate::model::UnixTime) -> Result<LeaseReport> {
         let mut report = LeaseReport::default();
         loop {
             let expired = self.core.store.expired_leases(at, BATCH)?;
@@ -47,14 +40,6 @@ impl Lifecycle {
                 changed += 1;
                 report.suspended += 1;
                 tracing::warn!(resource = %id, tenant = %resource.tenant, "lease expired; resource suspended");
-                match self.notify_suspended(&resource, sender) {
-                    Ok(true) => report.notified += 1,
-                    Ok(false) => {}
-                    Err(e) => {
-                        tracing::warn!(resource = %id, error = %e, "lease expiry notification failed");
-                        report.notify_failed += 1;
-                    }
-                }
             }
             // A short batch was all there was; a batch that changed nothing
             // (all confirmed meanwhile) would come back the same.
@@ -63,54 +48,18 @@ impl Lifecycle {
             }
         }
     }
-
-    /// POSTs `resource.suspended` to the resource's webhook, if it has one
-    /// (within the operator's bounds, as deliveries are); false without one.
-    fn notify_suspended(&self, resource: &Resource, sender: &dyn WebhookSender) -> std::result::Result<bool, String> {
-        let Some(url) = resource.attributes.get(DELIVERY_WEBHOOK_ATTRIBUTE).filter(|u| !u.is_empty()) else { return Ok(false) };
-        let cfg = &self.core.config.lifecycle;
-        let target = webhook::webhook_target(url, &cfg.webhook_allow, &webhook::system_resolve).map_err(|e| e.detail)?;
-        let body = json!({
-            "event": "resource.suspended",
-            "reason": "lease expired",
-            "resource": resource.id,
-            "tenant": resource.tenant,
-            "lease_expires": resource.lease_expires,
-            "at": resource.updated_at,
-        })
-        .to_string()
-        .into_bytes();
-        let secret = webhook::tenant_secret(&self.core, &resource.tenant).map_err(|e| e.detail)?;
-        let headers = vec![
-            ("Content-Type".to_string(), "application/json".to_string()),
-            (SIGNATURE_HEADER.to_string(), sign_webhook(secret.as_bytes(), now(), &body)),
-        ];
-        sender.post(&target, &headers, &body)?;
-        Ok(true)
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
-    use std::sync::Mutex;
 
     use super::*;
     use crate::Engine;
     use crate::config::Config;
-    use crate::lifecycle::WebhookTarget;
-    use crate::registry::{NewResource, ResourceState};
-
-    #[derive(Default)]
-    struct Recorder(Mutex<Vec<(String, serde_json::Value)>>);
-
-    impl WebhookSender for Recorder {
-        fn post(&self, target: &WebhookTarget, _headers: &[(String, String)], body: &[u8]) -> std::result::Result<(), String> {
-            let body = serde_json::from_slice(body).map_err(|e| e.to_string())?;
-            self.0.lock().map_err(|e| e.to_string())?.push((target.url.to_string(), body));
-            Ok(())
-        }
-    }
+    use crate::lifecycle::DELIVERY_WEBHOOK_ATTRIBUTE;
+    use crate::lifecycle::delivery::tests::Recorder;
+    use crate::registry::{NewResource, Resource, ResourceState};
 
     fn leased(a: &Engine, seconds: &str, webhook: Option<&str>) -> Resource {
         a.registry.create_tenant("corp", Some(&["corp.example".to_string()])).unwrap();
@@ -142,22 +91,27 @@ mod tests {
         let sender = Recorder::default();
 
         // Not yet.
-        assert_eq!(a.lifecycle.expire_leases_at(expires - 1, &sender).unwrap(), LeaseReport::default());
+        assert_eq!(a.lifecycle.expire_leases_at(expires - 1).unwrap(), LeaseReport::default());
         assert_eq!(a.registry.resource(&r.id).unwrap().unwrap().state, ResourceState::Active);
 
-        let report = a.lifecycle.expire_leases_at(expires, &sender).unwrap();
-        assert_eq!(report, LeaseReport { suspended: 1, notified: 1, notify_failed: 0 });
+        let report = a.lifecycle.expire_leases_at(expires).unwrap();
+        assert_eq!(report, LeaseReport { suspended: 1 });
         assert_eq!(a.registry.resource(&r.id).unwrap().unwrap().state, ResourceState::Suspended);
         let events = a.registry.resource_events(&r.id).unwrap();
         let last = events.last().unwrap();
         assert_eq!((last.kind.as_str(), last.detail["reason"].as_str()), ("suspended", Some("lease expired")), "{last:?}");
+        // Told through the outbox, which survives a restart before it is sent.
+        let delivered = a.lifecycle.deliver_pending(&sender).unwrap();
+        assert_eq!(delivered.delivered, 1, "{delivered:?}");
         let sent = sender.0.lock().unwrap();
         assert_eq!(sent.len(), 1);
-        assert_eq!(sent[0].1["event"], "resource.suspended");
-        assert_eq!(sent[0].1["resource"], r.id.as_str());
+        let body: serde_json::Value = serde_json::from_slice(&sent[0].2).unwrap();
+        assert_eq!(body["event"], "resource.suspended");
+        assert_eq!(body["resource"], r.id.as_str());
+        assert_eq!(body["reason"], "lease expired");
 
         // Suspended: not expired again.
-        assert_eq!(a.lifecycle.expire_leases_at(expires + 1000, &sender).unwrap().suspended, 0);
+        assert_eq!(a.lifecycle.expire_leases_at(expires + 1000).unwrap().suspended, 0);
     }
 
     /// Confirming moves the deadline to now + lease; resuming restarts it;
@@ -173,8 +127,7 @@ mod tests {
         assert!(confirmed.lease_expires.unwrap() > first, "{confirmed:?}");
         assert_eq!(a.registry.resource_events(&r.id).unwrap().last().unwrap().kind, "confirmed");
         // The old deadline passes without a suspension: the confirmation moved it.
-        let sender = Recorder::default();
-        assert_eq!(a.lifecycle.expire_leases_at(first, &sender).unwrap().suspended, 0);
+        assert_eq!(a.lifecycle.expire_leases_at(first).unwrap().suspended, 0);
 
         let suspended = a.registry.suspend_resource(&r.id).unwrap();
         let err = a.registry.confirm_resource(&r.id).unwrap_err();

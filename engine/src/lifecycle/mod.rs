@@ -5,12 +5,14 @@
 //! revokes it in the same transaction. ARI ([`ari`]) tells ACME clients the
 //! same plan, and each issuer publishes a CRL ([`crl`]). [`scheduler`] runs it
 //! all in the background of `tenure serve`, with the leases of resources
-//! ([`lease`]): one not confirmed in time is suspended.
+//! ([`lease`]): one not confirmed in time is suspended. [`provisioning`] gives
+//! a resource that asks for one its certificate, with no client.
 
 pub mod ari;
 pub mod crl;
 pub mod delivery;
 pub mod lease;
+pub mod provisioning;
 pub mod renewal;
 pub mod scheduler;
 pub mod webhook;
@@ -26,8 +28,25 @@ use crate::model::*;
 pub use ari::RenewalWindow;
 pub use delivery::{DeliveryReport, WebhookSender};
 pub use lease::LeaseReport;
+pub use provisioning::ProvisioningReport;
 pub use renewal::SweepReport;
 pub use webhook::{WebhookAllow, WebhookTarget};
+
+/// The events the outbox carries, as webhooks name them (`event`).
+pub mod events {
+    /// A resource's first certificate (or one after its attributes changed), with no client.
+    pub const PROVISIONED: &str = "certificate.provisioned";
+    /// A successor the sweep issued.
+    pub const RENEWED: &str = "certificate.renewed";
+    /// Renewal stopped (the policy denied it, or a suspension); the certificate runs out.
+    pub const LAPSED: &str = "certificate.lapsed";
+    /// Revoked (the resource was released or transferred, or an ACME revocation).
+    pub const REVOKED: &str = "certificate.revoked";
+    /// The resource was suspended (by the platform, or its lease ran out).
+    pub const SUSPENDED: &str = "resource.suspended";
+    /// The policy refused a key's copy to an HSM.
+    pub const DISTRIBUTION_DENIED: &str = "distribution.denied";
+}
 
 /// Resource attributes naming where a renewed certificate goes.
 pub const DELIVERY_DIR_ATTRIBUTE: &str = "delivery-dir";
@@ -116,6 +135,11 @@ impl Lifecycle {
 
     pub fn deliveries_of(&self, serial: &str) -> Result<Vec<Delivery>> {
         self.core.store.deliveries_of(serial)
+    }
+
+    /// The latest `limit` outbox messages of a resource (certificates and notices).
+    pub fn deliveries_of_resource(&self, resource_id: &str, limit: i64) -> Result<Vec<Delivery>> {
+        self.core.store.deliveries_of_resource(resource_id, limit)
     }
 
     /// Sets the URL certificates use to point at this server (CRL distribution

@@ -48,6 +48,9 @@ struct Batch {
     tenants: HashMap<String, Result<Tenant>>,
     chains: HashMap<String, Result<Vec<Arc<Plugin>>>>,
     targets: HashMap<String, Vec<(DeliveryKind, String)>>,
+    /// For certificates whose key tenure generated and sent encrypted: the
+    /// recipient a new key goes to, as the resource names it now.
+    recipients: HashMap<String, Option<age::x25519::Recipient>>,
 }
 
 /// What renewing one HSM-held certificate came to.
@@ -166,7 +169,8 @@ impl Lifecycle {
         // Certificates of keys tenure made in a tenant's HSM are renewed into
         // it with a fresh key, one by one (the token is the bottleneck, and
         // each rekey records its own key); the rest on every core.
-        let (in_hsm, due): (Vec<_>, Vec<_>) = due.into_iter().partition(|(_, life)| life.trigger == Trigger::Rekey);
+        let (in_hsm, due): (Vec<_>, Vec<_>) =
+            due.into_iter().partition(|(_, life)| life.trigger == Trigger::Rekey || life.key_source == KeySource::Hsm);
         let (mut hsm_tally, mut hsm_deferred) = (RenewalTally::default(), 0);
         for (cert, _) in &in_hsm {
             match self.rekey_in_hsm(cert)? {
@@ -227,7 +231,11 @@ impl Lifecycle {
         let mut tenants = HashMap::new();
         let mut chains = HashMap::new();
         let mut targets: HashMap<String, Vec<(DeliveryKind, String)>> = HashMap::new();
+        let mut recipients = HashMap::new();
         for (cert, life) in &due {
+            if life.key_source == KeySource::Recipient {
+                recipients.insert(cert.serial.clone(), super::provisioning::recipient_of(&self.core, &life.resources)?);
+            }
             if !chains.contains_key(&cert.tenant) {
                 chains.insert(cert.tenant.clone(), self.core.plugin_chain(&cert.tenant));
                 tenants.insert(cert.tenant.clone(), self.core.tenant_of(&cert.tenant));
@@ -238,7 +246,7 @@ impl Lifecycle {
                 }
             }
         }
-        let batch = Batch { tenants, chains, targets };
+        let batch = Batch { tenants, chains, targets, recipients };
         let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(due.len().max(1));
         let per = due.len().div_ceil(workers);
         let results: Vec<(String, Result<RenewalOutcome>)> = std::thread::scope(|s| {
@@ -302,12 +310,16 @@ impl Lifecycle {
                 });
             }
         };
-        if allowed.grant().rekey {
-            // Keys of ACME clients are theirs: tenure can only rekey keys it
-            // holds (HSM slots); this one is reissued on the same key.
-            tracing::info!(serial = %cert.serial, "renewal grant asks for a new key; the key is the client's, keeping it");
-        }
-        let spki = ca::cert_info(&cert.der)?.spki_der;
+        // A new key only where tenure made the last one: keys of ACME clients
+        // and of the platform are theirs, and reissued as they are.
+        let recipient = batch.recipients.get(&cert.serial).and_then(Option::as_ref).filter(|_| allowed.grant().rekey);
+        let (spki, key_age) = match recipient {
+            Some(recipient) => {
+                let (spki, pem) = super::provisioning::generate_p256()?;
+                (spki, Some(super::provisioning::encrypt_to(recipient, pem.as_bytes())?))
+            }
+            None => (ca::cert_info(&cert.der)?.spki_der, None),
+        };
         let signed = allowed.sign(&self.core, &spki)?;
         let deliveries = life
             .resources
@@ -322,6 +334,8 @@ impl Lifecycle {
             // A renewal keeps its predecessor's binding and is renewed again.
             binding: Binding { resources: life.resources.clone(), all_held: true },
             deliveries,
+            key_source: life.key_source,
+            key_age,
         };
         Ok(RenewalOutcome::Renewed(signed.into_record(&self.core, from, Claim::Renewal { predecessor: cert.serial.clone() })))
     }

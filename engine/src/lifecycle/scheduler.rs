@@ -1,6 +1,10 @@
 //! The background of `tenure serve`: every interval, suspend resources whose
-//! lease ran out, sweep due renewals, work off deliveries, refresh CRLs. A plain thread: every step blocks on
-//! SQLite, signing or plugins, and none of it belongs on the async runtime.
+//! lease ran out, sweep due renewals, work off deliveries, refresh CRLs; and,
+//! every second on a thread of its own, provision the resources that asked
+//! and deliver what that made (a resource added through the CLI, another
+//! process, gets its certificate within seconds, whatever the interval).
+//! Plain threads: every step blocks on SQLite, signing or plugins, and none of
+//! it belongs on the async runtime.
 
 use std::sync::Arc;
 use std::sync::mpsc::{self, RecvTimeoutError};
@@ -11,15 +15,29 @@ use super::{Lifecycle, WebhookSender};
 
 /// The lifecycle's background thread; stopped (between two transactions) when dropped.
 pub struct Scheduler {
-    stop: mpsc::Sender<()>,
-    thread: Option<JoinHandle<()>>,
+    stops: Vec<mpsc::Sender<()>>,
+    threads: Vec<JoinHandle<()>>,
 }
+
+/// How often the provisioning queue is looked at: a query of an index that is
+/// empty when nothing waits.
+const PROVISIONING_POLL: Duration = Duration::from_secs(1);
 
 impl Scheduler {
     /// Starts the thread.
     pub fn spawn(lifecycle: Lifecycle, webhooks: Arc<dyn WebhookSender>) -> std::io::Result<Scheduler> {
         let (stop, stopped) = mpsc::channel::<()>();
+        let (stop_provisioning, provisioning_stopped) = mpsc::channel::<()>();
         let interval = lifecycle.core.config.lifecycle.interval;
+        let (provisioner, provisioning_webhooks) = (lifecycle.clone(), webhooks.clone());
+        let provisioning = std::thread::Builder::new().name("provisioning".into()).spawn(move || {
+            loop {
+                provision_once(&provisioner, &*provisioning_webhooks);
+                if !matches!(provisioning_stopped.recv_timeout(PROVISIONING_POLL), Err(RecvTimeoutError::Timeout)) {
+                    return;
+                }
+            }
+        })?;
         let thread = std::thread::Builder::new().name("lifecycle".into()).spawn(move || {
             // Every wait, between passes and between a sweep's batches, is a
             // wait for the stop signal; once seen, every later wait says stop.
@@ -35,7 +53,21 @@ impl Scheduler {
                 }
             }
         })?;
-        Ok(Scheduler { stop, thread: Some(thread) })
+        Ok(Scheduler { stops: vec![stop, stop_provisioning], threads: vec![thread, provisioning] })
+    }
+}
+
+/// Provisions what waits, then delivers; failures are logged and retried.
+fn provision_once(lifecycle: &Lifecycle, webhooks: &dyn WebhookSender) {
+    match lifecycle.provision_pending() {
+        Ok(r) if r.provisioned + r.denied + r.deferred + r.dropped > 0 => {
+            tracing::info!(provisioned = r.provisioned, denied = r.denied, deferred = r.deferred, dropped = r.dropped, "provisioning");
+            if let Err(e) = lifecycle.deliver_pending(webhooks) {
+                tracing::error!(error = %e, "delivery pass failed");
+            }
+        }
+        Ok(_) => {}
+        Err(e) => tracing::error!(error = %e, "provisioning pass failed"),
     }
 }
 
@@ -43,10 +75,8 @@ impl Scheduler {
 /// waits (and may be stopped) through `pause`.
 fn run_once(lifecycle: &Lifecycle, webhooks: &dyn WebhookSender, pause: &mut dyn FnMut(Duration) -> bool) {
     // Leases first: a resource suspended now is not renewed by the sweep below.
-    match lifecycle.expire_leases(webhooks) {
-        Ok(r) if r.suspended > 0 => {
-            tracing::info!(suspended = r.suspended, notified = r.notified, notify_failed = r.notify_failed, "leases expired")
-        }
+    match lifecycle.expire_leases() {
+        Ok(r) if r.suspended > 0 => tracing::info!(suspended = r.suspended, "leases expired"),
         Ok(_) => {}
         Err(e) => tracing::error!(error = %e, "lease pass failed"),
     }
@@ -76,8 +106,10 @@ fn run_once(lifecycle: &Lifecycle, webhooks: &dyn WebhookSender, pause: &mut dyn
 
 impl Drop for Scheduler {
     fn drop(&mut self) {
-        let _ = self.stop.send(());
-        if let Some(t) = self.thread.take() {
+        for stop in &self.stops {
+            let _ = stop.send(());
+        }
+        for t in self.threads.drain(..) {
             let _ = t.join();
         }
     }

@@ -671,6 +671,8 @@ impl Ra {
             predecessor,
             binding: issuance::binding_of(&self.core, &tenant.name, &order.identifiers)?,
             deliveries: Vec::new(),
+            key_source: crate::model::KeySource::Client,
+            key_age: None,
         };
         signed.record(&self.core, from, Claim::Order { order_id: order.id.clone() })?;
         self.order(&order.id)?.ok_or_else(|| Error::internal("order vanished"))

@@ -176,8 +176,10 @@ impl Registry {
         if req.names.is_empty() && req.zones.is_empty() && req.addresses.is_empty() && req.kind != "hsm" {
             return Err(Error::malformed("a resource needs at least one name, zone or address"));
         }
+        let has_identifiers = !req.names.is_empty() || !req.addresses.is_empty();
+        crate::lifecycle::provisioning::check_attributes(&req.kind, has_identifiers, &req.attributes)?;
         let id = format!("res_{}", self.core.random_id(9));
-        self.core.store.insert_resource(&id, &req, &held_elsewhere(&req.tenant))
+        self.core.store.insert_resource(&id, &req, &held_elsewhere(&req.tenant), &crate::lifecycle::provisioning::wants_certificate)
     }
 
     pub fn resource(&self, id: &str) -> Result<Option<Resource>> {
@@ -194,19 +196,25 @@ impl Registry {
 
     /// The tenant lets go of the resource.
     pub fn release_resource(&self, id: &str) -> Result<Resource> {
-        self.core.store.set_resource_state(id, ResourceState::Released, EventKind::Released)
+        self.core.store.set_resource_state(id, ResourceState::Released, EventKind::Released, &|_| false)
     }
 
     /// Still held, but not renewed meanwhile: its scheduled certificates lapse
     /// (they are not revoked) and run out.
     pub fn suspend_resource(&self, id: &str) -> Result<Resource> {
-        self.core.store.set_resource_state(id, ResourceState::Suspended, EventKind::Suspended)
+        self.core.store.set_resource_state(id, ResourceState::Suspended, EventKind::Suspended, &|_| false)
     }
 
     /// Active again: what the suspension lapsed is scheduled again (the next
-    /// sweep reissues what fell due meanwhile), and its lease restarts.
+    /// sweep reissues what fell due meanwhile), its lease restarts, and one
+    /// that asks for a certificate and has none is provisioned.
     pub fn resume_resource(&self, id: &str) -> Result<Resource> {
-        self.core.store.set_resource_state(id, ResourceState::Active, EventKind::Resumed)
+        self.core.store.set_resource_state(
+            id,
+            ResourceState::Active,
+            EventKind::Resumed,
+            &crate::lifecycle::provisioning::wants_certificate,
+        )
     }
 
     /// Sets (`Some`) and removes (`None`, or an empty value) attributes in one
@@ -225,7 +233,21 @@ impl Registry {
         }
         check_attribute_values(&set)?;
         crate::lifecycle::delivery::check_targets(&self.core.config.lifecycle, &set)?;
-        self.core.store.set_resource_attributes(id, changes)
+        // The provisioning attributes as they will be (a concurrent change is
+        // caught by the worker, which reads them again).
+        let current = self.core.store.resource(id)?.ok_or_else(|| Error::not_found(format!("no resource {id}")))?;
+        let mut merged = current.attributes.clone();
+        for (k, v) in changes {
+            match v.as_ref().filter(|v| !v.is_empty()) {
+                Some(v) => merged.insert(k.clone(), v.clone()),
+                None => merged.remove(k),
+            };
+        }
+        let has_identifiers = !current.names.is_empty() || !current.addresses.is_empty();
+        crate::lifecycle::provisioning::check_attributes(&current.kind, has_identifiers, &merged)?;
+        // Every change of a resource that asks for a certificate is put to its
+        // plugins again: a new key, recipient, lifetime or target takes effect at once.
+        self.core.store.set_resource_attributes(id, changes, &crate::lifecycle::provisioning::wants_certificate)
     }
 
     /// The platform vouches for a leased resource: its lease runs again from now.

@@ -30,6 +30,7 @@ pub trait Storage:
     + OrderStore
     + CertificateStore
     + DeliveryStore
+    + ProvisioningStore
     + RegistryStore
     + PluginStore
     + AuditStore
@@ -90,8 +91,36 @@ pub enum Claim {
         key: HsmKey,
         /// When the replaced key is destroyed.
         retire_after: UnixTime,
+        /// The provisioning request it settles, when provisioning made it.
+        provisioning: Option<ProvisioningRequest>,
     },
+    /// A resource's provisioning request, which must still be the latest
+    /// (a change since asks again) and leaves the queue with it. The
+    /// predecessor, if any (the resource's earlier provisioned certificate), is
+    /// marked replaced.
+    Provisioning(ProvisioningRequest),
 }
+
+/// A resource waiting in the provisioning queue: put there in the transaction
+/// that added it or changed its attributes, taken out in the one that records
+/// its certificate or its denial.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProvisioningRequest {
+    /// The resource.
+    pub resource_id: String,
+    /// Bumped by every change: settling a request the resource has moved past fails.
+    pub request: i64,
+    /// What asked: `created`, `attributes-changed`, `resumed`.
+    pub reason: String,
+    /// Failed tries of ours so far.
+    pub attempts: i64,
+    /// Why the last try failed.
+    pub last_error: Option<String>,
+}
+
+/// Whether a resource, as it is after a change, goes (back) into the
+/// provisioning queue; run by the store inside the change's transaction.
+pub type ProvisionRule<'a> = &'a dyn Fn(&Resource) -> bool;
 
 /// A signed certificate and everything recorded with it in one transaction.
 #[derive(Debug, Clone)]
@@ -104,6 +133,11 @@ pub struct IssuedRecord {
     pub audit: AuditRecord,
     /// (resource id, kind, target) for every delivery target of its resources.
     pub deliveries: Vec<(String, DeliveryKind, String)>,
+    /// The event they carry: `certificate.provisioned` or `certificate.renewed`.
+    pub event: &'static str,
+    /// The key tenure generated, encrypted to its recipient, delivered beside
+    /// the chain (never stored otherwise, erased when the deliveries end).
+    pub key_age: Option<String>,
     /// What it settles.
     pub claim: Claim,
 }
@@ -365,6 +399,38 @@ pub trait DeliveryStore: Send + Sync {
     fn finish_delivery(&self, id: i64, outcome: std::result::Result<(), String>, retry_at: Option<UnixTime>) -> Result<()>;
 
     fn deliveries_of(&self, serial: &str) -> Result<Vec<Delivery>>;
+
+    /// The outbox messages of a resource (certificates and notices), newest last.
+    fn deliveries_of_resource(&self, resource_id: &str, limit: i64) -> Result<Vec<Delivery>>;
+
+    /// Stores a denial's audit record and a notice (`event`, `payload`) to the
+    /// resource's webhook, if it has one, in one transaction.
+    fn record_denial_notice(&self, audit: &AuditRecord, resource_id: &str, event: &str, payload: &serde_json::Value) -> Result<()>;
+}
+
+/// The provisioning queue (see [`ProvisioningRequest`]).
+pub trait ProvisioningStore: Send + Sync {
+    /// Claims up to `limit` due requests for `lease` seconds (another worker
+    /// skips them meanwhile), oldest first.
+    fn claim_provisioning(&self, at: UnixTime, limit: i64, lease: i64) -> Result<Vec<ProvisioningRequest>>;
+
+    /// Takes a request out of the queue with nothing issued (a denial, with
+    /// its audit record; a resource no longer active, without). False when
+    /// the resource changed meanwhile (the newer request stays).
+    fn settle_provisioning(&self, request: &ProvisioningRequest, audit: Option<&AuditRecord>) -> Result<bool>;
+
+    /// Puts a request back for a try at `at` after a failure of ours.
+    fn retry_provisioning(&self, request: &ProvisioningRequest, at: UnixTime, error: &str) -> Result<()>;
+
+    /// The resource's request still in the queue, if any.
+    fn provisioning_request(&self, resource_id: &str) -> Result<Option<ProvisioningRequest>>;
+
+    /// How many requests wait.
+    fn provisioning_backlog(&self) -> Result<i64>;
+
+    /// The resource's latest certificate that tenure provisioned and still
+    /// renews or could (not revoked; scheduled or lapsed), and its lifecycle.
+    fn provisioned_certificate_of(&self, resource_id: &str) -> Result<Option<(Certificate, CertificateLifecycle)>>;
 }
 
 /// The resource registry: what each tenant holds, and its events.
@@ -372,7 +438,8 @@ pub trait RegistryStore: Send + Sync {
     /// Adds a resource and its `created` event, after `rule` has judged the
     /// live resources overlapping what it would hold, in the same transaction
     /// (so two racing adds cannot both pass).
-    fn insert_resource(&self, id: &str, r: &NewResource, rule: ConflictRule<'_>) -> Result<Resource>;
+    /// Queues it for provisioning if `provision` says so, in the same transaction.
+    fn insert_resource(&self, id: &str, r: &NewResource, rule: ConflictRule<'_>, provision: ProvisionRule<'_>) -> Result<Resource>;
 
     fn resource(&self, id: &str) -> Result<Option<Resource>>;
 
@@ -397,13 +464,17 @@ pub trait RegistryStore: Send + Sync {
     /// (not revoked); resuming schedules again those lapsed by a suspension
     /// (when no other resource they are bound to is still suspended) and
     /// restarts its lease; releasing revokes them.
-    fn set_resource_state(&self, id: &str, state: ResourceState, kind: EventKind) -> Result<Resource>;
+    /// A resumed resource that `provision` wants and that has no live
+    /// certificate is queued for provisioning. Suspension sends the
+    /// `resource.suspended` notice, a release `certificate.revoked` ones.
+    fn set_resource_state(&self, id: &str, state: ResourceState, kind: EventKind, provision: ProvisionRule<'_>) -> Result<Resource>;
 
     /// Applies attribute changes (validated by the caller) and logs an
     /// `attributes-changed` event naming the keys set and removed (never
     /// their values); a lease whose length changes restarts from now.
     /// Refuses a released resource.
-    fn set_resource_attributes(&self, id: &str, changes: &AttributeChanges) -> Result<Resource>;
+    /// The resource as changed goes to the provisioning queue if `provision` says so.
+    fn set_resource_attributes(&self, id: &str, changes: &AttributeChanges, provision: ProvisionRule<'_>) -> Result<Resource>;
 
     /// Restarts an active resource's lease from now and logs `confirmed`.
     /// Refuses a resource without a lease or not active.

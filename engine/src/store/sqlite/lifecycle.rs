@@ -12,7 +12,7 @@ use crate::store::*;
 
 const CERT_COLUMNS: &str =
     "serial, account_id, order_id, tenant, issuer_id, der, identifiers, not_before, not_after, revoked_at, revocation_reason,
-     profile, renewal, renew_at, renewal_note, predecessor, successor, policy, trigger";
+     profile, renewal, renew_at, renewal_note, predecessor, successor, policy, trigger, generation, key_source";
 
 fn certificate_with_life(c: &Connection, r: &rusqlite::Row<'_>) -> Result<(Certificate, CertificateLifecycle)> {
     let cert = certificate_row(r)??;
@@ -30,6 +30,11 @@ fn certificate_with_life(c: &Connection, r: &rusqlite::Row<'_>) -> Result<(Certi
             let t: String = r.get(18)?;
             Trigger::parse(&t).ok_or_else(|| Error::internal(format!("stored trigger {t:?} is unknown")))?
         },
+        generation: r.get(19)?,
+        key_source: {
+            let k: String = r.get(20)?;
+            KeySource::parse(&k).ok_or_else(|| Error::internal(format!("stored key source {k:?} is unknown")))?
+        },
     };
     Ok((cert, life))
 }
@@ -38,6 +43,15 @@ fn bound_resources(c: &Connection, serial: &str) -> Result<Vec<String>> {
     let mut st = c.prepare_cached("SELECT resource_id FROM certificate_resources WHERE serial = ?1 ORDER BY resource_id")?;
     let ids = st.query_map([serial], |r| r.get(0))?.collect::<rusqlite::Result<Vec<String>>>()?;
     Ok(ids)
+}
+
+/// The certificates (with their lifecycles) that `condition` selects.
+pub(super) fn query_certificates_with(
+    c: &Connection,
+    condition: &str,
+    args: impl rusqlite::Params,
+) -> Result<Vec<(Certificate, CertificateLifecycle)>> {
+    query_certificates(c, &format!("SELECT {CERT_COLUMNS} FROM certificates WHERE {condition}"), args)
 }
 
 fn query_certificates(c: &Connection, sql: &str, args: impl rusqlite::Params) -> Result<Vec<(Certificate, CertificateLifecycle)>> {
@@ -54,8 +68,10 @@ fn query_certificates(c: &Connection, sql: &str, args: impl rusqlite::Params) ->
 pub(super) fn insert_certificate(tx: &Tx<'_>, cert: &Certificate, life: &CertificateLifecycle, at: UnixTime) -> Result<()> {
     tx.prepare_cached(
         "INSERT INTO certificates (serial, account_id, order_id, tenant, issuer_id, der, identifiers, not_before, not_after,
-            revoked_at, revocation_reason, created_at, profile, renewal, renew_at, renewal_note, predecessor, successor, policy, trigger)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, NULL, NULL, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
+            revoked_at, revocation_reason, created_at, profile, renewal, renew_at, renewal_note, predecessor, successor, policy, trigger,
+            generation, key_source)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, NULL, NULL, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18,
+            COALESCE((SELECT p.generation FROM certificates p WHERE p.serial = ?15), 0) + 1, ?19)",
     )?
     .execute(params![
         cert.serial,
@@ -76,6 +92,7 @@ pub(super) fn insert_certificate(tx: &Tx<'_>, cert: &Certificate, life: &Certifi
         life.successor,
         life.policy,
         life.trigger.as_str(),
+        life.key_source.as_str(),
     ])?;
     let mut bind = tx.prepare_cached("INSERT OR IGNORE INTO certificate_resources (serial, resource_id) VALUES (?1, ?2)")?;
     for r in &life.resources {
@@ -125,7 +142,12 @@ fn record_issued(tx: &Tx<'_>, issued: &IssuedRecord, at: UnixTime) -> Result<boo
             }
             insert_certificate(tx, &issued.cert, &issued.life, at)?;
         }
-        Claim::HsmKey { key, retire_after } => {
+        Claim::HsmKey { key, retire_after, provisioning } => {
+            if let Some(request) = provisioning
+                && !super::provisioning::settle(tx, request)?
+            {
+                return Ok(false);
+            }
             insert_certificate(tx, &issued.cert, &issued.life, at)?;
             if !record_key(tx, key, *retire_after)? {
                 return Ok(false);
@@ -139,14 +161,29 @@ fn record_issued(tx: &Tx<'_>, issued: &IssuedRecord, at: UnixTime) -> Result<boo
                 .execute(params![previous, serial])?;
             }
         }
+        Claim::Provisioning(request) => {
+            if !super::provisioning::settle(tx, request)? {
+                return Ok(false);
+            }
+            insert_certificate(tx, &issued.cert, &issued.life, at)?;
+            // The resource's earlier certificate gives way to this one (its key,
+            // names or lifetime changed); it stays valid until it expires.
+            if let Some(previous) = &issued.life.predecessor {
+                tx.prepare_cached(
+                    "UPDATE certificates SET renewal = 'replaced', successor = ?2
+                     WHERE serial = ?1 AND renewal IN ('client', 'scheduled', 'lapsed')",
+                )?
+                .execute(params![previous, serial])?;
+            }
+        }
     }
     append_audit(tx, &issued.audit)?;
     let mut outbox = tx.prepare_cached(
-        "INSERT INTO deliveries (serial, resource_id, kind, target, state, attempts, next_attempt, created_at)
-         VALUES (?1, ?2, ?3, ?4, 'pending', 0, ?5, ?5)",
+        "INSERT INTO deliveries (event, serial, resource_id, kind, target, state, attempts, next_attempt, created_at, key_age)
+         VALUES (?1, ?2, ?3, ?4, ?5, 'pending', 0, ?6, ?6, ?7)",
     )?;
     for (resource, kind, target) in &issued.deliveries {
-        outbox.execute(params![serial, resource, kind.as_str(), target, at])?;
+        outbox.execute(params![issued.event, serial, resource, kind.as_str(), target, at, issued.key_age])?;
     }
     Ok(true)
 }
@@ -156,6 +193,13 @@ fn record_issued(tx: &Tx<'_>, issued: &IssuedRecord, at: UnixTime) -> Result<boo
 /// Returns how many were revoked.
 pub(super) fn stop_certificates_of_resource(tx: &Tx<'_>, resource_id: &str, reason: u8, note: &str) -> Result<usize> {
     let at = now();
+    super::provisioning::notify_certificates_of(
+        tx,
+        crate::lifecycle::events::REVOKED,
+        resource_id,
+        &format!("c.revoked_at IS NULL AND c.not_after > {at}"),
+        note,
+    )?;
     let revoked = tx.execute(
         "UPDATE certificates SET revoked_at = ?2, revocation_reason = ?3
          WHERE serial IN (SELECT serial FROM certificate_resources WHERE resource_id = ?1)
@@ -204,6 +248,8 @@ impl CertificateStore for SqliteStore {
                      WHERE serial = ?1 AND renewal IN ('client', 'scheduled')",
                     [serial],
                 )?;
+                let payload = serde_json::json!({ "serial": serial, "reason": reason });
+                super::provisioning::notify_certificate(tx, crate::lifecycle::events::REVOKED, serial, &payload)?;
             }
             Ok(revoked)
         })
@@ -269,6 +315,10 @@ impl CertificateStore for SqliteStore {
                     crate::Conflict::ResourceState,
                     format!("certificate {predecessor} is no longer scheduled for renewal; nothing was issued"),
                 ),
+                Claim::Provisioning(request) => Error::conflict(
+                    crate::Conflict::ResourceState,
+                    format!("resource {} changed while its certificate was being provisioned; nothing was issued", request.resource_id),
+                ),
                 Claim::HsmKey { key, .. } => Error::conflict(
                     crate::Conflict::Custody,
                     format!("the key of resource {} changed meanwhile; nothing was issued", key.resource_id.as_deref().unwrap_or("?")),
@@ -308,6 +358,8 @@ impl CertificateStore for SqliteStore {
                         if let Some(a) = audit {
                             append_audit(tx, a)?;
                         }
+                        let payload = serde_json::json!({ "serial": serial, "note": note });
+                        super::provisioning::notify_certificate(tx, crate::lifecycle::events::LAPSED, serial, &payload)?;
                         tally.lapsed += 1;
                     }
                 }
@@ -390,10 +442,10 @@ impl DeliveryStore for SqliteStore {
     fn claim_deliveries(&self, at: UnixTime, limit: i64, lease: i64) -> Result<Vec<Delivery>> {
         self.tx(|tx| {
             let due = {
-                let mut st = tx.prepare_cached(
-                    "SELECT id, serial, resource_id, kind, target, state, attempts, next_attempt, last_error FROM deliveries
-                     WHERE state = 'pending' AND next_attempt <= ?1 ORDER BY next_attempt, id LIMIT ?2",
-                )?;
+                let mut st = tx.prepare_cached(&format!(
+                    "SELECT {DELIVERY_COLUMNS} FROM deliveries
+                     WHERE state = 'pending' AND next_attempt <= ?1 ORDER BY next_attempt, id LIMIT ?2"
+                ))?;
                 let rows = st.query_map(params![at, limit], delivery_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
                 rows.into_iter().collect::<Result<Vec<Delivery>>>()?
             };
@@ -410,7 +462,8 @@ impl DeliveryStore for SqliteStore {
         self.with(|c| {
             match (outcome, retry_at) {
                 (Ok(()), _) => c.execute(
-                    "UPDATE deliveries SET state = 'delivered', attempts = attempts + 1, delivered_at = ?2, last_error = NULL
+                    "UPDATE deliveries SET state = 'delivered', attempts = attempts + 1, delivered_at = ?2, last_error = NULL,
+                         key_age = NULL
                      WHERE id = ?1 AND state = 'pending'",
                     params![id, now()],
                 )?,
@@ -419,7 +472,8 @@ impl DeliveryStore for SqliteStore {
                     params![id, at, e],
                 )?,
                 (Err(e), None) => c.execute(
-                    "UPDATE deliveries SET state = 'failed', attempts = attempts + 1, last_error = ?2 WHERE id = ?1 AND state = 'pending'",
+                    "UPDATE deliveries SET state = 'failed', attempts = attempts + 1, last_error = ?2, key_age = NULL
+                     WHERE id = ?1 AND state = 'pending'",
                     params![id, e],
                 )?,
             };
@@ -429,14 +483,32 @@ impl DeliveryStore for SqliteStore {
 
     fn deliveries_of(&self, serial: &str) -> Result<Vec<Delivery>> {
         self.read(|c| {
-            let mut st = c.prepare_cached(
-                "SELECT id, serial, resource_id, kind, target, state, attempts, next_attempt, last_error FROM deliveries WHERE serial = ?1 ORDER BY id",
-            )?;
+            let mut st = c.prepare_cached(&format!("SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE serial = ?1 ORDER BY id"))?;
             let rows = st.query_map([serial], delivery_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
             rows.into_iter().collect()
         })
     }
+
+    fn deliveries_of_resource(&self, resource_id: &str, limit: i64) -> Result<Vec<Delivery>> {
+        self.read(|c| {
+            let mut st = c.prepare_cached(&format!(
+                "SELECT {DELIVERY_COLUMNS} FROM (SELECT * FROM deliveries WHERE resource_id = ?1 ORDER BY id DESC LIMIT ?2) ORDER BY id"
+            ))?;
+            let rows = st.query_map(params![resource_id, limit], delivery_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
+            rows.into_iter().collect()
+        })
+    }
+
+    fn record_denial_notice(&self, audit: &AuditRecord, resource_id: &str, event: &str, payload: &serde_json::Value) -> Result<()> {
+        self.tx(|tx| {
+            append_audit(tx, audit)?;
+            super::provisioning::notify_resource(tx, event, resource_id, payload)?;
+            Ok(())
+        })
+    }
 }
+
+const DELIVERY_COLUMNS: &str = "id, serial, resource_id, kind, target, state, attempts, next_attempt, last_error, event, payload, key_age";
 
 fn delivery_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Delivery>> {
     let kind: String = r.get(3)?;
@@ -451,6 +523,9 @@ fn delivery_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Delivery>> {
         attempts: r.get(6)?,
         next_attempt: r.get(7)?,
         last_error: r.get(8)?,
+        event: r.get(9)?,
+        payload: r.get::<_, Option<String>>(10)?.and_then(|p| serde_json::from_str(&p).ok()),
+        key_age: r.get(11)?,
     };
     Ok(match (DeliveryKind::parse(&kind), DeliveryState::parse(&state)) {
         (Some(kind), Some(state)) => Ok(Delivery { kind, state, ..d }),

@@ -7,6 +7,7 @@
 mod checkpoint;
 mod hsm;
 mod lifecycle;
+mod provisioning;
 mod registry;
 mod schema;
 
@@ -1014,7 +1015,7 @@ mod tests {
         assert_eq!(s.resource("r1").unwrap().unwrap().lease_expires, None);
         assert_eq!(s.expired_leases(i64::MAX, 10).unwrap(), Vec::<String>::new());
         let changes = crate::registry::AttributeChanges::from([("lease-seconds".to_string(), Some("30".to_string()))]);
-        let r = s.set_resource_attributes("r1", &changes).unwrap();
+        let r = s.set_resource_attributes("r1", &changes, &|_| false).unwrap();
         let expires = r.lease_expires.expect("a lease from the change on");
         assert_eq!(s.expired_leases(expires, 10).unwrap(), ["r1"]);
         s.confirm_resource("r1").unwrap();

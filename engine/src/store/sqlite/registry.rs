@@ -14,7 +14,7 @@ const RESOURCE_COLUMNS: &str =
 impl RegistryStore for SqliteStore {
     /// Adds a resource and its `created` event. Refuses names, zones or
     /// addresses another tenant's live resource already holds.
-    fn insert_resource(&self, id: &str, r: &NewResource, rule: ConflictRule<'_>) -> Result<Resource> {
+    fn insert_resource(&self, id: &str, r: &NewResource, rule: ConflictRule<'_>, provision: ProvisionRule<'_>) -> Result<Resource> {
         self.tx(|tx| {
             if let Some(anchor) = &r.anchor {
                 let anchor_tenant: Option<String> =
@@ -50,7 +50,9 @@ impl RegistryStore for SqliteStore {
             )?;
             index_resource(tx, id, r)?;
             event(tx, id, &r.tenant, EventKind::Created, serde_json::json!({ "kind": r.kind }))?;
-            resource_by_id(tx, id)?.ok_or_else(|| Error::internal("resource vanished"))
+            let resource = resource_by_id(tx, id)?.ok_or_else(|| Error::internal("resource vanished"))?;
+            super::provisioning::enqueue_if(tx, &resource, "created", provision)?;
+            Ok(resource)
         })
     }
 
@@ -101,7 +103,7 @@ impl RegistryStore for SqliteStore {
     }
 
     /// Changes a resource's state (suspend, resume, release) and logs the event.
-    fn set_resource_state(&self, id: &str, state: ResourceState, kind: EventKind) -> Result<Resource> {
+    fn set_resource_state(&self, id: &str, state: ResourceState, kind: EventKind, provision: ProvisionRule<'_>) -> Result<Resource> {
         self.tx(|tx| {
             let current = resource_by_id(tx, id)?.ok_or_else(|| Error::not_found(format!("no resource {id}")))?;
             if current.state == ResourceState::Released {
@@ -116,7 +118,12 @@ impl RegistryStore for SqliteStore {
                     let revoked = super::stop_certificates_of_resource(tx, id, 5, &format!("resource {id} was released"))?;
                     detail["revoked_certificates"] = revoked.into();
                 }
-                ResourceState::Suspended => detail["lapsed_certificates"] = lapse_certificates_of(tx, id)?.into(),
+                ResourceState::Suspended => {
+                    detail["lapsed_certificates"] = lapse_certificates_of(tx, id)?.into();
+                    let notice = serde_json::json!({ "resource": id, "tenant": current.tenant, "reason": "suspended by the platform",
+                                                     "lapsed_certificates": detail["lapsed_certificates"] });
+                    super::provisioning::notify_resource(tx, crate::lifecycle::events::SUSPENDED, id, &notice)?;
+                }
                 ResourceState::Active => {
                     // The lease runs again from the resumption, not from before the suspension.
                     tx.execute(
@@ -127,7 +134,12 @@ impl RegistryStore for SqliteStore {
                 }
             }
             event(tx, id, &current.tenant, kind, detail)?;
-            resource_by_id(tx, id)?.ok_or_else(|| Error::internal("resource vanished"))
+            let resource = resource_by_id(tx, id)?.ok_or_else(|| Error::internal("resource vanished"))?;
+            // A resource suspended before it got its certificate gets it now.
+            if state == ResourceState::Active && !has_live_certificate(tx, id)? {
+                super::provisioning::enqueue_if(tx, &resource, "resumed", provision)?;
+            }
+            Ok(resource)
         })
     }
 
@@ -158,7 +170,7 @@ impl RegistryStore for SqliteStore {
         })
     }
 
-    fn set_resource_attributes(&self, id: &str, changes: &AttributeChanges) -> Result<Resource> {
+    fn set_resource_attributes(&self, id: &str, changes: &AttributeChanges, provision: ProvisionRule<'_>) -> Result<Resource> {
         self.tx(|tx| {
             let current = resource_by_id(tx, id)?.ok_or_else(|| Error::not_found(format!("no resource {id}")))?;
             if current.state == ResourceState::Released {
@@ -198,7 +210,11 @@ impl RegistryStore for SqliteStore {
             }
             // Keys only: values may be secrets (a webhook URL's token).
             event(tx, id, &current.tenant, EventKind::AttributesChanged, serde_json::json!({ "set": set, "removed": removed }))?;
-            resource_by_id(tx, id)?.ok_or_else(|| Error::internal("resource vanished"))
+            let resource = resource_by_id(tx, id)?.ok_or_else(|| Error::internal("resource vanished"))?;
+            if resource.state == ResourceState::Active && !(set.is_empty() && removed.is_empty()) {
+                super::provisioning::enqueue_if(tx, &resource, "attributes-changed", provision)?;
+            }
+            Ok(resource)
         })
     }
 
@@ -261,6 +277,9 @@ impl RegistryStore for SqliteStore {
                 "lease_expires": current.lease_expires,
                 "lapsed_certificates": lapsed,
             });
+            let notice = serde_json::json!({ "resource": id, "tenant": current.tenant, "reason": "lease expired",
+                                             "lease_expires": current.lease_expires, "lapsed_certificates": lapsed });
+            super::provisioning::notify_resource(tx, crate::lifecycle::events::SUSPENDED, id, &notice)?;
             event(tx, id, &current.tenant, EventKind::Suspended, detail)?;
             resource_by_id(tx, id)
         })
@@ -503,6 +522,16 @@ fn reschedule_certificates_of(tx: &Tx<'_>, id: &str) -> Result<usize> {
                            WHERE b.serial = certificates.serial AND r.state <> 'active')",
         params![id, format!("{SUSPENDED_LAPSE_NOTE} %")],
     )?)
+}
+
+/// Whether a certificate bound to the resource is still renewed (or the client's) and not revoked.
+fn has_live_certificate(tx: &Tx<'_>, id: &str) -> Result<bool> {
+    Ok(tx
+        .prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM certificates c JOIN certificate_resources b ON b.serial = c.serial
+                            WHERE b.resource_id = ?1 AND c.revoked_at IS NULL AND c.renewal IN ('scheduled', 'client'))",
+        )?
+        .query_row([id], |r| r.get(0))?)
 }
 
 fn event(tx: &Tx<'_>, id: &str, tenant: &str, kind: EventKind, detail: serde_json::Value) -> Result<()> {

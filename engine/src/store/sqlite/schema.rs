@@ -346,4 +346,62 @@ pub const MIGRATIONS: &[&str] = &[
     ALTER TABLE resource_events_v9 RENAME TO resource_events;
     CREATE INDEX resource_events_by_resource ON resource_events(resource_id, seq);
     "#,
+    // 10: certificates no one asks for. Each certificate's generation (its
+    // predecessor's plus one) and who holds its key (a client, a tenant's HSM,
+    // the recipient tenure encrypted it to, the platform); the provisioning
+    // queue, written in the transaction that adds or changes a resource and
+    // settled in the one that records its certificate (or its denial), so a
+    // resource is provisioned after a crash, and once; the outbox carries an
+    // event, notices without a certificate, and the encrypted key of a
+    // provisioned certificate until its delivery ends (a table rebuild: the
+    // serial becomes optional).
+    r#"
+    ALTER TABLE certificates ADD COLUMN generation INTEGER NOT NULL DEFAULT 1;
+    ALTER TABLE certificates ADD COLUMN key_source TEXT NOT NULL DEFAULT 'client'
+        CHECK (key_source IN ('client', 'hsm', 'recipient', 'platform'));
+    UPDATE certificates SET key_source = 'hsm' WHERE trigger = 'rekey';
+    WITH RECURSIVE line(serial, generation) AS (
+        SELECT serial, 1 FROM certificates WHERE predecessor IS NULL
+        UNION ALL
+        SELECT c.serial, line.generation + 1 FROM certificates c JOIN line ON c.predecessor = line.serial
+    )
+    UPDATE certificates SET generation = (SELECT generation FROM line WHERE line.serial = certificates.serial)
+        WHERE serial IN (SELECT serial FROM line WHERE generation > 1);
+    CREATE TABLE provisioning (
+        resource_id  TEXT PRIMARY KEY REFERENCES resources(id),
+        request      INTEGER NOT NULL,     -- bumped by each change: a worker settles only the request it read
+        reason       TEXT NOT NULL,
+        attempts     INTEGER NOT NULL DEFAULT 0,
+        next_attempt INTEGER NOT NULL,
+        last_error   TEXT,
+        created_at   INTEGER NOT NULL
+    );
+    CREATE INDEX provisioning_due ON provisioning(next_attempt);
+    CREATE TABLE deliveries_v10 (
+        id           INTEGER PRIMARY KEY,
+        event        TEXT NOT NULL,
+        serial       TEXT REFERENCES certificates(serial),
+        resource_id  TEXT NOT NULL REFERENCES resources(id),
+        kind         TEXT NOT NULL CHECK (kind IN ('file', 'webhook')),
+        target       TEXT NOT NULL,
+        state        TEXT NOT NULL CHECK (state IN ('pending', 'delivered', 'failed')),
+        attempts     INTEGER NOT NULL DEFAULT 0,
+        next_attempt INTEGER NOT NULL,
+        last_error   TEXT,
+        created_at   INTEGER NOT NULL,
+        delivered_at INTEGER,
+        payload      TEXT,
+        key_age      TEXT
+    );
+    INSERT INTO deliveries_v10 (id, event, serial, resource_id, kind, target, state, attempts, next_attempt, last_error,
+                                created_at, delivered_at)
+        SELECT id, 'certificate.renewed', serial, resource_id, kind, target, state, attempts, next_attempt, last_error,
+               created_at, delivered_at
+        FROM deliveries;
+    DROP TABLE deliveries;
+    ALTER TABLE deliveries_v10 RENAME TO deliveries;
+    CREATE INDEX deliveries_pending ON deliveries(next_attempt) WHERE state = 'pending';
+    CREATE INDEX deliveries_by_serial ON deliveries(serial);
+    CREATE INDEX deliveries_by_resource ON deliveries(resource_id, id);
+    "#,
 ];
