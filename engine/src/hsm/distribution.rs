@@ -28,9 +28,10 @@ use crate::registry::ResourceState;
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "outcome", rename_all = "kebab-case")]
 pub enum DistributionAttempt {
-    /// Copied, wrapped: `key` is the copy's record in the target.
+    /// Copied, wrapped: `key` is the copy's record in the target (boxed: the
+    /// other outcomes are a few strings).
     Copied {
-        key: HsmKey,
+        key: Box<HsmKey>,
         /// The key copied (`key.source_key`).
         source_key: String,
         /// The `hsm` resource it was copied from.
@@ -96,7 +97,7 @@ impl Custody {
             let attempt = match self.decide_and_copy(key, source, &target) {
                 Ok(Distributed::Copied(done)) => {
                     tracing::info!(key = %key.id, copy = %done.key.id, from = %source_hsm, to = %target_res, "key distributed");
-                    DistributionAttempt::Copied { source_key: key.id.clone(), source_hsm, plugins: done.plugins, key: done.key }
+                    DistributionAttempt::Copied { source_key: key.id.clone(), source_hsm, plugins: done.plugins, key: Box::new(done.key) }
                 }
                 Ok(Distributed::Denied { request, reason, plugins }) => {
                     tracing::warn!(key = %key.id, from = %source_hsm, to = %target_res, %reason, "key distribution denied");
