@@ -447,8 +447,8 @@ fn distribution_only_wrapped_only_allowed_only_within_a_tenant() {
 /// Issue 13: a token allocated to a tenant receives, wrapped, the keys the
 /// tenant's policy says it should also hold, one `decide-distribution` each
 /// (here: same `key-group` attribute as the key's HSM); a refusal is returned
-/// and audited with the plugin's reason, nothing is copied twice, and `hsm
-/// sync` reruns it after the attributes change.
+/// and audited with the plugin's reason, a token error fails only its own key,
+/// nothing is copied twice, and `hsm sync` reruns it after the attributes change.
 #[test]
 fn allocation_distributes_the_keys_the_policy_allows_by_attribute() {
     softhsm();
@@ -530,19 +530,45 @@ fn allocation_distributes_the_keys_the_policy_allows_by_attribute() {
     // Again: nothing is copied twice.
     assert_eq!(cli_json(&data, &["hsm", "sync", &b.resource]), serde_json::json!([]));
     assert!(cli(&data, &["hsm", "sync", &b.id]).contains("nothing to distribute"));
-    // C joins g1: a rerun copies the key now, from where it was made (not from B's copy).
+    // B gets a key of its own (rekeys are the default chain's to allow, so the
+    // operator plugin steps aside meanwhile), and the tenant changes A's PIN.
+    cli(&data, &["plugin", "remove", "--operator"]);
+    let vm2 = cli_json(
+        &data,
+        &["resource", "add", "--tenant", "corp", "--kind", "vm", "--name", "kv2.corp.example", "--attr", &format!("hsm={}", b.resource)],
+    );
+    let key2 = cli_json(&data, &["hsm", "rekey", vm2["id"].as_str().unwrap()]);
+    let key2_id = key2["key"]["id"].as_str().unwrap().to_string();
+    let cka_id2 = unhex(key2["key"]["cka_id"].as_str().unwrap());
+    let spki2 = key_spki(&key2["key"], &read_certificate("sync-b", &cka_id2).unwrap()).1;
+    cli(&data, &["plugin", "install", built_plugin_path("distribute-by-attribute").to_str().unwrap(), "--operator"]);
+    inspect(|| token("sync-a").init_user_pin(SO_PIN, "tenant-changed-1234").unwrap());
+
+    // C joins g1: a rerun offers both keys from where they were made (never B's copy of
+    // A's key); A's fails (tenure's PIN is refused), B's is still copied.
     cli(&data, &["resource", "set-attr", &c.resource, "--attr", "key-group=g1"]);
     let attempts = cli_json(&data, &["hsm", "sync", &c.id]);
     let attempts = attempts.as_array().unwrap();
-    assert_eq!(attempts.len(), 1, "{attempts:?}");
-    assert_eq!(attempts[0]["outcome"], "copied");
-    assert_eq!(attempts[0]["source_hsm"], a.resource.as_str());
-    signs_verifiably("sync-c", &c.pin, &cka_id, &spki).expect("the copy in C signs");
+    assert_eq!(attempts.len(), 2, "{attempts:?}");
+    let failed = attempts.iter().find(|a| a["outcome"] == "failed").expect("A's key failed");
+    assert_eq!(failed["key_id"], key_id.as_str());
+    assert_eq!(failed["source_hsm"], a.resource.as_str());
+    assert!(failed["error"].as_str().unwrap().contains("user PIN"), "{failed}");
+    let copied = attempts.iter().find(|a| a["outcome"] == "copied").expect("B's key copied");
+    assert_eq!(copied["source_key"], key2_id.as_str());
+    assert_eq!(copied["source_hsm"], b.resource.as_str());
+    signs_verifiably("sync-c", &c.pin, &cka_id2, &spki2).expect("the copy in C signs");
     let keys = cli_json(&data, &["hsm", "keys", &c.id]);
     let keys = keys["keys"].as_array().unwrap();
     assert_eq!(keys.len(), 1, "{keys:?}");
     assert_eq!(keys[0]["origin"], "distributed");
-    assert_eq!(keys[0]["source_key"], key_id.as_str());
+    assert_eq!(keys[0]["source_key"], key2_id.as_str());
+    // Once more: only the key still missing is tried again.
+    let again = cli_json(&data, &["hsm", "sync", &c.resource]);
+    let again = again.as_array().unwrap();
+    assert_eq!(again.len(), 1, "{again:?}");
+    assert_eq!(again[0]["outcome"], "failed");
+    assert_eq!(again[0]["key_id"], key_id.as_str());
 }
 
 #[test]
