@@ -20,6 +20,7 @@ const PLUGINS: &[&str] = &[
     "huge-answer",
     "uses-fs",
     "allow-distribution",
+    "distribute-by-attribute",
     "issuance-only",
     "legacy-v0-1",
 ];

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
-use tenure_engine::hsm::{CaHsmConfig, configure_ca_hsm};
+use tenure_engine::hsm::{CaHsmConfig, DistributionAttempt, SlotState, configure_ca_hsm};
+use tenure_engine::registry::parse_attribute;
 
 use super::{DataDir, open_existing};
 
@@ -72,6 +73,10 @@ pub enum HsmCommand {
         /// Keep no copy of the user PIN: tenure can then neither rekey nor distribute keys in it.
         #[arg(long)]
         tenant_only: bool,
+        /// An attribute KEY=VALUE of the hsm resource (e.g. key-group=g1), set before the keys
+        /// the tenant's policy allows it are copied into it.
+        #[arg(long = "attr")]
+        attrs: Vec<String>,
         #[command(flatten)]
         data: DataDir,
         #[arg(long)]
@@ -117,6 +122,16 @@ pub enum HsmCommand {
     Sweep {
         #[command(flatten)]
         data: DataDir,
+    },
+    /// Copy into a tenant's token (ID: hsm_… or its res_…) every key of the tenant's other tokens
+    /// that its policy allows it to hold (decide-distribution, one decision per key), wrapped.
+    /// Allocation does this too; run it again after the token's attributes change.
+    Sync {
+        id: String,
+        #[command(flatten)]
+        data: DataDir,
+        #[arg(long)]
+        json: bool,
     },
     /// Copy a key to another of the tenant's tokens, wrapped, if the policy allows.
     Distribute {
@@ -167,6 +182,17 @@ fn emit<T: serde::Serialize>(value: &T, json: bool, text: impl FnOnce(&T) -> Str
     Ok(())
 }
 
+/// One line per distribution attempt, for the human outputs.
+fn attempt_line(a: &DistributionAttempt) -> String {
+    match a {
+        DistributionAttempt::Copied { key, source_key, source_hsm, plugins } => {
+            format!("copied {source_key} from {source_hsm} as {} (allowed by {})", key.id, plugins.join(", "))
+        }
+        DistributionAttempt::Denied { key_id, source_hsm, reason, .. } => format!("denied {key_id} from {source_hsm}: {reason}"),
+        DistributionAttempt::Failed { key_id, source_hsm, error, .. } => format!("failed {key_id} from {source_hsm}: {error}"),
+    }
+}
+
 pub fn run(command: HsmCommand) -> Result<()> {
     match command {
         HsmCommand::Pool { command: PoolCommand::Add { module, token, so_pin_file, data, json } } => {
@@ -193,19 +219,31 @@ pub fn run(command: HsmCommand) -> Result<()> {
             }
             Ok(())
         }
-        HsmCommand::Allocate { tenant, tenant_only, data, json } => {
-            let (slot, pin) = open_existing(&data)?.custody.hsm_allocate(&tenant, tenant_only)?;
+        HsmCommand::Allocate { tenant, tenant_only, attrs, data, json } => {
+            let attributes = attrs.iter().map(|a| parse_attribute(a)).collect::<Result<_, _>>()?;
+            let done = open_existing(&data)?.custody.hsm_allocate(&tenant, tenant_only, attributes)?;
+            let slot = &done.slot;
             let out = serde_json::json!({
                 "id": slot.id, "resource": slot.resource_id, "token": slot.token_label,
-                "module": slot.module, "state": slot.state.as_str(), "user_pin": pin,
+                "module": slot.module, "state": slot.state.as_str(), "user_pin": done.user_pin,
+                "distribution": done.distribution, "distribution_skipped": done.distribution_skipped,
             });
             emit(&out, json, |_| {
-                format!(
-                    "allocated {} (token {:?}, resource {}) to {tenant}\nuser PIN (shown once, store it now): {pin}",
+                let mut text = format!(
+                    "allocated {} (token {:?}, resource {}) to {tenant}\nuser PIN (shown once, store it now): {}",
                     slot.id,
                     slot.token_label,
-                    slot.resource_id.as_deref().unwrap_or("-")
-                )
+                    slot.resource_id.as_deref().unwrap_or("-"),
+                    done.user_pin
+                );
+                if let Some(why) = &done.distribution_skipped {
+                    text.push_str(&format!("\nno key distributed: {why}"));
+                }
+                for a in &done.distribution {
+                    text.push('\n');
+                    text.push_str(&attempt_line(a));
+                }
+                text
             })
         }
         HsmCommand::Release { id, grace_seconds, data, json } => {
@@ -221,8 +259,9 @@ pub fn run(command: HsmCommand) -> Result<()> {
                 let mut out = format!("{}\t{}\t{}\n", i.slot.id, i.slot.token_label, i.slot.state.as_str());
                 for k in &i.keys {
                     out.push_str(&format!(
-                        "key {}\t{}\t{}\tresource {}\tcertificate {}\n",
+                        "key {}\tgen {}\t{}\t{}\tresource {}\tcertificate {}\n",
                         k.id,
+                        i.generations.get(&k.id).map_or("-".to_string(), |g| g.to_string()),
                         k.state.as_str(),
                         k.origin,
                         k.resource_id.as_deref().unwrap_or("-"),
@@ -254,6 +293,25 @@ pub fn run(command: HsmCommand) -> Result<()> {
         HsmCommand::Sweep { data } => {
             let (zeroized, retired) = open_existing(&data)?.custody.hsm_maintenance()?;
             println!("{zeroized} tokens zeroized, {retired} keys retired");
+            Ok(())
+        }
+        HsmCommand::Sync { id, data, json } => {
+            let custody = open_existing(&data)?.custody;
+            let attempts = custody.distribute_to_holder(&id)?;
+            if json {
+                println!("{}", serde_json::to_string(&attempts)?);
+                return Ok(());
+            }
+            if attempts.is_empty() {
+                let slot = custody.hsm_slot(&id)?;
+                match slot.state {
+                    SlotState::HandedOver => println!("nothing to distribute to {}", slot.id),
+                    state => println!("no key distributed to {}: tenure holds no credential for it ({})", slot.id, state.as_str()),
+                }
+            }
+            for a in &attempts {
+                println!("{}", attempt_line(a));
+            }
             Ok(())
         }
         HsmCommand::Distribute { key, from, to, data, json } => {

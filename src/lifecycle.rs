@@ -40,7 +40,8 @@ pub enum CertCommand {
 
 #[derive(Args)]
 pub struct RenewArgs {
-    /// Run a renewal sweep now rather than waiting for the server's schedule.
+    /// Do now what the server's schedule would: provision the resources that
+    /// wait for a certificate, run a renewal sweep, deliver.
     #[arg(long, required = true)]
     now: bool,
     /// Renew this resource's certificates now, even before their window opens.
@@ -82,6 +83,8 @@ fn to_json(c: &Certificate, l: &CertificateLifecycle) -> serde_json::Value {
         "account": c.account_id,
         "order": c.order_id,
         "trigger": l.trigger.as_str(),
+        "generation": l.generation,
+        "key_source": l.key_source.as_str(),
         "policy": l.policy,
     })
 }
@@ -95,11 +98,12 @@ pub fn cert(command: CertCommand) -> Result<()> {
                 } else {
                     let names: Vec<&str> = c.identifiers.iter().map(|i| i.value.as_str()).collect();
                     println!(
-                        "{}\t{}\t{}\t{}\t{}\t{}\t{}",
+                        "{}\t{}\t{}\t{}\tgen {}\t{}\t{}\t{}",
                         c.serial,
                         c.tenant,
                         status(&c),
                         l.renewal.as_str(),
+                        l.generation,
                         c.not_after,
                         names.join(","),
                         l.resources.join(",")
@@ -116,7 +120,7 @@ pub fn cert(command: CertCommand) -> Result<()> {
                 let mut v = to_json(&c, &l);
                 v["deliveries"] = deliveries
                     .iter()
-                    .map(|d| json!({ "kind": d.kind.as_str(), "target": d.target, "state": d.state.as_str(), "attempts": d.attempts, "last_error": d.last_error }))
+                    .map(|d| json!({ "event": d.event, "kind": d.kind.as_str(), "target": d.target, "state": d.state.as_str(), "attempts": d.attempts, "last_error": d.last_error }))
                     .collect();
                 if pem {
                     v["pem"] = lifecycle.certificate_chain_pem(&c)?.into();
@@ -133,7 +137,8 @@ pub fn cert(command: CertCommand) -> Result<()> {
                 }
                 for d in deliveries {
                     println!(
-                        "delivery           {} {} {} (attempts {}) {}",
+                        "delivery           {} {} {} {} (attempts {}) {}",
+                        d.event,
                         d.kind.as_str(),
                         d.target,
                         d.state.as_str(),
@@ -153,6 +158,10 @@ pub fn cert(command: CertCommand) -> Result<()> {
 pub fn renew(args: RenewArgs) -> Result<()> {
     let _ = args.now;
     let lifecycle = open_existing(&args.data)?.lifecycle;
+    let provisioned = match &args.resource {
+        Some(_) => Default::default(),
+        None => lifecycle.provision_pending()?,
+    };
     let sweep = match &args.resource {
         Some(id) => lifecycle.renew_resource_now(id)?,
         None => lifecycle.sweep_renewals()?,
@@ -165,6 +174,8 @@ pub fn renew(args: RenewArgs) -> Result<()> {
         println!(
             "{}",
             json!({
+                "provisioned": provisioned.provisioned, "provisioning_denied": provisioned.denied,
+                "provisioning_deferred": provisioned.deferred, "distributed": provisioned.distributed,
                 "renewed": sweep.renewed, "lapsed": sweep.lapsed, "deferred": sweep.deferred, "skipped": sweep.skipped,
                 "delivered": delivered.delivered, "delivery_retrying": delivered.retrying, "delivery_failed": delivered.failed,
                 "ms": sweep.elapsed.as_millis() as u64,
@@ -172,7 +183,10 @@ pub fn renew(args: RenewArgs) -> Result<()> {
         );
     } else {
         println!(
-            "renewed {}, lapsed {}, deferred {}, skipped {} in {} ms; delivered {}, retrying {}, failed {}",
+            "provisioned {}, denied {}, deferred {}; renewed {}, lapsed {}, deferred {}, skipped {} in {} ms; delivered {}, retrying {}, failed {}",
+            provisioned.provisioned,
+            provisioned.denied,
+            provisioned.deferred,
             sweep.renewed,
             sweep.lapsed,
             sweep.deferred,

@@ -1,6 +1,7 @@
 //! Key custody in HSMs, against SoftHSM2: CA keys in a token behind a real
 //! `tenure serve` (full ACME issuance), rekey in place, distribution (denied,
-//! allowed, cross-tenant), release with zeroization and grace period.
+//! allowed, cross-tenant; by attribute at allocation and on `hsm sync`),
+//! release with zeroization and grace period.
 //!
 //! Every test of this binary shares one SoftHSM2 configuration (a module is
 //! initialized once per process, and SoftHSM2 finds its tokens then), so all
@@ -23,7 +24,20 @@ use tenure_engine::policy::builtin::built_plugin_path;
 const SO_PIN: &str = "so-secret-1234";
 const CA_PIN: &str = "ca-user-1234";
 /// Tokens created for the tests; each test uses only its own.
-const TOKENS: &[&str] = &["ca-issue", "rekey", "rekey-policy", "dist-a", "dist-b", "dist-rival", "release"];
+const TOKENS: &[&str] = &[
+    "ca-issue",
+    "rekey",
+    "rekey-policy",
+    "dist-a",
+    "dist-b",
+    "dist-rival",
+    "sync-a",
+    "sync-b",
+    "sync-c",
+    "sync-d",
+    "release",
+    "provision",
+];
 
 struct SoftHsm {
     module: PathBuf,
@@ -277,6 +291,96 @@ fn rekey_in_place_keeps_serving_and_writes_the_certificate() {
     assert!(info["objects"].as_array().unwrap().iter().all(|o| o["class"] != "private-key"));
 }
 
+/// Provisioning into the HSM (issue 13): a resource with `certificate=auto`
+/// and `hsm=…` gets its key generated in the tenant's token (sensitive, not
+/// extractable) and its certificate written beside it, by the server, with no
+/// request; the sweep renews it in place with a new key, the old one retiring
+/// after the overlap; `hsm keys` numbers the generations.
+#[test]
+fn provisioning_generates_the_key_in_the_token_and_the_sweep_rekeys_it() {
+    softhsm();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    support::add_tenant(&data, "corp", &["corp.example"]);
+    pool_add(&data, "provision");
+    let slot = allocate(&data, "corp");
+    let mut options = ServeOptions::new(None);
+    options.extra = vec!["--renewal-interval".into(), "0.3".into()];
+    let _server = Server::start(&data, options);
+    let hsm_attr = format!("hsm={}", slot.resource);
+    let vm = cli_json(
+        &data,
+        &[
+            "resource",
+            "add",
+            "--tenant",
+            "corp",
+            "--kind",
+            "vm",
+            "--name",
+            "db.corp.example",
+            "--attr",
+            "certificate=auto",
+            "--attr",
+            &hsm_attr,
+            "--attr",
+            "lifetime-seconds=6",
+        ],
+    );
+    let vm = vm["id"].as_str().unwrap().to_string();
+    let certs = || -> Vec<serde_json::Value> {
+        cli(&data, &["cert", "list", "--resource", &vm, "--json"]).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while certs().is_empty() {
+        assert!(std::time::Instant::now() < deadline, "not provisioned");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let first = certs().pop().unwrap();
+    assert_eq!(
+        (first["trigger"].as_str(), first["key_source"].as_str(), first["generation"].as_i64()),
+        (Some("provisioning"), Some("hsm"), Some(1))
+    );
+
+    // Generated in the token: sensitive (its value is never readable, by the
+    // operator or anyone), leaving only wrapped for the tenant's own tokens
+    // (distribution); the certificate beside it.
+    let objects = tenant_objects("provision", &slot.pin);
+    let private: Vec<_> = objects.iter().filter(|o| o.class == "private-key").collect();
+    assert_eq!(private.len(), 1, "{objects:?}");
+    assert_eq!(private[0].sensitive, Some(true), "{:?}", private[0]);
+    let info = cli_json(&data, &["hsm", "keys", &slot.id]);
+    let key = &info["keys"][0];
+    assert_eq!(key["cert_serial"], first["serial"]);
+    let der = read_certificate("provision", &unhex(key["cka_id"].as_str().unwrap())).expect("the certificate beside the key");
+    let (cka_id, spki) = key_spki(key, &der);
+    signs_verifiably("provision", &slot.pin, &cka_id, &spki).unwrap();
+
+    // The sweep renews it in place: a new key, the old one retiring (both sign meanwhile).
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let second = loop {
+        if let Some(c) = certs().into_iter().find(|c| c["predecessor"] == first["serial"]) {
+            break c;
+        }
+        assert!(std::time::Instant::now() < deadline, "not renewed by the sweep");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!((second["key_source"].as_str(), second["generation"].as_i64()), (Some("hsm"), Some(2)));
+    let info = cli_json(&data, &["hsm", "keys", &slot.id]);
+    let keys = info["keys"].as_array().unwrap();
+    let by_serial = |serial: &serde_json::Value| keys.iter().find(|k| k["cert_serial"] == *serial).unwrap().clone();
+    let (old, new) = (by_serial(&first["serial"]), by_serial(&second["serial"]));
+    assert_eq!((old["state"].as_str(), new["state"].as_str()), (Some("retiring"), Some("active")));
+    assert_eq!(new["replaces"], old["id"]);
+    assert_eq!(info["generations"][old["id"].as_str().unwrap()], 1);
+    assert_eq!(info["generations"][new["id"].as_str().unwrap()], 2);
+    let der = read_certificate("provision", &unhex(new["cka_id"].as_str().unwrap())).unwrap();
+    let (cka_id, spki) = key_spki(&new, &der);
+    signs_verifiably("provision", &slot.pin, &cka_id, &spki).unwrap();
+    let human = cli(&data, &["hsm", "keys", &slot.id]);
+    assert!(human.contains("gen 1") && human.contains("gen 2"), "{human}");
+}
+
 /// A rekey is an issuance like any other (issue 11): the tenant's plugins
 /// decide (decide-renewal, trigger rekey), the certificate is audited, listed,
 /// carries the CRL distribution point, and is revoked (and in its issuer's
@@ -440,6 +544,133 @@ fn distribution_only_wrapped_only_allowed_only_within_a_tenant() {
     assert_eq!(audit[1]["plugins"][0], digest.as_str());
     assert_eq!(audit[2]["plugins"][0], allow_all.as_str());
     assert!(audit[2]["reason"].as_str().unwrap().contains("the plugins allowed it"));
+}
+
+/// Issue 13: a token allocated to a tenant receives, wrapped, the keys the
+/// tenant's policy says it should also hold, one `decide-distribution` each
+/// (here: same `key-group` attribute as the key's HSM); a refusal is returned
+/// and audited with the plugin's reason, a token error fails only its own key,
+/// nothing is copied twice, and `hsm sync` reruns it after the attributes change.
+#[test]
+fn allocation_distributes_the_keys_the_policy_allows_by_attribute() {
+    softhsm();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    support::add_tenant(&data, "corp", &["corp.example"]);
+    for label in ["sync-a", "sync-b", "sync-c", "sync-d"] {
+        pool_add(&data, label);
+    }
+    let allocate_in = |group: &str, extra: &[&str]| {
+        let attr = format!("key-group={group}");
+        let mut args = vec!["hsm", "allocate", "--tenant", "corp", "--attr", &attr];
+        args.extend_from_slice(extra);
+        let v = cli_json(&data, &args);
+        let s = |k: &str| v[k].as_str().unwrap().to_string();
+        (Allocated { id: s("id"), resource: s("resource"), pin: s("user_pin") }, v["distribution"].as_array().unwrap().clone(), v)
+    };
+    let (a, nothing, _) = allocate_in("g1", &[]);
+    assert!(nothing.is_empty(), "the tenant's first token has nothing to receive: {nothing:?}");
+    let attrs = cli(&data, &["resource", "list", "--tenant", "corp", "--json"]);
+    assert!(attrs.lines().any(|l| l.contains(&a.resource) && l.contains(r#""key-group":"g1""#)), "{attrs}");
+    // tenure's own attributes of an hsm resource are not the caller's to set.
+    let err = cli_fails(&data, &["hsm", "allocate", "--tenant", "corp", "--attr", "token=mine"]);
+    assert!(err.contains("tenure's own"), "{err}");
+
+    let vm = cli_json(
+        &data,
+        &["resource", "add", "--tenant", "corp", "--kind", "vm", "--name", "kv.corp.example", "--attr", &format!("hsm={}", a.resource)],
+    );
+    let key = cli_json(&data, &["hsm", "rekey", vm["id"].as_str().unwrap()]);
+    let key_id = key["key"]["id"].as_str().unwrap().to_string();
+    let cka_id = unhex(key["key"]["cka_id"].as_str().unwrap());
+    let spki = key_spki(&key["key"], &read_certificate("sync-a", &cka_id).unwrap()).1;
+    let digest =
+        cli(&data, &["plugin", "install", built_plugin_path("distribute-by-attribute").to_str().unwrap(), "--operator"]).trim().to_string();
+
+    // Same key group: copied at allocation, wrapped, and it signs as the original.
+    let (b, attempts, _) = allocate_in("g1", &[]);
+    assert_eq!(attempts.len(), 1, "{attempts:?}");
+    assert_eq!(attempts[0]["outcome"], "copied");
+    assert_eq!(attempts[0]["source_key"], key_id.as_str());
+    assert_eq!(attempts[0]["source_hsm"], a.resource.as_str());
+    assert_eq!(attempts[0]["key"]["slot_id"], b.id.as_str());
+    assert_eq!(attempts[0]["plugins"][0], digest.as_str());
+    signs_verifiably("sync-b", &b.pin, &cka_id, &spki).expect("the copy signs, verifiably with the original public key");
+    let copied = tenant_objects("sync-b", &b.pin);
+    assert_eq!(copied.iter().filter(|o| o.class == "private-key").count(), 1, "{copied:?}");
+    assert!(copied.iter().all(|o| o.class != "private-key" || o.sensitive == Some(true)));
+    assert!(copied.iter().all(|o| o.class != "secret-key"), "no transport key is left behind: {copied:?}");
+
+    // Another key group: refused, with everything a notification needs, and nothing in the token.
+    let (c, attempts, _) = allocate_in("g2", &[]);
+    assert_eq!(attempts.len(), 1, "{attempts:?}");
+    let denied = &attempts[0];
+    assert_eq!(denied["outcome"], "denied");
+    assert_eq!(denied["tenant"], "corp");
+    assert_eq!(denied["key_id"], key_id.as_str());
+    assert_eq!(denied["source_hsm"], a.resource.as_str());
+    assert_eq!(denied["target_hsm"], c.resource.as_str());
+    let reason = denied["reason"].as_str().unwrap();
+    assert!(reason.contains("key-group differs") && reason.contains("\"g2\""), "{reason}");
+    assert!(tenant_objects("sync-c", &c.pin).is_empty(), "a denied distribution leaves the target untouched");
+    let audit: Vec<serde_json::Value> = cli(&data, &["audit", "--tenant", "corp", "--json"])
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|r: &serde_json::Value| r["hook"] == "distribution")
+        .collect();
+    let outcomes: Vec<_> = audit.iter().map(|r| r["outcome"].as_str().unwrap()).collect();
+    assert_eq!(outcomes, ["allow", "deny"]);
+    assert_eq!(audit[1]["reason"], reason);
+    assert_eq!(audit[1]["input"]["target-hsm"], c.resource.as_str());
+    assert_eq!(audit[1]["plugins"][0], digest.as_str());
+
+    // A tenant-only token: tenure cannot log in to it, so it gets nothing, and says so.
+    let (_, attempts, v) = allocate_in("g1", &["--tenant-only"]);
+    assert!(attempts.is_empty());
+    assert!(v["distribution_skipped"].as_str().unwrap().contains("tenant-only"), "{v}");
+
+    // Again: nothing is copied twice.
+    assert_eq!(cli_json(&data, &["hsm", "sync", &b.resource]), serde_json::json!([]));
+    assert!(cli(&data, &["hsm", "sync", &b.id]).contains("nothing to distribute"));
+    // B gets a key of its own (rekeys are the default chain's to allow, so the
+    // operator plugin steps aside meanwhile), and the tenant changes A's PIN.
+    cli(&data, &["plugin", "remove", "--operator"]);
+    let vm2 = cli_json(
+        &data,
+        &["resource", "add", "--tenant", "corp", "--kind", "vm", "--name", "kv2.corp.example", "--attr", &format!("hsm={}", b.resource)],
+    );
+    let key2 = cli_json(&data, &["hsm", "rekey", vm2["id"].as_str().unwrap()]);
+    let key2_id = key2["key"]["id"].as_str().unwrap().to_string();
+    let cka_id2 = unhex(key2["key"]["cka_id"].as_str().unwrap());
+    let spki2 = key_spki(&key2["key"], &read_certificate("sync-b", &cka_id2).unwrap()).1;
+    cli(&data, &["plugin", "install", built_plugin_path("distribute-by-attribute").to_str().unwrap(), "--operator"]);
+    inspect(|| token("sync-a").init_user_pin(SO_PIN, "tenant-changed-1234").unwrap());
+
+    // C joins g1: a rerun offers both keys from where they were made (never B's copy of
+    // A's key); A's fails (tenure's PIN is refused), B's is still copied.
+    cli(&data, &["resource", "set-attr", &c.resource, "--attr", "key-group=g1"]);
+    let attempts = cli_json(&data, &["hsm", "sync", &c.id]);
+    let attempts = attempts.as_array().unwrap();
+    assert_eq!(attempts.len(), 2, "{attempts:?}");
+    let failed = attempts.iter().find(|a| a["outcome"] == "failed").expect("A's key failed");
+    assert_eq!(failed["key_id"], key_id.as_str());
+    assert_eq!(failed["source_hsm"], a.resource.as_str());
+    assert!(failed["error"].as_str().unwrap().contains("user PIN"), "{failed}");
+    let copied = attempts.iter().find(|a| a["outcome"] == "copied").expect("B's key copied");
+    assert_eq!(copied["source_key"], key2_id.as_str());
+    assert_eq!(copied["source_hsm"], b.resource.as_str());
+    signs_verifiably("sync-c", &c.pin, &cka_id2, &spki2).expect("the copy in C signs");
+    let keys = cli_json(&data, &["hsm", "keys", &c.id]);
+    let keys = keys["keys"].as_array().unwrap();
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    assert_eq!(keys[0]["origin"], "distributed");
+    assert_eq!(keys[0]["source_key"], key2_id.as_str());
+    // Once more: only the key still missing is tried again.
+    let again = cli_json(&data, &["hsm", "sync", &c.resource]);
+    let again = again.as_array().unwrap();
+    assert_eq!(again.len(), 1, "{again:?}");
+    assert_eq!(again[0]["outcome"], "failed");
+    assert_eq!(again[0]["key_id"], key_id.as_str());
 }
 
 #[test]

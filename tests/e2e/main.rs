@@ -19,4 +19,5 @@ mod jws_rules;
 mod lifecycle;
 mod policy;
 mod protocol;
+mod provisioning;
 mod resources;

@@ -7,6 +7,8 @@
 //!   rekeyed in place for a resource, with their certificate written back.
 //! - `wrap`: copying a key between two HSMs of one tenant, wrapped only, after
 //!   the policy's `decide-distribution` allows it.
+//! - `distribution`: every key a tenant's policy says an HSM should also hold,
+//!   copied into it through `wrap` (at allocation, and on demand).
 //! - `session`: the PKCS#11 plumbing (cryptoki).
 //!
 //! Custody model of an allocated token. tenure initializes the token with the
@@ -23,13 +25,15 @@
 //! destroys every object whatever the user PIN is.
 
 mod custody;
+mod distribution;
 mod pool;
 pub mod session;
 mod wrap;
 
 pub use custody::{CA_HSM_SETTING, CaCustody, CaHsmConfig, HsmCaKey, configure_ca_hsm};
+pub use distribution::DistributionAttempt;
 pub(crate) use pool::rekey_identifiers;
-pub use pool::{HsmKeyInfo, RekeyOutcome};
+pub use pool::{HsmAllocation, HsmKeyInfo, RekeyOutcome};
 pub use session::{ObjectInfo, Token};
 pub use wrap::{DistributionOutcome, sign_with};
 

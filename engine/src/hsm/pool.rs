@@ -2,6 +2,7 @@
 //! tenant (a registry resource of kind `hsm`), released by zeroizing; and the
 //! keys tenure generates in them for a resource (rekey in place).
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,8 +10,8 @@ use std::time::Duration;
 use ring::rand::{SecureRandom, SystemRandom};
 use serde::Serialize;
 
-use super::Custody;
 use super::session::{self, Exportability, ObjectInfo, Token};
+use super::{Custody, DistributionAttempt};
 use super::{HsmKey, HsmSlot, KEY_ATTRIBUTE, KeyState, RESOURCE_KIND, SlotState, so_pin_context, user_pin_context};
 use crate::error::{Conflict, Error, ErrorKind, Result};
 use crate::identifier::Identifier;
@@ -29,6 +30,9 @@ pub struct HsmKeyInfo {
     /// Public objects (public keys, certificates) as the token lists them
     /// without a login: the operator never logs in as the tenant's user.
     pub objects: Vec<ObjectInfo>,
+    /// Each key's generation (its certificate's: 1 for a resource's first
+    /// key, one more for each rekey), by key id.
+    pub generations: std::collections::BTreeMap<String, i64>,
 }
 
 /// A rekey's result: the new key and certificate, and the key it replaces.
@@ -71,6 +75,21 @@ impl KeyToMake {
         }
     }
 }
+
+/// A token just allocated to a tenant (`hsm_allocate`).
+#[derive(Clone)]
+pub struct HsmAllocation {
+    pub slot: HsmSlot,
+    /// The user PIN: shown this once, never again.
+    pub user_pin: String,
+    /// The keys of the tenant's other tokens its policy decided on, copied or refused.
+    pub distribution: Vec<DistributionAttempt>,
+    /// Why no key was offered to it at all, if so (tenant-only; a failure to run).
+    pub distribution_skipped: Option<String>,
+}
+
+/// The attributes of an `hsm` resource that tenure sets itself.
+const RESERVED_ATTRIBUTES: &[&str] = &["hsm-slot", "token"];
 
 const USER_PIN_LEN: usize = 20;
 
@@ -119,12 +138,22 @@ impl Custody {
 
     /// Allocates a free token to `tenant` exclusively: re-initializes it (every
     /// object destroyed), sets a fresh user PIN, registers it as the tenant's
-    /// resource of kind `hsm`, and returns the PIN — the only time it is shown.
-    /// With `tenant_only`, tenure keeps no copy of the PIN at all (no rekey or
+    /// resource of kind `hsm` with `attributes` (beside tenure's own `hsm-slot`
+    /// and `token`), and returns the PIN — the only time it is shown. With
+    /// `tenant_only`, tenure keeps no copy of the PIN at all (no rekey or
     /// distribution by tenure for this token). A failure leaves the slot free.
-    pub fn hsm_allocate(&self, tenant: &str, tenant_only: bool) -> Result<(HsmSlot, String)> {
+    ///
+    /// Then, for a handed-over token, the keys the tenant's policy says it
+    /// should also hold are copied into it (`distribute_to_holder`); what was
+    /// copied or refused is in the result. A distribution failure never undoes
+    /// the allocation (the PIN must still be shown): it is logged and said in
+    /// `distribution_skipped`.
+    pub fn hsm_allocate(&self, tenant: &str, tenant_only: bool, attributes: BTreeMap<String, String>) -> Result<HsmAllocation> {
         if tenant == PUBLIC_TENANT {
             return Err(Error::malformed("the public tenant holds no resources; allocate to a tenant"));
+        }
+        if let Some(k) = attributes.keys().find(|k| RESERVED_ATTRIBUTES.contains(&k.as_str())) {
+            return Err(Error::malformed(format!("attribute {k:?} of an hsm resource is tenure's own")));
         }
         self.core.store.tenant(tenant)?.ok_or_else(|| Error::not_found(format!("no tenant {tenant:?}")))?;
         let slot = self
@@ -132,21 +161,41 @@ impl Custody {
             .store
             .claim_free_hsm_slot(tenant)?
             .ok_or_else(|| Error::conflict(Conflict::PoolExhausted, "the HSM pool has no free token; add one to the pool first"))?;
-        let outcome = self.allocate_claimed(&slot, tenant, tenant_only);
+        let outcome = self.allocate_claimed(&slot, tenant, tenant_only, attributes);
         if outcome.is_err() {
             self.core.store.abort_hsm_allocation(&slot.id)?;
         }
-        outcome
+        let (slot, user_pin) = outcome?;
+        let (distribution, distribution_skipped) = if tenant_only {
+            (Vec::new(), Some("tenant-only: tenure holds no credential for this token, so it distributes no key to it".to_string()))
+        } else {
+            match self.distribute_to_holder(&slot.id) {
+                Ok(attempts) => (attempts, None),
+                Err(e) => {
+                    tracing::warn!(slot = %slot.id, error = %e, "allocated, but no key was distributed to it");
+                    (Vec::new(), Some(format!("distribution did not run: {e}")))
+                }
+            }
+        };
+        Ok(HsmAllocation { slot, user_pin, distribution, distribution_skipped })
     }
 
-    fn allocate_claimed(&self, slot: &HsmSlot, tenant: &str, tenant_only: bool) -> Result<(HsmSlot, String)> {
+    fn allocate_claimed(
+        &self,
+        slot: &HsmSlot,
+        tenant: &str,
+        tenant_only: bool,
+        mut attributes: BTreeMap<String, String>,
+    ) -> Result<(HsmSlot, String)> {
         let so_pin = self.slot_so_pin(slot)?;
         let user_pin = random_pin()?;
         Token::open(Path::new(&slot.module), &slot.token_label)?.reinitialize(&so_pin, Some(&user_pin))?;
+        attributes.insert("hsm-slot".to_string(), slot.id.clone());
+        attributes.insert("token".to_string(), slot.token_label.clone());
         let resource = self.registry().add_resource(NewResource {
             tenant: tenant.to_string(),
             kind: RESOURCE_KIND.into(),
-            attributes: [("hsm-slot".to_string(), slot.id.clone()), ("token".to_string(), slot.token_label.clone())].into(),
+            attributes,
             ..Default::default()
         })?;
         let sealed = if tenant_only { None } else { Some(self.core.ca_keys.kek().seal(user_pin.as_bytes(), &user_pin_context(&slot.id))?) };
@@ -238,7 +287,15 @@ impl Custody {
                 session::list_objects(&token.public_session()?)?
             }
         };
-        Ok(HsmKeyInfo { slot, keys, objects })
+        let mut generations = std::collections::BTreeMap::new();
+        for k in &keys {
+            if let Some(serial) = &k.cert_serial
+                && let Some((_, life)) = self.core.store.certificate_record(serial)?
+            {
+                generations.insert(k.id.clone(), life.generation);
+            }
+        }
+        Ok(HsmKeyInfo { slot, keys, objects, generations })
     }
 
     /// The custody log of a slot.

@@ -19,7 +19,7 @@ use serde::Serialize;
 
 use super::Custody;
 use super::session::{self, P256_PARAMS, p11};
-use super::{HsmKey, KeyState};
+use super::{HsmKey, HsmSlot, KeyState};
 use crate::error::{Conflict, Error, ErrorKind, Result};
 use crate::model::now;
 use crate::policy::{Decision, DistributionRequest};
@@ -30,6 +30,17 @@ pub struct DistributionOutcome {
     pub key: HsmKey,
     /// The digests of the plugins that allowed it, in chain order.
     pub plugins: Vec<String>,
+}
+
+/// What the one decision-and-copy path did: copied, or refused (audited).
+pub(super) enum Distributed {
+    Copied(DistributionOutcome),
+    /// The plugins or the host's rules refused; the audit record is stored.
+    Denied {
+        request: DistributionRequest,
+        reason: String,
+        plugins: Vec<String>,
+    },
 }
 
 impl Custody {
@@ -49,6 +60,18 @@ impl Custody {
         if key.state == KeyState::Retired {
             return Err(Error::conflict(Conflict::Custody, format!("key {key_id} is retired")));
         }
+        match self.decide_and_copy(&key, &source, &target)? {
+            Distributed::Copied(outcome) => Ok(outcome),
+            Distributed::Denied { reason, .. } => Err(Error::new(ErrorKind::Unauthorized, format!("distribution refused: {reason}"))),
+        }
+    }
+
+    /// The one path of a distribution, whoever asks (`distribute_hsm_key`,
+    /// `distribute_to_holder`): the tenant's `decide-distribution`, the host's
+    /// rules over it, then the wrapped copy and its record (with the audit
+    /// record) in one transaction; a denial is audited alone. `key` must be in
+    /// `source` and not retired (the callers check).
+    pub(super) fn decide_and_copy(&self, key: &HsmKey, source: &HsmSlot, target: &HsmSlot) -> Result<Distributed> {
         let (Some(source_res), Some(target_res)) = (&source.resource_id, &target.resource_id) else {
             return Err(Error::conflict(Conflict::Custody, "both HSMs must be allocated to a tenant"));
         };
@@ -78,18 +101,26 @@ impl Custody {
             decided.overrule(reason);
         }
         if let Decision::Deny(reason) = &decided.decision {
-            self.core.store.record_audit(&decided.audit)?;
-            return Err(Error::new(ErrorKind::Unauthorized, format!("distribution refused: {reason}")));
+            // Audited and notified (the target's webhook) in one transaction: never silent.
+            let notice = serde_json::json!({
+                "tenant": request.tenant,
+                "key_id": request.key_id,
+                "source_hsm": request.source_hsm,
+                "target_hsm": request.target_hsm,
+                "reason": reason,
+            });
+            self.core.store.record_denial_notice(&decided.audit, &target_res.id, crate::lifecycle::events::DISTRIBUTION_DENIED, &notice)?;
+            return Ok(Distributed::Denied { request, reason: reason.clone(), plugins: decided.audit.plugins.clone() });
         }
 
-        let (src_token, src_pin) = self.tenant_token(&source)?;
-        let (dst_token, dst_pin) = self.tenant_token(&target)?;
-        let src = self.tenant_session(&source, &src_token, &src_pin)?;
-        let dst = self.tenant_session(&target, &dst_token, &dst_pin)?;
+        let (src_token, src_pin) = self.tenant_token(source)?;
+        let (dst_token, dst_pin) = self.tenant_token(target)?;
+        let src = self.tenant_session(source, &src_token, &src_pin)?;
+        let dst = self.tenant_session(target, &dst_token, &dst_pin)?;
         if session::find_by_id(&dst, ObjectClass::PRIVATE_KEY, &key.cka_id)?.is_some() {
-            return Err(Error::conflict(Conflict::Custody, format!("{} holds key {key_id} already", target.id)));
+            return Err(Error::conflict(Conflict::Custody, format!("{} holds key {} already", target.id, key.id)));
         }
-        let copied = copy_wrapped(&src, &dst, &key).and_then(|()| {
+        let copied = copy_wrapped(&src, &dst, key).and_then(|()| {
             let copy = HsmKey {
                 id: format!("key_{}", self.core.random_id(9)),
                 slot_id: target.id.clone(),
@@ -110,7 +141,7 @@ impl Custody {
         }
         src_token.give_back(src);
         dst_token.give_back(dst);
-        Ok(DistributionOutcome { key: copied?, plugins: decided.audit.plugins.clone() })
+        Ok(Distributed::Copied(DistributionOutcome { key: copied?, plugins: decided.audit.plugins.clone() }))
     }
 }
 

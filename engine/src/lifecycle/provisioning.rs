@@ -111,6 +111,13 @@ pub(crate) fn wants_certificate(resource: &Resource) -> bool {
     resource.kind != crate::hsm::RESOURCE_KIND && resource.attributes.get(CERTIFICATE_ATTRIBUTE).is_some_and(|v| !v.is_empty())
 }
 
+/// Whether a change of the resource's attributes queues it: one that asks for
+/// a certificate is provisioned again; an `hsm` resource's keys are
+/// distributed again as its tenant's policy now says (seed 001).
+pub(crate) fn wants_work_after_change(resource: &Resource) -> bool {
+    wants_certificate(resource) || resource.kind == crate::hsm::RESOURCE_KIND
+}
+
 /// The provisioning attributes of a resource as it will be: a key named
 /// well, and for one that asks for a certificate, a key at all, a name or
 /// address to certify, and somewhere to deliver a key tenure generates.
@@ -186,6 +193,9 @@ pub struct ProvisioningReport {
     pub denied: usize,
     /// Requests that failed on our side, queued again for later.
     pub deferred: usize,
+    /// `hsm` resources whose attributes changed, with their keys distributed
+    /// again (each copy decided, a denial audited and notified).
+    pub distributed: usize,
     /// Requests dropped with nothing to do (the resource was released,
     /// suspended, or no longer asks), or superseded by a newer change.
     pub dropped: usize,
@@ -194,6 +204,7 @@ pub struct ProvisioningReport {
 /// What became of one request.
 enum Outcome {
     Provisioned,
+    Distributed,
     Denied,
     Dropped,
 }
@@ -226,6 +237,7 @@ impl Lifecycle {
             for (request, result) in results {
                 match result {
                     Ok(Outcome::Provisioned) => report.provisioned += 1,
+                    Ok(Outcome::Distributed) => report.distributed += 1,
                     Ok(Outcome::Denied) => report.denied += 1,
                     Ok(Outcome::Dropped) => report.dropped += 1,
                     Err(e) => {
@@ -253,6 +265,9 @@ impl Lifecycle {
     fn provision(&self, request: &ProvisioningRequest) -> Result<Outcome> {
         let core = &self.core;
         let resource = core.store.resource(&request.resource_id)?;
+        if let Some(hsm) = resource.as_ref().filter(|r| r.state == ResourceState::Active && r.kind == crate::hsm::RESOURCE_KIND) {
+            return self.redistribute(request, hsm);
+        }
         let Some(resource) = resource.filter(|r| r.state == ResourceState::Active && wants_certificate(r)) else {
             // Released, suspended (resume asks again) or no longer asking.
             core.store.settle_provisioning(request, None)?;
@@ -334,6 +349,32 @@ impl Lifecycle {
             Err(e) if e.conflict.is_some() => Ok(Outcome::Dropped),
             Err(e) => Err(e),
         }
+    }
+
+    /// An `hsm` resource's attributes changed: every active HSM of its tenant
+    /// is offered the keys its policy now allows (into this one, and from it
+    /// into the others, whose rules may read this one's attributes). Each
+    /// denial is audited and notified by custody; token failures are logged
+    /// and do not hold back the other keys. Done once per request.
+    fn redistribute(&self, request: &ProvisioningRequest, hsm: &Resource) -> Result<Outcome> {
+        let custody = crate::hsm::Custody { core: self.core.clone() };
+        let mut targets = vec![hsm.id.clone()];
+        targets.extend(
+            self.core
+                .store
+                .resources(Some(&hsm.tenant))?
+                .into_iter()
+                .filter(|r| r.kind == crate::hsm::RESOURCE_KIND && r.state == ResourceState::Active && r.id != hsm.id)
+                .map(|r| r.id),
+        );
+        for target in targets {
+            match custody.distribute_to_holder(&target) {
+                Ok(attempts) => tracing::info!(hsm = %target, attempts = attempts.len(), "keys distributed after an attribute change"),
+                Err(e) => tracing::warn!(hsm = %target, error = %e, "distribution after an attribute change did not run"),
+            }
+        }
+        self.core.store.settle_provisioning(request, None)?;
+        Ok(Outcome::Distributed)
     }
 
     /// A denial: audited with the request's settlement, in one transaction.

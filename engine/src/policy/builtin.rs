@@ -26,6 +26,7 @@ pub const BUILT_PLUGINS: &[&str] = &[
     "huge-answer",
     "uses-fs",
     "allow-distribution",
+    "distribute-by-attribute",
     "issuance-only",
     "legacy-v0-1",
 ];

@@ -293,6 +293,30 @@ fn registry_control_distributes_only_between_the_tenants_hsms() {
     assert!(reason(&v).contains("not an hsm"));
 }
 
+#[test]
+fn distribute_by_attribute_allows_only_within_a_key_group() {
+    let p = plugin("distribute-by-attribute");
+    let hsm = |id: &str, group: Option<&str>| {
+        let mut r = resource(id, "acme", "hsm");
+        r.attributes = group.map(|g| vec![("key-group".into(), g.into())]).unwrap_or_default();
+        r
+    };
+    let registry: Arc<dyn RegistryView> = Arc::new(MemRegistry {
+        resources: vec![hsm("hsm-1", Some("g1")), hsm("hsm-2", Some("g1")), hsm("hsm-3", Some("g2")), hsm("hsm-4", None)],
+        ..MemRegistry::default()
+    });
+    let decide = |to: &str| host().decide_distribution(&p, Arc::clone(&registry), "acme", &distribution("acme", "hsm-1", to));
+    let v = decide("hsm-2");
+    assert!(v.decision.is_allow(), "{:?}", v.decision);
+    let v = decide("hsm-3");
+    assert!(reason(&v).contains(r#"key-group differs: hsm-1 is in "g1", hsm-3 in "g2""#), "{}", reason(&v));
+    assert!(reason(&decide("hsm-4")).contains("hsm-4 has no key-group attribute"));
+    assert!(reason(&decide("hsm-9")).contains("hsm-9 is not in the registry"));
+    // Issuance is the SDK default: denied.
+    let v = host().decide_issuance(&p, registry, "acme", &issuance("acme", &["www.acme.test"], 0));
+    assert!(reason(&v).contains("does not allow issuance"));
+}
+
 // ---- public-challenge, deny-all ----
 
 #[test]

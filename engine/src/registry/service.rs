@@ -247,7 +247,7 @@ impl Registry {
         crate::lifecycle::provisioning::check_attributes(&current.kind, has_identifiers, &merged)?;
         // Every change of a resource that asks for a certificate is put to its
         // plugins again: a new key, recipient, lifetime or target takes effect at once.
-        self.core.store.set_resource_attributes(id, changes, &crate::lifecycle::provisioning::wants_certificate)
+        self.core.store.set_resource_attributes(id, changes, &crate::lifecycle::provisioning::wants_work_after_change)
     }
 
     /// The platform vouches for a leased resource: its lease runs again from now.

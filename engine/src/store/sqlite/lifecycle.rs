@@ -214,8 +214,9 @@ pub(super) fn stop_certificates_of_resource(tx: &Tx<'_>, resource_id: &str, reas
     )?;
     // A successor not yet delivered is revoked now: nothing to deliver.
     tx.execute(
-        "UPDATE deliveries SET state = 'failed', last_error = ?2
-         WHERE state = 'pending' AND serial IN (SELECT serial FROM certificate_resources WHERE resource_id = ?1)",
+        "UPDATE deliveries SET state = 'failed', last_error = ?2, key_age = NULL
+         WHERE state = 'pending' AND payload IS NULL
+           AND serial IN (SELECT serial FROM certificate_resources WHERE resource_id = ?1)",
         params![resource_id, note],
     )?;
     Ok(revoked)
