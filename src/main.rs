@@ -284,6 +284,17 @@ enum ResourceCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Show a resource: its attributes, where its provisioning stands (a
+    /// request waiting, the certificate kept current) and its latest outbox
+    /// messages (certificates delivered, notices sent).
+    Show {
+        /// The resource id (res_…).
+        id: String,
+        #[command(flatten)]
+        data: DataDir,
+        #[arg(long)]
+        json: bool,
+    },
     /// List resources (one JSON object per line with --json).
     List {
         #[arg(long)]
@@ -782,6 +793,50 @@ fn resource(command: ResourceCommand) -> Result<()> {
         }
         ResourceCommand::Confirm { id, data, json } => print(&open_existing(&data)?.registry.confirm_resource(&id)?, json),
         ResourceCommand::Transfer { id, to, data, json } => print(&open_existing(&data)?.registry.transfer_resource(&id, &to)?, json),
+        ResourceCommand::Show { id, data, json } => {
+            let engine = open_existing(&data)?;
+            let r = engine.registry.resource(&id)?.with_context(|| format!("no resource {id}"))?;
+            let provisioning = engine.registry.provisioning_status(&id)?;
+            let outbox = engine.lifecycle.deliveries_of_resource(&id, 20)?;
+            let messages: Vec<serde_json::Value> = outbox
+                .iter()
+                .map(|d| {
+                    serde_json::json!({ "event": d.event, "serial": d.serial, "kind": d.kind.as_str(), "target": d.target,
+                                        "state": d.state.as_str(), "attempts": d.attempts, "last_error": d.last_error })
+                })
+                .collect();
+            if json {
+                println!("{}", serde_json::json!({ "resource": r, "provisioning": provisioning, "outbox": messages }));
+            } else {
+                print(&r, false);
+                for (k, v) in &r.attributes {
+                    println!("attribute          {k}={v}");
+                }
+                match (&provisioning.certificate, provisioning.pending) {
+                    (_, true) => println!(
+                        "provisioning       waiting (tries {}{})",
+                        provisioning.attempts,
+                        provisioning.last_error.as_deref().map(|e| format!("; last: {e}")).unwrap_or_default()
+                    ),
+                    (Some(serial), false) => println!(
+                        "provisioned        {serial} (generation {}, key {})",
+                        provisioning.generation.unwrap_or(1),
+                        provisioning.key_source.unwrap_or("-")
+                    ),
+                    (None, false) => {}
+                }
+                for m in &outbox {
+                    println!(
+                        "outbox             {} {} {} {} {}",
+                        m.event,
+                        m.serial.as_deref().unwrap_or("-"),
+                        m.kind.as_str(),
+                        m.state.as_str(),
+                        m.last_error.as_deref().unwrap_or_default()
+                    );
+                }
+            }
+        }
         ResourceCommand::List { tenant, data, json } => {
             for r in open_existing(&data)?.registry.resources(tenant.as_deref())? {
                 print(&r, json);

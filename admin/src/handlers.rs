@@ -106,13 +106,13 @@ pub fn show_resource(admin: Arc<Admin>, call: Call) -> Handled {
     Box::pin(async move {
         let NoQuery {} = query(call.query.as_deref())?;
         let id = call.param().to_string();
-        let (resource, events) = admin
+        let (resource, events, provisioning) = admin
             .registry(move |r| {
                 let resource = r.resource(&id)?.ok_or_else(|| tenure_engine::Error::not_found(format!("no resource {id}")))?;
-                Ok((resource, r.resource_events(&id)?))
+                Ok((resource, r.resource_events(&id)?, r.provisioning_status(&id)?))
             })
             .await?;
-        Ok(Answer::ok(json!({ "resource": resource, "events": events })))
+        Ok(Answer::ok(json!({ "resource": resource, "events": events, "provisioning": provisioning })))
     })
 }
 

@@ -126,7 +126,7 @@ pub(crate) fn check_attributes(kind: &str, has_identifiers: bool, attributes: &B
         return Ok(());
     }
     let origin = key_origin(attributes)?;
-    if !attributes.get(CERTIFICATE_ATTRIBUTE).is_some_and(|v| !v.is_empty()) {
+    if attributes.get(CERTIFICATE_ATTRIBUTE).is_none_or(|v| v.is_empty()) {
         return Ok(());
     }
     if !has_identifiers {

@@ -60,6 +60,23 @@ pub struct Resource {
     pub lease_expires: Option<UnixTime>,
 }
 
+/// Where a resource's provisioning stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ProvisioningStatus {
+    /// A request waits in the queue (just added or changed, or retrying).
+    pub pending: bool,
+    /// Failed tries of the waiting request.
+    pub attempts: i64,
+    /// Why its last try failed.
+    pub last_error: Option<String>,
+    /// The serial of the certificate tenure provisioned and keeps current, if any.
+    pub certificate: Option<String>,
+    /// Its generation.
+    pub generation: Option<i64>,
+    /// Who holds its key: `hsm`, `recipient`, `platform`.
+    pub key_source: Option<&'static str>,
+}
+
 impl Resource {
     /// Whether this resource covers the identifier: an exact name, a name
     /// under one of its zones, or one of its addresses.

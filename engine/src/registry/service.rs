@@ -12,7 +12,9 @@ use crate::core::Core;
 use crate::error::{Conflict, Error, ErrorKind, Result};
 use crate::model::Tenant;
 use crate::ra::{EffectiveLimits, TenantLimits};
-use crate::registry::{AttributeChanges, Event, EventKind, NewResource, Resource, ResourceState, check_attribute_values};
+use crate::registry::{
+    AttributeChanges, Event, EventKind, NewResource, ProvisioningStatus, Resource, ResourceState, check_attribute_values,
+};
 use crate::store::Overlap;
 
 /// Tenants, the resources they hold, and the audit log.
@@ -248,6 +250,22 @@ impl Registry {
         // Every change of a resource that asks for a certificate is put to its
         // plugins again: a new key, recipient, lifetime or target takes effect at once.
         self.core.store.set_resource_attributes(id, changes, &crate::lifecycle::provisioning::wants_work_after_change)
+    }
+
+    /// Where the resource's provisioning stands (`resource show`, `GET
+    /// /v1/resources/{id}`): whether a request waits (and why its last try
+    /// failed), and the certificate tenure keeps current for it.
+    pub fn provisioning_status(&self, id: &str) -> Result<ProvisioningStatus> {
+        let pending = self.core.store.provisioning_request(id)?;
+        let current = self.core.store.provisioned_certificate_of(id)?;
+        Ok(ProvisioningStatus {
+            pending: pending.is_some(),
+            attempts: pending.as_ref().map_or(0, |p| p.attempts),
+            last_error: pending.and_then(|p| p.last_error),
+            certificate: current.as_ref().map(|(c, _)| c.serial.clone()),
+            generation: current.as_ref().map(|(_, l)| l.generation),
+            key_source: current.map(|(_, l)| l.key_source.as_str()),
+        })
     }
 
     /// The platform vouches for a leased resource: its lease runs again from now.
