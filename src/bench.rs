@@ -41,6 +41,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 pub enum BenchCommand {
     /// Drive N complete issuances against an ACME server and report the rate and latency.
     Issue(IssueArgs),
+    /// Add a burst of N resources with certificate=auto through tenure's admin API and time
+    /// until every one is provisioned.
+    Provision(crate::provision_bench::ProvisionArgs),
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -127,6 +130,10 @@ pub fn run(command: BenchCommand) -> Result<()> {
                 );
             }
             Ok(())
+        }
+        BenchCommand::Provision(args) => {
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            runtime.block_on(crate::provision_bench::provision(&args))
         }
     }
 }

@@ -1,6 +1,7 @@
 //! `tenure`: the command line. Thin wiring over `tenure_engine` and `tenure_acme`.
 
 mod bench;
+mod provision_bench;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;

@@ -577,11 +577,12 @@ mod tests {
         // Another change: provisioned again, the first certificate replaced.
         e.registry.set_attributes(&api.id, &BTreeMap::from([("lifetime-seconds".to_string(), Some("900".to_string()))])).unwrap();
         assert_eq!(e.lifecycle.provision_pending().unwrap().provisioned, 1);
+        // (Newest first; within one second, the higher generation first.)
         let certs = e.lifecycle.certificates(Some("corp"), Some(&api.id), 10).unwrap();
         assert_eq!(certs.len(), 2);
         assert_eq!(certs[0].1.predecessor.as_deref(), Some(cert.serial.as_str()));
         assert_eq!(certs[0].1.generation, 2);
-        assert_eq!(certs[1].1.renewal, RenewalState::Replaced);
+        assert_eq!((certs[1].0.serial.as_str(), certs[1].1.renewal), (cert.serial.as_str(), RenewalState::Replaced));
     }
 
     fn engine_again(dir: &std::path::Path, root: &std::path::Path) -> crate::Engine {

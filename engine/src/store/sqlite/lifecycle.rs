@@ -275,7 +275,7 @@ impl CertificateStore for SqliteStore {
                 "SELECT {CERT_COLUMNS} FROM certificates
                  WHERE (?1 IS NULL OR tenant = ?1)
                    AND (?2 IS NULL OR serial IN (SELECT serial FROM certificate_resources WHERE resource_id = ?2))
-                 ORDER BY created_at DESC, serial LIMIT ?3"
+                 ORDER BY created_at DESC, generation DESC, serial LIMIT ?3"
             );
             query_certificates(c, &sql, params![tenant, resource, limit])
         })
