@@ -95,6 +95,11 @@ pub struct IssueArgs {
     /// An issuance taking longer than this counts as failed (a server that hangs ends the run).
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     pub timeout: Duration,
+    /// Start issuances at this many per second at most (each still waits for a free slot
+    /// of --concurrency): a steady load whose latency shows what other work costs it,
+    /// where an unpaced run saturates the machine by itself.
+    #[arg(long)]
+    pub rate: Option<f64>,
     /// Keep starting issuances after one fails (by default the run winds down:
     /// a server that has stopped answering would otherwise cost N × --timeout).
     #[arg(long)]
@@ -289,6 +294,7 @@ pub async fn issue(args: &IssueArgs) -> Result<Report> {
         let keep_going = args.keep_going;
         let (n, domain, run, poll, http01) = (args.n, args.domain.clone(), run.clone(), args.poll, http01.clone());
         let timeout = args.timeout;
+        let pace = args.rate.filter(|r| r.is_finite() && *r > 0.0);
         workers.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             let mut errors = Vec::new();
@@ -300,6 +306,10 @@ pub async fn issue(args: &IssueArgs) -> Result<Report> {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 if i >= n {
                     break;
+                }
+                if let Some(rate) = pace {
+                    // Issuance i starts no earlier than i / rate after the start.
+                    tokio::time::sleep_until((started + Duration::from_secs_f64(i as f64 / rate)).into()).await;
                 }
                 let account = &accounts[i % accounts.len()];
                 let name = format!("{run}-{i}.{domain}");

@@ -141,8 +141,10 @@ pub async fn provision(args: &ProvisionArgs) -> Result<()> {
     let ids = Arc::new(ids);
     let next = Arc::new(AtomicUsize::new(0));
     let (provisioned, denied) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    // Few pollers, each waiting 100 ms on a resource still waiting: the
+    // polls must not be the load that slows the server down.
     let mut tasks = Vec::new();
-    for _ in 0..args.concurrency.min(args.n) {
+    for _ in 0..args.concurrency.clamp(1, 4).min(args.n) {
         let (http, token, base, next, ids) = (http.clone(), token.clone(), base.clone(), next.clone(), ids.clone());
         let (provisioned, denied) = (provisioned.clone(), denied.clone());
         tasks.push(tokio::spawn(async move {
@@ -160,7 +162,7 @@ pub async fn provision(args: &ProvisionArgs) -> Result<()> {
                     if Instant::now() > deadline {
                         bail!("resource {id} still waits for provisioning after the timeout");
                     }
-                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             }
         }));

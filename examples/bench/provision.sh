@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Provisioning at scale, and what it does to ACME issuance beside it:
 #
-#   examples/bench/provision.sh [TENURE_BIN] [N] [ACME_N] [platform|recipient]
+#   examples/bench/provision.sh [TENURE_BIN] [N] [ACME_N] [platform|recipient] [ACME_RATE]
 #
 # Starts `tenure serve` on a fresh data directory (tenant `bench` holding the
 # zone bench.example.com for ACME, permitted prov.example.com for the burst),
 # then measures, one after the other:
-#   1. ACME alone: `tenure bench issue` ACME_N issuances at concurrency 16 (p99);
+#   1. ACME alone: `tenure bench issue` ACME_N issuances at concurrency 16,
+#      started at ACME_RATE a second (a steady load, as a platform's clients
+#      make; an unpaced run saturates both cores by itself): its p99;
 #   2. provisioning alone: `tenure bench provision` N resources with
 #      certificate=auto, added through the admin API at concurrency 16, until
 #      every one is provisioned; the server's CPU ms per resource (/proc);
@@ -15,7 +17,7 @@
 # an age recipient and a delivery-dir (tenure generates each key, encrypts it,
 # and drops chain.pem and key.pem.age: the file writes are part of the cost).
 set -euo pipefail
-T=${1:-target/release/tenure}; N=${2:-10000}; AN=${3:-6000}; MODE=${4:-platform}
+T=${1:-target/release/tenure}; N=${2:-10000}; AN=${3:-3000}; MODE=${4:-platform}; RATE=${5:-200}
 W=$(mktemp -d); DATA=$W/d; DROPS=$W/drops; mkdir -p $DROPS
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 P=$(free_port); A=$(free_port)
@@ -36,7 +38,7 @@ if [ "$MODE" = recipient ]; then
   extra=(--recipient "$(sed -n 's/^# public key: //p' $W/identity)" --delivery-dir $DROPS)
 fi
 acme() {
-  $T bench issue --n $AN --concurrency 16 --accounts 16 --challenge none --timeout 30s --json \
+  $T bench issue --n $AN --rate $RATE --concurrency 16 --accounts 16 --challenge none --timeout 30s --json \
      --directory https://127.0.0.1:$P/directory --root $DATA/root.pem --eab-kid $K --eab-hmac $H --domain bench.example.com \
      | tail -1 | python3 -c 'import json,sys; d=json.load(sys.stdin); print("ACME %d issuances: %.0f/s, p50 %.1f ms, p99 %.1f ms" % (d["completed"], d["rate"], d["p50_ms"], d["p99_ms"]))'
 }
