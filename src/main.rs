@@ -354,6 +354,10 @@ struct ServeArgs {
     /// certificates does not crowd out ACME traffic. Default: no limit.
     #[arg(long, value_name = "PER_SECOND")]
     renewal_rate: Option<f64>,
+    /// At most this many resources provisioned per second, so a burst of new resources
+    /// does not crowd out ACME traffic. Default: no limit.
+    #[arg(long, value_name = "PER_SECOND")]
+    provisioning_rate: Option<f64>,
     /// New orders one ACME account may place per hour (a token bucket, per server).
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
     max_orders_per_hour: u32,
@@ -543,12 +547,16 @@ fn serve(args: ServeArgs) -> Result<()> {
     if args.renewal_rate.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
         anyhow::bail!("--renewal-rate must be a positive number of certificates per second");
     }
+    if args.provisioning_rate.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
+        anyhow::bail!("--provisioning-rate must be a positive number of resources per second");
+    }
     let mut config =
         Config { eab_required: args.eab_required, reuse_valid_authorizations: args.reuse_valid_authorizations, ..args.data.config() };
     config.lifecycle.interval = Duration::from_secs_f64(args.renewal_interval);
     config.lifecycle.renewal_fraction = args.renewal_fraction;
     config.lifecycle.batch = args.renewal_batch.max(1);
     config.lifecycle.renewal_rate = args.renewal_rate;
+    config.lifecycle.provisioning_rate = args.provisioning_rate;
     config.rate_limits = tenure_engine::config::RateLimits {
         orders_per_hour: args.max_orders_per_hour,
         pending_authorizations: usize::try_from(args.max_pending_authorizations).unwrap_or(usize::MAX),

@@ -62,6 +62,9 @@ pub struct LifecycleConfig {
     /// sweep, so a backlog (after downtime, or when many certificates fall
     /// due at once) does not crowd out ACME traffic or the HSM. None: no limit.
     pub renewal_rate: Option<f64>,
+    /// At most this many resources provisioned per second, so a burst of
+    /// new resources does not crowd out ACME traffic. None: no limit.
+    pub provisioning_rate: Option<f64>,
     /// How often the scheduler sweeps, delivers and refreshes CRLs.
     pub interval: Duration,
     /// A CRL's nextUpdate is this far after its thisUpdate…
@@ -89,6 +92,7 @@ impl Default for LifecycleConfig {
             renewal_fraction: 1.0 / 3.0,
             batch: 256,
             renewal_rate: None,
+            provisioning_rate: None,
             interval: Duration::from_secs(30),
             crl_validity: Duration::from_secs(24 * 3600),
             crl_refresh: Duration::from_secs(3600),

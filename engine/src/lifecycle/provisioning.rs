@@ -35,7 +35,7 @@ use crate::issuance::{self, Ask, Provenance, Verdict};
 use crate::model::*;
 use crate::policy::{KeyInfo, KeyType as PolicyKeyType, Trigger as PolicyTrigger};
 use crate::registry::{Resource, ResourceState};
-use crate::store::{Claim, ProvisioningRequest};
+use crate::store::{Claim, ProvisioningOutcome, ProvisioningRequest};
 
 /// The attribute by which a resource asks for a certificate (`auto`: the
 /// default plugins' word for "provision it"; a tenant's plugin may read others).
@@ -48,6 +48,9 @@ pub const PUBLIC_KEY_ATTRIBUTE: &str = "public-key";
 /// Requests claimed at a time, each for this long.
 const CLAIM: i64 = 256;
 const LEASE_SECONDS: i64 = 120;
+/// Certificates recorded per writer transaction: few enough that ACME's own
+/// transactions never wait long behind one.
+const RECORDS_PER_TRANSACTION: usize = 8;
 /// A failure of ours is retried after this, doubling per attempt up to an hour.
 const RETRY_BASE: Duration = Duration::from_secs(10);
 
@@ -207,15 +210,31 @@ enum Outcome {
     Distributed,
     Denied,
     Dropped,
+    /// Decided and signed, to be recorded with the rest of its batch.
+    Record(ProvisioningOutcome),
 }
 
 impl Lifecycle {
-    /// Works off the provisioning queue until nothing is due: on every core,
-    /// each resource in its own transaction.
+    /// Works off the provisioning queue until nothing is due: decided and
+    /// signed on every core, then the batch's certificates and denials
+    /// recorded in one transaction (each settling its own request; one
+    /// superseded meanwhile is dropped alone). HSM keys and distributions are
+    /// recorded one by one, as custody does them.
+    ///
+    /// One transaction per batch rather than per resource: 10,000 resources
+    /// in a burst made 10,000 writer transactions beside the ACME traffic
     pub fn provision_pending(&self) -> Result<ProvisioningReport> {
         let mut report = ProvisioningReport::default();
+        let started = std::time::Instant::now();
+        let rate = self.core.config.lifecycle.provisioning_rate.filter(|r| r.is_finite() && *r > 0.0);
+        // Paced: a tenth of a second's worth at a time, so the pace is smooth.
+        let claim = rate.map_or(CLAIM, |r| ((r / 10.0).ceil() as i64).clamp(1, CLAIM));
         loop {
-            let claimed = self.core.store.claim_provisioning(now(), CLAIM, LEASE_SECONDS)?;
+            if let Some(rate) = rate {
+                let done = report.provisioned + report.denied + report.deferred + report.dropped + report.distributed;
+                std::thread::sleep(Duration::from_secs_f64(done as f64 / rate).saturating_sub(started.elapsed()));
+            }
+            let claimed = self.core.store.claim_provisioning(now(), claim, LEASE_SECONDS)?;
             if claimed.is_empty() {
                 return Ok(report);
             }
@@ -234,8 +253,10 @@ impl Lifecycle {
                     })
                     .collect()
             });
+            let mut batch = Vec::new();
             for (request, result) in results {
                 match result {
+                    Ok(Outcome::Record(outcome)) => batch.push(outcome),
                     Ok(Outcome::Provisioned) => report.provisioned += 1,
                     Ok(Outcome::Distributed) => report.distributed += 1,
                     Ok(Outcome::Denied) => report.denied += 1,
@@ -247,6 +268,12 @@ impl Lifecycle {
                         report.deferred += 1;
                     }
                 }
+            }
+            for chunk in batch.chunks(RECORDS_PER_TRANSACTION) {
+                let tally = self.core.store.record_provisionings(chunk)?;
+                report.provisioned += tally.provisioned;
+                report.denied += tally.denied;
+                report.dropped += tally.superseded;
             }
         }
     }
@@ -307,7 +334,10 @@ impl Lifecycle {
         };
         let allowed = match issuance::decide_provisioning(core, &ask, &resource.id, Some(key))? {
             Verdict::Allowed(a) => a,
-            Verdict::Denied { reason, audit } => return self.denied(request, &resource, &reason, &audit),
+            Verdict::Denied { reason, audit } => {
+                tracing::info!(resource = %resource.id, reason, "provisioning denied");
+                return Ok(Outcome::Record(ProvisioningOutcome::Denied { request: request.clone(), audit }));
+            }
         };
         let (spki, key_age) = match &origin {
             KeyOrigin::Recipient(recipient) => {
@@ -340,15 +370,7 @@ impl Lifecycle {
             key_source: origin.source(),
             key_age,
         };
-        match signed.record(core, from, Claim::Provisioning(request.clone())) {
-            Ok(cert) => {
-                tracing::info!(resource = %resource.id, serial = %cert.serial, key = origin.source().as_str(), "provisioned");
-                Ok(Outcome::Provisioned)
-            }
-            // Superseded by a newer change while signing: that one is asked next.
-            Err(e) if e.conflict.is_some() => Ok(Outcome::Dropped),
-            Err(e) => Err(e),
-        }
+        Ok(Outcome::Record(ProvisioningOutcome::Issued(signed.into_record(core, from, Claim::Provisioning(request.clone())))))
     }
 
     /// An `hsm` resource's attributes changed: every active HSM of its tenant

@@ -118,6 +118,32 @@ pub struct ProvisioningRequest {
     pub last_error: Option<String>,
 }
 
+/// What provisioning decided for one request, recorded with its batch.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone)]
+pub enum ProvisioningOutcome {
+    /// A certificate, settling [`Claim::Provisioning`].
+    Issued(IssuedRecord),
+    /// The policy said no: the audit record, and the request settled.
+    Denied {
+        /// The request it settles.
+        request: ProvisioningRequest,
+        /// The decision's record.
+        audit: AuditRecord,
+    },
+}
+
+/// What a batch of provisioning outcomes did once stored.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ProvisioningTally {
+    /// Certificates stored.
+    pub provisioned: usize,
+    /// Denials stored.
+    pub denied: usize,
+    /// Outcomes dropped: the resource changed meanwhile (its newer request is asked next).
+    pub superseded: usize,
+}
+
 /// Whether a resource, as it is after a change, goes (back) into the
 /// provisioning queue; run by the store inside the change's transaction.
 pub type ProvisionRule<'a> = &'a dyn Fn(&Resource) -> bool;
@@ -418,6 +444,10 @@ pub trait ProvisioningStore: Send + Sync {
     /// its audit record; a resource no longer active, without). False when
     /// the resource changed meanwhile (the newer request stays).
     fn settle_provisioning(&self, request: &ProvisioningRequest, audit: Option<&AuditRecord>) -> Result<bool>;
+
+    /// Records a batch of outcomes in one transaction, each settling its own
+    /// request; one whose request was superseded meanwhile writes nothing.
+    fn record_provisionings(&self, outcomes: &[ProvisioningOutcome]) -> Result<ProvisioningTally>;
 
     /// Puts a request back for a try at `at` after a failure of ours.
     fn retry_provisioning(&self, request: &ProvisioningRequest, at: UnixTime, error: &str) -> Result<()>;

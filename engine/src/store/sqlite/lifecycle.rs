@@ -104,7 +104,7 @@ pub(super) fn insert_certificate(tx: &Tx<'_>, cert: &Certificate, life: &Certifi
 /// Settles the claim and, if it holds, stores the certificate, its bindings,
 /// its audit record and its deliveries. Returns false (having written
 /// nothing) when the claim no longer holds.
-fn record_issued(tx: &Tx<'_>, issued: &IssuedRecord, at: UnixTime) -> Result<bool> {
+pub(super) fn record_issued(tx: &Tx<'_>, issued: &IssuedRecord, at: UnixTime) -> Result<bool> {
     let serial = &issued.cert.serial;
     match &issued.claim {
         Claim::Order { order_id } => {

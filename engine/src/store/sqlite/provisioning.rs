@@ -133,6 +133,40 @@ impl ProvisioningStore for SqliteStore {
         })
     }
 
+    fn record_provisionings(&self, outcomes: &[ProvisioningOutcome]) -> Result<ProvisioningTally> {
+        self.tx(|tx| {
+            let at = now();
+            let mut tally = ProvisioningTally::default();
+            for outcome in outcomes {
+                match outcome {
+                    // Settling comes first in record_issued: a superseded request writes nothing.
+                    ProvisioningOutcome::Issued(issued @ IssuedRecord { claim: Claim::Provisioning(_), .. }) => {
+                        if super::lifecycle::record_issued(tx, issued, at)? {
+                            tally.provisioned += 1;
+                        } else {
+                            tally.superseded += 1;
+                        }
+                    }
+                    ProvisioningOutcome::Issued(other) => {
+                        return Err(crate::Error::internal(format!(
+                            "a provisioning batch holds a {:?}; record it on its own",
+                            other.claim
+                        )));
+                    }
+                    ProvisioningOutcome::Denied { request, audit } => {
+                        if settle(tx, request)? {
+                            append_audit(tx, audit)?;
+                            tally.denied += 1;
+                        } else {
+                            tally.superseded += 1;
+                        }
+                    }
+                }
+            }
+            Ok(tally)
+        })
+    }
+
     fn retry_provisioning(&self, request: &ProvisioningRequest, at: UnixTime, error: &str) -> Result<()> {
         self.with(|c| {
             c.execute(
