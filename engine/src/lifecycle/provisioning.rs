@@ -211,7 +211,7 @@ enum Outcome {
     Denied,
     Dropped,
     /// Decided and signed, to be recorded with the rest of its batch.
-    Record(ProvisioningOutcome),
+    Record(Box<ProvisioningOutcome>),
 }
 
 impl Lifecycle {
@@ -256,7 +256,7 @@ impl Lifecycle {
             let mut batch = Vec::new();
             for (request, result) in results {
                 match result {
-                    Ok(Outcome::Record(outcome)) => batch.push(outcome),
+                    Ok(Outcome::Record(outcome)) => batch.push(*outcome),
                     Ok(Outcome::Provisioned) => report.provisioned += 1,
                     Ok(Outcome::Distributed) => report.distributed += 1,
                     Ok(Outcome::Denied) => report.denied += 1,
@@ -336,7 +336,7 @@ impl Lifecycle {
             Verdict::Allowed(a) => a,
             Verdict::Denied { reason, audit } => {
                 tracing::info!(resource = %resource.id, reason, "provisioning denied");
-                return Ok(Outcome::Record(ProvisioningOutcome::Denied { request: request.clone(), audit }));
+                return Ok(Outcome::Record(Box::new(ProvisioningOutcome::Denied { request: request.clone(), audit })));
             }
         };
         let (spki, key_age) = match &origin {
@@ -370,7 +370,8 @@ impl Lifecycle {
             key_source: origin.source(),
             key_age,
         };
-        Ok(Outcome::Record(ProvisioningOutcome::Issued(signed.into_record(core, from, Claim::Provisioning(request.clone())))))
+        let record = signed.into_record(core, from, Claim::Provisioning(request.clone()));
+        Ok(Outcome::Record(Box::new(ProvisioningOutcome::Issued(record))))
     }
 
     /// An `hsm` resource's attributes changed: every active HSM of its tenant
