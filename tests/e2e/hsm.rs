@@ -646,31 +646,26 @@ fn allocation_distributes_the_keys_the_policy_allows_by_attribute() {
     cli(&data, &["plugin", "install", built_plugin_path("distribute-by-attribute").to_str().unwrap(), "--operator"]);
     inspect(|| token("sync-a").init_user_pin(SO_PIN, "tenant-changed-1234").unwrap());
 
-    // C joins g1: a rerun offers both keys from where they were made (never B's copy of
-    // A's key); A's fails (tenure's PIN is refused), B's is still copied.
+    // C joins g1: the change itself queues a redistribution (the server works it off within a
+    // second; `renew --now` here), which offers both keys from where they were made (never B's
+    // copy of A's key): A's fails (tenure's PIN is refused), B's is copied.
     cli(&data, &["resource", "set-attr", &c.resource, "--attr", "key-group=g1"]);
-    let attempts = cli_json(&data, &["hsm", "sync", &c.id]);
-    let attempts = attempts.as_array().unwrap();
-    assert_eq!(attempts.len(), 2, "{attempts:?}");
-    let failed = attempts.iter().find(|a| a["outcome"] == "failed").expect("A's key failed");
-    assert_eq!(failed["key_id"], key_id.as_str());
-    assert_eq!(failed["source_hsm"], a.resource.as_str());
-    assert!(failed["error"].as_str().unwrap().contains("user PIN"), "{failed}");
-    let copied = attempts.iter().find(|a| a["outcome"] == "copied").expect("B's key copied");
-    assert_eq!(copied["source_key"], key2_id.as_str());
-    assert_eq!(copied["source_hsm"], b.resource.as_str());
+    let done = cli_json(&data, &["renew", "--now"]);
+    assert_eq!(done["distributed"], 1, "{done}");
     signs_verifiably("sync-c", &c.pin, &cka_id2, &spki2).expect("the copy in C signs");
     let keys = cli_json(&data, &["hsm", "keys", &c.id]);
     let keys = keys["keys"].as_array().unwrap();
     assert_eq!(keys.len(), 1, "{keys:?}");
     assert_eq!(keys[0]["origin"], "distributed");
     assert_eq!(keys[0]["source_key"], key2_id.as_str());
-    // Once more: only the key still missing is tried again.
+    // A rerun (`hsm sync`) tries only the key still missing: A's, which fails again.
     let again = cli_json(&data, &["hsm", "sync", &c.resource]);
     let again = again.as_array().unwrap();
     assert_eq!(again.len(), 1, "{again:?}");
     assert_eq!(again[0]["outcome"], "failed");
     assert_eq!(again[0]["key_id"], key_id.as_str());
+    assert_eq!(again[0]["source_hsm"], a.resource.as_str());
+    assert!(again[0]["error"].as_str().unwrap().contains("user PIN"), "{}", again[0]);
 }
 
 #[test]

@@ -58,6 +58,8 @@ struct KeyToMake {
     tenant: crate::model::Tenant,
     previous: Option<HsmKey>,
     current: Option<crate::model::Certificate>,
+    /// The new certificate's generation (the current one's plus one).
+    generation: i64,
     profile: String,
     lifetime: Duration,
     binding: issuance::Binding,
@@ -377,9 +379,12 @@ impl Custody {
         let identifiers = rekey_identifiers(&resource)?;
         let tenant = core.tenant_of(&resource.tenant)?;
         let previous = core.store.active_hsm_key_of_resource(&slot.id, &resource.id)?;
-        let current = match previous.as_ref().and_then(|k| k.cert_serial.as_deref()) {
-            Some(serial) => core.store.certificate(serial)?,
-            None => None,
+        let (current, generation) = match previous.as_ref().and_then(|k| k.cert_serial.as_deref()) {
+            Some(serial) => match core.store.certificate_record(serial)? {
+                Some((cert, life)) => (Some(cert), life.generation + 1),
+                None => (None, 1),
+            },
+            None => (None, 1),
         };
         let profile = core.config.default_profile.clone();
         let lifetime = lifetime.unwrap_or(core.config.profile_lifetime(&profile)?).min(MAX_CERT_LIFETIME);
@@ -390,7 +395,7 @@ impl Custody {
         binding.resources.extend(resource.anchor.iter().cloned());
         binding.resources.sort();
         binding.resources.dedup();
-        Ok(KeyToMake { resource, slot, token, pin, identifiers, tenant, previous, current, profile, lifetime, binding })
+        Ok(KeyToMake { resource, slot, token, pin, identifiers, tenant, previous, current, generation, profile, lifetime, binding })
     }
 
     /// On allow: a new ECDSA P-256 key pair in the token (sensitive; it leaves
@@ -406,7 +411,7 @@ impl Custody {
         provisioning: Option<crate::store::ProvisioningRequest>,
     ) -> Result<RekeyOutcome> {
         let core = &self.core;
-        let KeyToMake { resource, slot, token, pin, previous, current, binding, .. } = k;
+        let KeyToMake { resource, slot, token, pin, previous, current, binding, generation, .. } = k;
         let mut deliveries = Vec::new();
         for id in &binding.resources {
             deliveries.extend(issuance::delivery_targets(core, id)?.into_iter().map(|(kind, target)| (id.clone(), kind, target)));
@@ -448,6 +453,7 @@ impl Custody {
                 deliveries,
                 key_source: crate::model::KeySource::Hsm,
                 key_age: None,
+                generation,
             };
             let claim = Claim::HsmKey { key: key.clone(), retire_after: retire_at, provisioning };
             let certificate = signed.record(core, from, claim)?;

@@ -153,6 +153,8 @@ pub(crate) struct Provenance {
     pub key_source: KeySource,
     /// The key tenure generated for it, encrypted to its recipient, delivered with it.
     pub key_age: Option<String>,
+    /// Its generation: 1, or its predecessor's plus one.
+    pub generation: i64,
 }
 
 impl Signed {
@@ -201,8 +203,7 @@ impl Signed {
             successor: None,
             policy: allowed.audit.plugins.join(","),
             trigger: from.trigger,
-            // The store counts it from the predecessor's.
-            generation: 0,
+            generation: from.generation,
             key_source: from.key_source,
         };
         let event =

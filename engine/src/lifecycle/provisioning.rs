@@ -358,7 +358,9 @@ impl Lifecycle {
         for id in &binding.resources {
             deliveries.extend(issuance::delivery_targets(core, id)?.into_iter().map(|(kind, target)| (id.clone(), kind, target)));
         }
-        let predecessor = core.store.provisioned_certificate_of(&resource.id)?.map(|(c, _)| c.serial);
+        let predecessor = core.store.provisioned_certificate_of(&resource.id)?;
+        let generation = predecessor.as_ref().map_or(1, |(_, l)| l.generation + 1);
+        let predecessor = predecessor.map(|(c, _)| c.serial);
         let signed = allowed.sign(core, &spki)?;
         let from = Provenance {
             account_id: None,
@@ -369,6 +371,7 @@ impl Lifecycle {
             deliveries,
             key_source: origin.source(),
             key_age,
+            generation,
         };
         let record = signed.into_record(core, from, Claim::Provisioning(request.clone()));
         Ok(Outcome::Record(Box::new(ProvisioningOutcome::Issued(record))))
@@ -423,6 +426,7 @@ pub(crate) fn recipient_of(core: &crate::core::Core, resources: &[String]) -> Re
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::lifecycle::events;
 
     fn attrs(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
@@ -612,5 +616,72 @@ mod tests {
         let mut config = crate::Config::default();
         config.lifecycle.delivery_root = Some(root.to_path_buf());
         crate::Engine::open(&dir.join("data"), config).unwrap()
+    }
+
+    /// Notices are written in the transaction of what they report and sent
+    /// from the outbox, signed: a denial of renewal (lapsed), a suspension,
+    /// a release (revoked), a distribution denial (with its audit record).
+    #[test]
+    fn notices_go_through_the_outbox_with_their_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = crate::Config::default();
+        config.lifecycle.webhook_allow = vec!["http://127.0.0.1".parse().unwrap()];
+        config.lifecycle.renewal_fraction = 1.0;
+        let e = crate::Engine::open(&dir.path().join("data"), config).unwrap();
+        e.registry.create_tenant("corp", Some(&["corp.example".to_string()])).unwrap();
+        let (spki, _) = generate_p256().unwrap();
+        let key = base64::engine::general_purpose::STANDARD.encode(&spki);
+        let hook = "http://127.0.0.1:9/hook";
+        let r = add(&e, "app.corp.example", &[("certificate", "auto"), ("public-key", &key), ("delivery-webhook", hook)]);
+        assert_eq!(e.lifecycle.provision_pending().unwrap().provisioned, 1);
+        let sender = crate::lifecycle::delivery::tests::Recorder::default();
+        let sent = |sender: &crate::lifecycle::delivery::tests::Recorder| -> Vec<serde_json::Value> {
+            sender.0.lock().unwrap().iter().map(|(_, _, b)| serde_json::from_slice(b).unwrap()).collect()
+        };
+        e.lifecycle.deliver_pending(&sender).unwrap();
+        assert_eq!(sent(&sender).last().unwrap()["event"], crate::lifecycle::events::PROVISIONED);
+
+        // Suspended, then released: one notice each, in order.
+        e.registry.suspend_resource(&r.id).unwrap();
+        e.registry.resume_resource(&r.id).unwrap();
+        e.registry.release_resource(&r.id).unwrap();
+        e.lifecycle.deliver_pending(&sender).unwrap();
+        let events: Vec<String> = sent(&sender).iter().map(|b| b["event"].as_str().unwrap().to_string()).collect();
+        assert_eq!(events, [events::PROVISIONED, events::SUSPENDED, events::REVOKED], "{events:?}");
+        let revoked = sent(&sender).pop().unwrap();
+        assert_eq!((revoked["resource"].as_str(), revoked["tenant"].as_str()), (Some(r.id.as_str()), Some("corp")));
+        assert!(revoked["serial"].is_string());
+
+        // A denial the policy makes of a key's copy: audited and notified in one transaction.
+        let h = e
+            .registry
+            .add_resource(crate::registry::NewResource {
+                tenant: "corp".into(),
+                kind: "hsm".into(),
+                attributes: attrs(&[("delivery-webhook", hook)]),
+                ..Default::default()
+            })
+            .unwrap();
+        let audit = AuditRecord {
+            seq: 0,
+            at: now(),
+            hook: "distribution".into(),
+            tenant: "corp".into(),
+            account: None,
+            plugins: vec![],
+            input_digest: String::new(),
+            input: serde_json::json!({}),
+            outcome: "deny".into(),
+            reason: Some("not in this key group".into()),
+            grant: None,
+            duration_us: 0,
+        };
+        let notice = serde_json::json!({ "key_id": "key_x", "reason": "not in this key group" });
+        e.lifecycle.core.store.record_denial_notice(&audit, &h.id, events::DISTRIBUTION_DENIED, &notice).unwrap();
+        e.lifecycle.deliver_pending(&sender).unwrap();
+        let denied = sent(&sender).pop().unwrap();
+        assert_eq!((denied["event"].as_str(), denied["key_id"].as_str()), (Some(events::DISTRIBUTION_DENIED), Some("key_x")));
+        assert!(e.registry.audit(Some("corp"), 10).unwrap().iter().any(|a| a.reason.as_deref() == Some("not in this key group")));
+        assert_eq!(e.lifecycle.deliveries_of_resource(&h.id, 10).unwrap().len(), 1);
     }
 }

@@ -336,6 +336,7 @@ impl Lifecycle {
             deliveries,
             key_source: life.key_source,
             key_age,
+            generation: life.generation + 1,
         };
         Ok(RenewalOutcome::Renewed(signed.into_record(&self.core, from, Claim::Renewal { predecessor: cert.serial.clone() })))
     }

@@ -663,6 +663,11 @@ impl Ra {
             Some(cert_id) => Some(self.core.replaced_certificate(account, &order.identifiers, cert_id)?.serial),
             None => None,
         };
+        // A replacement continues its predecessor's line (one more read, only for `replaces`).
+        let generation = match &predecessor {
+            Some(serial) => self.core.store.certificate_record(serial)?.map_or(1, |(_, l)| l.generation + 1),
+            None => 1,
+        };
         let signed = allowed.sign(&self.core, &csr.spki_der)?;
         let from = Provenance {
             account_id: Some(account.id.clone()),
@@ -673,6 +678,7 @@ impl Ra {
             deliveries: Vec::new(),
             key_source: crate::model::KeySource::Client,
             key_age: None,
+            generation,
         };
         signed.record(&self.core, from, Claim::Order { order_id: order.id.clone() })?;
         self.order(&order.id)?.ok_or_else(|| Error::internal("order vanished"))

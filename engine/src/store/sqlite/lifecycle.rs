@@ -70,8 +70,7 @@ pub(super) fn insert_certificate(tx: &Tx<'_>, cert: &Certificate, life: &Certifi
         "INSERT INTO certificates (serial, account_id, order_id, tenant, issuer_id, der, identifiers, not_before, not_after,
             revoked_at, revocation_reason, created_at, profile, renewal, renew_at, renewal_note, predecessor, successor, policy, trigger,
             generation, key_source)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, NULL, NULL, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18,
-            COALESCE((SELECT p.generation FROM certificates p WHERE p.serial = ?15), 0) + 1, ?19)",
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, NULL, NULL, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)",
     )?
     .execute(params![
         cert.serial,
@@ -92,6 +91,7 @@ pub(super) fn insert_certificate(tx: &Tx<'_>, cert: &Certificate, life: &Certifi
         life.successor,
         life.policy,
         life.trigger.as_str(),
+        life.generation.max(1),
         life.key_source.as_str(),
     ])?;
     let mut bind = tx.prepare_cached("INSERT OR IGNORE INTO certificate_resources (serial, resource_id) VALUES (?1, ?2)")?;
