@@ -32,6 +32,11 @@ impl Scheduler {
         let (provisioner, provisioning_webhooks) = (lifecycle.clone(), webhooks.clone());
         let provisioning = std::thread::Builder::new().name("provisioning".into()).spawn(move || {
             yield_to_requests();
+            match provisioner.release_provisioning_claims() {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(requests = n, "provisioning requests a stopped server had claimed are due again"),
+                Err(e) => tracing::error!(error = %e, "could not release stale provisioning claims"),
+            }
             loop {
                 provision_once(&provisioner, &*provisioning_webhooks);
                 if !matches!(provisioning_stopped.recv_timeout(PROVISIONING_POLL), Err(RecvTimeoutError::Timeout)) {

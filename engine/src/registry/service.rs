@@ -180,6 +180,7 @@ impl Registry {
         }
         let has_identifiers = !req.names.is_empty() || !req.addresses.is_empty();
         crate::lifecycle::provisioning::check_attributes(&req.kind, has_identifiers, &req.attributes)?;
+        self.check_key_holder(&req.tenant, &req.kind, &req.attributes)?;
         let id = format!("res_{}", self.core.random_id(9));
         self.core.store.insert_resource(&id, &req, &held_elsewhere(&req.tenant), &crate::lifecycle::provisioning::wants_certificate)
     }
@@ -247,9 +248,31 @@ impl Registry {
         }
         let has_identifiers = !current.names.is_empty() || !current.addresses.is_empty();
         crate::lifecycle::provisioning::check_attributes(&current.kind, has_identifiers, &merged)?;
+        if changes.contains_key(crate::hsm::KEY_ATTRIBUTE) {
+            self.check_key_holder(&current.tenant, &current.kind, &merged)?;
+        }
         // Every change of a resource that asks for a certificate is put to its
         // plugins again: a new key, recipient, lifetime or target takes effect at once.
         self.core.store.set_resource_attributes(id, changes, &crate::lifecycle::provisioning::wants_work_after_change)
+    }
+
+    /// A resource's `hsm` attribute names an `hsm` resource of its own
+    /// tenant that is not released (its key is made there).
+    fn check_key_holder(&self, tenant: &str, kind: &str, attributes: &std::collections::BTreeMap<String, String>) -> Result<()> {
+        let Some(id) = attributes.get(crate::hsm::KEY_ATTRIBUTE).filter(|v| !v.is_empty()) else { return Ok(()) };
+        if kind == crate::hsm::RESOURCE_KIND {
+            return Ok(());
+        }
+        let bad = |why: &str| Err(Error::malformed(format!("attribute {}={id}: {why}", crate::hsm::KEY_ATTRIBUTE)));
+        match self.core.store.resource(id)? {
+            None => bad("no such resource"),
+            Some(r) if r.kind != crate::hsm::RESOURCE_KIND => {
+                bad(&format!("it is a {}, not an hsm (a token allocated with `tenure hsm allocate`)", r.kind))
+            }
+            Some(r) if r.tenant != tenant => bad(&format!("it is not tenant {tenant}'s")),
+            Some(r) if r.state == ResourceState::Released => bad("it is released"),
+            Some(_) => Ok(()),
+        }
     }
 
     /// Where the resource's provisioning stands (`resource show`, `GET

@@ -449,6 +449,11 @@ pub trait ProvisioningStore: Send + Sync {
     /// request; one whose request was superseded meanwhile writes nothing.
     fn record_provisionings(&self, outcomes: &[ProvisioningOutcome]) -> Result<ProvisioningTally>;
 
+    /// Makes every claimed request due now: a server starting takes over the
+    /// claims of one that died with them (its lease would otherwise hold them
+    /// back until it ran out). Returns how many.
+    fn release_provisioning_claims(&self) -> Result<usize>;
+
     /// Puts a request back for a try at `at` after a failure of ours.
     fn retry_provisioning(&self, request: &ProvisioningRequest, at: UnixTime, error: &str) -> Result<()>;
 

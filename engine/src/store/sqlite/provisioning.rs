@@ -21,7 +21,7 @@ pub(super) fn enqueue(tx: &Tx<'_>, resource_id: &str, reason: &str) -> Result<()
         "INSERT INTO provisioning (resource_id, request, reason, attempts, next_attempt, last_error, created_at)
          VALUES (?1, 1, ?2, 0, ?3, NULL, ?3)
          ON CONFLICT (resource_id) DO UPDATE SET request = request + 1, reason = excluded.reason, attempts = 0,
-             next_attempt = excluded.next_attempt, last_error = NULL",
+             next_attempt = excluded.next_attempt, last_error = NULL, claimed = 0",
     )?
     .execute(params![resource_id, reason, at])?;
     Ok(())
@@ -113,7 +113,7 @@ impl ProvisioningStore for SqliteStore {
                 )?
                 .query_map(params![at, limit], request_row)?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
-            let mut lease_it = tx.prepare_cached("UPDATE provisioning SET next_attempt = ?2 WHERE resource_id = ?1")?;
+            let mut lease_it = tx.prepare_cached("UPDATE provisioning SET next_attempt = ?2, claimed = 1 WHERE resource_id = ?1")?;
             for r in &due {
                 lease_it.execute(params![r.resource_id, at + lease])?;
             }
@@ -170,12 +170,16 @@ impl ProvisioningStore for SqliteStore {
     fn retry_provisioning(&self, request: &ProvisioningRequest, at: UnixTime, error: &str) -> Result<()> {
         self.with(|c| {
             c.execute(
-                "UPDATE provisioning SET attempts = attempts + 1, next_attempt = ?3, last_error = ?4
+                "UPDATE provisioning SET attempts = attempts + 1, next_attempt = ?3, last_error = ?4, claimed = 0
                  WHERE resource_id = ?1 AND request = ?2",
                 params![request.resource_id, request.request, at, error],
             )?;
             Ok(())
         })
+    }
+
+    fn release_provisioning_claims(&self) -> Result<usize> {
+        self.with(|c| Ok(c.execute("UPDATE provisioning SET next_attempt = ?1, claimed = 0 WHERE claimed = 1", [now()])?))
     }
 
     fn provisioning_request(&self, resource_id: &str) -> Result<Option<ProvisioningRequest>> {

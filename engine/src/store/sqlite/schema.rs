@@ -374,6 +374,7 @@ pub const MIGRATIONS: &[&str] = &[
         attempts     INTEGER NOT NULL DEFAULT 0,
         next_attempt INTEGER NOT NULL,
         last_error   TEXT,
+        claimed      INTEGER NOT NULL DEFAULT 0,  -- a worker holds it until next_attempt
         created_at   INTEGER NOT NULL
     );
     CREATE INDEX provisioning_due ON provisioning(next_attempt);
