@@ -634,6 +634,17 @@ mod tests {
                 .detail
         };
         assert!(add_err(&[("certificate", "auto"), ("hsm", "res_nope")]).contains("hsm=res_nope: no such resource"));
+
+        // Transferred: revoked for the old tenant, provisioned for the new one under its intermediate.
+        let permits = ["api.corp.example".to_string()];
+        e.registry.create_tenant_with("other", Some(&permits), crate::registry::PermitOverlap::Allow).unwrap();
+        let moved = e.registry.transfer_resource(&api.id, "other").unwrap();
+        assert_eq!(e.lifecycle.provisioning_request(&moved.id).unwrap().unwrap().reason, "transferred");
+        assert_eq!(e.lifecycle.provision_pending().unwrap().provisioned, 1);
+        let certs = e.lifecycle.certificates(None, Some(&api.id), 10).unwrap();
+        let (_, life) = certs.iter().find(|(c, _)| c.tenant == "other").expect("the new tenant's certificate");
+        assert_eq!((life.generation, life.predecessor.as_deref()), (1, None), "a new line under the new tenant");
+        assert!(certs.iter().filter(|(c, _)| c.tenant == "corp").all(|(c, _)| c.revoked_at.is_some() || c.not_after < now()));
         assert!(add_err(&[("certificate", "auto"), ("hsm", &manual.id)]).contains("it is a vm, not an hsm"));
     }
 

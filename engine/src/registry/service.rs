@@ -309,7 +309,7 @@ impl Registry {
         }
         let moved = current.moved_to(to);
         self.check_inside_permits(to, &moved)?;
-        self.core.store.transfer_resource(id, to, &held_elsewhere(to))
+        self.core.store.transfer_resource(id, to, &held_elsewhere(to), &crate::lifecycle::provisioning::wants_certificate)
     }
 
     fn existing_tenant(&self, name: &str) -> Result<Tenant> {

@@ -526,7 +526,8 @@ pub trait RegistryStore: Send + Sync {
     /// Moves a resource to another tenant and logs the event, after `rule` has
     /// judged what overlaps it in the new tenant's hands; revokes its
     /// certificates in the same transaction.
-    fn transfer_resource(&self, id: &str, to: &str, rule: ConflictRule<'_>) -> Result<Resource>;
+    /// A resource that asks for a certificate (`provision`) is queued for its new tenant's.
+    fn transfer_resource(&self, id: &str, to: &str, rule: ConflictRule<'_>, provision: ProvisionRule<'_>) -> Result<Resource>;
 
     fn resource_events(&self, id: &str) -> Result<Vec<Event>>;
 }

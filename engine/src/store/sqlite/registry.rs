@@ -144,7 +144,7 @@ impl RegistryStore for SqliteStore {
     }
 
     /// Moves a resource to another tenant and logs the event.
-    fn transfer_resource(&self, id: &str, to: &str, rule: ConflictRule<'_>) -> Result<Resource> {
+    fn transfer_resource(&self, id: &str, to: &str, rule: ConflictRule<'_>, provision: ProvisionRule<'_>) -> Result<Resource> {
         self.tx(|tx| {
             let current = resource_by_id(tx, id)?.ok_or_else(|| Error::not_found(format!("no resource {id}")))?;
             if current.state == ResourceState::Released {
@@ -166,7 +166,12 @@ impl RegistryStore for SqliteStore {
                 EventKind::Transferred,
                 serde_json::json!({ "from": current.tenant, "to": to, "revoked_certificates": revoked }),
             )?;
-            resource_by_id(tx, id)?.ok_or_else(|| Error::internal("resource vanished"))
+            let resource = resource_by_id(tx, id)?.ok_or_else(|| Error::internal("resource vanished"))?;
+            // The new holder's certificate, if the resource asks for one, under its own intermediate.
+            if resource.state == ResourceState::Active {
+                super::provisioning::enqueue_if(tx, &resource, "transferred", provision)?;
+            }
+            Ok(resource)
         })
     }
 
