@@ -390,11 +390,7 @@ impl Custody {
         let lifetime = lifetime.unwrap_or(core.config.profile_lifetime(&profile)?).min(MAX_CERT_LIFETIME);
         // Bound to what its names came from, to the resource and to its HSM:
         // releasing any of them (the HSM is zeroized then) ends the certificate.
-        let mut binding = issuance::binding_of(core, &tenant.name, &identifiers)?;
-        binding.resources.extend([resource.id.clone(), hsm_resource.id.clone()]);
-        binding.resources.extend(resource.anchor.iter().cloned());
-        binding.resources.sort();
-        binding.resources.dedup();
+        let binding = issuance::binding_with(core, &tenant.name, &identifiers, &[&resource, &hsm_resource])?;
         Ok(KeyToMake { resource, slot, token, pin, identifiers, tenant, previous, current, generation, profile, lifetime, binding })
     }
 
@@ -412,10 +408,7 @@ impl Custody {
     ) -> Result<RekeyOutcome> {
         let core = &self.core;
         let KeyToMake { resource, slot, token, pin, previous, current, binding, generation, .. } = k;
-        let mut deliveries = Vec::new();
-        for id in &binding.resources {
-            deliveries.extend(issuance::delivery_targets(core, id)?.into_iter().map(|(kind, target)| (id.clone(), kind, target)));
-        }
+        let deliveries = issuance::deliveries_to(core, &binding.resources)?;
         let session = self.tenant_session(&slot, &token, &pin)?;
         let cka_id = random_cka_id()?;
         let label = format!("tenure {}", resource.id);

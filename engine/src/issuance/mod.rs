@@ -31,7 +31,7 @@ use crate::identifier::Identifier;
 use crate::model::*;
 use crate::policies::Decided;
 use crate::policy::{self, Decision, Grant, Plugin};
-use crate::registry::ResourceState;
+use crate::registry::{Resource, ResourceState};
 use crate::store::{Claim, IssuedRecord, RenewalOutcome, RenewalTally};
 
 pub(crate) use signer::LeafSigning;
@@ -268,15 +268,7 @@ pub(crate) fn decide_provisioning(core: &Core, ask: &Ask<'_>, resource_id: &str,
         resource: Some(resource_id.to_string()),
     };
     let decided = core.decide_issuance(&ask.tenant.name, None, &request)?;
-    let mut allowed = match admit(core, ask, decided)? {
-        Verdict::Allowed(a) => a,
-        denied => return Ok(denied),
-    };
-    if allowed.identifiers.is_empty() {
-        return Ok(allowed.overrule("the provisioning grant names none of the resource's identifiers"));
-    }
-    allowed.identifiers.sort();
-    Ok(Verdict::Allowed(allowed))
+    narrowed(core, ask, decided, "the provisioning grant names none of the resource's identifiers")
 }
 
 /// What a renewal (or rekey) asks for, besides the [`Ask`].
@@ -293,15 +285,57 @@ pub(crate) struct Renewing<'a> {
 pub(crate) fn decide_renewal(core: &Core, chain: &[Arc<Plugin>], ask: &Ask<'_>, renewing: &Renewing<'_>) -> Result<Verdict> {
     let request = renewal_request(ask, renewing);
     let decided = core.decide_renewal_by(chain, &ask.tenant.name, ask.account, &request)?;
+    narrowed(core, ask, decided, "the renewal grant names none of the certificate's identifiers")
+}
+
+/// The host's rules for a grant that may narrow the names (renewal,
+/// provisioning): [`admit`], then a grant that keeps none is overruled with
+/// `none_kept`; the names kept are sorted.
+fn narrowed(core: &Core, ask: &Ask<'_>, decided: Decided, none_kept: &str) -> Result<Verdict> {
     let mut allowed = match admit(core, ask, decided)? {
         Verdict::Allowed(a) => a,
         denied => return Ok(denied),
     };
     if allowed.identifiers.is_empty() {
-        return Ok(allowed.overrule("the renewal grant names none of the certificate's identifiers"));
+        return Ok(allowed.overrule(none_kept));
     }
     allowed.identifiers.sort();
     Ok(Verdict::Allowed(allowed))
+}
+
+/// The key the plugins see (WIT `key-info`) for a key type the CA certifies.
+pub(crate) fn key_info(key_type: crate::ca::KeyType) -> policy::KeyInfo {
+    use crate::ca::KeyType as K;
+    use policy::KeyType as P;
+    match key_type {
+        K::EcdsaP256 => policy::KeyInfo { key_type: P::EcdsaP256, bits: 256 },
+        K::EcdsaP384 => policy::KeyInfo { key_type: P::EcdsaP384, bits: 384 },
+        K::Rsa(bits) => policy::KeyInfo { key_type: P::Rsa, bits },
+        K::Ed25519 => policy::KeyInfo { key_type: P::Ed25519, bits: 255 },
+    }
+}
+
+/// A binding for `identifiers` ([`binding_of`]) that also holds `also` and
+/// their anchors: the resources a certificate made for them (a rekey, a
+/// provisioning) ends with.
+pub(crate) fn binding_with(core: &Core, tenant: &str, identifiers: &[Identifier], also: &[&Resource]) -> Result<Binding> {
+    let mut binding = binding_of(core, tenant, identifiers)?;
+    for r in also {
+        binding.resources.push(r.id.clone());
+        binding.resources.extend(r.anchor.iter().cloned());
+    }
+    binding.resources.sort();
+    binding.resources.dedup();
+    Ok(binding)
+}
+
+/// Every delivery target of `resources`, as (resource id, kind, target).
+pub(crate) fn deliveries_to(core: &Core, resources: &[String]) -> Result<Vec<(String, DeliveryKind, String)>> {
+    let mut deliveries = Vec::new();
+    for id in resources {
+        deliveries.extend(delivery_targets(core, id)?.into_iter().map(|(kind, target)| (id.clone(), kind, target)));
+    }
+    Ok(deliveries)
 }
 
 /// The decide-renewal request for `ask`, as the plugins see it (and `plugin

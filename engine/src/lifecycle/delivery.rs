@@ -222,7 +222,8 @@ pub fn sign_webhook(secret: &[u8], at: UnixTime, body: &[u8]) -> String {
     format!("t={at},v1={tag}")
 }
 
-fn backoff(base: Duration, attempts: i64) -> Duration {
+/// `base` doubled per attempt, up to an hour: deliveries' and provisioning's retries.
+pub(super) fn backoff(base: Duration, attempts: i64) -> Duration {
     let factor = 1u32 << attempts.clamp(0, 16) as u32;
     (base * factor).min(Duration::from_secs(3600))
 }

@@ -115,6 +115,26 @@ impl LifecycleConfig {
     }
 }
 
+/// `f` of every item, the items split over the machine's cores, the results
+/// in the items' order. A thread that panics (a bug) gives its items an error
+/// saying `what` panicked, so they are retried like any failure of ours
+/// rather than left at the head of their queue.
+pub(crate) fn on_every_core<T: Sync, R: Send>(items: &[T], what: &str, f: impl Fn(&T) -> Result<R> + Sync) -> Vec<Result<R>> {
+    let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(items.len().max(1));
+    let per = items.len().div_ceil(workers).max(1);
+    std::thread::scope(|s| {
+        let f = &f;
+        let handles: Vec<_> =
+            items.chunks(per).map(|chunk| (chunk.len(), s.spawn(move || chunk.iter().map(f).collect::<Vec<_>>()))).collect();
+        handles
+            .into_iter()
+            .flat_map(|(n, h)| {
+                h.join().unwrap_or_else(|_| (0..n).map(|_| Err(crate::Error::internal(format!("{what} panicked")))).collect())
+            })
+            .collect()
+    })
+}
+
 /// Renewal sweeps, deliveries, CRLs and the records of issued certificates:
 /// what the scheduler and the CLI's `cert` and `renew` commands call.
 #[derive(Clone)]

@@ -33,7 +33,7 @@ use crate::ca;
 use crate::error::{Error, Result};
 use crate::issuance::{self, Ask, Provenance, Verdict};
 use crate::model::*;
-use crate::policy::{KeyInfo, KeyType as PolicyKeyType, Trigger as PolicyTrigger};
+use crate::policy::Trigger as PolicyTrigger;
 use crate::registry::{Resource, ResourceState};
 use crate::store::{Claim, ProvisioningOutcome, ProvisioningRequest};
 
@@ -177,16 +177,6 @@ pub(crate) fn encrypt_to(recipient: &age::x25519::Recipient, plaintext: &[u8]) -
     String::from_utf8(out).map_err(|e| failed(&e))
 }
 
-/// The key policy plugins see for a key type.
-fn key_info(key_type: ca::KeyType) -> KeyInfo {
-    match key_type {
-        ca::KeyType::EcdsaP256 => KeyInfo { key_type: PolicyKeyType::EcdsaP256, bits: 256 },
-        ca::KeyType::EcdsaP384 => KeyInfo { key_type: PolicyKeyType::EcdsaP384, bits: 384 },
-        ca::KeyType::Rsa(bits) => KeyInfo { key_type: PolicyKeyType::Rsa, bits },
-        ca::KeyType::Ed25519 => KeyInfo { key_type: PolicyKeyType::Ed25519, bits: 255 },
-    }
-}
-
 /// What one pass over the provisioning queue did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ProvisioningReport {
@@ -239,23 +229,9 @@ impl Lifecycle {
             if claimed.is_empty() {
                 return Ok(report);
             }
-            let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(claimed.len());
-            let per = claimed.len().div_ceil(workers.max(1));
-            let results: Vec<(ProvisioningRequest, Result<Outcome>)> = std::thread::scope(|s| {
-                let handles: Vec<_> = claimed
-                    .chunks(per.max(1))
-                    .map(|chunk| (chunk, s.spawn(move || chunk.iter().map(|r| (r.clone(), self.provision(r))).collect::<Vec<_>>())))
-                    .collect();
-                handles
-                    .into_iter()
-                    .flat_map(|(chunk, h)| {
-                        h.join()
-                            .unwrap_or_else(|_| chunk.iter().map(|r| (r.clone(), Err(Error::internal("provisioning panicked")))).collect())
-                    })
-                    .collect()
-            });
+            let results = super::on_every_core(&claimed, "provisioning", |r| self.provision(r));
             let mut batch = Vec::new();
-            for (request, result) in results {
+            for (request, result) in claimed.iter().zip(results) {
                 match result {
                     Ok(Outcome::Record(outcome)) => batch.push(*outcome),
                     Ok(Outcome::Provisioned) => report.provisioned += 1,
@@ -263,9 +239,9 @@ impl Lifecycle {
                     Ok(Outcome::Denied) => report.denied += 1,
                     Ok(Outcome::Dropped) => report.dropped += 1,
                     Err(e) => {
-                        let wait = (RETRY_BASE * (1u32 << request.attempts.clamp(0, 12) as u32)).min(Duration::from_secs(3600));
+                        let wait = super::delivery::backoff(RETRY_BASE, request.attempts);
                         tracing::warn!(resource = %request.resource_id, error = %e, retry_in_s = wait.as_secs(), "provisioning failed; retrying later");
-                        self.core.store.retry_provisioning(&request, now() + wait.as_secs() as i64, &e.detail)?;
+                        self.core.store.retry_provisioning(request, now() + wait.as_secs() as i64, &e.detail)?;
                         report.deferred += 1;
                     }
                 }
@@ -338,8 +314,8 @@ impl Lifecycle {
             lifetime,
         };
         let key = match &origin {
-            KeyOrigin::Platform(_, key_type) => key_info(*key_type),
-            _ => key_info(ca::KeyType::EcdsaP256),
+            KeyOrigin::Platform(_, key_type) => issuance::key_info(*key_type),
+            _ => issuance::key_info(ca::KeyType::EcdsaP256),
         };
         let allowed = match issuance::decide_provisioning(core, &ask, &resource.id, Some(key))? {
             Verdict::Allowed(a) => a,
@@ -357,16 +333,9 @@ impl Lifecycle {
             KeyOrigin::Hsm => return Err(Error::internal("an HSM key is provisioned in custody")),
         };
         // Its names are the resource's own: it holds them, so tenure renews it.
-        let mut binding = issuance::binding_of(core, &tenant.name, &identifiers)?;
-        binding.resources.push(resource.id.clone());
-        binding.resources.extend(resource.anchor.iter().cloned());
-        binding.resources.sort();
-        binding.resources.dedup();
+        let mut binding = issuance::binding_with(core, &tenant.name, &identifiers, &[&resource])?;
         binding.all_held = true;
-        let mut deliveries = Vec::new();
-        for id in &binding.resources {
-            deliveries.extend(issuance::delivery_targets(core, id)?.into_iter().map(|(kind, target)| (id.clone(), kind, target)));
-        }
+        let deliveries = issuance::deliveries_to(core, &binding.resources)?;
         let predecessor = core.store.provisioned_certificate_of(&resource.id)?;
         let generation = predecessor.as_ref().map_or(1, |(_, l)| l.generation + 1);
         let predecessor = predecessor.map(|(c, _)| c.serial);

@@ -247,35 +247,16 @@ impl Lifecycle {
             }
         }
         let batch = Batch { tenants, chains, targets, recipients };
-        let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(due.len().max(1));
-        let per = due.len().div_ceil(workers);
-        let results: Vec<(String, Result<RenewalOutcome>)> = std::thread::scope(|s| {
-            let batch = &batch;
-            let handles: Vec<_> = due
-                .chunks(per.max(1))
-                .map(|chunk| {
-                    (chunk, s.spawn(move || chunk.iter().map(|(c, l)| (c.serial.clone(), self.renew_one(c, l, batch))).collect::<Vec<_>>()))
-                })
-                .collect();
-            handles
-                .into_iter()
-                .flat_map(|(chunk, h)| {
-                    // A panic (a bug) must not leave its certificates at the head of the
-                    // queue forever: they are deferred like any failure of ours.
-                    h.join().unwrap_or_else(|_| {
-                        chunk.iter().map(|(c, _)| (c.serial.clone(), Err(crate::Error::internal("renewal panicked")))).collect()
-                    })
-                })
-                .collect()
-        });
+        let results = super::on_every_core(&due, "renewal", |(c, l)| self.renew_one(c, l, &batch));
         let mut outcomes = Vec::with_capacity(results.len());
         let mut deferred = 0;
-        for (serial, r) in results {
+        for ((cert, _), r) in due.iter().zip(results) {
+            let serial = &cert.serial;
             match r {
                 Ok(o) => outcomes.push(o),
                 Err(e) => {
                     tracing::warn!(%serial, error = %e, "renewal failed; retrying later");
-                    self.core.store.defer_renewal(&serial, now() + RETRY_DELAY, &e.detail)?;
+                    self.core.store.defer_renewal(serial, now() + RETRY_DELAY, &e.detail)?;
                     deferred += 1;
                 }
             }

@@ -18,7 +18,7 @@ use crate::identifier::{Identifier, IdentifierKind};
 use crate::issuance::{self, Ask, Provenance, Verdict};
 use crate::lifecycle::RenewalWindow;
 use crate::model::*;
-use crate::policy::{KeyInfo, KeyType, Trigger};
+use crate::policy::Trigger;
 use crate::store::Claim;
 
 mod eab;
@@ -592,20 +592,7 @@ impl Ra {
 
         // The chain decides again with what newOrder could not know: the key,
         // and the registry as it is now (a resource may have been released).
-        let key = KeyInfo {
-            key_type: match csr.key_type {
-                ca::KeyType::EcdsaP256 => KeyType::EcdsaP256,
-                ca::KeyType::EcdsaP384 => KeyType::EcdsaP384,
-                ca::KeyType::Rsa(_) => KeyType::Rsa,
-                ca::KeyType::Ed25519 => KeyType::Ed25519,
-            },
-            bits: match csr.key_type {
-                ca::KeyType::EcdsaP256 => 256,
-                ca::KeyType::EcdsaP384 => 384,
-                ca::KeyType::Rsa(bits) => bits,
-                ca::KeyType::Ed25519 => 255,
-            },
-        };
+        let key = issuance::key_info(csr.key_type);
         let ask = Ask {
             tenant: &tenant,
             account: Some(&account.id),
