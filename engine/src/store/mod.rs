@@ -9,6 +9,7 @@
 //! stay with the engine: a method that needs one inside its transaction (the
 //! registry's conflict rule) takes it as a closure.
 
+mod pg;
 mod sqlite;
 
 use std::path::Path;
@@ -20,6 +21,7 @@ use crate::hsm::{HsmKey, HsmSlot, SlotState};
 use crate::identifier::Identifier;
 use crate::model::*;
 use crate::registry::{AttributeChanges, Event, EventKind, NewResource, Resource, ResourceState};
+pub use pg::PgStore;
 pub use sqlite::SqliteStore;
 
 /// Every store trait: what the engine holds.
@@ -35,6 +37,7 @@ pub trait Storage:
     + PluginStore
     + AuditStore
     + CustodyStore
+    + ReplayStore
 {
 }
 
@@ -44,6 +47,11 @@ impl Storage for SqliteStore {}
 /// and bringing its schema up to date.
 pub fn open_sqlite(path: &Path) -> Result<Arc<dyn Storage>> {
     Ok(Arc::new(SqliteStore::open(path)?))
+}
+
+/// Opens the shared store at a PostgreSQL URL, bringing its schema up to date.
+pub fn open_postgres(url: &str) -> Result<Arc<dyn Storage>> {
+    Ok(Arc::new(PgStore::open(url)?))
 }
 
 /// The rule a new tenant must pass against every existing one, run by the
@@ -612,4 +620,11 @@ pub trait CustodyStore: Send + Sync {
 
     /// The custody log of a slot, oldest first.
     fn hsm_events(&self, slot_id: &str) -> Result<Vec<CustodyEvent>>;
+}
+
+/// Nonces spent by servers that share one database (RFC 8555 §6.5: each is
+/// accepted once, by whichever server sees it first).
+pub trait ReplayStore: Send + Sync {
+    /// Records `nonce` as spent until `expires`; false if it was spent already.
+    fn spend_nonce(&self, nonce: &[u8], expires: UnixTime) -> Result<bool>;
 }

@@ -342,6 +342,18 @@ fn all_tenants(c: &Connection) -> Result<Vec<Tenant>> {
     rows.into_iter().map(|(name, permits, issuer_id)| Ok(Tenant { name, permits: from_json(&permits)?, issuer_id })).collect()
 }
 
+impl ReplayStore for SqliteStore {
+    fn spend_nonce(&self, nonce: &[u8], expires: UnixTime) -> Result<bool> {
+        self.tx(|tx| {
+            tx.prepare_cached("DELETE FROM spent_nonces WHERE expires < ?1")?.execute([now()])?;
+            let n = tx
+                .prepare_cached("INSERT OR IGNORE INTO spent_nonces (nonce, expires) VALUES (?1, ?2)")?
+                .execute(params![nonce, expires])?;
+            Ok(n == 1)
+        })
+    }
+}
+
 impl AccountStore for SqliteStore {
     fn account(&self, id: &str) -> Result<Option<Account>> {
         self.read(|c| account_where(c, "id = ?1", id))

@@ -405,4 +405,14 @@ pub const MIGRATIONS: &[&str] = &[
     CREATE INDEX deliveries_by_serial ON deliveries(serial);
     CREATE INDEX deliveries_by_resource ON deliveries(resource_id, id);
     "#,
+    // 11: nonces spent by servers sharing a database (ReplayStore). A single
+    // SQLite server keeps its nonces in memory; the table is here so both
+    // stores mean the same.
+    r#"
+    CREATE TABLE spent_nonces (
+        nonce   BLOB PRIMARY KEY,
+        expires INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX spent_nonces_by_expiry ON spent_nonces(expires);
+    "#,
 ];
