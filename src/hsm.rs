@@ -31,7 +31,7 @@ pub struct ServeHsmArgs {
 pub fn configure_serve(data: &DataDir, args: &ServeHsmArgs) -> Result<()> {
     if let (Some(module), Some(token), Some(pin_file)) = (&args.hsm_module, &args.hsm_token, &args.hsm_pin_file) {
         let config = CaHsmConfig { module: module.clone(), token: token.clone(), pin_file: pin_file.clone() };
-        configure_ca_hsm(&data.dir, &config).with_context(|| format!("CA keys in HSM token {token:?}"))?;
+        configure_ca_hsm(&data.dir, data.database.as_ref(), &config).with_context(|| format!("CA keys in HSM token {token:?}"))?;
     }
     Ok(())
 }
@@ -42,10 +42,17 @@ pub fn configure_serve(data: &DataDir, args: &ServeHsmArgs) -> Result<()> {
 pub fn spawn_maintenance(data: &DataDir) {
     let Ok(exe) = std::env::current_exe() else { return };
     let dir = data.dir.clone();
+    let database = data.database.clone();
     std::thread::spawn(move || {
         loop {
             std::thread::sleep(Duration::from_secs(60));
-            match std::process::Command::new(&exe).args(["hsm", "sweep", "--data"]).arg(&dir).output() {
+            let mut sweep = std::process::Command::new(&exe);
+            sweep.args(["hsm", "sweep", "--data"]).arg(&dir);
+            // Through the environment: a URL's password stays out of `ps`.
+            if let Some(url) = &database {
+                sweep.env("TENURE_DATABASE", url.expose());
+            }
+            match sweep.output() {
                 Ok(out) if out.status.success() => {
                     let said = String::from_utf8_lossy(&out.stdout);
                     if !said.starts_with("0 tokens zeroized, 0 keys retired") {

@@ -32,6 +32,13 @@ struct DataDir {
     /// or by `tenure serve` on an empty directory, and required by every other command.
     #[arg(long = "data", default_value = "./tenure-data", env = "TENURE_DATA")]
     dir: PathBuf,
+    /// A PostgreSQL database several servers share (postgres://user:password@host:port/db);
+    /// without it, the SQLite database of the data directory. Every server of a
+    /// deployment, and every command run against it, gives the same one, and
+    /// each data directory holds the deployment's ca-key.kek.
+    #[arg(long = "database", value_name = "URL", env = "TENURE_DATABASE", hide_env_values = true,
+          value_parser = |s: &str| tenure_engine::config::DatabaseUrl::parse(s))]
+    database: Option<tenure_engine::config::DatabaseUrl>,
     /// Wall-clock milliseconds one plugin decision may take (time spent in
     /// registry calls aside); past it the decision is a deny.
     #[arg(long, value_name = "MS", env = "TENURE_PLUGIN_DEADLINE_MS", default_value_t = 100,
@@ -54,6 +61,7 @@ impl DataDir {
         config.plugin_limits.deadline = Duration::from_millis(self.plugin_deadline);
         config.lifecycle.delivery_root = self.delivery_root.clone();
         config.lifecycle.webhook_allow = self.webhook_allow.clone();
+        config.database = self.database.clone();
         config
     }
 }
@@ -111,6 +119,20 @@ enum Command {
     Bench {
         #[command(subcommand)]
         command: bench::BenchCommand,
+    },
+    /// Move a single-node deployment (its SQLite database) into an empty PostgreSQL
+    /// database, offline: stop its server first. The data directory then serves the
+    /// moved deployment with --database URL.
+    Migrate {
+        /// The data directory whose tenure.db is moved (it keeps ca-key.kek, admin-token, root.pem).
+        #[arg(long, value_name = "DIR")]
+        from: PathBuf,
+        /// The PostgreSQL database to move into (postgres://user:password@host:port/db); it must hold no CA.
+        #[arg(long, value_name = "URL", value_parser = |s: &str| tenure_engine::config::DatabaseUrl::parse(s))]
+        to: tenure_engine::config::DatabaseUrl,
+        /// Print the rows copied per table as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// The decision audit log, oldest first.
     Audit {
@@ -478,6 +500,23 @@ fn run(cli: Cli) -> Result<()> {
         Command::Renew(args) => lifecycle::renew(args),
         Command::Hsm { command } => hsm::run(command),
         Command::Bench { command } => bench::run(command),
+        Command::Migrate { from, to, json } => {
+            if !from.join("tenure.db").is_file() {
+                anyhow::bail!("{} holds no tenure.db: nothing to migrate", from.display());
+            }
+            let copied = Engine::migrate_to_postgres(&from, &to, Config::default())
+                .with_context(|| format!("moving {} into {to}", from.display()))?;
+            if json {
+                let tables: serde_json::Map<String, serde_json::Value> = copied.iter().map(|(t, n)| (t.clone(), (*n).into())).collect();
+                println!("{}", serde_json::json!({ "database": to.to_string(), "tables": tables }));
+            } else {
+                for (table, rows) in &copied {
+                    println!("{table:<28} {rows:>10}");
+                }
+                println!("moved into {to}; serve it with: tenure serve --data {} --database URL", from.display());
+            }
+            Ok(())
+        }
         Command::Audit { tenant, limit, data, json } => {
             for r in open_existing(&data)?.registry.audit(tenant.as_deref(), limit)? {
                 if json {
@@ -507,6 +546,14 @@ fn run(cli: Cli) -> Result<()> {
 fn init(data: &DataDir, hsm_args: &hsm::ServeHsmArgs, json: bool) -> Result<()> {
     if std::fs::metadata(data.dir.join("tenure.db")).is_ok_and(|m| m.len() > 0) {
         anyhow::bail!("{} is a tenure data directory already; nothing changed", data.dir.display());
+    }
+    if let Some(url) = &data.database
+        && Engine::database_holds_ca(url)?
+    {
+        anyhow::bail!(
+            "the database {url} holds a CA already; nothing changed (a server joins it with a data directory holding the \
+             deployment's ca-key.kek and admin-token, see the README)"
+        );
     }
     hsm::configure_serve(data, hsm_args)?;
     let engine = Engine::open(&data.dir, data.config()).with_context(|| format!("initializing {}", data.dir.display()))?;

@@ -82,7 +82,7 @@ pub fn authenticate(
     }
 
     let nonce = p.nonce.as_deref().ok_or_else(|| Problem::new(ProblemType::BadNonce, "the JWS has no \"nonce\""))?;
-    if !fe.nonces.redeem(nonce) {
+    if !fe.redeem_nonce(nonce)? {
         return Err(Problem::new(ProblemType::BadNonce, "the nonce is unknown, expired or already used"));
     }
 

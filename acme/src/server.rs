@@ -68,8 +68,10 @@ impl Default for Options {
 pub struct FrontEnd {
     /// The engine; handlers reach it through `engine` and `blocking`.
     pub ra: Ra,
-    /// Nonces issued and not yet redeemed.
-    pub nonces: NonceStore,
+    /// Nonces issued and not yet redeemed, when this server is the only one
+    /// on its database; servers sharing one mint and spend theirs through the
+    /// engine (`Ra::mint_shared_nonce`), so any of them accepts each once.
+    nonces: Option<NonceStore>,
     /// Verified account keys, so `kid` requests skip re-validating the stored JWK.
     pub(crate) account_keys: crate::keycache::KeyCache,
     /// The validation authority (http-01, dns-01, tls-alpn-01).
@@ -78,16 +80,41 @@ pub struct FrontEnd {
     pub options: Options,
 }
 
+/// How long a nonce may wait to be used.
+const NONCE_LIFETIME: Duration = Duration::from_secs(3600);
+
 impl FrontEnd {
     /// A front end over the engine.
     pub fn new(ra: Ra, validator: Validator, options: Options) -> Arc<FrontEnd> {
         Arc::new(FrontEnd {
+            nonces: (!ra.shares_nonces()).then(|| NonceStore::new(NONCE_LIFETIME, 1_000_000)),
             ra,
-            nonces: NonceStore::new(Duration::from_secs(3600), 1_000_000),
             account_keys: Default::default(),
             validator,
             options,
         })
+    }
+
+    /// A fresh nonce for the `Replay-Nonce` header.
+    pub fn issue_nonce(&self) -> String {
+        match &self.nonces {
+            Some(local) => local.issue(),
+            None => self.ra.mint_shared_nonce(NONCE_LIFETIME).unwrap_or_else(|e| {
+                tracing::error!(error = %e, "no nonce could be made");
+                // An unusable nonce makes the client retry, as RFC 8555 §6.5 has it.
+                String::from("unavailable")
+            }),
+        }
+    }
+
+    /// Spends a nonce: true only the first time a live one is presented (to
+    /// any server of the deployment). Blocking: a shared nonce is recorded in
+    /// the database.
+    pub fn redeem_nonce(&self, nonce: &str) -> Result<bool, Problem> {
+        match &self.nonces {
+            Some(local) => Ok(local.redeem(nonce)),
+            None => self.ra.spend_shared_nonce(nonce).map_err(Problem::from),
+        }
     }
 
     /// Runs `f` with the whole front end on a blocking thread: a signed
@@ -334,7 +361,7 @@ fn finish(fe: &FrontEnd, urls: Option<&Urls>, reply: Reply) -> Response<Full<Byt
             builder = builder.header(name, v);
         }
     }
-    builder = builder.header("Replay-Nonce", fe.nonces.issue());
+    builder = builder.header("Replay-Nonce", fe.issue_nonce());
     if let Some(urls) = urls {
         builder = builder.header(header::LINK, format!("<{}>;rel=\"index\"", urls.directory()));
     }

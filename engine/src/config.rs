@@ -46,6 +46,61 @@ pub struct Config {
     pub plugin_limits: crate::policy::Limits,
     /// How much one account may ask for.
     pub rate_limits: RateLimits,
+    /// The shared database (PostgreSQL) several servers work on; None: the
+    /// embedded SQLite database of the data directory.
+    pub database: Option<DatabaseUrl>,
+}
+
+/// A PostgreSQL connection string (`postgres://user:password@host:port/db`
+/// or `host=… user=… dbname=…`). Its password never reaches a log: Debug and
+/// Display show the string with the password replaced.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DatabaseUrl(String);
+
+impl DatabaseUrl {
+    /// Checks that `url` names PostgreSQL (`postgres://`, `postgresql://`, or key=value pairs).
+    pub fn parse(url: &str) -> Result<DatabaseUrl, String> {
+        let url = url.trim();
+        if url.is_empty() {
+            return Err("the database URL is empty".into());
+        }
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://") || url.contains('=')) {
+            return Err(format!(
+                "{:?} is not a PostgreSQL URL (postgres://user@host:port/database); without --database the SQLite database of the data directory is used",
+                DatabaseUrl(url.to_string()).to_string()
+            ));
+        }
+        url.parse::<postgres::Config>().map_err(|e| format!("not a PostgreSQL connection string: {e}"))?;
+        Ok(DatabaseUrl(url.to_string()))
+    }
+
+    /// The string itself, password included: for the driver only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match url::Url::parse(&self.0) {
+            Ok(mut u) if u.password().is_some() => {
+                let _ = u.set_password(Some("***"));
+                f.write_str(u.as_str())
+            }
+            Ok(u) => f.write_str(u.as_str()),
+            // key=value form: drop the password pair.
+            Err(_) => {
+                let shown: Vec<&str> = self.0.split_whitespace().filter(|kv| !kv.starts_with("password=")).collect();
+                f.write_str(&shown.join(" "))
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "DatabaseUrl({self})")
+    }
 }
 
 /// Per-account bounds on what ACME requests may make the server store, so one
@@ -88,6 +143,7 @@ impl Default for Config {
             lifecycle: crate::lifecycle::LifecycleConfig::default(),
             plugin_limits: crate::policy::Limits::default(),
             rate_limits: RateLimits::default(),
+            database: None,
         }
     }
 }

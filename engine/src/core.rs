@@ -13,12 +13,13 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ring::rand::{SecureRandom, SystemRandom};
 
 use crate::ca::{self, CaMaterial};
-use crate::config::Config;
+use crate::config::{Config, DatabaseUrl};
 use crate::error::{Conflict, Error, Result};
 use crate::hsm::CaCustody;
 use crate::model::Tenant;
 use crate::policies::LoadedPlugins;
 use crate::ra::limits::Allowances;
+use crate::sealing::KEK_FILE;
 use crate::store::Storage;
 
 /// What every service shares.
@@ -57,9 +58,7 @@ impl Core {
     /// but whose database is missing or empty is always refused: a new root
     /// there would silently replace every tenant, account and certificate.
     pub(crate) fn open(data_dir: &Path, config: Config, create: bool) -> Result<Core> {
-        let db = prepare_data_dir(data_dir, create)?;
-        restrict_data_dir(data_dir)?;
-        let store = crate::store::open_sqlite(&db)?;
+        let (store, db) = open_store(data_dir, config.database.as_ref(), create)?;
         let ca_keys = CaCustody::open(data_dir, &*store)?;
         // Data directories from before sealing: seal their plain keys now.
         let resealed = store.reseal_issuer_keys(&|blob| ca_keys.reseal(blob))?;
@@ -76,11 +75,13 @@ impl Core {
                 return Err(Error::conflict(
                     Conflict::DataDirectory,
                     format!(
-                        "the database {} has no root CA, but {} has one (root.pem); refusing to make a new one. Is this the right tenure.db?",
-                        db.display(),
+                        "the database {db} has no root CA, but {} has one (root.pem); refusing to make a new one. Is this the right database?",
                         data_dir.display()
                     ),
                 ));
+            }
+            None if !create => {
+                return Err(Error::not_found(format!("the database {db} holds no CA yet (`tenure init` makes one)")));
             }
             None => {
                 let fresh = ca::new_root_with("tenure root CA", ca_keys.new_ca_key("tenure root CA")?)?;
@@ -93,7 +94,18 @@ impl Core {
                 root
             }
         };
-        let root = CaMaterial::new(root.cert_der, ca_keys.load_key(&root.key_pkcs8)?);
+        let root_key = ca_keys.load_key(&root.key_pkcs8).map_err(|e| {
+            Error::conflict(
+                Conflict::DataDirectory,
+                format!(
+                    "cannot open the root CA's key in {db} with {}: {} (servers sharing a database need the same {KEK_FILE})",
+                    data_dir.join(KEK_FILE).display(),
+                    e.detail
+                ),
+            )
+            .caused_by(e)
+        })?;
+        let root = CaMaterial::new(root.cert_der, root_key);
         // Written when it differs only: a read-only command must work on a
         // read-only or full disk.
         let root_pem = data_dir.join("root.pem");
@@ -172,6 +184,46 @@ impl Core {
     pub(crate) fn crl_url(&self, issuer_id: i64) -> Result<Option<String>> {
         Ok(self.public_url()?.map(|base| format!("{base}/crl/{issuer_id}")))
     }
+}
+
+/// Opens the store a data directory uses, and the name to give it in
+/// messages: the SQLite database in it, or the shared PostgreSQL database.
+///
+/// With a shared database the directory keeps what stays on each server: the
+/// key-encryption key (`ca-key.kek`, the same on every server: the CA keys in
+/// the database are sealed under it), the admin token, `root.pem` and the
+/// plugin cache. A server joining a database that holds a CA must be given
+/// that key; it never makes one of its own there.
+pub(crate) fn open_store(data_dir: &Path, database: Option<&DatabaseUrl>, create: bool) -> Result<(Arc<dyn Storage>, String)> {
+    let Some(url) = database else {
+        let db = prepare_data_dir(data_dir, create)?;
+        restrict_data_dir(data_dir)?;
+        return Ok((crate::store::open_sqlite(&db)?, db.display().to_string()));
+    };
+    if !data_dir.is_dir() {
+        if !create {
+            return Err(Error::not_found(format!(
+                "{} is not a tenure data directory (`tenure init --database …` makes one)",
+                data_dir.display()
+            )));
+        }
+        create_private_dir(data_dir)?;
+    }
+    restrict_data_dir(data_dir)?;
+    let store = crate::store::open_postgres(url.expose())
+        .map_err(|e| Error::new(e.kind, format!("the database {url}: {}", e.detail)).caused_by(e))?;
+    if store.root()?.is_some() && !data_dir.join(KEK_FILE).exists() {
+        return Err(Error::conflict(
+            Conflict::DataDirectory,
+            format!(
+                "the database {url} holds a CA whose keys are sealed under its deployment's key-encryption key, and {} has none: \
+                 copy {KEK_FILE} and {ADMIN_TOKEN_FILE} from a server of this deployment into {} (mode 0600)",
+                data_dir.display(),
+                data_dir.display()
+            ),
+        ));
+    }
+    Ok((store, url.to_string()))
 }
 
 /// The admin API's bearer token, in the data directory (0600).

@@ -90,6 +90,33 @@ impl Engine {
         Ok(engine)
     }
 
+    /// Whether a shared database holds a CA already (it is made at most once,
+    /// by the first `tenure init` or `serve`).
+    pub fn database_holds_ca(url: &config::DatabaseUrl) -> Result<bool> {
+        let store =
+            store::open_postgres(url.expose()).map_err(|e| Error::new(e.kind, format!("the database {url}: {}", e.detail)).caused_by(e))?;
+        Ok(store.root()?.is_some())
+    }
+
+    /// Moves a single-node deployment's SQLite database into an empty
+    /// PostgreSQL database, offline (no server may run on `data_dir`
+    /// meanwhile): the SQLite schema brought up to date and plain keys
+    /// sealed first, then every row copied in one transaction and counted on
+    /// both sides. The directory keeps its key-encryption key, admin token and
+    /// `root.pem` and serves the moved deployment with `--database`; every CA
+    /// key is opened from the new database before this returns.
+    /// Returns (table, rows) copied.
+    pub fn migrate_to_postgres(data_dir: &Path, url: &config::DatabaseUrl, config: Config) -> Result<Vec<(String, i64)>> {
+        drop(Engine::open_existing(data_dir, Config { database: None, ..config.clone() })?);
+        let copied = store::copy_sqlite_to_postgres(&data_dir.join("tenure.db"), url.expose())
+            .map_err(|e| Error::new(e.kind, format!("the database {url}: {}", e.detail)).caused_by(e))?;
+        let moved = Engine::open_existing(data_dir, Config { database: Some(url.clone()), ..config })?;
+        for issuer in moved.core.store.issuers()? {
+            moved.core.issuer(issuer.id)?;
+        }
+        Ok(copied)
+    }
+
     fn over(core: Arc<Core>) -> Engine {
         Engine {
             ra: Ra { core: core.clone() },

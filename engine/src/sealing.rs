@@ -19,6 +19,10 @@ pub const KEK_FILE: &str = "ca-key.kek";
 pub struct Kek {
     key: LessSafeKey,
     rng: SystemRandom,
+    /// Authenticates replay nonces that servers sharing one database (and so
+    /// one key-encryption key) accept from each other: HMAC-SHA256 under a key
+    /// derived from this one, so no second secret needs distributing.
+    nonce_key: ring::hmac::Key,
 }
 
 impl Kek {
@@ -50,7 +54,14 @@ impl Kek {
             return Err(Error::internal(format!("{} must hold exactly {KEK_LEN} octets", path.display())));
         }
         let key = UnboundKey::new(&AES_256_GCM, raw).map_err(|_| Error::internal("bad key-encryption key"))?;
-        Ok(Kek { key: LessSafeKey::new(key), rng: SystemRandom::new() })
+        let derived = ring::hmac::sign(&ring::hmac::Key::new(ring::hmac::HMAC_SHA256, raw), b"tenure replay nonces v1");
+        let nonce_key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, derived.as_ref());
+        Ok(Kek { key: LessSafeKey::new(key), rng: SystemRandom::new(), nonce_key })
+    }
+
+    /// The key replay nonces are authenticated with (see the field).
+    pub fn nonce_key(&self) -> &ring::hmac::Key {
+        &self.nonce_key
     }
 
     /// A throwaway key, for unit tests and benchmarks.

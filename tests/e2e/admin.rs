@@ -301,7 +301,7 @@ fn resource_suspend_and_resume_from_the_cli() {
     assert!(out.starts_with(&format!("{id}\ta\tvm\tsuspended\t")), "{out}");
 
     // An unknown resource fails with a message, not a panic.
-    let out = std::process::Command::new(support::tenure_bin()).args(["resource", "resume", "nope", "--data"]).arg(&data).output().unwrap();
+    let out = support::tenure_command(&data).args(["resource", "resume", "nope", "--data"]).arg(&data).output().unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no resource nope"), "{}", String::from_utf8_lossy(&out.stderr));
 }
@@ -339,7 +339,7 @@ fn init_makes_a_private_ca_once_and_writers_need_one() {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let run = |args: &[&str]| std::process::Command::new(support::tenure_bin()).args(args).arg("--data").arg(&data).output().unwrap();
+    let run = |args: &[&str]| support::tenure_command(&data).args(args).arg("--data").arg(&data).output().unwrap();
 
     let out = run(&["tenant", "add", "corp", "--permit", "corp.example"]);
     assert!(!out.status.success());
@@ -413,11 +413,8 @@ async fn overlapping_permits_need_the_operators_word() {
     let api = AdminApi::start();
     let data = api._dir.path().join("data");
     support::add_tenant(&data, "b", &["b.example", "10.20.0.0/16"]);
-    let refused = std::process::Command::new(support::tenure_bin())
-        .args(["tenant", "add", "c", "--permit", "www.b.example", "--data"])
-        .arg(&data)
-        .output()
-        .unwrap();
+    let refused =
+        support::tenure_command(&data).args(["tenant", "add", "c", "--permit", "www.b.example", "--data"]).arg(&data).output().unwrap();
     assert!(!refused.status.success());
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(stderr.contains("overlaps tenant b's permit b.example") && stderr.contains("--allow-overlap"), "{stderr}");

@@ -11,7 +11,6 @@ use crate::lifecycle::{Webhook, account, add_resource, cert_list, cert_show, hma
 use crate::support;
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use reqwest::Method as M;
@@ -23,7 +22,7 @@ const LIFETIME: &str = "lifetime-seconds=6";
 
 /// Runs a `tenure` command that must fail; returns its standard error.
 fn tenure_fails(data: &Path, args: &[&str]) -> String {
-    let out = Command::new(support::tenure_bin()).args(args).arg("--data").arg(data).output().expect("run tenure");
+    let out = support::tenure_command(data).args(args).arg("--data").arg(data).output().expect("run tenure");
     assert!(!out.status.success(), "tenure {args:?} succeeded: {}", String::from_utf8_lossy(&out.stdout));
     String::from_utf8_lossy(&out.stderr).into_owned()
 }

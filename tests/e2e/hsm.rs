@@ -98,7 +98,7 @@ fn cli_json(data: &Path, args: &[&str]) -> serde_json::Value {
 
 /// Runs a CLI command expected to fail; returns its stderr.
 fn cli_fails(data: &Path, args: &[&str]) -> String {
-    let out = Command::new(support::tenure_bin())
+    let out = support::tenure_command(data)
         .env(support::PLUGIN_DEADLINE.0, support::PLUGIN_DEADLINE.1)
         .args(args)
         .arg("--data")

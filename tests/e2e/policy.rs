@@ -173,7 +173,7 @@ fn plugin_check_reports_imports_and_refuses_wasi() {
     let data = dir.path().join("data");
     let out = support::tenure_cli(&data, &["plugin", "check", built_plugin_path("registry-control").to_str().unwrap()]);
     assert!(out.contains("digest: ") && out.contains("import: tenure:policy/registry@0.2.0"), "{out}");
-    let bad = std::process::Command::new(support::tenure_bin())
+    let bad = support::tenure_command(&data)
         .args(["plugin", "check", built_plugin_path("uses-fs").to_str().unwrap(), "--data"])
         .arg(&data)
         .output()
@@ -203,7 +203,7 @@ fn plugin_check_reports_imports_and_refuses_wasi() {
     let eval = |args: &[&str]| {
         let mut all = vec!["plugin", "eval"];
         all.extend_from_slice(args);
-        std::process::Command::new(support::tenure_bin()).args(&all).arg("--data").arg(&data).output().unwrap()
+        support::tenure_command(&data).args(&all).arg("--data").arg(&data).output().unwrap()
     };
     let ok = |out: std::process::Output| -> serde_json::Value {
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -301,7 +301,7 @@ fn a_0_1_0_plugin_is_refused_at_install_with_how_to_rebuild() {
     let legacy = built_plugin_path("legacy-v0-1");
     for args in [vec!["plugin", "check", legacy.to_str().unwrap()], vec!["plugin", "install", legacy.to_str().unwrap(), "--tenant", "corp"]]
     {
-        let out = std::process::Command::new(support::tenure_bin()).args(&args).arg("--data").arg(&data).output().unwrap();
+        let out = support::tenure_command(&data).args(&args).arg("--data").arg(&data).output().unwrap();
         assert!(!out.status.success(), "{args:?} accepted a 0.1.0 plugin");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains("built against tenure:policy@0.1.0; this server speaks tenure:policy@0.2.0"), "{args:?}: {err}");

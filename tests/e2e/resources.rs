@@ -51,7 +51,7 @@ impl Api {
 
 /// The CLI's stderr for a command expected to fail.
 fn cli_fails(data: &std::path::Path, args: &[&str]) -> String {
-    let out = std::process::Command::new(support::tenure_bin()).args(args).arg("--data").arg(data).output().unwrap();
+    let out = support::tenure_command(data).args(args).arg("--data").arg(data).output().unwrap();
     assert!(!out.status.success(), "tenure {args:?} succeeded");
     String::from_utf8_lossy(&out.stderr).into_owned()
 }

@@ -17,7 +17,7 @@ use super::session::{self, Exportability, Token, hex, unhex};
 use crate::ca::{CaKey, RemoteKey};
 use crate::error::{Error, ErrorKind, Result};
 use crate::sealing::{Kek, is_sealed};
-use crate::store::{SettingsStore, SqliteStore};
+use crate::store::SettingsStore;
 
 /// The setting that holds the CA's HSM configuration.
 pub const CA_HSM_SETTING: &str = "ca-hsm";
@@ -37,9 +37,7 @@ pub struct CaHsmConfig {
 
 /// Records (replacing) the CA's HSM configuration in the data directory, after
 /// checking the token opens with the PIN. Call before `Engine::open`.
-pub fn configure_ca_hsm(data_dir: &Path, config: &CaHsmConfig) -> Result<()> {
-    // Made as `Engine::open` makes a data directory, with the same refusals.
-    let db = crate::core::prepare_data_dir(data_dir, true)?;
+pub fn configure_ca_hsm(data_dir: &Path, database: Option<&crate::config::DatabaseUrl>, config: &CaHsmConfig) -> Result<()> {
     let config = CaHsmConfig {
         module: config.module.clone(),
         token: config.token.clone(),
@@ -47,7 +45,8 @@ pub fn configure_ca_hsm(data_dir: &Path, config: &CaHsmConfig) -> Result<()> {
         pin_file: std::path::absolute(&config.pin_file).unwrap_or_else(|_| config.pin_file.clone()),
     };
     CaHsm::open(&config)?;
-    let store = SqliteStore::open(&db)?;
+    // Opened as `Engine::open` opens it, with the same refusals.
+    let (store, _) = crate::core::open_store(data_dir, database, true)?;
     let json = serde_json::to_vec(&config).map_err(|e| Error::internal(e.to_string()))?;
     store.set_setting(CA_HSM_SETTING, &json)
 }

@@ -23,6 +23,7 @@ use crate::store::Claim;
 
 mod eab;
 pub mod limits;
+mod nonce;
 pub use eab::{ExternalBinding, MacAlgorithm, verify_external_binding};
 pub use limits::{EffectiveLimits, TenantLimits};
 

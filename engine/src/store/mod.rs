@@ -49,6 +49,12 @@ pub fn open_sqlite(path: &Path) -> Result<Arc<dyn Storage>> {
     Ok(Arc::new(SqliteStore::open(path)?))
 }
 
+/// Copies the SQLite database at `from` into the empty PostgreSQL database at
+/// `to` (made up to date first), all in one transaction; (table, rows) copied.
+pub fn copy_sqlite_to_postgres(from: &Path, to: &str) -> Result<Vec<(String, i64)>> {
+    pg::import::copy_sqlite_into(from, &PgStore::open(to)?)
+}
+
 /// Opens the shared store at a PostgreSQL URL, bringing its schema up to date.
 pub fn open_postgres(url: &str) -> Result<Arc<dyn Storage>> {
     Ok(Arc::new(PgStore::open(url)?))

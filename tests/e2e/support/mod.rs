@@ -51,15 +51,61 @@ pub fn tenure_bin() -> &'static str {
 /// production 100 ms would be denied for the machine's sake, not the plugin's.
 pub const PLUGIN_DEADLINE: (&str, &str) = ("TENURE_PLUGIN_DEADLINE_MS", "2000");
 
+/// Whether this run of the suite stores on PostgreSQL (`TENURE_E2E_BACKEND=postgres`,
+/// as `scripts/test` runs it a second time) rather than on SQLite.
+pub fn on_postgres() -> bool {
+    std::env::var("TENURE_E2E_BACKEND").as_deref() == Ok("postgres")
+}
+
+/// The URL of the test cluster (`TENURE_TEST_POSTGRES`, started by
+/// `scripts/test`). A test that needs it fails without it: none skips silently.
+pub fn test_cluster() -> String {
+    std::env::var("TENURE_TEST_POSTGRES")
+        .ok()
+        .filter(|u| !u.is_empty())
+        .expect("TENURE_TEST_POSTGRES must name a PostgreSQL cluster (scripts/test starts one)")
+}
+
+/// A fresh, empty database on the test cluster; its URL.
+pub fn fresh_database() -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let admin = test_cluster();
+    let name = format!("tenure_e2e_{}_{}", std::process::id(), NEXT.fetch_add(1, Ordering::SeqCst));
+    let mut c = postgres::Client::connect(&admin, postgres::NoTls).expect("connect to the test cluster");
+    c.batch_execute(&format!("DROP DATABASE IF EXISTS {name}; CREATE DATABASE {name}")).expect("create a test database");
+    let (base, _) = admin.rsplit_once('/').expect("TENURE_TEST_POSTGRES ends in /DATABASE");
+    format!("{base}/{name}")
+}
+
+/// The database of a data directory in this run: none on SQLite (the file in
+/// the directory); on PostgreSQL one database per directory, made on first use.
+pub fn database_of(data: &Path) -> Option<String> {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    static DATABASES: Mutex<Option<HashMap<PathBuf, String>>> = Mutex::new(None);
+    if !on_postgres() {
+        return None;
+    }
+    let mut map = DATABASES.lock().unwrap_or_else(|p| p.into_inner());
+    let map = map.get_or_insert_with(HashMap::new);
+    Some(map.entry(data.to_path_buf()).or_insert_with(fresh_database).clone())
+}
+
+/// A `tenure` command for a data directory: pointed at the directory's
+/// database (through the environment, as an operator would set it).
+pub fn tenure_command(data: &Path) -> Command {
+    let mut cmd = Command::new(tenure_bin());
+    if let Some(url) = database_of(data) {
+        cmd.env("TENURE_DATABASE", url);
+    }
+    cmd
+}
+
 /// Runs a `tenure` CLI command against a data directory and returns stdout.
 pub fn tenure_cli(data: &Path, args: &[&str]) -> String {
-    let out = Command::new(tenure_bin())
-        .env(PLUGIN_DEADLINE.0, PLUGIN_DEADLINE.1)
-        .args(args)
-        .arg("--data")
-        .arg(data)
-        .output()
-        .expect("run tenure");
+    let out =
+        tenure_command(data).env(PLUGIN_DEADLINE.0, PLUGIN_DEADLINE.1).args(args).arg("--data").arg(data).output().expect("run tenure");
     assert!(
         out.status.success(),
         "tenure {args:?} failed: {}\n{}",
@@ -79,7 +125,7 @@ pub struct TenantCreds {
 /// `tenure init` unless the directory holds a CA already (every command but
 /// `init` and `serve` refuses a directory without one).
 pub fn ensure_init(data: &Path) {
-    if !data.join("tenure.db").exists() {
+    if !data.join("root.pem").exists() {
         tenure_cli(data, &["init"]);
     }
 }
@@ -160,7 +206,7 @@ impl Server {
         let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let log = data.with_extension(format!("{}.log", listen.port()));
         let log_file = std::fs::File::create(&log).expect("server log");
-        let mut cmd = Command::new(tenure_bin());
+        let mut cmd = tenure_command(data);
         cmd.arg("serve")
             .arg("--data")
             .arg(data)

@@ -669,6 +669,11 @@ fn tune(c: &Connection) -> Result<()> {
     Ok(())
 }
 
+/// The schema version this build writes (`PRAGMA user_version`).
+pub(crate) fn schema_version() -> i64 {
+    schema::MIGRATIONS.len() as i64
+}
+
 fn migrate(conn: &mut Connection) -> Result<()> {
     let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
     let version = usize::try_from(version).map_err(|_| Error::internal("negative schema version"))?;
