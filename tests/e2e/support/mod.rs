@@ -72,8 +72,16 @@ pub fn fresh_database() -> String {
     static NEXT: AtomicU32 = AtomicU32::new(0);
     let admin = test_cluster();
     let name = format!("tenure_e2e_{}_{}", std::process::id(), NEXT.fetch_add(1, Ordering::SeqCst));
-    let mut c = postgres::Client::connect(&admin, postgres::NoTls).expect("connect to the test cluster");
-    c.batch_execute(&format!("DROP DATABASE IF EXISTS {name}; CREATE DATABASE {name}")).expect("create a test database");
+    // On a thread of its own: the synchronous client may not block a tokio worker (async tests call this).
+    let cluster = admin.clone();
+    let db = name.clone();
+    std::thread::spawn(move || {
+        let mut c = postgres::Client::connect(&cluster, postgres::NoTls).expect("connect to the test cluster");
+        c.batch_execute(&format!("DROP DATABASE IF EXISTS {db}")).expect("drop a stale test database");
+        c.batch_execute(&format!("CREATE DATABASE {db}")).expect("create a test database");
+    })
+    .join()
+    .expect("creating a test database");
     let (base, _) = admin.rsplit_once('/').expect("TENURE_TEST_POSTGRES ends in /DATABASE");
     format!("{base}/{name}")
 }

@@ -44,6 +44,9 @@ const TABLES: &[&str] = &[
     "deliveries",
 ];
 
+/// Tables SQLite keeps WITHOUT ROWID (by primary key).
+const WITHOUT_ROWID: &[&str] = &["order_reused_authorizations", "resource_names", "resource_addresses", "certificate_resources"];
+
 /// Identity columns copied with their values (`table`, `column`).
 const IDENTITIES: &[(&str, &str)] =
     &[("issuers", "id"), ("audit", "seq"), ("resource_events", "seq"), ("hsm_events", "seq"), ("deliveries", "id")];
@@ -76,8 +79,9 @@ pub fn copy_sqlite_into(from: &std::path::Path, to: &PgStore) -> Result<Copied> 
     for table in TABLES {
         let target = target_columns(&mut tx, table)?;
         let names: Vec<&str> = target.iter().map(|(n, _)| n.as_str()).collect();
-        let select =
-            format!("SELECT {} FROM {table} ORDER BY rowid", names.iter().map(|n| format!("\"{n}\"")).collect::<Vec<_>>().join(", "));
+        // WITHOUT ROWID tables have no rowid, and no order to keep.
+        let order = if WITHOUT_ROWID.contains(table) { "" } else { " ORDER BY rowid" };
+        let select = format!("SELECT {} FROM {table}{order}", names.iter().map(|n| format!("\"{n}\"")).collect::<Vec<_>>().join(", "));
         let insert = format!(
             "INSERT INTO {table} ({}) VALUES ({})",
             names.iter().map(|n| format!("\"{n}\"")).collect::<Vec<_>>().join(", "),

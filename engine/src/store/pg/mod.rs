@@ -10,9 +10,11 @@
 //!   writers on several machines. A transaction PostgreSQL aborts as a
 //!   serialization failure or a deadlock is run again from the start (its
 //!   closure holds no effects outside the transaction), a bounded number of
-//!   times. Claims of queued work (`FOR UPDATE SKIP LOCKED`) let servers share
-//!   the renewal sweep, provisioning and deliveries without waiting for each
-//!   other.
+//!   times. Claims of queued work are the one exception: the due renewals,
+//!   provisioning requests and deliveries are claimed in one READ COMMITTED
+//!   statement (`FOR UPDATE SKIP LOCKED`, `lifecycle::claim`), so servers
+//!   share the work without waiting for or aborting each other; what a claim
+//!   leads to is recorded SERIALIZABLE with its own guard, as on SQLite.
 //! - **Schema.** `schema.rs`, applied under an advisory lock by whichever
 //!   process starts first.
 
@@ -159,13 +161,19 @@ impl PgStore {
 
     /// Runs a read on a pooled connection (each statement sees the latest commit).
     fn read<T>(&self, f: impl FnOnce(&mut postgres::Client) -> Result<T>) -> Result<T> {
-        let mut c = self.client()?;
-        f(&mut c)
+        off_the_runtime(|| {
+            let mut c = self.client()?;
+            f(&mut c)
+        })
     }
 
     /// Runs `f` in one SERIALIZABLE transaction, again from the start when
     /// PostgreSQL aborts it for a concurrent one (see the module's notes).
-    fn tx<T>(&self, mut f: impl FnMut(&mut Tx<'_>) -> Result<T>) -> Result<T> {
+    fn tx<T>(&self, f: impl FnMut(&mut Tx<'_>) -> Result<T>) -> Result<T> {
+        off_the_runtime(|| self.tx_here(f))
+    }
+
+    fn tx_here<T>(&self, mut f: impl FnMut(&mut Tx<'_>) -> Result<T>) -> Result<T> {
         let mut c = self.client()?;
         let mut attempt = 0;
         loop {
@@ -187,6 +195,17 @@ impl PgStore {
                 other => return other,
             }
         }
+    }
+}
+
+/// Runs a database call where it may block. The engine runs on blocking
+/// threads, where this costs a thread-local check; a call made on an async
+/// worker of a multi-threaded runtime (serve's start-up) hands the worker's
+/// other tasks away first, as the synchronous client must not block one.
+fn off_the_runtime<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
+        _ => f(),
     }
 }
 
