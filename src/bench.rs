@@ -57,9 +57,11 @@ pub enum ChallengeMode {
 
 #[derive(Args)]
 pub struct IssueArgs {
-    /// The server's directory URL.
-    #[arg(long)]
-    pub directory: String,
+    /// The server's directory URL. Repeat it for servers sharing one database:
+    /// the accounts are spread over them in turn (account i on server i mod k),
+    /// so the load alternates between the servers.
+    #[arg(long, required = true)]
+    pub directory: Vec<String>,
     /// A PEM file with the root that the server's TLS certificate chains to.
     #[arg(long)]
     pub root: Option<PathBuf>,
@@ -273,11 +275,11 @@ pub async fn issue(args: &IssueArgs) -> Result<Report> {
         let (account, _) = Account::builder_with_http(Box::new(client))
             .create(
                 &NewAccount { contact: &[], terms_of_service_agreed: true, only_return_existing: false },
-                args.directory.clone(),
+                args.directory[i % args.directory.len()].clone(),
                 eab.as_ref(),
             )
             .await
-            .with_context(|| format!("creating account {} of {n_accounts} at {}", i + 1, args.directory))?;
+            .with_context(|| format!("creating account {} of {n_accounts} at {}", i + 1, args.directory[i % args.directory.len()]))?;
         accounts.push(account);
     }
     // Certificate keys: P-256, generated before the clock starts and reused.
