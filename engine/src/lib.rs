@@ -190,6 +190,41 @@ impl Engine {
 mod tests {
     use super::*;
 
+    /// On a shared database the CA is made once; a server joins with the
+    /// deployment's key-encryption key, and without it (or with another) it is
+    /// refused, never given a CA of its own.
+    #[test]
+    fn servers_on_one_database_share_one_ca_and_need_its_key() {
+        let Some(url) = store::pg::testdb::fresh() else { return };
+        let url = config::DatabaseUrl::parse(&url).unwrap();
+        let shared = || Config { database: Some(url.clone()), ..Config::default() };
+        let tmp = tempfile::tempdir().unwrap();
+        let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+        assert!(!Engine::database_holds_ca(&url).unwrap());
+        let first = Engine::open(&a, shared()).unwrap();
+        assert!(Engine::database_holds_ca(&url).unwrap());
+        let refused = Engine::open(&b, shared()).err().expect("a server without the key is refused");
+        assert_eq!(refused.conflict, Some(Conflict::DataDirectory));
+        assert!(refused.detail.contains("ca-key.kek"), "{}", refused.detail);
+        assert!(!b.join("root.pem").exists(), "nothing was made for the refused server");
+        // With another server's key (its own, made for another CA), the CA's keys do not open.
+        let stranger = tmp.path().join("stranger");
+        drop(Engine::open(&stranger, Config::default()).unwrap());
+        std::fs::copy(stranger.join(sealing::KEK_FILE), b.join(sealing::KEK_FILE)).unwrap();
+        let wrong = Engine::open(&b, shared()).err().expect("a wrong key is refused");
+        assert!(wrong.detail.contains("same ca-key.kek"), "{}", wrong.detail);
+        // With the deployment's key, the second server serves the same CA.
+        std::fs::copy(a.join(sealing::KEK_FILE), b.join(sealing::KEK_FILE)).unwrap();
+        let second = Engine::open(&b, shared()).unwrap();
+        assert_eq!(second.root_pem(), first.root_pem());
+        let t = first.registry.create_tenant("corp", Some(&["corp.example".to_string()])).unwrap();
+        assert!(second.core.store.eab_key(&t.eab_kid).unwrap().is_some(), "a tenant made on one server is there on the other");
+        // A nonce minted by one is spent once, by either.
+        let n = first.ra.mint_shared_nonce(std::time::Duration::from_secs(60)).unwrap();
+        assert!(second.ra.spend_shared_nonce(&n).unwrap());
+        assert!(!first.ra.spend_shared_nonce(&n).unwrap());
+    }
+
     /// EAB HMAC keys are sealed at rest; a plain one left by an older release
     /// is sealed at the next open and still verifies a binding.
     #[test]

@@ -9,7 +9,7 @@
 //! stay with the engine: a method that needs one inside its transaction (the
 //! registry's conflict rule) takes it as a closure.
 
-mod pg;
+pub(crate) mod pg;
 mod sqlite;
 
 use std::path::Path;
