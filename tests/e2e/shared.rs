@@ -47,27 +47,6 @@ fn cli(data: &Path, db: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// A fresh database on the test cluster (its client blocks: off the runtime's threads).
-///
-/// Not `support::fresh_database`: its one `batch_execute` of DROP and CREATE
-/// runs as one implicit transaction, which PostgreSQL refuses for DROP
-/// DATABASE ("cannot run inside a transaction block").
-async fn database() -> String {
-    tokio::task::spawn_blocking(|| {
-        use std::sync::atomic::AtomicU32;
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let admin = support::test_cluster();
-        let name = format!("tenure_shared_{}_{}", std::process::id(), NEXT.fetch_add(1, Ordering::SeqCst));
-        let mut c = postgres::Client::connect(&admin, postgres::NoTls).expect("connect to the test cluster");
-        c.batch_execute(&format!("DROP DATABASE IF EXISTS {name}")).expect("drop an old test database");
-        c.batch_execute(&format!("CREATE DATABASE {name}")).expect("create a test database");
-        let (base, _) = admin.rsplit_once('/').expect("TENURE_TEST_POSTGRES ends in /DATABASE");
-        format!("{base}/{name}")
-    })
-    .await
-    .expect("make a test database")
-}
-
 /// `tenure serve` on `data` and the database `db`.
 fn serve(data: &Path, db: &str, dns: Option<SocketAddr>, extra: &[&str]) -> Server {
     let mut options = ServeOptions::new(dns);
@@ -154,7 +133,7 @@ async fn issue(account: &Account, name: &str) -> Result<String, String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_nonce_and_a_validation_cross_servers() {
     support::install_crypto_provider();
-    let db = database().await;
+    let db = support::fresh_database();
     let dns = support::dns::TestDns::start().await;
     let dir = tempfile::tempdir().unwrap();
     let servers = deployment(dir.path(), &db, 3, Some(dns.addr), &[]);
@@ -260,7 +239,7 @@ fn crl_has(der: &[u8], serial: &str) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn changes_on_one_server_reach_the_others_without_restart() {
     support::install_crypto_provider();
-    let db = database().await;
+    let db = support::fresh_database();
     let dir = tempfile::tempdir().unwrap();
     let servers = deployment(dir.path(), &db, 3, None, &[]);
     let all: Vec<&Server> = servers.iter().collect();
@@ -346,7 +325,7 @@ fn run_ok(out: &std::process::Output) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_on_each_server_and_a_sigkill_lose_no_certificate() {
     support::install_crypto_provider();
-    let db = database().await;
+    let db = support::fresh_database();
     let dns = support::dns::TestDns::start().await;
     let dir = tempfile::tempdir().unwrap();
     let mut servers = deployment(dir.path(), &db, 3, Some(dns.addr), &[]);
@@ -532,7 +511,7 @@ fn wait_for<T>(what: &str, timeout: Duration, f: impl FnMut() -> Option<T>) -> T
 async fn two_sweeping_servers_issue_exactly_one_successor_each() {
     support::install_crypto_provider();
     const N: usize = 24;
-    let db = database().await;
+    let db = support::fresh_database();
     let dir = tempfile::tempdir().unwrap();
     // First no sweep but the one at start: the originals are issued undisturbed.
     let servers = deployment(dir.path(), &db, 2, None, &["--renewal-interval", "3600"]);
