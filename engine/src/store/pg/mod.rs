@@ -119,6 +119,10 @@ impl PgStore {
         let pool = r2d2::Pool::builder()
             .max_size(POOL_SIZE)
             .min_idle(Some(1))
+            // No `SELECT 1` before every use (a round trip per store call): a
+            // connection the server closed fails its next statement, which
+            // fails that one call, and the pool drops it.
+            .test_on_check_out(false)
             .connection_timeout(Duration::from_secs(10))
             .build(manager)
             .map_err(|e| Error::internal(format!("cannot connect to the database: {e}")).caused_by(e))?;
