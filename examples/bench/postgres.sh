@@ -16,7 +16,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 T=${1:-target/release/tenure}; N=${2:-3000}; CS=${3:-"16 64"}
-W=$(mktemp -d)
+W=$(mktemp -d); chmod 0711 "$W"  # the cluster runs as `postgres` when we are root
 eval "$(scripts/postgres "$W/pg" "${PGPORT_BENCH:-55499}")"
 PM=$(head -1 "$W/pg/data/postmaster.pid")
 PIDS=()

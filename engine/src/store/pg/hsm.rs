@@ -299,11 +299,11 @@ fn insert_key(tx: &mut Tx<'_>, k: &HsmKey) -> Result<()> {
     Ok(())
 }
 
-fn slot_by_id<C: GenericClient>(c: &mut C, id: &str) -> Result<Option<HsmSlot>> {
+fn slot_by_id<C: Db>(c: &mut C, id: &str) -> Result<Option<HsmSlot>> {
     row(c, &format!("SELECT {SLOT_COLUMNS} FROM hsm_slots WHERE id = $1"), &[&id], slot_row)
 }
 
-fn key_by_id<C: GenericClient>(c: &mut C, id: &str) -> Result<Option<HsmKey>> {
+fn key_by_id<C: Db>(c: &mut C, id: &str) -> Result<Option<HsmKey>> {
     row(c, &format!("SELECT {KEY_COLUMNS} FROM hsm_keys WHERE id = $1"), &[&id], key_row)
 }
 

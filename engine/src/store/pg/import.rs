@@ -66,8 +66,8 @@ pub fn copy_sqlite_into(from: &std::path::Path, to: &PgStore) -> Result<Copied> 
             from.display()
         )));
     }
-    let mut client = to.client()?;
-    let mut tx = client.transaction()?;
+    let mut pooled = to.client()?;
+    let mut tx = pooled.client.transaction()?;
     let holds: i64 = get(&tx.query_one("SELECT count(*) FROM issuers", &[])?, 0)?;
     if holds > 0 {
         return Err(Error::conflict(

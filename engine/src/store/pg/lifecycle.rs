@@ -41,12 +41,12 @@ fn certificate_with_life(r: &Row) -> Result<(Certificate, CertificateLifecycle)>
     Ok((cert, life))
 }
 
-fn bound_resources<C: GenericClient>(c: &mut C, serial: &str) -> Result<Vec<String>> {
+fn bound_resources<C: Db>(c: &mut C, serial: &str) -> Result<Vec<String>> {
     ids(c, "SELECT resource_id FROM certificate_resources WHERE serial = $1 ORDER BY resource_id", &[&serial])
 }
 
 /// The certificates (with their lifecycles) that `condition` selects.
-pub(super) fn query_certificates_with<C: GenericClient>(
+pub(super) fn query_certificates_with<C: Db>(
     c: &mut C,
     condition: &str,
     params: &Params<'_>,
@@ -55,7 +55,7 @@ pub(super) fn query_certificates_with<C: GenericClient>(
 }
 
 /// The certificates a query of [`CERT_COLUMNS`] yields, with their bound resources.
-fn query_certificates<C: GenericClient>(c: &mut C, sql: &str, params: &Params<'_>) -> Result<Vec<(Certificate, CertificateLifecycle)>> {
+fn query_certificates<C: Db>(c: &mut C, sql: &str, params: &Params<'_>) -> Result<Vec<(Certificate, CertificateLifecycle)>> {
     let mut found = rows(c, sql, params, certificate_with_life)?;
     for (cert, life) in &mut found {
         life.resources = bound_resources(c, &cert.serial)?;
@@ -69,7 +69,7 @@ fn query_certificates<C: GenericClient>(c: &mut C, sql: &str, params: &Params<'_
 /// abort each other instead (each read the range the other wrote).
 pub(super) fn claim<T>(store: &PgStore, f: impl FnOnce(&mut Tx<'_>) -> Result<T>) -> Result<T> {
     store.read(|c| {
-        let mut tx = c.build_transaction().isolation_level(IsolationLevel::ReadCommitted).start()?;
+        let mut tx = c.begin(IsolationLevel::ReadCommitted)?;
         let out = f(&mut tx)?;
         tx.commit()?;
         Ok(out)

@@ -30,8 +30,7 @@ use std::time::Duration;
 
 use postgres::error::SqlState;
 use postgres::types::{FromSql, ToSql};
-use postgres::{GenericClient, IsolationLevel, NoTls, Row};
-use r2d2_postgres::PostgresConnectionManager;
+use postgres::{GenericClient, IsolationLevel, NoTls, Row, Statement};
 use registry::append_audit;
 
 use super::*;
@@ -39,8 +38,134 @@ use crate::error::{Error, Result};
 use crate::identifier::Identifier;
 use crate::model::*;
 
-/// A transaction of the shared store.
-pub(crate) type Tx<'a> = postgres::Transaction<'a>;
+/// A pooled connection and the statements prepared on it. Each SQL text is
+/// parsed and planned by PostgreSQL once per connection rather than at every
+/// call, and runs in one round trip instead of two.
+pub(crate) struct Conn {
+    client: postgres::Client,
+    prepared: std::collections::HashMap<String, Statement>,
+}
+
+/// A transaction of the shared store, on a connection's prepared statements.
+pub(crate) struct Tx<'a> {
+    tx: postgres::Transaction<'a>,
+    prepared: &'a mut std::collections::HashMap<String, Statement>,
+}
+
+/// Statements prepared per connection at most; past it the cache starts over
+/// (the store has about 250 distinct statements).
+const PREPARED_MAX: usize = 1024;
+
+/// The statement for `sql` on this connection, prepared on first use.
+fn prepared<C: GenericClient>(
+    client: &mut C,
+    cache: &mut std::collections::HashMap<String, Statement>,
+    sql: &str,
+) -> std::result::Result<Statement, postgres::Error> {
+    if let Some(st) = cache.get(sql) {
+        return Ok(st.clone());
+    }
+    let st = client.prepare(sql)?;
+    if cache.len() >= PREPARED_MAX {
+        cache.clear();
+    }
+    cache.insert(sql.to_string(), st.clone());
+    Ok(st)
+}
+
+/// What the store's statements run on: a connection (each statement its own
+/// transaction) or a transaction. The methods are the client's, on prepared
+/// statements.
+pub(crate) trait Db {
+    /// Runs a statement; how many rows it changed.
+    fn execute(&mut self, sql: &str, params: &Params<'_>) -> std::result::Result<u64, postgres::Error>;
+    /// Every row of a query.
+    fn query(&mut self, sql: &str, params: &Params<'_>) -> std::result::Result<Vec<Row>, postgres::Error>;
+    /// The one row of a query.
+    fn query_one(&mut self, sql: &str, params: &Params<'_>) -> std::result::Result<Row, postgres::Error>;
+    /// The row of a query that yields at most one.
+    fn query_opt(&mut self, sql: &str, params: &Params<'_>) -> std::result::Result<Option<Row>, postgres::Error>;
+}
+
+macro_rules! db_on_prepared {
+    ($client:ident) => {
+        fn execute(&mut self, sql: &str, params: &Params<'_>) -> std::result::Result<u64, postgres::Error> {
+            let st = prepared(&mut self.$client, &mut *self.prepared, sql)?;
+            self.$client.execute(&st, params)
+        }
+        fn query(&mut self, sql: &str, params: &Params<'_>) -> std::result::Result<Vec<Row>, postgres::Error> {
+            let st = prepared(&mut self.$client, &mut *self.prepared, sql)?;
+            self.$client.query(&st, params)
+        }
+        fn query_one(&mut self, sql: &str, params: &Params<'_>) -> std::result::Result<Row, postgres::Error> {
+            let st = prepared(&mut self.$client, &mut *self.prepared, sql)?;
+            self.$client.query_one(&st, params)
+        }
+        fn query_opt(&mut self, sql: &str, params: &Params<'_>) -> std::result::Result<Option<Row>, postgres::Error> {
+            let st = prepared(&mut self.$client, &mut *self.prepared, sql)?;
+            self.$client.query_opt(&st, params)
+        }
+    };
+}
+
+impl Db for Tx<'_> {
+    db_on_prepared!(tx);
+}
+
+impl Db for Conn {
+    fn execute(&mut self, sql: &str, params: &Params<'_>) -> std::result::Result<u64, postgres::Error> {
+        let st = prepared(&mut self.client, &mut self.prepared, sql)?;
+        self.client.execute(&st, params)
+    }
+    fn query(&mut self, sql: &str, params: &Params<'_>) -> std::result::Result<Vec<Row>, postgres::Error> {
+        let st = prepared(&mut self.client, &mut self.prepared, sql)?;
+        self.client.query(&st, params)
+    }
+    fn query_one(&mut self, sql: &str, params: &Params<'_>) -> std::result::Result<Row, postgres::Error> {
+        let st = prepared(&mut self.client, &mut self.prepared, sql)?;
+        self.client.query_one(&st, params)
+    }
+    fn query_opt(&mut self, sql: &str, params: &Params<'_>) -> std::result::Result<Option<Row>, postgres::Error> {
+        let st = prepared(&mut self.client, &mut self.prepared, sql)?;
+        self.client.query_opt(&st, params)
+    }
+}
+
+impl Conn {
+    /// Starts a transaction at `level` on this connection.
+    pub(crate) fn begin(&mut self, level: IsolationLevel) -> std::result::Result<Tx<'_>, postgres::Error> {
+        let tx = self.client.build_transaction().isolation_level(level).start()?;
+        Ok(Tx { tx, prepared: &mut self.prepared })
+    }
+}
+
+impl Tx<'_> {
+    /// Commits the transaction (dropped without this, it rolls back).
+    pub(crate) fn commit(self) -> std::result::Result<(), postgres::Error> {
+        self.tx.commit()
+    }
+}
+
+/// Makes the pool's connections (what `r2d2_postgres` does, with each
+/// connection's statement cache beside it).
+struct Manager(postgres::Config);
+
+impl r2d2::ManageConnection for Manager {
+    type Connection = Conn;
+    type Error = postgres::Error;
+
+    fn connect(&self) -> std::result::Result<Conn, postgres::Error> {
+        Ok(Conn { client: self.0.connect(NoTls)?, prepared: Default::default() })
+    }
+
+    fn is_valid(&self, conn: &mut Conn) -> std::result::Result<(), postgres::Error> {
+        conn.client.simple_query("").map(|_| ())
+    }
+
+    fn has_broken(&self, conn: &mut Conn) -> bool {
+        conn.client.is_closed()
+    }
+}
 
 /// Parameters of a statement.
 type Params<'a> = [&'a (dyn ToSql + Sync)];
@@ -71,7 +196,7 @@ const MIGRATION_LOCK: i64 = 0x74656e757265;
 
 /// The PostgreSQL store.
 pub struct PgStore {
-    pool: r2d2::Pool<PostgresConnectionManager<NoTls>>,
+    pool: r2d2::Pool<Manager>,
     /// Spent nonces recorded; every so often the expired ones are dropped.
     nonces_spent: AtomicU64,
 }
@@ -115,7 +240,7 @@ impl PgStore {
     pub fn open(url: &str) -> Result<PgStore> {
         let config: postgres::Config =
             url.parse().map_err(|e| Error::malformed(format!("the database URL is not a PostgreSQL connection string: {e}")))?;
-        let manager = PostgresConnectionManager::new(config, NoTls);
+        let manager = Manager(config);
         let pool = r2d2::Pool::builder()
             .max_size(POOL_SIZE)
             .min_idle(Some(1))
@@ -131,12 +256,13 @@ impl PgStore {
         Ok(store)
     }
 
-    fn client(&self) -> Result<r2d2::PooledConnection<PostgresConnectionManager<NoTls>>> {
+    fn client(&self) -> Result<r2d2::PooledConnection<Manager>> {
         Ok(self.pool.get()?)
     }
 
     fn migrate(&self) -> Result<()> {
-        let mut c = self.client()?;
+        let mut pooled = self.client()?;
+        let c = &mut pooled.client;
         c.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])?;
         let outcome = (|| -> Result<()> {
             c.batch_execute("CREATE TABLE IF NOT EXISTS tenure_schema (version BIGINT NOT NULL)")?;
@@ -164,7 +290,7 @@ impl PgStore {
     }
 
     /// Runs a read on a pooled connection (each statement sees the latest commit).
-    fn read<T>(&self, f: impl FnOnce(&mut postgres::Client) -> Result<T>) -> Result<T> {
+    fn read<T>(&self, f: impl FnOnce(&mut Conn) -> Result<T>) -> Result<T> {
         off_the_runtime(|| {
             let mut c = self.client()?;
             f(&mut c)
@@ -183,7 +309,7 @@ impl PgStore {
         loop {
             attempt += 1;
             let outcome = (|| {
-                let mut tx = c.build_transaction().isolation_level(IsolationLevel::Serializable).start()?;
+                let mut tx = c.begin(IsolationLevel::Serializable)?;
                 let out = f(&mut tx)?;
                 tx.commit()?;
                 Ok(out)
@@ -214,17 +340,17 @@ fn off_the_runtime<T>(f: impl FnOnce() -> T) -> T {
 }
 
 /// Rows of a query, each converted by `f`.
-fn rows<C: GenericClient, T>(c: &mut C, sql: &str, params: &Params<'_>, f: impl Fn(&Row) -> Result<T>) -> Result<Vec<T>> {
+fn rows<C: Db, T>(c: &mut C, sql: &str, params: &Params<'_>, f: impl Fn(&Row) -> Result<T>) -> Result<Vec<T>> {
     c.query(sql, params)?.iter().map(f).collect()
 }
 
 /// The row of a query that yields at most one, converted by `f`.
-fn row<C: GenericClient, T>(c: &mut C, sql: &str, params: &Params<'_>, f: impl Fn(&Row) -> Result<T>) -> Result<Option<T>> {
+fn row<C: Db, T>(c: &mut C, sql: &str, params: &Params<'_>, f: impl Fn(&Row) -> Result<T>) -> Result<Option<T>> {
     c.query_opt(sql, params)?.as_ref().map(f).transpose()
 }
 
 /// The first column of the row of a query that yields at most one.
-fn value<C: GenericClient, T: for<'a> FromSql<'a>>(c: &mut C, sql: &str, params: &Params<'_>) -> Result<Option<T>> {
+fn value<C: Db, T: for<'a> FromSql<'a>>(c: &mut C, sql: &str, params: &Params<'_>) -> Result<Option<T>> {
     row(c, sql, params, |r| get(r, 0))
 }
 
@@ -270,7 +396,7 @@ fn tenant_row(r: &Row) -> Result<Tenant> {
 }
 
 /// Every tenant, by name.
-fn all_tenants<C: GenericClient>(c: &mut C) -> Result<Vec<Tenant>> {
+fn all_tenants<C: Db>(c: &mut C) -> Result<Vec<Tenant>> {
     rows(c, "SELECT name, permits, issuer_id FROM tenants ORDER BY name", &[], tenant_row)
 }
 
@@ -491,11 +617,11 @@ const REUSABLE_AUTHORIZATION: &str = "SELECT a.id FROM authorizations a
        AND EXISTS (SELECT 1 FROM challenges c WHERE c.authz_id = a.id AND c.status = 'valid')
      ORDER BY a.expires DESC LIMIT 1";
 
-fn ids<C: GenericClient>(c: &mut C, sql: &str, params: &Params<'_>) -> Result<Vec<String>> {
+fn ids<C: Db>(c: &mut C, sql: &str, params: &Params<'_>) -> Result<Vec<String>> {
     rows(c, sql, params, |r| get(r, 0))
 }
 
-fn order_by_id<C: GenericClient>(c: &mut C, id: &str) -> Result<Option<Order>> {
+fn order_by_id<C: Db>(c: &mut C, id: &str) -> Result<Option<Order>> {
     let found = row(
         c,
         "SELECT id, account_id, status, expires, identifiers, profile, error, certificate, replaces, created_at, lifetime_seconds
@@ -525,7 +651,7 @@ fn order_by_id<C: GenericClient>(c: &mut C, id: &str) -> Result<Option<Order>> {
     Ok(Some(order))
 }
 
-fn authorization_by_id<C: GenericClient>(c: &mut C, id: &str) -> Result<Option<Authorization>> {
+fn authorization_by_id<C: Db>(c: &mut C, id: &str) -> Result<Option<Authorization>> {
     let found = row(
         c,
         "SELECT id, order_id, account_id, id_type, id_value, wildcard, status, expires FROM authorizations WHERE id = $1",

@@ -89,7 +89,7 @@ fn request_row(r: &Row) -> Result<ProvisioningRequest> {
     })
 }
 
-fn provisioned_of<C: GenericClient>(c: &mut C, resource_id: &str) -> Result<Option<(Certificate, CertificateLifecycle)>> {
+fn provisioned_of<C: Db>(c: &mut C, resource_id: &str) -> Result<Option<(Certificate, CertificateLifecycle)>> {
     Ok(query_certificates_with(
         c,
         "serial = (SELECT c.serial FROM certificates c JOIN certificate_resources b ON b.serial = c.serial
