@@ -70,7 +70,7 @@ impl DatabaseUrl {
                 DatabaseUrl(url.to_string()).to_string()
             ));
         }
-        url.parse::<postgres::Config>().map_err(|e| format!("not a PostgreSQL connection string: {e}"))?;
+        crate::store::pg::driver_config(url)?;
         Ok(DatabaseUrl(url.to_string()))
     }
 

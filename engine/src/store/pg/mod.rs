@@ -147,15 +147,83 @@ impl Tx<'_> {
 }
 
 /// Makes the pool's connections (what `r2d2_postgres` does, with each
-/// connection's statement cache beside it).
-struct Manager(postgres::Config);
+/// connection's statement cache beside it), over TLS when the URL names the
+/// CA to verify the server with.
+struct Manager {
+    config: postgres::Config,
+    tls: Option<tokio_postgres_rustls::MakeRustlsConnect>,
+}
+
+/// The driver's configuration of a connection string, and the TLS client
+/// configuration of its `sslrootcert` (libpq's name for the file of CA
+/// certificates that verify the server; the driver does not read it, so it is
+/// taken out here). With it, the connection is TLS, verified against exactly
+/// those CAs and the host name (or address) connected to; `sslmode=require`
+/// without it is refused rather than left unverified.
+pub(crate) fn driver_config(url: &str) -> std::result::Result<(postgres::Config, Option<rustls::ClientConfig>), String> {
+    let mut root_file = None;
+    let rest = match url::Url::parse(url) {
+        Ok(mut u) if u.scheme().starts_with("postgres") => {
+            let pairs: Vec<(String, String)> = u.query_pairs().map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
+            u.set_query(None);
+            let mut kept = Vec::new();
+            for (k, v) in pairs {
+                if k == "sslrootcert" { root_file = Some(v) } else { kept.push((k, v)) }
+            }
+            if !kept.is_empty() {
+                u.query_pairs_mut().extend_pairs(kept);
+            }
+            u.to_string()
+        }
+        _ => url
+            .split_whitespace()
+            .filter(|kv| match kv.strip_prefix("sslrootcert=") {
+                Some(v) => {
+                    root_file = Some(v.trim_matches('\'').to_string());
+                    false
+                }
+                None => true,
+            })
+            .collect::<Vec<_>>()
+            .join(" "),
+    };
+    let config: postgres::Config = rest.parse().map_err(|e| format!("not a PostgreSQL connection string: {e}"))?;
+    let Some(root_file) = root_file else {
+        if config.get_ssl_mode() == postgres::config::SslMode::Require {
+            return Err(
+                "sslmode=require needs sslrootcert=FILE (the CA certificates that verify the server); tenure does not connect unverified"
+                    .into(),
+            );
+        }
+        return Ok((config, None));
+    };
+    use rustls_pki_types::pem::PemObject as _;
+    let mut roots = rustls::RootCertStore::empty();
+    let certs = rustls_pki_types::CertificateDer::pem_file_iter(&root_file).map_err(|e| format!("sslrootcert {root_file}: {e}"))?;
+    for cert in certs {
+        roots.add(cert.map_err(|e| format!("sslrootcert {root_file}: {e}"))?).map_err(|e| format!("sslrootcert {root_file}: {e}"))?;
+    }
+    if roots.is_empty() {
+        return Err(format!("sslrootcert {root_file} holds no certificate"));
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok((config, Some(tls)))
+}
 
 impl r2d2::ManageConnection for Manager {
     type Connection = Conn;
     type Error = postgres::Error;
 
     fn connect(&self) -> std::result::Result<Conn, postgres::Error> {
-        Ok(Conn { client: self.0.connect(NoTls)?, prepared: Default::default() })
+        let client = match &self.tls {
+            Some(tls) => self.config.connect(tls.clone())?,
+            None => self.config.connect(NoTls)?,
+        };
+        Ok(Conn { client, prepared: Default::default() })
     }
 
     fn is_valid(&self, conn: &mut Conn) -> std::result::Result<(), postgres::Error> {
@@ -238,9 +306,8 @@ impl PgStore {
     /// lock, so the first of several starting servers migrates and the others
     /// wait for it.
     pub fn open(url: &str) -> Result<PgStore> {
-        let config: postgres::Config =
-            url.parse().map_err(|e| Error::malformed(format!("the database URL is not a PostgreSQL connection string: {e}")))?;
-        let manager = Manager(config);
+        let (config, tls) = driver_config(url).map_err(|e| Error::malformed(format!("the database URL: {e}")))?;
+        let manager = Manager { config, tls: tls.map(tokio_postgres_rustls::MakeRustlsConnect::new) };
         let pool = r2d2::Pool::builder()
             .max_size(POOL_SIZE)
             .min_idle(Some(1))
@@ -986,6 +1053,42 @@ pub(crate) mod testdb {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// With `sslrootcert`, the connection is TLS and verified; a server the
+    /// CA did not certify is refused; `sslmode=require` alone is refused
+    /// rather than connected unverified.
+    #[test]
+    fn tls_connections_are_verified_against_sslrootcert() {
+        let Some(url) = testdb::fresh() else { return };
+        let Some(ca) = std::env::var("TENURE_TEST_POSTGRES_CA").ok().filter(|c| !c.is_empty()) else {
+            assert!(
+                std::env::var_os("TENURE_REQUIRE_POSTGRES").is_none(),
+                "TENURE_TEST_POSTGRES_CA must name the test cluster's CA (scripts/postgres makes one)"
+            );
+            return;
+        };
+        let tls_url = format!("{url}?sslmode=require&sslrootcert={ca}");
+        let store = PgStore::open(&tls_url).unwrap();
+        let on_tls: bool = store.read(|c| value(c, "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()", &[])).unwrap().unwrap();
+        assert!(on_tls, "the connection is TLS");
+        assert_eq!(store.setting_or_insert("k", b"v").unwrap(), b"v");
+
+        let err = PgStore::open(&format!("{url}?sslmode=require")).expect_err("unverified TLS is refused");
+        assert!(err.detail.contains("sslrootcert"), "{}", err.detail);
+
+        let stranger = tempfile::tempdir().unwrap();
+        let other_ca =
+            rcgen::CertificateParams::new(Vec::<String>::new()).unwrap().self_signed(&rcgen::KeyPair::generate().unwrap()).unwrap().pem();
+        let other = stranger.path().join("other-ca.pem");
+        std::fs::write(&other, other_ca).unwrap();
+        let err =
+            PgStore::open(&format!("{url}?sslmode=require&sslrootcert={}", other.display())).expect_err("a server another CA certified");
+        assert!(err.detail.contains("cannot connect") || err.detail.contains("certificate"), "{}", err.detail);
+
+        let err = crate::config::DatabaseUrl::parse(&format!("{url}?sslmode=require&sslrootcert=/nonexistent/ca.pem"))
+            .expect_err("a missing file");
+        assert!(err.contains("/nonexistent/ca.pem"), "{err}");
+    }
 
     #[test]
     fn migrations_run_once_and_settings_round_trip() {
