@@ -263,6 +263,12 @@ impl Lifecycle {
         self.core.store.release_provisioning_claims()
     }
 
+    /// At a server's start: the due certificates a process that died had
+    /// claimed for its sweep are due now (only a shared database has such claims).
+    pub fn release_renewal_claims(&self) -> Result<usize> {
+        self.core.store.release_renewal_claims()
+    }
+
     /// The resource's request still waiting, if any (`resource show`).
     pub fn provisioning_request(&self, resource_id: &str) -> Result<Option<ProvisioningRequest>> {
         self.core.store.provisioning_request(resource_id)

@@ -48,6 +48,11 @@ impl Scheduler {
             yield_to_requests();
             // Every wait, between passes and between a sweep's batches, is a
             // wait for the stop signal; once seen, every later wait says stop.
+            match lifecycle.release_renewal_claims() {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(certificates = n, "renewals a stopped server had claimed are due again"),
+                Err(e) => tracing::error!(error = %e, "could not release stale renewal claims"),
+            }
             let mut stopping = false;
             let mut pause = |wait: Duration| {
                 stopping = stopping || !matches!(stopped.recv_timeout(wait), Err(RecvTimeoutError::Timeout));

@@ -412,6 +412,12 @@ pub trait CertificateStore: Send + Sync {
     /// crash issues nothing twice.
     fn record_renewals(&self, outcomes: &[RenewalOutcome]) -> Result<RenewalTally>;
 
+    /// Makes every certificate a sweeping server claimed due again: a server
+    /// starting takes over the claims of one that died (its lease would hold
+    /// them back until it ran out). Returns how many. SQLite's sweep claims
+    /// nothing (one server works its queue), so there it is always 0.
+    fn release_renewal_claims(&self) -> Result<usize>;
+
     /// Moves a scheduled certificate's renewal to `at` after a failure of ours.
     fn defer_renewal(&self, serial: &str, at: UnixTime, note: &str) -> Result<()>;
 

@@ -280,24 +280,27 @@ impl CertificateStore for PgStore {
     }
 
     /// Up to `limit` certificates whose renewal window opened before `before`,
-    /// oldest due first, as they were before this call, and claimed: their
-    /// `renew_at` moves to [`DUE_LEASE`] seconds from now, so another server
-    /// sweeping meanwhile skips them (and does not sign a second successor's
-    /// worth of work). A certificate whose claimer died falls due again when
-    /// the lease runs out; `record_renewals`' own claim (still scheduled,
-    /// unrevoked) still guarantees a single successor.
+    /// oldest due first, and claimed for [`DUE_LEASE`] seconds
+    /// (`renewal_claimed_until`), so another server sweeping meanwhile skips
+    /// them (and does not sign a second successor's worth of work). A
+    /// certificate whose claimer died falls due again when the lease runs out,
+    /// or at once when a server starts (`release_renewal_claims`);
+    /// `record_renewals`' own claim (still scheduled, unrevoked) still
+    /// guarantees a single successor.
     fn due_certificates(&self, before: UnixTime, limit: i64) -> Result<Vec<(Certificate, CertificateLifecycle)>> {
         claim(self, |tx| {
             let sql = format!(
                 "WITH due AS (
                      SELECT {CERT_COLUMNS} FROM certificates WHERE renewal = 'scheduled' AND renew_at < $1
+                       AND (renewal_claimed_until IS NULL OR renewal_claimed_until <= $4)
                      ORDER BY renew_at, serial LIMIT $2 FOR UPDATE SKIP LOCKED
                  ), claimed AS (
-                     UPDATE certificates SET renew_at = $3 WHERE serial IN (SELECT serial FROM due) RETURNING serial
+                     UPDATE certificates SET renewal_claimed_until = $3 WHERE serial IN (SELECT serial FROM due) RETURNING serial
                  )
                  SELECT {CERT_COLUMNS} FROM due WHERE serial IN (SELECT serial FROM claimed) ORDER BY renew_at, serial"
             );
-            query_certificates(tx, &sql, &[&before, &limit, &(now() + DUE_LEASE)])
+            let at = now();
+            query_certificates(tx, &sql, &[&before, &limit, &(at + DUE_LEASE), &at])
         })
     }
 
@@ -381,10 +384,20 @@ impl CertificateStore for PgStore {
     }
 
     /// Moves a scheduled certificate's renewal to `at` after a failure of ours.
+    fn release_renewal_claims(&self) -> Result<usize> {
+        self.read(|c| {
+            Ok(count(c.execute(
+                "UPDATE certificates SET renewal_claimed_until = NULL WHERE renewal = 'scheduled' AND renewal_claimed_until IS NOT NULL",
+                &[],
+            )?))
+        })
+    }
+
     fn defer_renewal(&self, serial: &str, at: UnixTime, note: &str) -> Result<()> {
         self.read(|c| {
             c.execute(
-                "UPDATE certificates SET renew_at = $2, renewal_note = $3 WHERE serial = $1 AND renewal = 'scheduled'",
+                "UPDATE certificates SET renew_at = $2, renewal_note = $3, renewal_claimed_until = NULL
+                 WHERE serial = $1 AND renewal = 'scheduled'",
                 &[&serial, &at, &note],
             )?;
             Ok(())
@@ -686,9 +699,10 @@ pub(in crate::store::pg) mod tests {
         let serials: Vec<_> = first.iter().map(|(c, _)| c.serial.as_str()).collect();
         assert_eq!(serials, ["s00", "s01", "s02"]);
         assert_eq!(first[0].1.renew_at, Some(t - 100));
-        // ... and is claimed: its renew_at moved past the cutoff for the lease.
+        // ... and is claimed: another look skips it for the lease; its renew_at stays.
         let claimed = store.certificate_record("s00").unwrap().unwrap().1;
-        assert!(claimed.renew_at.unwrap() >= t + DUE_LEASE);
+        assert_eq!(claimed.renew_at, Some(t - 100));
+        assert_eq!(store.due_certificates(t, 1).unwrap()[0].0.serial, "s03");
 
         let (a, b) = race(&url, |s| s.due_certificates(now(), 4).unwrap().into_iter().map(|(c, _)| c.serial).collect());
         let (sa, sb): (HashSet<_>, HashSet<_>) = (a.iter().cloned().collect(), b.iter().cloned().collect());
@@ -696,8 +710,11 @@ pub(in crate::store::pg) mod tests {
         assert_eq!(sb.len(), b.len());
         assert!(sa.is_disjoint(&sb), "both claimed {:?}", sa.intersection(&sb).collect::<Vec<_>>());
         let all: HashSet<_> = sa.union(&sb).cloned().collect();
-        let expected: HashSet<_> = (3..30).map(|i| format!("s{i:02}")).collect();
+        let expected: HashSet<_> = (4..30).map(|i| format!("s{i:02}")).collect();
         assert_eq!(all, expected);
+        // A server starting takes over the claims of one that died.
+        assert_eq!(store.release_renewal_claims().unwrap(), 30);
+        assert_eq!(store.due_certificates(now(), 100).unwrap().len(), 30);
     }
 
     #[test]

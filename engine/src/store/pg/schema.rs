@@ -181,7 +181,10 @@ pub(super) const MIGRATIONS: &[&str] = &[
             CHECK (trigger IN ('acme-finalize', 'renewal', 'rekey', 'provisioning')),
         generation  BIGINT NOT NULL DEFAULT 1,
         key_source  TEXT NOT NULL DEFAULT 'client'
-            CHECK (key_source IN ('client', 'hsm', 'recipient', 'platform'))
+            CHECK (key_source IN ('client', 'hsm', 'recipient', 'platform')),
+        -- A sweeping server's claim (PostgreSQL only: SQLite has one server):
+        -- others skip the certificate until then; a starting server clears them.
+        renewal_claimed_until BIGINT
     );
     CREATE INDEX certificates_by_expiry ON certificates(not_after);
     CREATE INDEX certificates_due ON certificates(renew_at, serial) WHERE renewal = 'scheduled';
