@@ -77,7 +77,15 @@ pub fn copy_sqlite_into(from: &std::path::Path, to: &PgStore) -> Result<Copied> 
     }
     let mut copied = Vec::new();
     for table in TABLES {
-        let target = target_columns(&mut tx, table)?;
+        // The columns both sides have. PostgreSQL's own (a sweep's claim) start
+        // empty; a SQLite column PostgreSQL lacks would be lost, so it stops the move.
+        let source: Vec<String> =
+            src.prepare("SELECT name FROM pragma_table_info(?1)")?.query_map([table], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
+        let mut target = target_columns(&mut tx, table)?;
+        if let Some(lost) = source.iter().find(|c| !target.iter().any(|(n, _)| n == *c)) {
+            return Err(Error::internal(format!("{table}.{lost} has no place in PostgreSQL's schema; nothing was written")));
+        }
+        target.retain(|(n, _)| source.contains(n));
         let names: Vec<&str> = target.iter().map(|(n, _)| n.as_str()).collect();
         // WITHOUT ROWID tables have no rowid, and no order to keep.
         let order = if WITHOUT_ROWID.contains(table) { "" } else { " ORDER BY rowid" };
