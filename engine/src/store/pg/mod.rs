@@ -90,19 +90,19 @@ pub(crate) trait Db {
 macro_rules! db_on_prepared {
     ($client:ident) => {
         fn execute(&mut self, sql: &str, params: &Params<'_>) -> std::result::Result<u64, postgres::Error> {
-            let st = prepared(&mut self.$client, &mut *self.prepared, sql)?;
+            let st = prepared(&mut self.$client, &mut self.prepared, sql)?;
             self.$client.execute(&st, params)
         }
         fn query(&mut self, sql: &str, params: &Params<'_>) -> std::result::Result<Vec<Row>, postgres::Error> {
-            let st = prepared(&mut self.$client, &mut *self.prepared, sql)?;
+            let st = prepared(&mut self.$client, &mut self.prepared, sql)?;
             self.$client.query(&st, params)
         }
         fn query_one(&mut self, sql: &str, params: &Params<'_>) -> std::result::Result<Row, postgres::Error> {
-            let st = prepared(&mut self.$client, &mut *self.prepared, sql)?;
+            let st = prepared(&mut self.$client, &mut self.prepared, sql)?;
             self.$client.query_one(&st, params)
         }
         fn query_opt(&mut self, sql: &str, params: &Params<'_>) -> std::result::Result<Option<Row>, postgres::Error> {
-            let st = prepared(&mut self.$client, &mut *self.prepared, sql)?;
+            let st = prepared(&mut self.$client, &mut self.prepared, sql)?;
             self.$client.query_opt(&st, params)
         }
     };
@@ -113,22 +113,7 @@ impl Db for Tx<'_> {
 }
 
 impl Db for Conn {
-    fn execute(&mut self, sql: &str, params: &Params<'_>) -> std::result::Result<u64, postgres::Error> {
-        let st = prepared(&mut self.client, &mut self.prepared, sql)?;
-        self.client.execute(&st, params)
-    }
-    fn query(&mut self, sql: &str, params: &Params<'_>) -> std::result::Result<Vec<Row>, postgres::Error> {
-        let st = prepared(&mut self.client, &mut self.prepared, sql)?;
-        self.client.query(&st, params)
-    }
-    fn query_one(&mut self, sql: &str, params: &Params<'_>) -> std::result::Result<Row, postgres::Error> {
-        let st = prepared(&mut self.client, &mut self.prepared, sql)?;
-        self.client.query_one(&st, params)
-    }
-    fn query_opt(&mut self, sql: &str, params: &Params<'_>) -> std::result::Result<Option<Row>, postgres::Error> {
-        let st = prepared(&mut self.client, &mut self.prepared, sql)?;
-        self.client.query_opt(&st, params)
-    }
+    db_on_prepared!(client);
 }
 
 impl Conn {
