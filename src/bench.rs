@@ -83,6 +83,7 @@ pub struct IssueArgs {
     /// How many TLS connections the accounts share (HTTP/2 multiplexes each).
     #[arg(long, default_value_t = 4)]
     pub connections: usize,
+    /// How the client answers the authorizations the server leaves pending.
     #[arg(long, value_enum, default_value_t = ChallengeMode::None)]
     pub challenge: ChallengeMode,
     /// Where the http-01 responder listens (with --challenge http-01).
@@ -289,10 +290,14 @@ pub async fn issue(args: &IssueArgs) -> Result<Report> {
 
     let next = Arc::new(AtomicUsize::new(0));
     let stop = Arc::new(AtomicBool::new(false));
+    // Issuances done so far and their rate, on a terminal only (the report is on stdout).
+    let progress = crate::output::Progress::start(Some(args.n as u64), "{bar:30} {pos}/{len} issuances  {per_sec}  {msg}{elapsed}");
+    let failures = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let mut workers = Vec::with_capacity(args.concurrency);
     for w in 0..args.concurrency {
         let (next, stop, keys, accounts) = (next.clone(), stop.clone(), keys.clone(), accounts.clone());
+        let (bar, failures) = (progress.bar().clone(), failures.clone());
         let keep_going = args.keep_going;
         let (n, domain, run, poll, http01) = (args.n, args.domain.clone(), run.clone(), args.poll, http01.clone());
         let timeout = args.timeout;
@@ -317,6 +322,7 @@ pub async fn issue(args: &IssueArgs) -> Result<Report> {
                 let name = format!("{run}-{i}.{domain}");
                 let t = Instant::now();
                 let one = issue_one(account, &name, &keys[w % keys.len()], poll, http01.as_ref());
+                let errors_before = errors.len();
                 match tokio::time::timeout(timeout, one).await {
                     Ok(Ok(_)) => {
                         latencies.push(t.elapsed());
@@ -324,6 +330,11 @@ pub async fn issue(args: &IssueArgs) -> Result<Report> {
                     }
                     Ok(Err(e)) => errors.push(format!("{name}: {e:#}")),
                     Err(_) => errors.push(format!("{name}: no certificate within {timeout:?}")),
+                }
+                bar.inc(1);
+                if errors.len() > errors_before {
+                    let failed = failures.fetch_add(1, Ordering::Relaxed) + 1;
+                    bar.set_message(format!("{failed} failed  "));
                 }
                 if !errors.is_empty() && !keep_going {
                     stop.store(true, Ordering::Relaxed);
@@ -342,6 +353,7 @@ pub async fn issue(args: &IssueArgs) -> Result<Report> {
         live = live.max(last_done);
     }
     let elapsed = started.elapsed();
+    drop(progress);
     latencies.sort();
     let (completed, failed) = (latencies.len(), errors.len());
     Ok(Report {

@@ -9,7 +9,8 @@ use clap::{Args, Subcommand};
 use tenure_engine::hsm::{CaHsmConfig, DistributionAttempt, SlotState, configure_ca_hsm};
 use tenure_engine::registry::parse_attribute;
 
-use super::{DataDir, open_existing};
+use super::{DataDir, Decisions, DeliveryBounds, open_existing, open_existing_with};
+use crate::output::{self, Table};
 
 /// Where `serve` keeps the CA's keys when not in software.
 #[derive(Args, Clone, Default)]
@@ -75,6 +76,7 @@ pub enum HsmCommand {
     },
     /// Allocate a free token to a tenant exclusively; prints its user PIN, once.
     Allocate {
+        /// The tenant the token is allocated to.
         #[arg(long)]
         tenant: String,
         /// Keep no copy of the user PIN: tenure can then neither rekey nor distribute keys in it.
@@ -86,25 +88,34 @@ pub enum HsmCommand {
         attrs: Vec<String>,
         #[command(flatten)]
         data: DataDir,
+        #[command(flatten)]
+        decisions: Decisions,
+        #[command(flatten)]
+        delivery: DeliveryBounds,
+        /// Print the result as one JSON object instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Zeroize a tenant's token and return it to the pool (ID: hsm_… or its res_…).
     Release {
+        /// The tenant's token: its id (hsm_…) or its registry resource's (res_…).
         id: String,
         /// Keep the keys this many seconds first (the resource is suspended meanwhile).
         #[arg(long)]
         grace_seconds: Option<u64>,
         #[command(flatten)]
         data: DataDir,
+        /// Print the result as one JSON object instead of text.
         #[arg(long)]
         json: bool,
     },
     /// The keys tenure made in a token, and the token's public objects.
     Keys {
+        /// The tenant's token: its id (hsm_…) or its registry resource's (res_…).
         id: String,
         #[command(flatten)]
         data: DataDir,
+        /// Print the result as one JSON object instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -122,6 +133,9 @@ pub enum HsmCommand {
         lifetime_seconds: Option<u64>,
         #[command(flatten)]
         data: DataDir,
+        #[command(flatten)]
+        decisions: Decisions,
+        /// Print the result as one JSON object instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -134,21 +148,31 @@ pub enum HsmCommand {
     /// that its policy allows it to hold (decide-distribution, one decision per key), wrapped.
     /// Allocation does this too; run it again after the token's attributes change.
     Sync {
+        /// The tenant's token: its id (hsm_…) or its registry resource's (res_…).
         id: String,
         #[command(flatten)]
         data: DataDir,
+        #[command(flatten)]
+        decisions: Decisions,
+        /// Print JSON Lines: one object per distribution attempt (nothing when there was none).
         #[arg(long)]
         json: bool,
     },
     /// Copy a key to another of the tenant's tokens, wrapped, if the policy allows.
     Distribute {
+        /// The key to copy (its id, as `tenure hsm keys` lists it).
         key: String,
-        #[arg(long)]
+        /// The token holding it: hsm_… or its res_….
+        #[arg(long, value_name = "ID")]
         from: String,
-        #[arg(long)]
+        /// The token to copy it into: hsm_… or its res_….
+        #[arg(long, value_name = "ID")]
         to: String,
         #[command(flatten)]
         data: DataDir,
+        #[command(flatten)]
+        decisions: Decisions,
+        /// Print the result as one JSON object instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -158,8 +182,10 @@ pub enum HsmCommand {
 pub enum PoolCommand {
     /// Add an initialized token (its SO PIN is checked and kept sealed).
     Add {
+        /// The PKCS#11 module (a shared library) that reaches the token.
         #[arg(long)]
         module: PathBuf,
+        /// The token's label.
         #[arg(long)]
         token: String,
         /// A file holding the token's SO PIN.
@@ -167,6 +193,7 @@ pub enum PoolCommand {
         so_pin_file: PathBuf,
         #[command(flatten)]
         data: DataDir,
+        /// Print the result as one JSON object instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -174,6 +201,7 @@ pub enum PoolCommand {
     List {
         #[command(flatten)]
         data: DataDir,
+        /// Print JSON Lines: one object per line (nothing when the list is empty).
         #[arg(long)]
         json: bool,
     },
@@ -212,23 +240,32 @@ pub fn run(command: HsmCommand) -> Result<()> {
             emit(&slot, json, |s| format!("{}\t{}\t{}", s.id, s.token_label, s.state.as_str()))
         }
         HsmCommand::Pool { command: PoolCommand::List { data, json } } => {
-            for s in open_existing(&data)?.custody.hsm_slots()? {
-                emit(&s, json, |s| {
-                    format!(
-                        "{}\t{}\t{}\t{}\t{}",
-                        s.id,
-                        s.token_label,
-                        s.state.as_str(),
-                        s.tenant.as_deref().unwrap_or("-"),
-                        s.resource_id.as_deref().unwrap_or("-")
-                    )
-                })?;
+            let slots = open_existing(&data)?.custody.hsm_slots()?;
+            if json {
+                for s in &slots {
+                    println!("{}", serde_json::to_string(s)?);
+                }
+                return Ok(());
             }
+            let mut table = Table::new(&["ID", "TOKEN", "STATE", "TENANT", "RESOURCE"]);
+            for s in slots {
+                table.row(vec![
+                    s.id,
+                    s.token_label,
+                    s.state.as_str().to_string(),
+                    s.tenant.unwrap_or_else(|| "-".into()),
+                    s.resource_id.unwrap_or_else(|| "-".into()),
+                ]);
+            }
+            table.print_or("the pool holds no tokens (add one with `tenure hsm pool add`)");
             Ok(())
         }
-        HsmCommand::Allocate { tenant, tenant_only, attrs, data, json } => {
+        HsmCommand::Allocate { tenant, tenant_only, attrs, data, decisions, delivery, json } => {
             let attributes = attrs.iter().map(|a| parse_attribute(a)).collect::<Result<_, _>>()?;
-            let done = open_existing(&data)?.custody.hsm_allocate(&tenant, tenant_only, attributes)?;
+            let mut config = data.config();
+            decisions.apply(&mut config);
+            delivery.apply(&mut config);
+            let done = open_existing_with(&data, config)?.custody.hsm_allocate(&tenant, tenant_only, attributes)?;
             let slot = &done.slot;
             let out = serde_json::json!({
                 "id": slot.id, "resource": slot.resource_id, "token": slot.token_label,
@@ -256,34 +293,39 @@ pub fn run(command: HsmCommand) -> Result<()> {
         HsmCommand::Release { id, grace_seconds, data, json } => {
             let slot = open_existing(&data)?.custody.hsm_release(&id, grace_seconds.map(Duration::from_secs))?;
             emit(&slot, json, |s| match s.release_after {
-                Some(at) => format!("{} keeps its keys until {at} (unix time), then is zeroized", s.id),
+                Some(at) => format!("{} keeps its keys until {}, then is zeroized", s.id, output::rfc3339(at)),
                 None => format!("{} zeroized and back in the pool", s.id),
             })
         }
         HsmCommand::Keys { id, data, json } => {
             let info = open_existing(&data)?.custody.hsm_keys(&id)?;
             emit(&info, json, |i| {
-                let mut out = format!("{}\t{}\t{}\n", i.slot.id, i.slot.token_label, i.slot.state.as_str());
+                let mut out = format!("token {} ({:?}, {})\n", i.slot.id, i.slot.token_label, i.slot.state.as_str());
+                let mut keys = Table::new(&["KEY", "GEN", "STATE", "ORIGIN", "RESOURCE", "CERTIFICATE"]);
                 for k in &i.keys {
-                    out.push_str(&format!(
-                        "key {}\tgen {}\t{}\t{}\tresource {}\tcertificate {}\n",
-                        k.id,
+                    keys.row(vec![
+                        k.id.clone(),
                         i.generations.get(&k.id).map_or("-".to_string(), |g| g.to_string()),
-                        k.state.as_str(),
-                        k.origin,
-                        k.resource_id.as_deref().unwrap_or("-"),
-                        k.cert_serial.as_deref().unwrap_or("-")
-                    ));
+                        k.state.as_str().to_string(),
+                        k.origin.clone(),
+                        k.resource_id.clone().unwrap_or_else(|| "-".into()),
+                        k.cert_serial.clone().unwrap_or_else(|| "-".into()),
+                    ]);
                 }
+                out.push_str(&if keys.is_empty() { "no keys tenure made\n".to_string() } else { keys.render() });
+                let mut objects = Table::new(&["OBJECT", "ID", "LABEL"]);
                 for o in &i.objects {
-                    out.push_str(&format!("object {}\tid {}\t{}\n", o.class, o.id_hex, o.label));
+                    objects.row(vec![o.class.clone(), o.id_hex.clone(), o.label.clone()]);
                 }
+                out.push_str(&if objects.is_empty() { "no public objects\n".to_string() } else { objects.render() });
                 out.trim_end().to_string()
             })
         }
-        HsmCommand::Rekey { resource, overlap_seconds, lifetime_seconds, data, json } => {
+        HsmCommand::Rekey { resource, overlap_seconds, lifetime_seconds, data, decisions, json } => {
             let lifetime = lifetime_seconds.map(Duration::from_secs);
-            let out = open_existing(&data)?.custody.rekey(&resource, lifetime, Duration::from_secs(overlap_seconds))?;
+            let mut config = data.config();
+            decisions.apply(&mut config);
+            let out = open_existing_with(&data, config)?.custody.rekey(&resource, lifetime, Duration::from_secs(overlap_seconds))?;
             emit(&out, json, |o| {
                 format!(
                     "key {} in {} with certificate {}{}",
@@ -292,7 +334,7 @@ pub fn run(command: HsmCommand) -> Result<()> {
                     o.serial,
                     o.replaced
                         .as_ref()
-                        .map(|r| format!("; {r} retires at {}", o.replaced_retires_at.unwrap_or_default()))
+                        .map(|r| format!("; {r} retires at {}", output::rfc3339_or_dash(o.replaced_retires_at)))
                         .unwrap_or_default()
                 )
             })
@@ -302,11 +344,15 @@ pub fn run(command: HsmCommand) -> Result<()> {
             println!("{zeroized} tokens zeroized, {retired} keys retired");
             Ok(())
         }
-        HsmCommand::Sync { id, data, json } => {
-            let custody = open_existing(&data)?.custody;
+        HsmCommand::Sync { id, data, decisions, json } => {
+            let mut config = data.config();
+            decisions.apply(&mut config);
+            let custody = open_existing_with(&data, config)?.custody;
             let attempts = custody.distribute_to_holder(&id)?;
             if json {
-                println!("{}", serde_json::to_string(&attempts)?);
+                for a in &attempts {
+                    println!("{}", serde_json::to_string(a)?);
+                }
                 return Ok(());
             }
             if attempts.is_empty() {
@@ -321,8 +367,10 @@ pub fn run(command: HsmCommand) -> Result<()> {
             }
             Ok(())
         }
-        HsmCommand::Distribute { key, from, to, data, json } => {
-            let out = open_existing(&data)?.custody.distribute_hsm_key(&key, &from, &to)?;
+        HsmCommand::Distribute { key, from, to, data, decisions, json } => {
+            let mut config = data.config();
+            decisions.apply(&mut config);
+            let out = open_existing_with(&data, config)?.custody.distribute_hsm_key(&key, &from, &to)?;
             emit(&out, json, |o| format!("copied as {} into {} (allowed by {})", o.key.id, o.key.slot_id, o.plugins.join(", ")))
         }
     }

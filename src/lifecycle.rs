@@ -1,4 +1,4 @@
-//! `tenure cert …` and `tenure renew --now`: the certificate lifecycle from the command line.
+//! `tenure cert …` and `tenure renew`: the certificate lifecycle from the command line.
 
 use std::sync::Arc;
 
@@ -7,32 +7,38 @@ use clap::{Args, Subcommand};
 use serde_json::json;
 use tenure_engine::model::{Certificate, CertificateLifecycle, now};
 
-use crate::{DataDir, open_existing};
+use crate::output::{self, Progress, Table};
+use crate::{DataDir, Decisions, DeliveryBounds, open_existing, open_existing_with};
 
 #[derive(Subcommand)]
 pub enum CertCommand {
-    /// List certificates, newest first (one JSON object per line with --json).
+    /// List certificates, newest first (serial, tenant, status, renewal, generation, expiry, names, resources).
     List {
+        /// Only this tenant's certificates.
         #[arg(long)]
         tenant: Option<String>,
         /// Only certificates bound to this resource.
         #[arg(long)]
         resource: Option<String>,
+        /// At most this many of the newest.
         #[arg(long, default_value_t = 1000)]
         limit: i64,
         #[command(flatten)]
         data: DataDir,
+        /// Print JSON Lines: one object per line (nothing when the list is empty).
         #[arg(long)]
         json: bool,
     },
     /// Show one certificate: binding, renewal plan, predecessor and successor, deliveries.
     Show {
+        /// The certificate's serial number in hex (colons and case do not matter).
         serial: String,
         /// Also print the PEM chain.
         #[arg(long)]
         pem: bool,
         #[command(flatten)]
         data: DataDir,
+        /// Print the result as one JSON object instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -40,15 +46,21 @@ pub enum CertCommand {
 
 #[derive(Args)]
 pub struct RenewArgs {
-    /// Do now what the server's schedule would: provision the resources that
-    /// wait for a certificate, run a renewal sweep, deliver.
-    #[arg(long, required = true)]
+    /// Accepted for scripts written when it was required; `tenure renew` alone
+    /// does the same.
+    #[arg(long, hide = true)]
     now: bool,
-    /// Renew this resource's certificates now, even before their window opens.
+    /// Renew this resource's certificates now, even before their window opens
+    /// (nothing else is provisioned or swept).
     #[arg(long)]
     resource: Option<String>,
     #[command(flatten)]
     data: DataDir,
+    #[command(flatten)]
+    decisions: Decisions,
+    #[command(flatten)]
+    delivery: DeliveryBounds,
+    /// Print what was done as one JSON object.
     #[arg(long)]
     json: bool,
 }
@@ -92,24 +104,35 @@ fn to_json(c: &Certificate, l: &CertificateLifecycle) -> serde_json::Value {
 pub fn cert(command: CertCommand) -> Result<()> {
     match command {
         CertCommand::List { tenant, resource, limit, data, json } => {
-            for (c, l) in open_existing(&data)?.lifecycle.certificates(tenant.as_deref(), resource.as_deref(), limit)? {
-                if json {
-                    println!("{}", to_json(&c, &l));
-                } else {
-                    let names: Vec<&str> = c.identifiers.iter().map(|i| i.value.as_str()).collect();
-                    println!(
-                        "{}\t{}\t{}\t{}\tgen {}\t{}\t{}\t{}",
-                        c.serial,
-                        c.tenant,
-                        status(&c),
-                        l.renewal.as_str(),
-                        l.generation,
-                        c.not_after,
-                        names.join(","),
-                        l.resources.join(",")
-                    );
+            let listed = open_existing(&data)?.lifecycle.certificates(tenant.as_deref(), resource.as_deref(), limit)?;
+            if json {
+                for (c, l) in &listed {
+                    println!("{}", to_json(c, l));
                 }
+                return Ok(());
             }
+            let mut table = Table::new(&["SERIAL", "TENANT", "STATUS", "RENEWAL", "GEN", "NOT AFTER", "NAMES", "RESOURCES"]);
+            for (c, l) in &listed {
+                let names: Vec<&str> = c.identifiers.iter().map(|i| i.value.as_str()).collect();
+                table.row(vec![
+                    c.serial.clone(),
+                    c.tenant.clone(),
+                    status(c).to_string(),
+                    l.renewal.as_str().to_string(),
+                    l.generation.to_string(),
+                    output::rfc3339(c.not_after),
+                    names.join(","),
+                    if l.resources.is_empty() { "-".to_string() } else { l.resources.join(",") },
+                ]);
+            }
+            let mut empty = "no certificates".to_string();
+            if let Some(t) = &tenant {
+                empty.push_str(&format!(" of tenant {t}"));
+            }
+            if let Some(r) = &resource {
+                empty.push_str(&format!(" bound to {r}"));
+            }
+            table.print_or(&empty);
         }
         CertCommand::Show { serial, pem, data, json } => {
             let lifecycle = open_existing(&data)?.lifecycle;
@@ -130,22 +153,28 @@ pub fn cert(command: CertCommand) -> Result<()> {
                 let v = to_json(&c, &l);
                 if let Some(o) = v.as_object() {
                     for (k, val) in o {
+                        // Times for people; --json keeps Unix seconds.
+                        let text = match (TIMES.contains(&k.as_str()), val.as_i64()) {
+                            (true, Some(t)) => output::rfc3339(t),
+                            _ => val.to_string().trim_matches('"').to_string(),
+                        };
                         if !val.is_null() {
-                            println!("{k:<18} {}", val.to_string().trim_matches('"'));
+                            println!("{k:<18} {text}");
                         }
                     }
                 }
+                let mut table = Table::new(&["DELIVERY", "KIND", "TARGET", "STATE", "ATTEMPTS", "LAST ERROR"]);
                 for d in deliveries {
-                    println!(
-                        "delivery           {} {} {} {} (attempts {}) {}",
+                    table.row(vec![
                         d.event,
-                        d.kind.as_str(),
+                        d.kind.as_str().to_string(),
                         d.target,
-                        d.state.as_str(),
-                        d.attempts,
-                        d.last_error.unwrap_or_default()
-                    );
+                        d.state.as_str().to_string(),
+                        d.attempts.to_string(),
+                        d.last_error.unwrap_or_default(),
+                    ]);
                 }
+                table.print_or("deliveries         none");
                 if pem {
                     print!("{}", lifecycle.certificate_chain_pem(&c)?);
                 }
@@ -155,21 +184,48 @@ pub fn cert(command: CertCommand) -> Result<()> {
     Ok(())
 }
 
+/// The fields of a certificate that are times (Unix seconds in JSON).
+const TIMES: &[&str] = &["not_before", "not_after", "revoked_at", "renew_at"];
+
 pub fn renew(args: RenewArgs) -> Result<()> {
+    // `--now` is what `renew` does anyway; kept so older scripts still run.
     let _ = args.now;
-    let lifecycle = open_existing(&args.data)?.lifecycle;
+    let mut config = args.data.config();
+    args.decisions.apply(&mut config);
+    args.delivery.apply(&mut config);
+    let lifecycle = open_existing_with(&args.data, config)?.lifecycle;
+    // What is done so far, on a terminal: a large backlog takes a while.
+    let progress = Progress::start(None, "{spinner} {msg}  {elapsed}");
     let provisioned = match &args.resource {
         Some(_) => Default::default(),
-        None => lifecycle.provision_pending()?,
+        None => lifecycle.provision_pending_observed(|p| {
+            progress.bar().set_message(format!("provisioning: {} provisioned, {} denied, {} deferred", p.provisioned, p.denied, p.deferred))
+        })?,
     };
     let sweep = match &args.resource {
-        Some(id) => lifecycle.renew_resource_now(id)?,
-        None => lifecycle.sweep_renewals()?,
+        Some(id) => {
+            progress.bar().set_message(format!("renewing the certificates of {id}"));
+            lifecycle.renew_resource_now(id)?
+        }
+        None => lifecycle.sweep_renewals_observed(
+            |wait| {
+                std::thread::sleep(wait);
+                true
+            },
+            |s| {
+                progress.bar().set_message(format!(
+                    "provisioned {}; renewing: {} renewed, {} lapsed, {} deferred",
+                    provisioned.provisioned, s.renewed, s.lapsed, s.deferred
+                ))
+            },
+        )?,
     };
+    progress.bar().set_message(format!("renewed {}; delivering", sweep.renewed));
     // Deliver what was renewed, whether or not a server is running.
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
     let webhooks = tenure_acme::webhook::HttpWebhooks::new(runtime.handle().clone()).map_err(anyhow::Error::msg)?;
     let delivered = lifecycle.deliver_pending(&webhooks)?;
+    drop(progress);
     if args.json {
         println!(
             "{}",

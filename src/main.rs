@@ -1,6 +1,7 @@
 //! `tenure`: the command line. Thin wiring over `tenure_engine` and `tenure_acme`.
 
 mod bench;
+mod config_file;
 mod provision_bench;
 
 use std::net::{IpAddr, SocketAddr};
@@ -15,14 +16,30 @@ use tenure_engine::ra::TenantLimits;
 use tenure_engine::registry::PermitOverlap;
 use tenure_engine::{Config, Engine};
 
+#[cfg(test)]
+mod cli_help_tests;
 mod hsm;
 mod lifecycle;
+mod output;
 
 #[derive(Parser)]
 #[command(name = "tenure", version, about = "An ACME certificate authority for platforms that already know who controls which resource")]
 struct Cli {
+    /// How log lines on standard error are written: text for people (coloured
+    /// on a terminal only), json for log collectors (one object per line).
+    #[arg(long, global = true, value_enum, env = "TENURE_LOG_FORMAT", default_value_t = LogFormat::Text, help_heading = "Global options")]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+/// `--log-format`.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per event (tracing-subscriber's JSON format).
+    Json,
 }
 
 /// Where the engine's data lives, and what every command that opens it shares.
@@ -39,11 +56,35 @@ struct DataDir {
     #[arg(long = "database", value_name = "URL", env = "TENURE_DATABASE", hide_env_values = true,
           value_parser = |s: &str| tenure_engine::config::DatabaseUrl::parse(s))]
     database: Option<tenure_engine::config::DatabaseUrl>,
+}
+
+impl DataDir {
+    fn config(&self) -> Config {
+        Config { database: self.database.clone(), ..Config::default() }
+    }
+}
+
+/// What the commands that run plugin decisions take (serve, renew, plugin
+/// eval, and the HSM commands that ask the policy).
+#[derive(Args, Clone)]
+struct Decisions {
     /// Wall-clock milliseconds one plugin decision may take (time spent in
     /// registry calls aside); past it the decision is a deny.
     #[arg(long, value_name = "MS", env = "TENURE_PLUGIN_DEADLINE_MS", default_value_t = 100,
           value_parser = clap::value_parser!(u64).range(1..=60_000))]
     plugin_deadline: u64,
+}
+
+impl Decisions {
+    fn apply(&self, config: &mut Config) {
+        config.plugin_limits.deadline = Duration::from_millis(self.plugin_deadline);
+    }
+}
+
+/// The bounds of delivery targets, taken by the commands that set targets
+/// (resource add and set-attr, hsm allocate) or deliver (serve, renew).
+#[derive(Args, Clone)]
+struct DeliveryBounds {
     /// File drops (`delivery-dir`) must lie below this directory; without it
     /// file delivery is off. Every command that sets or delivers them takes it.
     #[arg(long, value_name = "DIR", env = "TENURE_DELIVERY_ROOT", value_parser = existing_directory)]
@@ -55,14 +96,10 @@ struct DataDir {
     webhook_allow: Vec<tenure_engine::lifecycle::WebhookAllow>,
 }
 
-impl DataDir {
-    fn config(&self) -> Config {
-        let mut config = Config::default();
-        config.plugin_limits.deadline = Duration::from_millis(self.plugin_deadline);
+impl DeliveryBounds {
+    fn apply(&self, config: &mut Config) {
         config.lifecycle.delivery_root = self.delivery_root.clone();
         config.lifecycle.webhook_allow = self.webhook_allow.clone();
-        config.database = self.database.clone();
-        config
     }
 }
 
@@ -75,6 +112,8 @@ fn existing_directory(dir: &str) -> Result<PathBuf, String> {
     Ok(real)
 }
 
+// Parsed once per process: boxing `serve`'s many flags would save nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Make a new CA in an empty data directory: the root, the admin token, the public tenant.
@@ -83,6 +122,7 @@ enum Command {
         data: DataDir,
         #[command(flatten)]
         hsm: hsm::ServeHsmArgs,
+        /// Print the result as one JSON object instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -108,7 +148,10 @@ enum Command {
         #[command(subcommand)]
         command: lifecycle::CertCommand,
     },
-    /// Renew due certificates now (a sweep), or one resource's at once.
+    /// Provision what waits, renew what is due and deliver, now.
+    ///
+    /// Does what the server's schedule would, with or without a server running;
+    /// with --resource, renews that resource's certificates at once, due or not.
     Renew(lifecycle::RenewArgs),
     /// HSM key custody: the token pool, tenants' tokens, their keys.
     Hsm {
@@ -130,12 +173,18 @@ enum Command {
         /// The PostgreSQL database to move into (postgres://user:password@host:port/db); it must hold no CA.
         #[arg(long, value_name = "URL", value_parser = |s: &str| tenure_engine::config::DatabaseUrl::parse(s))]
         to: tenure_engine::config::DatabaseUrl,
-        /// Print the rows copied per table as JSON.
+        /// Print the rows copied per table as one JSON object.
         #[arg(long)]
         json: bool,
     },
+    /// Configuration files for `serve --config`.
+    Config {
+        #[command(subcommand)]
+        command: config_file::ConfigCommand,
+    },
     /// The decision audit log, oldest first.
     Audit {
+        /// Only the decisions for this tenant.
         #[arg(long)]
         tenant: Option<String>,
         /// At most this many of the newest records.
@@ -143,6 +192,7 @@ enum Command {
         limit: i64,
         #[command(flatten)]
         data: DataDir,
+        /// Print JSON Lines: one object per line (nothing when the list is empty).
         #[arg(long)]
         json: bool,
     },
@@ -151,25 +201,47 @@ enum Command {
 /// Whose plugin: the operator's (every tenant's chain starts with it) or one tenant's.
 #[derive(Args)]
 struct ScopeArgs {
-    #[arg(long, conflicts_with = "tenant", required_unless_present = "tenant")]
+    /// The operator's plugin, which every tenant's chain starts with (in place
+    /// of the built-in default).
+    #[arg(long, conflicts_with = "tenant")]
     operator: bool,
-    #[arg(long)]
+    /// This tenant's own plugin, which its chain ends with.
+    #[arg(long, value_name = "TENANT")]
     tenant: Option<String>,
 }
 
 impl ScopeArgs {
-    fn scope(self) -> tenure_engine::policies::PluginScope {
-        match self.tenant {
-            Some(t) if !self.operator => tenure_engine::policies::PluginScope::Tenant(t),
-            _ => tenure_engine::policies::PluginScope::Operator,
+    /// The scope asked for; without one, a usage error naming both flags
+    /// (clap's own would name only the first of a required pair).
+    fn scope(self, command: &str) -> tenure_engine::policies::PluginScope {
+        match (self.operator, self.tenant) {
+            (_, Some(t)) => tenure_engine::policies::PluginScope::Tenant(t),
+            (true, None) => tenure_engine::policies::PluginScope::Operator,
+            (false, None) => usage_error(&["plugin", command], "say whose plugin: one of --operator or --tenant TENANT"),
         }
     }
+}
+
+/// Exits as clap does on a usage error (status 2, the subcommand's usage
+/// beneath), for rules clap cannot state.
+fn usage_error(path: &[&str], message: &str) -> ! {
+    use clap::CommandFactory;
+    let mut command = Cli::command();
+    command.build();
+    for name in path {
+        match command.find_subcommand(name) {
+            Some(found) => command = found.clone(),
+            None => break,
+        }
+    }
+    command.error(clap::error::ErrorKind::MissingRequiredArgument, message).exit()
 }
 
 #[derive(Subcommand)]
 enum PluginCommand {
     /// Install (replacing) the operator's plugin or a tenant's; prints the digest.
     Install {
+        /// The plugin: a WebAssembly component built against wit/.
         file: PathBuf,
         #[command(flatten)]
         scope: ScopeArgs,
@@ -183,15 +255,17 @@ enum PluginCommand {
         #[command(flatten)]
         data: DataDir,
     },
-    /// List installed plugins.
+    /// List installed plugins (scope, digest, when installed).
     List {
         #[command(flatten)]
         data: DataDir,
+        /// Print JSON Lines: one object per line (nothing when the list is empty).
         #[arg(long)]
         json: bool,
     },
-    /// Validate a plugin against the world; print its digest and imports.
+    /// Validate a plugin against the world; print its digest, imports and exports.
     Check {
+        /// The plugin: a WebAssembly component built against wit/.
         file: PathBuf,
         #[command(flatten)]
         data: DataDir,
@@ -203,11 +277,12 @@ enum PluginCommand {
     Eval {
         /// The plugin to evaluate (a component built against wit/).
         file: Option<PathBuf>,
-        /// issuance, renewal or distribution.
-        #[arg(long)]
+        /// The decision to run.
+        #[arg(long, value_parser = ["issuance", "renewal", "distribution"])]
         hook: String,
-        /// The request: a JSON file, `-` for standard input, or the JSON itself.
-        #[arg(long, required_unless_present_any = ["serial", "resource"])]
+        /// The request: a file holding its JSON, `-` to read it from standard
+        /// input, or the JSON itself (text starting with `{`).
+        #[arg(long, value_name = "FILE|-|JSON", required_unless_present_any = ["serial", "resource"])]
         input: Option<String>,
         /// Renewal of this certificate (--hook renewal).
         #[arg(long, conflicts_with_all = ["input", "resource"])]
@@ -220,6 +295,8 @@ enum PluginCommand {
         chain: bool,
         #[command(flatten)]
         data: DataDir,
+        #[command(flatten)]
+        decisions: Decisions,
     },
 }
 
@@ -227,8 +304,10 @@ enum PluginCommand {
 enum ResourceCommand {
     /// Register a resource a tenant holds; prints its id.
     Add {
+        /// The tenant that holds it.
         #[arg(long)]
         tenant: String,
+        /// What the resource is to the platform (vm, lb, hsm, …): 1-64 letters, digits, '-' or '_'.
         #[arg(long)]
         kind: String,
         /// A DNS name the resource answers to.
@@ -248,35 +327,46 @@ enum ResourceCommand {
         anchor: Option<String>,
         #[command(flatten)]
         data: DataDir,
+        #[command(flatten)]
+        delivery: DeliveryBounds,
+        /// Print {"id": …} instead of the bare id.
         #[arg(long)]
         json: bool,
     },
-    /// The tenant lets go of the resource.
+    /// The tenant lets go of the resource: its unexpired certificates are revoked
+    /// (cessationOfOperation) in the same transaction; says how many.
     Release {
+        /// The resource id (res_…).
         id: String,
         #[command(flatten)]
         data: DataDir,
+        /// Print the result as one JSON object instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Suspend the resource: still held, but not to be certified meanwhile.
     Suspend {
+        /// The resource id (res_…).
         id: String,
         #[command(flatten)]
         data: DataDir,
+        /// Print the result as one JSON object instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Resume a suspended resource: what lapsed meanwhile is reissued, its lease restarts.
     Resume {
+        /// The resource id (res_…).
         id: String,
         #[command(flatten)]
         data: DataDir,
+        /// Print the result as one JSON object instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Set and remove attributes in one change (validated as at add).
     SetAttr {
+        /// The resource id (res_…).
         id: String,
         /// Set an attribute KEY=VALUE (KEY= removes it).
         #[arg(long = "attr")]
@@ -286,24 +376,33 @@ enum ResourceCommand {
         removes: Vec<String>,
         #[command(flatten)]
         data: DataDir,
+        #[command(flatten)]
+        delivery: DeliveryBounds,
+        /// Print the result as one JSON object instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Confirm a leased resource (attribute lease-seconds): its lease runs again from now.
     Confirm {
+        /// The resource id (res_…).
         id: String,
         #[command(flatten)]
         data: DataDir,
+        /// Print the result as one JSON object instead of text.
         #[arg(long)]
         json: bool,
     },
-    /// Hand the resource to another tenant.
+    /// Hand the resource to another tenant: its unexpired certificates are revoked
+    /// (superseded) in the same transaction; says how many.
     Transfer {
+        /// The resource id (res_…).
         id: String,
-        #[arg(long)]
+        /// The tenant that holds it from now on.
+        #[arg(long, value_name = "TENANT")]
         to: String,
         #[command(flatten)]
         data: DataDir,
+        /// Print the result as one JSON object instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -315,15 +414,18 @@ enum ResourceCommand {
         id: String,
         #[command(flatten)]
         data: DataDir,
+        /// Print the result as one JSON object instead of text.
         #[arg(long)]
         json: bool,
     },
-    /// List resources (one JSON object per line with --json).
+    /// List resources (id, tenant, kind, state, what it holds).
     List {
+        /// Only this tenant's resources.
         #[arg(long)]
         tenant: Option<String>,
         #[command(flatten)]
         data: DataDir,
+        /// Print JSON Lines: one object per line (nothing when the list is empty).
         #[arg(long)]
         json: bool,
     },
@@ -331,14 +433,28 @@ enum ResourceCommand {
 
 #[derive(Args)]
 struct ServeArgs {
+    /// A TOML file of settings, each key a flag's long name (`listen = "0.0.0.0:14000"`,
+    /// `hostname = ["a.example"]`, `eab-required = true`); flags and their TENURE_*
+    /// variables override it. Check one with `tenure config check FILE`.
+    #[arg(long, value_name = "FILE", env = "TENURE_CONFIG")]
+    config: Option<PathBuf>,
     #[command(flatten)]
     data: DataDir,
+    #[command(flatten)]
+    decisions: Decisions,
+    #[command(flatten)]
+    delivery: DeliveryBounds,
     /// Where the ACME server listens.
     #[arg(long, default_value = "127.0.0.1:14000")]
     listen: SocketAddr,
     /// Where the admin API listens.
     #[arg(long, default_value = "127.0.0.1:14001")]
     admin_listen: SocketAddr,
+    /// Where the operations listener (plain HTTP: /metrics for Prometheus, /healthz,
+    /// /readyz) listens, or `off`. No TLS and no token: keep it where only your
+    /// scraper and load balancer reach it.
+    #[arg(long, value_name = "ADDR|off", env = "TENURE_METRICS_LISTEN", default_value = "127.0.0.1:14002")]
+    metrics_listen: tenure_admin::ops::MetricsListen,
     /// The port http-01 validation connects to.
     #[arg(long, default_value_t = 80)]
     http01_port: u16,
@@ -413,6 +529,7 @@ struct ServeArgs {
 enum TenantCommand {
     /// Create a tenant with an intermediate CA constrained to its names, and an EAB key.
     Add {
+        /// The tenant's name.
         name: String,
         /// A domain (permits it and every name under it) or an address range (CIDR).
         #[arg(long = "permit", required = true, num_args = 1..)]
@@ -423,11 +540,13 @@ enum TenantCommand {
         allow_overlap: bool,
         #[command(flatten)]
         data: DataDir,
+        /// Print the result as one JSON object instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Show a tenant's rate limits, or set its own (what is not set follows `serve`'s).
     Limits {
+        /// The tenant.
         name: String,
         /// New orders per account per hour.
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
@@ -443,6 +562,7 @@ enum TenantCommand {
         reset: bool,
         #[command(flatten)]
         data: DataDir,
+        /// Print the result as one JSON object instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -450,25 +570,29 @@ enum TenantCommand {
     List {
         #[command(flatten)]
         data: DataDir,
+        /// Print JSON Lines: one object per line (nothing when the list is empty).
         #[arg(long)]
         json: bool,
     },
     /// Print the secret the tenant's webhooks are signed with (the HMAC-SHA256
     /// key is this text); with --rotate, replace it first.
     WebhookSecret {
+        /// The tenant.
         name: String,
         /// Make a new secret; webhooks sent from now on are signed with it only.
         #[arg(long)]
         rotate: bool,
         #[command(flatten)]
         data: DataDir,
+        /// Print the result as one JSON object instead of text.
         #[arg(long)]
         json: bool,
     },
 }
 
 fn main() {
-    let cli = Cli::parse();
+    // `serve --config FILE`: the file's settings join the command line here.
+    let cli: Cli = config_file::parse();
     // A listing piped into `head` ends quietly when the reader goes, as Unix
     // tools do, instead of panicking on a broken pipe. Not for the servers,
     // whose sockets must never kill the process.
@@ -479,13 +603,23 @@ fn main() {
             libc::signal(libc::SIGPIPE, libc::SIG_DFL);
         }
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("TENURE_LOG").unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        .init();
+    init_logging(cli.log_format);
     if let Err(e) = run(cli) {
         eprintln!("tenure: {e:#}");
         std::process::exit(1);
+    }
+}
+
+/// Logs to standard error (filtered by `TENURE_LOG`, default info), in the
+/// format asked for; colour only on a terminal, so files and collectors get
+/// no escape codes. Lines are written around a progress bar, never through it.
+fn init_logging(format: LogFormat) {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TENURE_LOG").unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(output::LogWriter);
+    match format {
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => builder.json().with_ansi(false).init(),
     }
 }
 
@@ -504,38 +638,57 @@ fn run(cli: Cli) -> Result<()> {
             if !from.join("tenure.db").is_file() {
                 anyhow::bail!("{} holds no tenure.db: nothing to migrate", from.display());
             }
-            let copied = Engine::migrate_to_postgres(&from, &to, Config::default())
-                .with_context(|| format!("moving {} into {to}", from.display()))?;
+            // Tables copied so far, on a terminal: a large database takes a while.
+            let progress = output::Progress::start(Some(0), "{bar:30} {pos}/{len} tables  {msg}  {elapsed}");
+            let copied = Engine::migrate_to_postgres_observed(&from, &to, Config::default(), &mut |at| {
+                let bar = progress.bar();
+                bar.set_length(at.tables as u64);
+                bar.set_position(at.tables_done as u64);
+                bar.set_message(format!("{} ({} rows)", at.table, at.rows));
+            })
+            .with_context(|| format!("moving {} into {to}", from.display()))?;
+            drop(progress);
             if json {
                 let tables: serde_json::Map<String, serde_json::Value> = copied.iter().map(|(t, n)| (t.clone(), (*n).into())).collect();
                 println!("{}", serde_json::json!({ "database": to.to_string(), "tables": tables }));
             } else {
-                for (table, rows) in &copied {
-                    println!("{table:<28} {rows:>10}");
+                let mut table = output::Table::new(&["TABLE", "ROWS"]);
+                for (name, rows) in &copied {
+                    table.row(vec![name.clone(), rows.to_string()]);
                 }
+                table.print_or("no tables copied");
                 println!("moved into {to}; serve it with: tenure serve --data {} --database URL", from.display());
             }
             Ok(())
         }
+        Command::Config { command } => config_file::run(command),
         Command::Audit { tenant, limit, data, json } => {
-            for r in open_existing(&data)?.registry.audit(tenant.as_deref(), limit)? {
-                if json {
-                    println!("{}", serde_json::to_string(&r)?);
-                } else {
-                    let plugins: Vec<&str> = r.plugins.iter().map(|d| &d[..d.len().min(12)]).collect();
-                    println!(
-                        "{}\t{}\t{}\t{}\t{}\t{}µs\t[{}]\t{}",
-                        r.seq,
-                        r.at,
-                        r.hook,
-                        r.tenant,
-                        r.outcome,
-                        r.duration_us,
-                        plugins.join(","),
-                        r.reason.unwrap_or_default()
-                    );
+            let records = open_existing(&data)?.registry.audit(tenant.as_deref(), limit)?;
+            if json {
+                for r in &records {
+                    println!("{}", serde_json::to_string(r)?);
                 }
+                return Ok(());
             }
+            let mut table = output::Table::new(&["SEQ", "AT", "HOOK", "TENANT", "OUTCOME", "DURATION", "PLUGINS", "REASON"]);
+            for r in records {
+                // The first 12 hex digits name a plugin well enough on screen; --json has them whole.
+                let plugins: Vec<&str> = r.plugins.iter().map(|d| &d[..d.len().min(12)]).collect();
+                table.row(vec![
+                    r.seq.to_string(),
+                    output::rfc3339(r.at),
+                    r.hook,
+                    r.tenant,
+                    r.outcome,
+                    format!("{}µs", r.duration_us),
+                    plugins.join(","),
+                    r.reason.unwrap_or_default(),
+                ]);
+            }
+            table.print_or(&match &tenant {
+                Some(t) => format!("no audit records for tenant {t}"),
+                None => "no audit records".to_string(),
+            });
             Ok(())
         }
     }
@@ -575,7 +728,13 @@ fn init(data: &DataDir, hsm_args: &hsm::ServeHsmArgs, json: bool) -> Result<()> 
 /// Opens a data directory that exists already: every command but `init` and `serve`, so
 /// that one run from the wrong directory says so instead of making a new CA there.
 fn open_existing(data: &DataDir) -> Result<Engine> {
-    Engine::open_existing(&data.dir, data.config()).with_context(|| {
+    open_existing_with(data, data.config())
+}
+
+/// [`open_existing`] with a configuration the command made (its decision
+/// deadline, its delivery bounds).
+fn open_existing_with(data: &DataDir, config: Config) -> Result<Engine> {
+    Engine::open_existing(&data.dir, config).with_context(|| {
         format!(
             "opening {} (run `tenure init --data {}` to make a new CA there, or give --data or TENURE_DATA for another directory)",
             data.dir.display(),
@@ -585,6 +744,10 @@ fn open_existing(data: &DataDir) -> Result<Engine> {
 }
 
 fn serve(args: ServeArgs) -> Result<()> {
+    if let Some(file) = &args.config {
+        // Its settings were merged into `args` when the command line was parsed.
+        tracing::info!(file = %file.display(), "settings from the configuration file");
+    }
     if !(args.renewal_interval > 0.0 && args.renewal_interval.is_finite()) {
         anyhow::bail!("--renewal-interval must be a positive number of seconds");
     }
@@ -599,6 +762,8 @@ fn serve(args: ServeArgs) -> Result<()> {
     }
     let mut config =
         Config { eab_required: args.eab_required, reuse_valid_authorizations: args.reuse_valid_authorizations, ..args.data.config() };
+    args.decisions.apply(&mut config);
+    args.delivery.apply(&mut config);
     config.lifecycle.interval = Duration::from_secs_f64(args.renewal_interval);
     config.lifecycle.renewal_fraction = args.renewal_fraction;
     config.lifecycle.batch = args.renewal_batch.max(1);
@@ -642,6 +807,11 @@ fn serve(args: ServeArgs) -> Result<()> {
     // a few per core keep the cores busy, and more only add context switches and lock waits.
     let blocking = std::thread::available_parallelism().map_or(2, |n| n.get()) * 4;
     let runtime = tokio::runtime::Builder::new_multi_thread().max_blocking_threads(blocking).enable_all().build()?;
+    // Metrics are recorded only when something renders them.
+    let metrics = match args.metrics_listen {
+        tenure_admin::ops::MetricsListen::At(_) => Some(tenure_admin::ops::install_recorder().context("installing the metrics recorder")?),
+        tenure_admin::ops::MetricsListen::Off => None,
+    };
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
         let addr = listener.local_addr()?;
@@ -655,9 +825,24 @@ fn serve(args: ServeArgs) -> Result<()> {
         let admin_listener = tokio::net::TcpListener::bind(args.admin_listen)
             .await
             .with_context(|| format!("binding the admin API on {}", args.admin_listen))?;
+        let ops_listener = match args.metrics_listen {
+            tenure_admin::ops::MetricsListen::At(at) => {
+                Some(tokio::net::TcpListener::bind(at).await.with_context(|| format!("binding the metrics listener on {at}"))?)
+            }
+            tenure_admin::ops::MetricsListen::Off => None,
+        };
         println!("ACME directory: https://{host}/directory");
         println!("root certificate: {}", engine.root_pem_path().display());
         println!("admin API: https://{} (bearer token in {})", admin_listener.local_addr()?, engine.admin_token_path().display());
+        if let Some(ops) = &ops_listener {
+            println!("metrics: http://{}/metrics", ops.local_addr()?);
+        }
+        let ops = async {
+            match (ops_listener, metrics) {
+                (Some(listener), Some(metrics)) => tenure_admin::ops::serve_ops(engine.clone(), listener, metrics).await,
+                _ => std::future::pending().await,
+            }
+        };
         let handle = tokio::runtime::Handle::current();
         let _scheduler = lifecycle::start_scheduler(engine.lifecycle.clone(), handle)?;
         let connections = tenure_acme::ConnectionLimits {
@@ -669,7 +854,8 @@ fn serve(args: ServeArgs) -> Result<()> {
         let fe = tenure_acme::FrontEnd::new(engine.ra.clone(), validator, options);
         tokio::select! {
             r = tenure_acme::serve(fe, listener, tls.clone()) => r.context("serving ACME")?,
-            r = tenure_admin::serve_admin(engine, admin_listener, tls, connections) => r.context("serving the admin API")?,
+            r = tenure_admin::serve_admin(engine.clone(), admin_listener, tls, connections) => r.context("serving the admin API")?,
+            r = ops => r.context("serving metrics and health")?,
             _ = shutdown_signal() => tracing::info!("shutting down"),
         }
         Ok(())
@@ -773,16 +959,19 @@ fn tenant(command: TenantCommand) -> Result<()> {
             Ok(())
         }
         TenantCommand::List { data, json } => {
-            let authority = open_existing(&data)?;
-            for t in authority.registry.tenants()? {
-                if json {
+            let tenants = open_existing(&data)?.registry.tenants()?;
+            if json {
+                for t in &tenants {
                     println!("{}", serde_json::json!({ "tenant": t.name, "permits": t.permits }));
-                } else if t.permits.is_empty() {
-                    println!("{}\t(unconstrained, challenges required)", t.name);
-                } else {
-                    println!("{}\t{}", t.name, t.permits.join(" "));
                 }
+                return Ok(());
             }
+            let mut table = output::Table::new(&["TENANT", "PERMITS"]);
+            for t in tenants {
+                let permits = if t.permits.is_empty() { "(unconstrained, challenges required)".to_string() } else { t.permits.join(" ") };
+                table.row(vec![t.name, permits]);
+            }
+            table.print_or("no tenants");
             Ok(())
         }
         TenantCommand::WebhookSecret { name, rotate, data, json } => {
@@ -798,22 +987,56 @@ fn tenant(command: TenantCommand) -> Result<()> {
     }
 }
 
+/// The resources as a table: id, tenant, kind, state and what each holds
+/// (names, zones as `*.zone`, addresses).
+fn resource_table<'a>(resources: impl IntoIterator<Item = &'a tenure_engine::registry::Resource>) -> output::Table {
+    let mut table = output::Table::new(&["ID", "TENANT", "KIND", "STATE", "HOLDS"]);
+    for r in resources {
+        let mut held: Vec<String> = r.names.clone();
+        held.extend(r.zones.iter().map(|z| format!("*.{z}")));
+        held.extend(r.addresses.iter().cloned());
+        table.row(vec![r.id.clone(), r.tenant.clone(), r.kind.clone(), r.state.as_str().to_string(), held.join(" ")]);
+    }
+    table
+}
+
+/// How many certificates the resource's latest `kind` event (released,
+/// transferred) revoked: the store counts them in the transaction that
+/// revokes them and records the count in the event.
+fn revoked_by_latest(registry: &tenure_engine::Registry, id: &str, kind: &str) -> Result<u64> {
+    let events = registry.resource_events(id)?;
+    let latest = events.iter().filter(|e| e.kind == kind).max_by_key(|e| e.seq);
+    Ok(latest.and_then(|e| e.detail["revoked_certificates"].as_u64()).unwrap_or(0))
+}
+
 fn resource(command: ResourceCommand) -> Result<()> {
     use tenure_engine::registry::{NewResource, Resource, parse_attribute, parse_attribute_changes};
-    let print = |r: &Resource, json: bool| {
+    let print = |r: &Resource, json: bool| -> Result<()> {
         if json {
-            println!("{}", serde_json::to_string(r).unwrap_or_default());
+            println!("{}", serde_json::to_string(r)?);
         } else {
-            let mut held: Vec<String> = r.names.clone();
-            held.extend(r.zones.iter().map(|z| format!("*.{z}")));
-            held.extend(r.addresses.iter().cloned());
-            println!("{}\t{}\t{}\t{}\t{}", r.id, r.tenant, r.kind, r.state.as_str(), held.join(" "));
+            print!("{}", resource_table([r]).render());
         }
+        Ok(())
+    };
+    // Release and transfer: the resource, then the revocations they made.
+    let print_revoking = |r: &Resource, revoked: u64, reason: &str, json: bool| -> Result<()> {
+        if json {
+            let mut v = serde_json::to_value(r)?;
+            v["revoked_certificates"] = revoked.into();
+            println!("{v}");
+        } else {
+            print!("{}", resource_table([r]).render());
+            println!("revoked {} ({reason})", output::count(usize::try_from(revoked).unwrap_or(usize::MAX), "certificate"));
+        }
+        Ok(())
     };
     match command {
-        ResourceCommand::Add { tenant, kind, names, zones, addresses, attrs, anchor, data, json } => {
+        ResourceCommand::Add { tenant, kind, names, zones, addresses, attrs, anchor, data, delivery, json } => {
             let attributes = attrs.iter().map(|a| parse_attribute(a)).collect::<Result<_, _>>()?;
-            let authority = open_existing(&data)?;
+            let mut config = data.config();
+            delivery.apply(&mut config);
+            let authority = open_existing_with(&data, config)?;
             let r = authority.registry.add_resource(NewResource { tenant, kind, names, zones, addresses, attributes, anchor }).map_err(
                 |e| match e.kind {
                     tenure_engine::ErrorKind::Malformed if e.detail.starts_with("delivery-") => anyhow::anyhow!(
@@ -831,12 +1054,19 @@ fn resource(command: ResourceCommand) -> Result<()> {
                 println!("{}", r.id);
             }
         }
-        ResourceCommand::Release { id, data, json } => print(&open_existing(&data)?.registry.release_resource(&id)?, json),
-        ResourceCommand::Suspend { id, data, json } => print(&open_existing(&data)?.registry.suspend_resource(&id)?, json),
-        ResourceCommand::Resume { id, data, json } => print(&open_existing(&data)?.registry.resume_resource(&id)?, json),
-        ResourceCommand::SetAttr { id, attrs, removes, data, json } => {
+        ResourceCommand::Release { id, data, json } => {
+            let registry = open_existing(&data)?.registry;
+            let r = registry.release_resource(&id)?;
+            let revoked = revoked_by_latest(&registry, &id, "released")?;
+            print_revoking(&r, revoked, "cessationOfOperation", json)?;
+        }
+        ResourceCommand::Suspend { id, data, json } => print(&open_existing(&data)?.registry.suspend_resource(&id)?, json)?,
+        ResourceCommand::Resume { id, data, json } => print(&open_existing(&data)?.registry.resume_resource(&id)?, json)?,
+        ResourceCommand::SetAttr { id, attrs, removes, data, delivery, json } => {
             let changes = parse_attribute_changes(&attrs, &removes)?;
-            let r = open_existing(&data)?.registry.set_attributes(&id, &changes).map_err(|e| match e.kind {
+            let mut config = data.config();
+            delivery.apply(&mut config);
+            let r = open_existing_with(&data, config)?.registry.set_attributes(&id, &changes).map_err(|e| match e.kind {
                 tenure_engine::ErrorKind::Malformed if e.detail.starts_with("delivery-") => anyhow::anyhow!(
                     "{e} (the bounds are --delivery-root and --webhook-allow, or TENURE_DELIVERY_ROOT and TENURE_WEBHOOK_ALLOW, as given to serve)"
                 ),
@@ -845,10 +1075,15 @@ fn resource(command: ResourceCommand) -> Result<()> {
                 }
                 _ => e.into(),
             })?;
-            print(&r, json)
+            print(&r, json)?;
         }
-        ResourceCommand::Confirm { id, data, json } => print(&open_existing(&data)?.registry.confirm_resource(&id)?, json),
-        ResourceCommand::Transfer { id, to, data, json } => print(&open_existing(&data)?.registry.transfer_resource(&id, &to)?, json),
+        ResourceCommand::Confirm { id, data, json } => print(&open_existing(&data)?.registry.confirm_resource(&id)?, json)?,
+        ResourceCommand::Transfer { id, to, data, json } => {
+            let registry = open_existing(&data)?.registry;
+            let r = registry.transfer_resource(&id, &to)?;
+            let revoked = revoked_by_latest(&registry, &id, "transferred")?;
+            print_revoking(&r, revoked, "superseded", json)?;
+        }
         ResourceCommand::Show { id, data, json } => {
             let engine = open_existing(&data)?;
             let r = engine.registry.resource(&id)?.with_context(|| format!("no resource {id}"))?;
@@ -864,7 +1099,22 @@ fn resource(command: ResourceCommand) -> Result<()> {
             if json {
                 println!("{}", serde_json::json!({ "resource": r, "provisioning": provisioning, "outbox": messages }));
             } else {
-                print(&r, false);
+                let mut held: Vec<String> = r.names.clone();
+                held.extend(r.zones.iter().map(|z| format!("*.{z}")));
+                held.extend(r.addresses.iter().cloned());
+                println!("id                 {}", r.id);
+                println!("tenant             {}", r.tenant);
+                println!("kind               {}", r.kind);
+                println!("state              {}", r.state.as_str());
+                println!("holds              {}", held.join(" "));
+                if let Some(anchor) = &r.anchor {
+                    println!("anchor             {anchor}");
+                }
+                println!("created            {}", output::rfc3339(r.created_at));
+                println!("updated            {}", output::rfc3339(r.updated_at));
+                if let Some(at) = r.lease_expires {
+                    println!("lease expires      {}", output::rfc3339(at));
+                }
                 for (k, v) in &r.attributes {
                     println!("attribute          {k}={v}");
                 }
@@ -881,35 +1131,60 @@ fn resource(command: ResourceCommand) -> Result<()> {
                     ),
                     (None, false) => {}
                 }
+                let mut table = output::Table::new(&["OUTBOX", "SERIAL", "KIND", "TARGET", "STATE", "ATTEMPTS", "LAST ERROR"]);
                 for m in &outbox {
-                    println!(
-                        "outbox             {} {} {} {} {}",
-                        m.event,
-                        m.serial.as_deref().unwrap_or("-"),
-                        m.kind.as_str(),
-                        m.state.as_str(),
-                        m.last_error.as_deref().unwrap_or_default()
-                    );
+                    table.row(vec![
+                        m.event.clone(),
+                        m.serial.clone().unwrap_or_else(|| "-".into()),
+                        m.kind.as_str().to_string(),
+                        m.target.clone(),
+                        m.state.as_str().to_string(),
+                        m.attempts.to_string(),
+                        m.last_error.clone().unwrap_or_default(),
+                    ]);
                 }
+                table.print_or("outbox             empty (nothing delivered or notified)");
             }
         }
         ResourceCommand::List { tenant, data, json } => {
-            for r in open_existing(&data)?.registry.resources(tenant.as_deref())? {
-                print(&r, json);
+            let resources = open_existing(&data)?.registry.resources(tenant.as_deref())?;
+            if json {
+                for r in &resources {
+                    print(r, true)?;
+                }
+            } else {
+                resource_table(&resources).print_or(&match &tenant {
+                    Some(t) => format!("tenant {t} holds no resources"),
+                    None => "no resources".to_string(),
+                });
             }
         }
     }
     Ok(())
 }
 
+/// The built-in defaults, as `plugin list` names them when nothing replaces them.
+const DEFAULT_PLUGINS: &str = "public-challenge for the public tenant, control-or-challenge for the others";
+
+/// A plugin file's bytes, refused in one line unless it is WebAssembly at all
+/// (wasmtime's own error for, say, a text file is long and says less).
+fn read_component(file: &PathBuf) -> Result<Vec<u8>> {
+    let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    if !bytes.starts_with(b"\0asm") {
+        anyhow::bail!("{}: not a WebAssembly component (it does not start with \\0asm)", file.display());
+    }
+    Ok(bytes)
+}
+
 fn plugin(command: PluginCommand) -> Result<()> {
-    let read = |f: &PathBuf| std::fs::read(f).with_context(|| format!("reading {}", f.display()));
+    let read = read_component;
     match command {
         PluginCommand::Install { file, scope, data } => {
-            println!("{}", open_existing(&data)?.policies.install_plugin(scope.scope(), &read(&file)?)?);
+            let scope = scope.scope("install");
+            println!("{}", open_existing(&data)?.policies.install_plugin(scope, &read(&file)?)?);
         }
         PluginCommand::Remove { scope, data } => {
-            let scope = scope.scope();
+            let scope = scope.scope("remove");
             let key = scope.key();
             if !open_existing(&data)?.policies.remove_plugin(scope)? {
                 anyhow::bail!("no plugin is installed for {key}");
@@ -917,17 +1192,27 @@ fn plugin(command: PluginCommand) -> Result<()> {
             println!("removed {key}");
         }
         PluginCommand::List { data, json } => {
-            for (scope, digest, at) in open_existing(&data)?.policies.plugins()? {
-                if json {
+            let plugins = open_existing(&data)?.policies.plugins()?;
+            if json {
+                for (scope, digest, at) in &plugins {
                     println!("{}", serde_json::json!({ "scope": scope, "digest": digest, "installed_at": at }));
-                } else {
-                    println!("{scope}\t{digest}\t{at}");
                 }
+                return Ok(());
+            }
+            let operator = plugins.iter().any(|(scope, _, _)| scope == "operator");
+            let mut table = output::Table::new(&["SCOPE", "DIGEST", "INSTALLED"]);
+            for (scope, digest, at) in plugins {
+                table.row(vec![scope, digest, output::rfc3339(at)]);
+            }
+            table.print_or(&format!("no plugins installed; defaults: {DEFAULT_PLUGINS}"));
+            if !operator && !table.is_empty() {
+                println!("no operator plugin: every chain starts with the default ({DEFAULT_PLUGINS})");
             }
         }
-        PluginCommand::Check { file, data } => {
-            // Checking needs no data directory: a host without a disk cache.
-            let host = tenure_engine::policy::PolicyHost::new(data.config().plugin_limits, None).map_err(anyhow::Error::msg)?;
+        PluginCommand::Check { file, data: _ } => {
+            // Checking needs no data directory (--data is accepted, as by every
+            // command, and unused): a host without a disk cache.
+            let host = tenure_engine::policy::PolicyHost::new(Config::default().plugin_limits, None).map_err(anyhow::Error::msg)?;
             let info = host.check(&read(&file)?).map_err(anyhow::Error::msg)?;
             println!("digest: {}", info.digest);
             for i in &info.imports {
@@ -937,10 +1222,12 @@ fn plugin(command: PluginCommand) -> Result<()> {
                 println!("export: {e}");
             }
         }
-        PluginCommand::Eval { file, hook, input, serial, resource, chain, data } => {
+        PluginCommand::Eval { file, hook, input, serial, resource, chain, data, decisions } => {
             use tenure_engine::policy::{Hook, HookRequest};
             let hook: Hook = hook.parse().map_err(anyhow::Error::msg)?;
-            let engine = open_existing(&data)?;
+            let mut config = data.config();
+            decisions.apply(&mut config);
+            let engine = open_existing_with(&data, config)?;
             let request = match (input, serial, resource) {
                 (Some(input), _, _) => {
                     let text = match input.as_str() {

@@ -13,6 +13,7 @@ pub mod nonce;
 pub mod payloads;
 pub mod problem;
 mod request;
+pub mod request_log;
 pub mod resources;
 pub mod routes;
 pub mod server;

@@ -192,11 +192,22 @@ impl Problem {
 
     /// The JSON body, `application/problem+json`.
     pub fn to_json(&self) -> serde_json::Value {
+        self.to_json_with_instance(None)
+    }
+
+    /// The JSON body with RFC 7807's `instance`, the URI of this occurrence:
+    /// the ACME server puts its request id there (a URN), so the document a
+    /// client reports names the request's log lines. Clients ignore members
+    /// they do not know (RFC 7807 §3.2); lego prints it after the detail.
+    pub fn to_json_with_instance(&self, instance: Option<&str>) -> serde_json::Value {
         let mut doc = serde_json::json!({
             "type": self.kind.urn(),
             "detail": self.detail,
             "status": self.status().as_u16(),
         });
+        if let Some(instance) = instance {
+            doc["instance"] = serde_json::Value::String(instance.to_string());
+        }
         if !self.subproblems.is_empty() {
             let subs: Vec<_> = self
                 .subproblems
@@ -274,5 +285,22 @@ mod tests {
         assert_eq!(j["status"], 400);
         assert_eq!(Problem::unauthorized("x").status(), StatusCode::FORBIDDEN);
         assert_eq!(ProblemType::BadCsr.urn(), "urn:ietf:params:acme:error:badCSR");
+        assert!(j.get("instance").is_none());
+    }
+
+    #[test]
+    fn the_instance_names_the_request_and_subproblems_stay() {
+        let mut p = Problem::new(ProblemType::Compound, "2 identifiers were refused");
+        let id = |v: &str| Some(ProblemIdentifier { kind: "dns".into(), value: v.into() });
+        p.subproblems = vec![
+            (ProblemType::RejectedIdentifier, "not yours".into(), id("a.example")),
+            (ProblemType::Malformed, "not a name".into(), id("-x")),
+        ];
+        let j = p.to_json_with_instance(Some("urn:tenure:request:0123456789abcdef"));
+        assert_eq!(j["instance"], "urn:tenure:request:0123456789abcdef");
+        assert_eq!(j["type"], "urn:ietf:params:acme:error:compound");
+        assert_eq!(j["subproblems"].as_array().map(Vec::len), Some(2));
+        assert_eq!(j["subproblems"][0]["identifier"]["value"], "a.example");
+        assert!(j["subproblems"][0].get("instance").is_none(), "the occurrence is the whole document's");
     }
 }

@@ -64,6 +64,39 @@ pub enum Resource {
     RevokeCert,
 }
 
+impl Resource {
+    /// The resource's label in logs and metrics: a fixed word, never an id,
+    /// so `tenure_acme_requests_total` has a bounded set of series.
+    pub fn label(self) -> &'static str {
+        match self {
+            Resource::Directory => "directory",
+            Resource::Terms => "terms",
+            Resource::NewNonce => "new-nonce",
+            Resource::RenewalInfo => "renewal-info",
+            Resource::Crl => "crl",
+            Resource::NewAccount => "new-account",
+            Resource::Account => "account",
+            Resource::AccountOrders => "account-orders",
+            Resource::KeyChange => "key-change",
+            Resource::NewOrder => "new-order",
+            Resource::Order => "order",
+            Resource::Finalize => "finalize",
+            Resource::Authorization => "authorization",
+            Resource::Challenge => "challenge",
+            Resource::Certificate => "certificate",
+            Resource::RevokeCert => "revoke-cert",
+        }
+    }
+}
+
+/// The label of a path no route names (see [`Resource::label`]).
+pub const UNKNOWN_RESOURCE: &str = "unknown";
+
+/// The label of the resource at `path`, or [`UNKNOWN_RESOURCE`].
+pub fn resource_label(path: &str) -> &'static str {
+    find(path).map_or(UNKNOWN_RESOURCE, |(route, _)| route.resource.label())
+}
+
 /// How a route is authenticated, and who handles it.
 pub enum Handler {
     /// Read without a JWS.
@@ -188,7 +221,7 @@ pub async fn dispatch(fe: &Arc<FrontEnd>, urls: Urls, parts: &Parts, body: Bytes
             Handler::Open(_) => format!("{path} accepts {allow} only"),
         };
         let problem = Problem::malformed(detail).with_status(StatusCode::METHOD_NOT_ALLOWED);
-        return Ok(Reply::problem(&problem).header(header::ALLOW, allow));
+        return Ok(Reply::problem(problem).header(header::ALLOW, allow));
     }
     let call = Call { method: parts.method.clone(), url: format!("{}{path}", urls.base), urls, param, peer };
     match route.handler {
@@ -199,6 +232,9 @@ pub async fn dispatch(fe: &Arc<FrontEnd>, urls: Urls, parts: &Parts, body: Bytes
             // one hop to a blocking thread per request, not one per engine call.
             fe.on_blocking_thread(move |fe| {
                 let req = authenticate(fe, &content_type, &body, &call.url, &call.urls, rule)?;
+                if let Some(account) = &req.account {
+                    crate::request_log::note_account(&account.id);
+                }
                 handler(fe, &call, req)
             })
             .await
@@ -219,6 +255,38 @@ mod tests {
             if let Handler::Signed(..) = r.handler {
                 assert_eq!(r.methods, POST, "signed requests are POSTs (RFC 8555 §6.3): {}", r.pattern);
             }
+        }
+    }
+
+    #[test]
+    fn every_resource_has_its_own_fixed_label() {
+        let labels: Vec<&str> = ROUTES.iter().map(|r| r.resource.label()).collect();
+        let mut distinct = labels.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        assert_eq!(distinct.len(), labels.len(), "{labels:?}");
+        assert!(!labels.contains(&UNKNOWN_RESOURCE));
+        for label in labels.iter().chain([&UNKNOWN_RESOURCE]) {
+            assert!(!label.is_empty() && label.bytes().all(|b| b.is_ascii_lowercase() || b == b'-'), "{label}");
+        }
+        // Each pattern, its variable filled in, is labelled with its own resource.
+        for r in &ROUTES {
+            let path = r.pattern.replace("{id}", "x1").replace("{serial}", "0a").replace("{cert-id}", "a.b").replace("{issuer}", "7");
+            assert!(!path.contains('{'), "{}", r.pattern);
+            assert_eq!(resource_label(&path), r.resource.label(), "{path}");
+        }
+    }
+
+    #[test]
+    fn paths_are_labelled_without_their_ids() {
+        assert_eq!(resource_label("/acme/order/Zx81fQ/finalize"), "finalize");
+        assert_eq!(resource_label("/acme/acct/17"), "account");
+        assert_eq!(resource_label("/acme/acct/17/orders"), "account-orders");
+        assert_eq!(resource_label("/acme/chall/abc"), "challenge");
+        assert_eq!(resource_label("/acme/revoke-cert"), "revoke-cert");
+        assert_eq!(resource_label("/acme/renewal-info/aaa.bbb"), "renewal-info");
+        for unknown in ["/", "", "/wp-login.php", "/acme/order/", "/directory/x"] {
+            assert_eq!(resource_label(unknown), UNKNOWN_RESOURCE, "{unknown:?}");
         }
     }
 

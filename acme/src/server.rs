@@ -1,10 +1,11 @@
 //! The HTTPS listener and the router: TLS via rustls, HTTP/1.1 and HTTP/2 via
-//! hyper, every response carrying `Replay-Nonce` and `Link: rel="index"`.
+//! hyper, every response carrying `Replay-Nonce`, `Link: rel="index"` and
+//! `Tenure-Request-Id`, every request logged once (`request_log`).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
@@ -13,10 +14,12 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
+use tracing::Instrument;
 
 use crate::handlers;
 use crate::nonce::NonceStore;
 use crate::problem::Problem;
+use crate::request_log::{self, Completed, RequestId};
 use crate::resources::Urls;
 use crate::routes;
 use crate::validation::Validator;
@@ -127,7 +130,9 @@ impl FrontEnd {
         F: FnOnce(&FrontEnd) -> Result<T, Problem> + Send + 'static,
     {
         let fe = self.clone();
-        match tokio::task::spawn_blocking(move || f(&fe)).await {
+        // The request's span goes along, so what the work logs names the request.
+        let span = tracing::Span::current();
+        match tokio::task::spawn_blocking(move || span.in_scope(|| f(&fe))).await {
             Ok(result) => result,
             Err(e) => {
                 tracing::error!(error = %e, "request task failed");
@@ -150,7 +155,8 @@ impl FrontEnd {
         F: FnOnce(&Ra) -> tenure_engine::Result<T> + Send + 'static,
     {
         let ra = self.ra.clone();
-        match tokio::task::spawn_blocking(move || f(&ra)).await {
+        let span = tracing::Span::current();
+        match tokio::task::spawn_blocking(move || span.in_scope(|| f(&ra))).await {
             Ok(result) => result.map_err(Problem::from),
             Err(e) => {
                 tracing::error!(error = %e, "engine task failed");
@@ -232,7 +238,8 @@ where
     }
 }
 
-/// A response under construction; `finish` adds the headers every ACME response carries.
+/// A response under construction; `finish` adds the headers every ACME
+/// response carries, and renders a problem's body with the request's id.
 pub struct Reply {
     /// The HTTP status.
     pub status: StatusCode,
@@ -242,6 +249,9 @@ pub struct Reply {
     pub content_type: &'static str,
     /// Further headers.
     pub headers: Vec<(header::HeaderName, String)>,
+    /// The problem this reply answers with, if any: its body is rendered when
+    /// the response is finished, with the request's id as `instance`.
+    pub problem: Option<Box<Problem>>,
 }
 
 impl Reply {
@@ -252,20 +262,22 @@ impl Reply {
             body: Bytes::from(serde_json::to_vec(value).unwrap_or_default()),
             content_type: "application/json",
             headers: Vec::new(),
+            problem: None,
         }
     }
     /// No body.
     pub fn empty(status: StatusCode) -> Reply {
-        Reply { status, body: Bytes::new(), content_type: "", headers: Vec::new() }
+        Reply { status, body: Bytes::new(), content_type: "", headers: Vec::new(), problem: None }
     }
-    /// A problem document (RFC 7807).
-    pub fn problem(p: &Problem) -> Reply {
-        let mut r = Reply::json(p.status(), &p.to_json());
+    /// A problem document (RFC 7807); the body is rendered by `finish`.
+    pub fn problem(p: Problem) -> Reply {
+        let mut r = Reply::empty(p.status());
         r.content_type = "application/problem+json";
-        match p.retry_after {
-            Some(seconds) => r.header(header::RETRY_AFTER, seconds.to_string()),
-            None => r,
+        if let Some(seconds) = p.retry_after {
+            r = r.header(header::RETRY_AFTER, seconds.to_string());
         }
+        r.problem = Some(Box::new(p));
+        r
     }
     /// Adds a header.
     pub fn header(mut self, name: header::HeaderName, value: impl Into<String>) -> Reply {
@@ -282,28 +294,49 @@ impl Reply {
     }
 }
 
+/// One request, from its arrival to its response: named, handled in its
+/// span, logged once and counted.
 async fn handle(fe: &Arc<FrontEnd>, req: Request<Incoming>, peer: SocketAddr) -> Response<Full<Bytes>> {
+    let started = Instant::now();
+    let id = RequestId::next();
+    let span = request_log::span(id);
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let (urls, mut reply) = respond(fe, req, peer.ip().to_canonical()).instrument(span.clone()).await;
+    let _in_request = span.enter();
+    let problem = reply.problem.take();
+    let status = reply.status;
+    let mut response = finish(fe, id, urls.as_ref(), problem.as_deref(), reply);
+    if method == Method::HEAD {
+        *response.body_mut() = Full::new(Bytes::new());
+    }
+    // The request's one line; nothing else logs requests.
+    Completed {
+        method: &method,
+        path: &path,
+        resource: routes::resource_label(&path),
+        status,
+        problem: problem.as_deref(),
+        peer: peer.ip().to_canonical(),
+        elapsed: started.elapsed(),
+    }
+    .record();
+    response
+}
+
+/// The reply to a request, and the URLs it addressed when its Host is valid.
+async fn respond(fe: &Arc<FrontEnd>, req: Request<Incoming>, peer: std::net::IpAddr) -> (Option<Urls>, Reply) {
     let urls = match base_urls(&req) {
         Ok(u) => u,
-        Err(p) => return finish(fe, None, Reply::problem(&p)),
+        Err(p) => return (None, Reply::problem(p)),
     };
     let (parts, body) = req.into_parts();
     let body = match read_body(body).await {
         Ok(b) => b,
-        Err(p) => return finish(fe, Some(&urls), Reply::problem(&p)),
+        Err(p) => return (Some(urls), Reply::problem(p)),
     };
-    let reply = match routes::dispatch(fe, urls.clone(), &parts, body, peer.ip().to_canonical()).await {
-        Ok(r) => r,
-        Err(p) => {
-            tracing::debug!(%peer, method = %parts.method, path = parts.uri.path(), problem = %p, "request refused");
-            Reply::problem(&p)
-        }
-    };
-    let mut response = finish(fe, Some(&urls), reply);
-    if parts.method == Method::HEAD {
-        *response.body_mut() = Full::new(Bytes::new());
-    }
-    response
+    let reply = routes::dispatch(fe, urls.clone(), &parts, body, peer).await.unwrap_or_else(Reply::problem);
+    (Some(urls), reply)
 }
 
 /// Reads at most `MAX_BODY` bytes (413 beyond).
@@ -351,7 +384,17 @@ fn base_urls(req: &Request<Incoming>) -> Result<Urls, Problem> {
     Ok(Urls { base: format!("https://{}", host.to_ascii_lowercase()) })
 }
 
-fn finish(fe: &FrontEnd, urls: Option<&Urls>, reply: Reply) -> Response<Full<Bytes>> {
+/// The response: `reply` (its problem, taken out of it, in `problem`) with
+/// the headers every response carries.
+fn finish(fe: &FrontEnd, id: RequestId, urls: Option<&Urls>, problem: Option<&Problem>, reply: Reply) -> Response<Full<Bytes>> {
+    render(id, urls, problem, reply, fe.issue_nonce())
+}
+
+/// `finish` without the front end: the nonce is given.
+fn render(id: RequestId, urls: Option<&Urls>, problem: Option<&Problem>, mut reply: Reply, nonce: String) -> Response<Full<Bytes>> {
+    if let Some(p) = problem {
+        reply.body = Bytes::from(serde_json::to_vec(&p.to_json_with_instance(Some(&id.urn()))).unwrap_or_default());
+    }
     let mut builder = Response::builder().status(reply.status);
     if !reply.content_type.is_empty() {
         builder = builder.header(header::CONTENT_TYPE, reply.content_type);
@@ -361,7 +404,8 @@ fn finish(fe: &FrontEnd, urls: Option<&Urls>, reply: Reply) -> Response<Full<Byt
             builder = builder.header(name, v);
         }
     }
-    builder = builder.header("Replay-Nonce", fe.issue_nonce());
+    builder = builder.header("Replay-Nonce", nonce);
+    builder = builder.header(request_log::HEADER, id.to_string());
     if let Some(urls) = urls {
         builder = builder.header(header::LINK, format!("<{}>;rel=\"index\"", urls.directory()));
     }
@@ -381,4 +425,43 @@ pub fn tls_config(chain: Vec<Vec<u8>>, key_pkcs8: Vec<u8>) -> Result<Arc<rustls:
         )?;
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(cfg))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::problem::ProblemType;
+
+    #[test]
+    fn every_response_names_its_request_and_problems_carry_the_id() {
+        let id = RequestId::next();
+        let urls = Urls { base: "https://ca.example".into() };
+        let mut p = Problem::new(ProblemType::RateLimited, "too many new orders");
+        p.retry_after = Some(30);
+        let mut reply = Reply::problem(p);
+        let problem = reply.problem.take();
+        let response = render(id, Some(&urls), problem.as_deref(), reply, "n0nce".into());
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        let headers = response.headers();
+        assert_eq!(headers[request_log::HEADER], id.to_string().as_str());
+        assert_eq!(headers[header::CONTENT_TYPE], "application/problem+json");
+        assert_eq!(headers[header::RETRY_AFTER], "30");
+        assert_eq!(headers["replay-nonce"], "n0nce");
+        let body = futures_body(response);
+        let doc: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(doc["instance"], format!("urn:tenure:request:{id}"));
+        assert_eq!(doc["type"], "urn:ietf:params:acme:error:rateLimited");
+        assert_eq!(doc["status"], 429);
+
+        // A success carries the header and its own body untouched.
+        let ok = render(id, None, None, Reply::json(StatusCode::OK, &serde_json::json!({"a": 1})), "n".into());
+        assert_eq!(ok.headers()[request_log::HEADER], id.to_string().as_str());
+        assert_eq!(futures_body(ok), Bytes::from_static(br#"{"a":1}"#));
+    }
+
+    /// The bytes of a finished response.
+    fn futures_body(response: Response<Full<Bytes>>) -> Bytes {
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        rt.block_on(response.into_body().collect()).unwrap().to_bytes()
+    }
 }

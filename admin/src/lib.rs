@@ -10,12 +10,14 @@
 //! - [`routes`]: the route table (method, path, handler), 404 and 405.
 //! - [`handlers`]: one function per operation, each one engine call.
 //! - [`input`]: the body and query string, parsed into the types of [`requests`].
+//! - [`ops`]: the operations listener (`/metrics`, `/healthz`, `/readyz`), plain HTTP.
 
 #![warn(missing_docs)]
 
 pub mod auth;
 mod handlers;
 pub mod input;
+pub mod ops;
 pub mod requests;
 pub mod routes;
 

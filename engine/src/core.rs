@@ -48,6 +48,8 @@ pub struct Core {
     pub(crate) account_allowance: Allowances,
     /// Failed-validation allowances per account and identifier.
     pub(crate) validation_failures: Allowances,
+    /// Readiness probes that have not answered yet.
+    pub(crate) probes: crate::readiness::Probes,
 }
 
 impl Core {
@@ -126,6 +128,7 @@ impl Core {
             order_allowance: Allowances::default(),
             account_allowance: Allowances::default(),
             validation_failures: Allowances::default(),
+            probes: crate::readiness::Probes::default(),
         })
     }
 

@@ -22,9 +22,11 @@ pub mod identifier;
 mod issuance;
 pub mod lifecycle;
 pub mod model;
+pub mod observe;
 pub mod policies;
 pub mod policy;
 pub mod ra;
+pub mod readiness;
 pub mod registry;
 pub mod sealing;
 pub mod store;
@@ -107,8 +109,19 @@ impl Engine {
     /// key is opened from the new database before this returns.
     /// Returns (table, rows) copied.
     pub fn migrate_to_postgres(data_dir: &Path, url: &config::DatabaseUrl, config: Config) -> Result<Vec<(String, i64)>> {
+        Engine::migrate_to_postgres_observed(data_dir, url, config, &mut |_| {})
+    }
+
+    /// [`Engine::migrate_to_postgres`], telling `progress` where the copy
+    /// stands (`tenure migrate` shows it on a terminal).
+    pub fn migrate_to_postgres_observed(
+        data_dir: &Path,
+        url: &config::DatabaseUrl,
+        config: Config,
+        progress: &mut dyn FnMut(store::CopyProgress<'_>),
+    ) -> Result<Vec<(String, i64)>> {
         drop(Engine::open_existing(data_dir, Config { database: None, ..config.clone() })?);
-        let copied = store::copy_sqlite_to_postgres(&data_dir.join("tenure.db"), url.expose())
+        let copied = store::copy_sqlite_to_postgres_observed(&data_dir.join("tenure.db"), url.expose(), progress)
             .map_err(|e| Error::new(e.kind, format!("the database {url}: {}", e.detail)).caused_by(e))?;
         let moved = Engine::open_existing(data_dir, Config { database: Some(url.clone()), ..config })?;
         for issuer in moved.core.store.issuers()? {
@@ -175,6 +188,24 @@ impl Engine {
     /// Where the admin token is kept.
     pub fn admin_token_path(&self) -> PathBuf {
         self.core.data_dir.join(crate::core::ADMIN_TOKEN_FILE)
+    }
+
+    /// Whether this server can do its work now: a write commits, the CA
+    /// keys sign, the plugins load. Each check is bounded (a held lock or a
+    /// hung token fails it within seconds); see [`readiness`].
+    pub fn readiness(&self) -> readiness::Readiness {
+        readiness::check(&self.core)
+    }
+
+    /// The renewal, delivery and provisioning backlogs as the store counts
+    /// them now (the operator's gauges; each an indexed count).
+    pub fn backlog(&self) -> Result<observe::Backlog> {
+        let store = &self.core.store;
+        Ok(observe::Backlog {
+            renewals_due: store.renewals_due(model::now())?,
+            deliveries_pending: store.deliveries_pending()?,
+            provisioning_pending: store.provisioning_backlog()?,
+        })
     }
 
     /// A TLS identity for the server itself, chaining to the root:

@@ -15,6 +15,7 @@ use crate::core::Core;
 use crate::error::{Error, Result};
 use crate::issuance;
 use crate::model::now;
+use crate::observe;
 use crate::policy::{
     self, Chained, Decision, DistributionRequest, HookRequest, IssuanceRequest, Plugin, PluginInfo, PolicyHost, RegistryView,
     RenewalRequest, Trigger,
@@ -190,7 +191,7 @@ impl Core {
     /// of every decision. Never fails open: a fault anywhere is a denial.
     fn decide_by<R: serde::Serialize>(
         &self,
-        hook: &str,
+        hook: &'static str,
         chain: &[Arc<Plugin>],
         tenant: &str,
         account: Option<&str>,
@@ -199,14 +200,23 @@ impl Core {
     ) -> Result<Decided> {
         let started = Instant::now();
         let view: Arc<dyn RegistryView> = Arc::new(StoreView(self.store.clone()));
-        let Chained { decision, verdicts } = run(self.policy_host()?, chain, view);
+        let host = self.policy_host().inspect_err(|_| observe::undecided(hook))?;
+        let Chained { decision, verdicts } = run(host, chain, view);
+        let outcome = if matches!(decision, Decision::Allow(_)) { "allow" } else { "deny" };
+        observe::decided(hook, outcome, started.elapsed());
         let input = serde_json::to_value(req).unwrap_or_default();
         Ok(Decided { audit: audit_record(hook, tenant, account, &input, &decision, &verdicts, started), decision })
     }
 
+    /// The tenant's chain for a decision of `hook`; one that does not load
+    /// counts as a decision that could not run.
+    fn chain_for(&self, hook: &'static str, tenant: &str) -> Result<Vec<Arc<Plugin>>> {
+        self.plugin_chain(tenant).inspect_err(|_| observe::undecided(hook))
+    }
+
     /// Runs decide-issuance through the tenant's chain.
     pub(crate) fn decide_issuance(&self, tenant: &str, account: Option<&str>, req: &IssuanceRequest) -> Result<Decided> {
-        self.decide_by("issuance", &self.plugin_chain(tenant)?, tenant, account, req, |host, chain, view| {
+        self.decide_by("issuance", &self.chain_for("issuance", tenant)?, tenant, account, req, |host, chain, view| {
             host.chain_issuance(chain, view, tenant, req)
         })
     }
@@ -226,9 +236,21 @@ impl Core {
     /// Runs decide-distribution through the tenant's chain (the audit record is
     /// the caller's to store, with the copy it allows or alone if denied).
     pub(crate) fn decide_distribution(&self, tenant: &str, req: &DistributionRequest) -> Result<Decided> {
-        self.decide_by("distribution", &self.plugin_chain(tenant)?, tenant, None, req, |host, chain, view| {
+        self.decide_by("distribution", &self.chain_for("distribution", tenant)?, tenant, None, req, |host, chain, view| {
             host.chain_distribution(chain, view, tenant, req)
         })
+    }
+
+    /// Readiness: (plugins loaded, why each that does not load fails). The
+    /// installed plugins are loaded again first if the store's generation
+    /// moved; an error when the policy host, a built-in or the operator's
+    /// plugin (every tenant's chain) does not load.
+    pub(crate) fn plugin_faults(&self) -> Result<(usize, Vec<String>)> {
+        self.plugin_chain(PUBLIC_TENANT)?;
+        let installed = self.plugins.loaded.lock().map_err(|_| Error::internal("plugin lock poisoned"))?.1.clone();
+        let mut faults: Vec<String> = installed.values().filter_map(|p| p.as_ref().err().cloned()).collect();
+        faults.sort();
+        Ok((installed.len() - faults.len(), faults))
     }
 
     /// The digests of the tenant's chain, comma-separated: what a certificate

@@ -377,8 +377,13 @@ fn provisioning_generates_the_key_in_the_token_and_the_sweep_rekeys_it() {
     let der = read_certificate("provision", &unhex(new["cka_id"].as_str().unwrap())).unwrap();
     let (cka_id, spki) = key_spki(&new, &der);
     signs_verifiably("provision", &slot.pin, &cka_id, &spki).unwrap();
+    // For people: a table whose GEN column numbers the generations.
     let human = cli(&data, &["hsm", "keys", &slot.id]);
-    assert!(human.contains("gen 1") && human.contains("gen 2"), "{human}");
+    let gen_of = |key: &serde_json::Value| {
+        human.lines().find(|l| l.starts_with(key["id"].as_str().unwrap())).and_then(|l| l.split_whitespace().nth(1)).map(str::to_string)
+    };
+    assert!(human.lines().any(|l| l.starts_with("KEY") && l.contains("GEN")), "{human}");
+    assert_eq!((gen_of(&old).as_deref(), gen_of(&new).as_deref()), (Some("1"), Some("2")), "{human}");
 }
 
 /// A rekey is an issuance like any other (issue 11): the tenant's plugins
@@ -630,7 +635,8 @@ fn allocation_distributes_the_keys_the_policy_allows_by_attribute() {
     assert!(v["distribution_skipped"].as_str().unwrap().contains("tenant-only"), "{v}");
 
     // Again: nothing is copied twice.
-    assert_eq!(cli_json(&data, &["hsm", "sync", &b.resource]), serde_json::json!([]));
+    // JSON Lines, as every list: no attempt, no line.
+    assert_eq!(cli(&data, &["hsm", "sync", &b.resource, "--json"]), "");
     assert!(cli(&data, &["hsm", "sync", &b.id]).contains("nothing to distribute"));
     // B gets a key of its own (rekeys are the default chain's to allow, so the
     // operator plugin steps aside meanwhile), and the tenant changes A's PIN.
@@ -659,8 +665,8 @@ fn allocation_distributes_the_keys_the_policy_allows_by_attribute() {
     assert_eq!(keys[0]["origin"], "distributed");
     assert_eq!(keys[0]["source_key"], key2_id.as_str());
     // A rerun (`hsm sync`) tries only the key still missing: A's, which fails again.
-    let again = cli_json(&data, &["hsm", "sync", &c.resource]);
-    let again = again.as_array().unwrap();
+    let again: Vec<serde_json::Value> =
+        cli(&data, &["hsm", "sync", &c.resource, "--json"]).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(again.len(), 1, "{again:?}");
     assert_eq!(again[0]["outcome"], "failed");
     assert_eq!(again[0]["key_id"], key_id.as_str());

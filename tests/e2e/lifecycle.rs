@@ -274,7 +274,9 @@ async fn release_revokes_at_once_and_crl_and_ari_say_so() {
     let (ok, said) = openssl_crl_verify(&server, &chain, &crl, dir.path());
     assert!(ok, "not yet revoked: {said}");
 
-    support::tenure_cli(&data, &["resource", "release", &vm]);
+    // The release says what it revoked, for people and in JSON.
+    let said = support::tenure_cli(&data, &["resource", "release", &vm]);
+    assert!(said.lines().any(|l| l == "revoked 1 certificate (cessationOfOperation)"), "{said}");
     // As soon as the release returns: revoked in the store, in the CRL, and ARI says renew now.
     let shown = cert_show(&data, &serial);
     assert_eq!(shown["status"], "revoked");
@@ -293,11 +295,20 @@ async fn release_revokes_at_once_and_crl_and_ari_say_so() {
 
     // Never renewed, even long past its renewal window.
     std::thread::sleep(Duration::from_secs(6));
-    let out = support::tenure_cli(&data, &["renew", "--now", "--json"]);
+    // `renew` alone sweeps now (`--now` is still accepted, as above).
+    let out = support::tenure_cli(&data, &["renew", "--json"]);
     let report: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(report["renewed"], 0, "{report}");
     let shown = cert_show(&data, &serial);
     assert!(shown["successor"].is_null(), "{shown}");
+    // For people: a header, RFC 3339 times, and the revoked certificate among them.
+    let listed = support::tenure_cli(&data, &["cert", "list", "--resource", &vm]);
+    let mut lines = listed.lines();
+    assert!(lines.next().is_some_and(|h| h.starts_with("SERIAL") && h.contains("NOT AFTER")), "{listed}");
+    let row: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    assert_eq!((row[0], row[2]), (serial.as_str(), "revoked"), "{listed}");
+    assert!(row[5].len() == 20 && row[5].ends_with('Z') && row[5].as_bytes()[10] == b'T', "RFC 3339: {listed}");
+    assert_eq!(support::tenure_cli(&data, &["cert", "list", "--tenant", "nobody"]).trim(), "no certificates of tenant nobody");
     assert!(cert_list(&data, &["--resource", &vm]).len() == 1);
     // A new order for the released name needs a challenge now.
     let err = issue(&acct, &["gone.corp.example"], None).await.unwrap_err();
@@ -319,7 +330,9 @@ async fn transfer_revokes_and_the_new_holder_gets_its_own() {
     // Held by corp: the buyer is refused.
     assert!(issue(&buyer_acct, &["shop.corp.example"], None).await.unwrap_err().contains("rejectedIdentifier"));
 
-    support::tenure_cli(&data, &["resource", "transfer", &lb, "--to", "buyer"]);
+    let out = support::tenure_cli(&data, &["resource", "transfer", &lb, "--to", "buyer", "--json"]);
+    let moved: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!((moved["tenant"].as_str(), moved["revoked_certificates"].as_u64()), (Some("buyer"), Some(1)), "{moved}");
     let shown = cert_show(&data, &serial_of(&chain));
     assert_eq!(shown["status"], "revoked");
     assert_eq!(shown["revocation_reason"], 4, "superseded");

@@ -180,6 +180,24 @@ fn plugin_check_reports_imports_and_refuses_wasi() {
         .unwrap();
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("wasi"), "{}", String::from_utf8_lossy(&bad.stderr));
+    // Not WebAssembly at all: one line that says so.
+    let text = dir.path().join("policy.txt");
+    std::fs::write(&text, "allow everything\n").unwrap();
+    let out = support::tenure_command(&data).args(["plugin", "check"]).arg(&text).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        format!("tenure: {}: not a WebAssembly component (it does not start with \\0asm)\n", text.display())
+    );
+    // Installing needs a scope, and the error names both.
+    let out = support::tenure_command(&data)
+        .args(["plugin", "install", built_plugin_path("registry-control").to_str().unwrap(), "--data"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("one of --operator or --tenant") && err.contains("Usage: tenure plugin install"), "{err}");
 
     support::add_tenant(&data, "eval", &["eval.example"]);
     support::tenure_cli(&data, &["resource", "add", "--tenant", "eval", "--kind", "vm", "--name", "a.eval.example"]);
@@ -308,7 +326,12 @@ fn a_0_1_0_plugin_is_refused_at_install_with_how_to_rebuild() {
         assert!(err.contains("cargo build --release --target wasm32-wasip2"), "{args:?}: {err}");
     }
     let list = support::tenure_cli(&data, &["plugin", "list"]);
-    assert!(!list.contains("tenant:corp"), "nothing installed: {list}");
+    assert_eq!(
+        list.trim(),
+        "no plugins installed; defaults: public-challenge for the public tenant, control-or-challenge for the others",
+        "nothing installed"
+    );
+    assert_eq!(support::tenure_cli(&data, &["plugin", "list", "--json"]), "", "JSON Lines: nothing when empty");
 }
 
 /// A tenant plugin that implements only `decide-issuance` keeps renewals going: the SDK's

@@ -22,6 +22,7 @@ pub fn new_account(fe: &FrontEnd, call: &Call, req: Authenticated) -> Result<Rep
 
     let tp = thumbprint.clone();
     if let Some(existing) = fe.engine(move |a| a.account_by_thumbprint(&tp))? {
+        crate::request_log::note_account(&existing.id);
         // RFC 8555 §7.3.1: the key is registered already; say where.
         return Ok(Reply::json(StatusCode::OK, &account_json(urls, &existing)).location(urls.account(&existing.id)));
     }
@@ -37,6 +38,7 @@ pub fn new_account(fe: &FrontEnd, call: &Call, req: Authenticated) -> Result<Rep
     let tos_agreed = payload.terms_of_service_agreed.unwrap_or(false);
     let source = Some(call.peer);
     let (account, created) = fe.engine(move |a| a.create_account(NewAccount { jwk, thumbprint, contact, tos_agreed, eab, source }))?;
+    crate::request_log::note_account(&account.id);
     let status = if created { StatusCode::CREATED } else { StatusCode::OK };
     Ok(Reply::json(status, &account_json(urls, &account)).location(urls.account(&account.id)))
 }

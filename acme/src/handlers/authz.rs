@@ -6,6 +6,7 @@ use std::sync::Arc;
 use http::{StatusCode, header};
 use tenure_engine::Identifier;
 use tenure_engine::model::{Authorization, Challenge, ChallengeStatus, RecordedError};
+use tracing::Instrument;
 
 use crate::payloads;
 use crate::problem::Problem;
@@ -69,10 +70,12 @@ pub fn challenge(fe: &FrontEnd, call: &Call, req: Authenticated) -> Result<Reply
 }
 
 /// Validates in the background and records the outcome; the client polls.
+/// What it logs carries the span of the request that started it, if any.
 fn spawn_validation(fe: &FrontEnd, kind: ChallengeKind, ch: Challenge, identifier: Identifier, thumbprint: String) {
     let validator = fe.validator.clone();
     let ra = fe.ra.clone();
-    tokio::spawn(async move {
+    let span = tracing::Span::current();
+    let task = async move {
         let key_authorization = format!("{}.{}", ch.token, thumbprint);
         let outcome = validator
             .validate(kind, &identifier, &ch.token, &key_authorization)
@@ -81,13 +84,15 @@ fn spawn_validation(fe: &FrontEnd, kind: ChallengeKind, ch: Challenge, identifie
         if let Err(e) = &outcome {
             tracing::info!(challenge = %ch.id, %identifier, kind = kind.as_str(), error = %e.detail, "validation failed");
         }
-        let recorded = tokio::task::spawn_blocking(move || ra.finish_challenge(&ch.id, outcome)).await;
+        let span = tracing::Span::current();
+        let recorded = tokio::task::spawn_blocking(move || span.in_scope(|| ra.finish_challenge(&ch.id, outcome))).await;
         match recorded {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::error!(error = %e, "recording a validation failed"),
             Err(e) => tracing::error!(error = %e, "recording a validation panicked"),
         }
-    });
+    };
+    tokio::spawn(task.instrument(span));
 }
 
 /// Validations cut short by a restart run again, so their orders can complete.

@@ -15,6 +15,7 @@ use cryptoki::slot::Slot;
 use cryptoki::types::AuthPin;
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::observe;
 
 /// DER OID of prime256v1 (P-256), the CKA_EC_PARAMS of every key tenure makes.
 pub(crate) const P256_PARAMS: &[u8] = &[0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
@@ -121,7 +122,7 @@ impl Token {
             return Ok(s);
         }
         let session = self.ctx.open_rw_session(self.slot).map_err(p11("opening a session"))?;
-        match session.login(UserType::User, Some(&AuthPin::from(pin.to_string()))) {
+        match observe::hsm("login", session.login(UserType::User, Some(&AuthPin::from(pin.to_string())))) {
             Ok(()) => Ok(session),
             Err(e) if is_rv(&e, RvError::UserAlreadyLoggedIn) => Ok(session),
             Err(e) if is_rv(&e, RvError::PinIncorrect) || is_rv(&e, RvError::PinLocked) => {
@@ -156,7 +157,7 @@ impl Token {
             v.clear();
         }
         let so = AuthPin::from(so_pin.to_string());
-        self.ctx.init_token(self.slot, &so, &self.label).map_err(|e| {
+        observe::hsm("initialize", self.ctx.init_token(self.slot, &so, &self.label)).map_err(|e| {
             if is_rv(&e, RvError::PinIncorrect) {
                 Error::new(ErrorKind::Unauthorized, format!("{}: the SO PIN is refused", self.describe()))
             } else {
@@ -233,9 +234,9 @@ pub fn generate_p256(session: &Session, id: &[u8], label: &str, export: Exportab
         Attribute::Id(id.to_vec()),
         Attribute::Label(label.as_bytes().to_vec()),
     ];
-    let (public, private) = session
-        .generate_key_pair(&Mechanism::EccKeyPairGen, &public_template, &private_template)
-        .map_err(p11("generating an ECDSA P-256 key pair"))?;
+    let (public, private) =
+        observe::hsm("generate", session.generate_key_pair(&Mechanism::EccKeyPairGen, &public_template, &private_template))
+            .map_err(p11("generating an ECDSA P-256 key pair"))?;
     let point = read_point(session, public)?;
     Ok(KeyPairHandles { private, public, spki_der: spki_of_point(&point), point })
 }
@@ -272,7 +273,7 @@ pub fn find_by_id(session: &Session, class: ObjectClass, id: &[u8]) -> Result<Op
 /// every module has) and the token's raw r||s becomes a DER ECDSA-Sig-Value.
 pub fn sign_p256_sha256(session: &Session, key: ObjectHandle, msg: &[u8]) -> Result<Vec<u8>> {
     let digest = ring::digest::digest(&ring::digest::SHA256, msg);
-    let raw = session.sign(&Mechanism::Ecdsa, key, digest.as_ref()).map_err(p11("signing"))?;
+    let raw = observe::hsm("sign", session.sign(&Mechanism::Ecdsa, key, digest.as_ref())).map_err(p11("signing"))?;
     ecdsa_raw_to_der(&raw)
 }
 
@@ -394,7 +395,7 @@ pub fn destroy_by_id(session: &Session, id: &[u8]) -> Result<usize> {
     let handles = session.find_objects(&[Attribute::Id(id.to_vec())]).map_err(p11("finding objects"))?;
     let n = handles.len();
     for h in handles {
-        session.destroy_object(h).map_err(p11("destroying an object"))?;
+        observe::hsm("destroy", session.destroy_object(h)).map_err(p11("destroying an object"))?;
     }
     Ok(n)
 }

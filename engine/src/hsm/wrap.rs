@@ -120,7 +120,7 @@ impl Custody {
         if session::find_by_id(&dst, ObjectClass::PRIVATE_KEY, &key.cka_id)?.is_some() {
             return Err(Error::conflict(Conflict::Custody, format!("{} holds key {} already", target.id, key.id)));
         }
-        let copied = copy_wrapped(&src, &dst, key).and_then(|()| {
+        let copied = crate::observe::hsm("copy", copy_wrapped(&src, &dst, key)).and_then(|()| {
             let copy = HsmKey {
                 id: format!("key_{}", self.core.random_id(9)),
                 slot_id: target.id.clone(),

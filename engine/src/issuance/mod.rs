@@ -29,10 +29,11 @@ use crate::core::Core;
 use crate::error::{Error, ErrorKind, Result};
 use crate::identifier::Identifier;
 use crate::model::*;
+use crate::observe;
 use crate::policies::Decided;
 use crate::policy::{self, Decision, Grant, Plugin};
 use crate::registry::{Resource, ResourceState};
-use crate::store::{Claim, IssuedRecord, RenewalOutcome, RenewalTally};
+use crate::store::{Claim, IssuedRecord, ProvisioningOutcome, ProvisioningTally, RenewalOutcome, RenewalTally};
 
 pub(crate) use signer::LeafSigning;
 
@@ -217,13 +218,49 @@ impl Signed {
     pub(crate) fn record(self, core: &Core, from: Provenance, claim: Claim) -> Result<Certificate> {
         let record = self.into_record(core, from, claim);
         core.store.record_issuance(&record)?;
+        observe::issued([&record]);
         Ok(record.cert)
     }
 }
 
 /// Records a sweep's batch (successors and lapses) in one transaction.
 pub(crate) fn record_renewals(core: &Core, outcomes: &[RenewalOutcome]) -> Result<RenewalTally> {
-    core.store.record_renewals(outcomes)
+    let tally = core.store.record_renewals(outcomes)?;
+    let renewed = outcomes.iter().filter_map(|o| if let RenewalOutcome::Renewed(r) = o { Some(r) } else { None });
+    count_stored(core, renewed.collect(), tally.renewed);
+    Ok(tally)
+}
+
+/// Records a provisioning batch (certificates and denials, each settling its
+/// request) in one transaction.
+pub(crate) fn record_provisionings(core: &Core, outcomes: &[ProvisioningOutcome]) -> Result<ProvisioningTally> {
+    let tally = core.store.record_provisionings(outcomes)?;
+    let issued = outcomes.iter().filter_map(|o| if let ProvisioningOutcome::Issued(r) = o { Some(r) } else { None });
+    count_stored(core, issued.collect(), tally.provisioned);
+    Ok(tally)
+}
+
+/// Counts the certificates of a committed batch, of which the store says
+/// `stored` were kept: all of them, usually; when some were dropped (their
+/// claim no longer held), those whose serial is in the store.
+fn count_stored(core: &Core, records: Vec<&IssuedRecord>, stored: usize) {
+    if stored == records.len() {
+        observe::issued(records);
+        return;
+    }
+    if stored == 0 {
+        return;
+    }
+    for record in records {
+        match core.store.certificate(&record.cert.serial) {
+            Ok(Some(_)) => observe::issued([record]),
+            Ok(None) => {}
+            // Stored already; only the count misses it.
+            Err(e) => {
+                tracing::warn!(serial = %record.cert.serial, error = %e, "cannot tell whether a certificate was stored; it is not counted")
+            }
+        }
+    }
 }
 
 /// decide-issuance: the tenant's chain, then the host's rules. The grant must

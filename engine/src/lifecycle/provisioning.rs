@@ -215,6 +215,12 @@ impl Lifecycle {
     /// transactions of a 10,000-resource burst beside ACME's; a whole batch
     /// (256) held the writer long enough to double ACME's p99 (BENCHMARKS.md).
     pub fn provision_pending(&self) -> Result<ProvisioningReport> {
+        self.provision_pending_observed(|_| {})
+    }
+
+    /// [`Self::provision_pending`], handing `progress` the tally so far after
+    /// each claim from the queue (`tenure renew` shows it on a terminal).
+    pub fn provision_pending_observed(&self, mut progress: impl FnMut(&ProvisioningReport)) -> Result<ProvisioningReport> {
         let mut report = ProvisioningReport::default();
         let started = std::time::Instant::now();
         let rate = self.core.config.lifecycle.provisioning_rate.filter(|r| r.is_finite() && *r > 0.0);
@@ -247,11 +253,12 @@ impl Lifecycle {
                 }
             }
             for chunk in batch.chunks(RECORDS_PER_TRANSACTION) {
-                let tally = self.core.store.record_provisionings(chunk)?;
+                let tally = crate::issuance::record_provisionings(&self.core, chunk)?;
                 report.provisioned += tally.provisioned;
                 report.denied += tally.denied;
                 report.dropped += tally.superseded;
             }
+            progress(&report);
         }
     }
 
@@ -694,5 +701,39 @@ mod tests {
         assert_eq!((denied["event"].as_str(), denied["key_id"].as_str()), (Some(events::DISTRIBUTION_DENIED), Some("key_x")));
         assert!(e.registry.audit(Some("corp"), 10).unwrap().iter().any(|a| a.reason.as_deref() == Some("not in this key group")));
         assert_eq!(e.lifecycle.deliveries_of_resource(&h.id, 10).unwrap().len(), 1);
+    }
+
+    /// The issued counter moves once per certificate stored, by trigger,
+    /// through the batched paths (provisioning, the sweep); the backlog
+    /// counts what the store holds.
+    #[test]
+    fn certificates_are_counted_once_stored_and_the_backlog_as_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("drops");
+        std::fs::create_dir(&root).unwrap();
+        let e = engine(dir.path(), &root);
+        let counters = crate::observe::testing::Counters::default();
+        let issued = |trigger: &str| counters.get(crate::observe::CERTIFICATES_ISSUED, &[("tenant", "corp"), ("trigger", trigger)]);
+        let recipient = age::x25519::Identity::generate().to_public().to_string();
+        let drop_dir = root.join("web");
+        for name in ["a.corp.example", "b.corp.example"] {
+            let attributes = [("certificate", "auto"), ("key-recipient", recipient.as_str()), ("delivery-dir", drop_dir.to_str().unwrap())];
+            add(&e, name, &attributes);
+        }
+        assert_eq!(e.backlog().unwrap().provisioning_pending, 2);
+
+        metrics::with_local_recorder(&counters, || assert_eq!(e.lifecycle.provision_pending().unwrap().provisioned, 2));
+        assert_eq!(issued("provisioning"), 2);
+        let backlog = e.backlog().unwrap();
+        assert_eq!((backlog.provisioning_pending, backlog.deliveries_pending), (0, 2), "{backlog:?}");
+
+        // Due at once (renewal fraction 1), and renewed by the sweep.
+        std::thread::sleep(Duration::from_millis(1100));
+        assert_eq!(e.backlog().unwrap().renewals_due, 2);
+        metrics::with_local_recorder(&counters, || assert_eq!(e.lifecycle.sweep_renewals().unwrap().renewed, 2));
+        assert_eq!((issued("provisioning"), issued("renewal")), (2, 2));
+        let stored = e.lifecycle.certificates(Some("corp"), None, 100).unwrap().len() as u64;
+        assert_eq!(stored, issued("provisioning") + issued("renewal"), "the counter equals the certificates stored");
+        assert_eq!(e.backlog().unwrap().deliveries_pending, 4);
     }
 }

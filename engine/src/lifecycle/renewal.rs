@@ -77,7 +77,17 @@ impl Lifecycle {
     /// keep to `renewal_rate` (zero without a limit). `pause` waits and
     /// returns false to end the sweep there: the scheduler's way to shut down
     /// between two transactions rather than after the whole backlog.
-    pub fn sweep_renewals_paced(&self, mut pause: impl FnMut(Duration) -> bool) -> Result<SweepReport> {
+    pub fn sweep_renewals_paced(&self, pause: impl FnMut(Duration) -> bool) -> Result<SweepReport> {
+        self.sweep_renewals_observed(pause, |_| {})
+    }
+
+    /// [`Self::sweep_renewals_paced`], handing `progress` the tally so far
+    /// after each batch (`tenure renew` shows it on a terminal).
+    pub fn sweep_renewals_observed(
+        &self,
+        mut pause: impl FnMut(Duration) -> bool,
+        mut progress: impl FnMut(&SweepReport),
+    ) -> Result<SweepReport> {
         let started = Instant::now();
         let mut report = SweepReport::default();
         let batch = self.core.config.lifecycle.batch.max(1) as i64;
@@ -94,6 +104,7 @@ impl Lifecycle {
             }
             let (tally, deferred) = self.renew_batch(due)?;
             report.add(tally, deferred);
+            progress(&report);
             if tally.renewed + tally.lapsed + deferred == 0 {
                 // Nothing left the queue (every outcome was skipped): stop rather
                 // than fetch the same batch again; the next sweep retries.

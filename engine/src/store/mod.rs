@@ -52,8 +52,15 @@ pub fn open_sqlite(path: &Path) -> Result<Arc<dyn Storage>> {
 /// Copies the SQLite database at `from` into the empty PostgreSQL database at
 /// `to` (made up to date first), all in one transaction; (table, rows) copied.
 pub fn copy_sqlite_to_postgres(from: &Path, to: &str) -> Result<Vec<(String, i64)>> {
-    pg::import::copy_sqlite_into(from, &PgStore::open(to)?)
+    copy_sqlite_to_postgres_observed(from, to, &mut |_| {})
 }
+
+/// [`copy_sqlite_to_postgres`], telling `progress` where the copy stands.
+pub fn copy_sqlite_to_postgres_observed(from: &Path, to: &str, progress: &mut dyn FnMut(CopyProgress<'_>)) -> Result<Vec<(String, i64)>> {
+    pg::import::copy_sqlite_into(from, &PgStore::open(to)?, progress)
+}
+
+pub use pg::import::CopyProgress;
 
 /// Opens the shared store at a PostgreSQL URL, bringing its schema up to date.
 pub fn open_postgres(url: &str) -> Result<Arc<dyn Storage>> {
@@ -251,6 +258,11 @@ pub trait SettingsStore: Send + Sync {
     fn set_setting(&self, key: &str, value: &[u8]) -> Result<()>;
 
     fn setting_or_insert(&self, key: &str, value: &[u8]) -> Result<Vec<u8>>;
+
+    /// Readiness: commits a tiny write (the `readiness-probe` setting) within
+    /// about `bound`. A lock held elsewhere fails it then, rather than letting
+    /// it wait as long as a request would.
+    fn probe_write(&self, bound: std::time::Duration) -> Result<()>;
 }
 
 /// The CA hierarchy (root and per-tenant intermediates), tenants and their EAB keys.
@@ -396,6 +408,11 @@ pub trait CertificateStore: Send + Sync {
     /// Up to `limit` certificates whose renewal window opened before `before`, oldest due first.
     fn due_certificates(&self, before: UnixTime, limit: i64) -> Result<Vec<(Certificate, CertificateLifecycle)>>;
 
+    /// How many scheduled certificates' renewal windows opened before `before`
+    /// (claimed by a sweep or not): the renewal backlog, counted in the index
+    /// the sweep reads.
+    fn renewals_due(&self, before: UnixTime) -> Result<i64>;
+
     /// The scheduled certificates bound to a resource, due or not.
     fn scheduled_certificates_of_resource(&self, resource_id: &str) -> Result<Vec<(Certificate, CertificateLifecycle)>>;
 
@@ -445,6 +462,9 @@ pub trait DeliveryStore: Send + Sync {
     fn finish_delivery(&self, id: i64, outcome: std::result::Result<(), String>, retry_at: Option<UnixTime>) -> Result<()>;
 
     fn deliveries_of(&self, serial: &str) -> Result<Vec<Delivery>>;
+
+    /// How many outbox messages wait to be delivered (due or backing off).
+    fn deliveries_pending(&self) -> Result<i64>;
 
     /// The outbox messages of a resource (certificates and notices), newest last.
     fn deliveries_of_resource(&self, resource_id: &str, limit: i64) -> Result<Vec<Delivery>>;

@@ -202,6 +202,9 @@ pub struct Server {
     pub listen: SocketAddr,
     pub admin: SocketAddr,
     pub options: ServeOptions,
+    /// The operations listener (`/metrics`, `/healthz`, `/readyz`), when the
+    /// harness chose its address (a caller that names one knows it).
+    pub metrics: Option<SocketAddr>,
     log: PathBuf,
 }
 
@@ -230,6 +233,12 @@ impl Server {
         if let Some(dns) = options.dns_resolver {
             cmd.arg("--dns-resolver").arg(dns.to_string());
         }
+        // A port of its own: servers of tests side by side would all take the default.
+        let metrics = (!options.extra.iter().any(|a| a.starts_with("--metrics-listen"))).then(|| {
+            let at = SocketAddr::from(([127, 0, 0, 1], free_port()));
+            cmd.arg("--metrics-listen").arg(at.to_string());
+            at
+        });
         cmd.args(&options.extra);
         let mut child = cmd
             .env("TENURE_LOG", "tenure=debug,tenure_acme=debug,tenure_engine=debug,info")
@@ -257,7 +266,7 @@ impl Server {
             }
             assert!(Instant::now() < deadline, "tenure serve did not start in time");
         }
-        Server { child, data: data.to_path_buf(), listen, admin, options, log }
+        Server { child, data: data.to_path_buf(), listen, admin, options, metrics, log }
     }
 
     pub fn directory_url(&self) -> String {
@@ -313,4 +322,50 @@ pub fn openssl_verify(root: &Path, chain_pem: &str, work: &Path) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+impl Server {
+    /// `tenure serve ARGS…` where the arguments (or a `--config` file among them)
+    /// set the listeners, which the caller names; waits for the ACME directory line.
+    pub fn start_with_args(data: &Path, args: &[&std::ffi::OsStr], listen: SocketAddr, admin: SocketAddr) -> Server {
+        let log = data.with_extension(format!("{}.log", listen.port()));
+        let log_file = std::fs::File::create(&log).expect("server log");
+        // A metrics port of its own unless the arguments or the file name one:
+        // servers of tests side by side would all take the default.
+        let named = |a: &&std::ffi::OsStr| a.to_string_lossy().starts_with("--metrics-listen");
+        let in_file =
+            args.windows(2).any(|w| w[0] == "--config" && std::fs::read_to_string(w[1]).is_ok_and(|text| text.contains("metrics-listen")));
+        let metrics = (!args.iter().any(named) && !in_file).then(|| SocketAddr::from(([127, 0, 0, 1], free_port())));
+        let mut child = tenure_command(data)
+            .arg("serve")
+            .args(args)
+            .args(metrics.map(|at| format!("--metrics-listen={at}")))
+            .env(PLUGIN_DEADLINE.0, PLUGIN_DEADLINE.1)
+            .env("TENURE_LOG", "tenure=debug,info")
+            .stdout(Stdio::piped())
+            .stderr(log_file)
+            .spawn()
+            .expect("start tenure serve");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if line.starts_with("ACME directory:") {
+                    let _ = tx.send(line);
+                }
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if rx.recv_timeout(Duration::from_millis(100)).is_ok() {
+                break;
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("tenure serve exited with {status}:\n{}", std::fs::read_to_string(&log).unwrap_or_default());
+            }
+            assert!(Instant::now() < deadline, "tenure serve did not start in time");
+        }
+        let options = ServeOptions { http01_port: 0, tlsalpn01_port: 0, dns_resolver: None, extra: Vec::new() };
+        Server { child, data: data.to_path_buf(), listen, admin, options, metrics, log }
+    }
 }

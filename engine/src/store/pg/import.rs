@@ -54,9 +54,28 @@ const IDENTITIES: &[(&str, &str)] =
 /// What was copied: (table, rows), in copy order.
 pub type Copied = Vec<(String, i64)>;
 
+/// Where a copy stands, for a progress display (`tenure migrate` on a terminal).
+#[derive(Debug, Clone, Copy)]
+pub struct CopyProgress<'a> {
+    /// The table being copied (or, with `tables_done == tables`, the last one copied).
+    pub table: &'a str,
+    /// Tables copied completely so far.
+    pub tables_done: usize,
+    /// Tables in all.
+    pub tables: usize,
+    /// Rows of `table` copied so far.
+    pub rows: i64,
+}
+
+/// Rows between two progress reports within a table: often enough to show
+/// movement, rarely enough to cost nothing.
+const PROGRESS_EVERY: i64 = 1000;
+
 /// Copies every row of the SQLite database at `from` into `to`, which must
-/// hold no CA yet. Nothing is written to `to` unless all of it is.
-pub fn copy_sqlite_into(from: &std::path::Path, to: &PgStore) -> Result<Copied> {
+/// hold no CA yet. Nothing is written to `to` unless all of it is. `progress`
+/// hears where the copy stands: as each table starts, every
+/// [`PROGRESS_EVERY`] rows, and as each table is done.
+pub fn copy_sqlite_into(from: &std::path::Path, to: &PgStore, progress: &mut dyn FnMut(CopyProgress<'_>)) -> Result<Copied> {
     let src = rusqlite::Connection::open_with_flags(from, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
     let version: i64 = src.pragma_query_value(None, "user_version", |r| r.get(0))?;
     let expected = crate::store::sqlite::schema_version();
@@ -76,7 +95,8 @@ pub fn copy_sqlite_into(from: &std::path::Path, to: &PgStore) -> Result<Copied> 
         ));
     }
     let mut copied = Vec::new();
-    for table in TABLES {
+    for (index, table) in TABLES.iter().enumerate() {
+        progress(CopyProgress { table, tables_done: index, tables: TABLES.len(), rows: 0 });
         // The columns both sides have. PostgreSQL's own (a sweep's claim) start
         // empty; a SQLite column PostgreSQL lacks would be lost, so it stops the move.
         let source: Vec<String> =
@@ -108,6 +128,9 @@ pub fn copy_sqlite_into(from: &std::path::Path, to: &PgStore) -> Result<Copied> 
             let params: Vec<&(dyn ToSql + Sync)> = values.iter().map(|v| v.as_ref()).collect();
             tx.execute(&statement, &params)?;
             n += 1;
+            if n % PROGRESS_EVERY == 0 {
+                progress(CopyProgress { table, tables_done: index, tables: TABLES.len(), rows: n });
+            }
         }
         let there: i64 = get(&tx.query_one(&format!("SELECT count(*) FROM {table}"), &[])?, 0)?;
         let here: i64 = src.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))?;
@@ -115,6 +138,7 @@ pub fn copy_sqlite_into(from: &std::path::Path, to: &PgStore) -> Result<Copied> 
             return Err(Error::internal(format!("{table}: {here} rows in SQLite, {there} in PostgreSQL; nothing was written")));
         }
         copied.push((table.to_string(), n));
+        progress(CopyProgress { table, tables_done: index + 1, tables: TABLES.len(), rows: n });
     }
     for (table, column) in IDENTITIES {
         tx.execute(

@@ -304,6 +304,13 @@ impl CertificateStore for PgStore {
         })
     }
 
+    fn renewals_due(&self, before: UnixTime) -> Result<i64> {
+        // Counted in `certificates_due`, the partial index the sweep reads.
+        self.read(|c| {
+            Ok(value(c, "SELECT COUNT(*) FROM certificates WHERE renewal = 'scheduled' AND renew_at < $1", &[&before])?.unwrap_or(0))
+        })
+    }
+
     /// The scheduled certificates bound to a resource, due or not.
     fn scheduled_certificates_of_resource(&self, resource_id: &str) -> Result<Vec<(Certificate, CertificateLifecycle)>> {
         self.read(|c| {
@@ -509,6 +516,11 @@ impl DeliveryStore for PgStore {
         })
     }
 
+    fn deliveries_pending(&self) -> Result<i64> {
+        // Counted in `deliveries_pending`, the partial index of the outbox.
+        self.read(|c| Ok(value(c, "SELECT COUNT(*) FROM deliveries WHERE state = 'pending'", &[])?.unwrap_or(0)))
+    }
+
     fn deliveries_of_resource(&self, resource_id: &str, limit: i64) -> Result<Vec<Delivery>> {
         self.read(|c| {
             let sql = format!(
@@ -693,6 +705,7 @@ pub(in crate::store::pg) mod tests {
         }
         insert(&store, &certificate(&tenant, "later", RenewalState::Scheduled, Some(t + 3600), &[]));
         insert(&store, &certificate(&tenant, "client", RenewalState::Client, Some(t - 100), &[]));
+        assert_eq!(store.renewals_due(t).unwrap(), 30, "the backlog gauge counts what is due");
 
         // One batch comes oldest due first, as it was before the claim.
         let first = store.due_certificates(t, 3).unwrap();
@@ -715,6 +728,8 @@ pub(in crate::store::pg) mod tests {
         // A server starting takes over the claims of one that died.
         assert_eq!(store.release_renewal_claims().unwrap(), 30);
         assert_eq!(store.due_certificates(now(), 100).unwrap().len(), 30);
+        // Claimed or not, due is due.
+        assert_eq!(store.renewals_due(now()).unwrap(), 30);
     }
 
     #[test]
@@ -738,6 +753,7 @@ pub(in crate::store::pg) mod tests {
                 Ok(())
             })
             .unwrap();
+        assert_eq!(store.deliveries_pending().unwrap(), 40, "the backlog gauge counts what waits");
         let (a, b) = race(&url, |s| s.claim_deliveries(now(), 3, 600).unwrap().into_iter().map(|d| d.id).collect());
         let (sa, sb): (HashSet<_>, HashSet<_>) = (a.iter().copied().collect(), b.iter().copied().collect());
         assert_eq!(sa.len() + sb.len(), 40);
@@ -750,6 +766,7 @@ pub(in crate::store::pg) mod tests {
         assert_eq!(again[0].payload, Some(serde_json::json!({})));
         store.finish_delivery(again[0].id, Ok(()), None).unwrap();
         store.finish_delivery(again[1].id, Err("down".into()), None).unwrap();
+        assert_eq!(store.deliveries_pending().unwrap(), 38, "one delivered, one given up");
         let recent = store.deliveries_of_resource("r1", 3).unwrap();
         assert_eq!(recent.len(), 3);
         assert!(recent.windows(2).all(|w| w[0].id < w[1].id));

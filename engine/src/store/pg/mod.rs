@@ -435,6 +435,24 @@ impl SettingsStore for PgStore {
                 .ok_or_else(|| Error::internal(format!("setting {key} vanished")))
         })
     }
+
+    fn probe_write(&self, bound: Duration) -> Result<()> {
+        off_the_runtime(|| {
+            let mut c = self.pool.get_timeout(bound)?;
+            // Once, not retried: the probe asks whether a write commits now.
+            // A lock held elsewhere fails it after `lock_timeout`, anything
+            // else slow after `statement_timeout`, rather than hanging.
+            let millis = bound.as_millis().clamp(1, 60_000);
+            let mut tx = c.begin(IsolationLevel::ReadCommitted)?;
+            tx.tx.batch_execute(&format!("SET LOCAL lock_timeout = {millis}; SET LOCAL statement_timeout = {}", millis * 2))?;
+            tx.execute(
+                "INSERT INTO settings (key, value) VALUES ('readiness-probe', $1) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                &[&now().to_string().into_bytes()],
+            )?;
+            tx.commit()?;
+            Ok(())
+        })
+    }
 }
 
 const ISSUER_COLUMNS: &str = "id, tenant, cert_der, key_pkcs8";

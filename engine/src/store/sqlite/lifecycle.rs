@@ -291,6 +291,14 @@ impl CertificateStore for SqliteStore {
         })
     }
 
+    fn renewals_due(&self, before: UnixTime) -> Result<i64> {
+        // Counted in `certificates_due`, the partial index the sweep reads.
+        self.read(|c| {
+            Ok(c.prepare_cached("SELECT COUNT(*) FROM certificates WHERE renewal = 'scheduled' AND renew_at < ?1")?
+                .query_row([before], |r| r.get(0))?)
+        })
+    }
+
     /// The scheduled certificates bound to a resource, due or not.
     fn scheduled_certificates_of_resource(&self, resource_id: &str) -> Result<Vec<(Certificate, CertificateLifecycle)>> {
         self.read(|c| {
@@ -492,6 +500,11 @@ impl DeliveryStore for SqliteStore {
             let rows = st.query_map([serial], delivery_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
             rows.into_iter().collect()
         })
+    }
+
+    fn deliveries_pending(&self) -> Result<i64> {
+        // Counted in `deliveries_pending`, the partial index of the outbox.
+        self.read(|c| Ok(c.prepare_cached("SELECT COUNT(*) FROM deliveries WHERE state = 'pending'")?.query_row([], |r| r.get(0))?))
     }
 
     fn deliveries_of_resource(&self, resource_id: &str, limit: i64) -> Result<Vec<Delivery>> {

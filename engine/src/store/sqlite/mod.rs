@@ -184,6 +184,44 @@ impl SettingsStore for SqliteStore {
             Ok(tx.query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| r.get(0))?)
         })
     }
+
+    fn probe_write(&self, bound: Duration) -> Result<()> {
+        let deadline = std::time::Instant::now() + bound;
+        // The writer may be busy with a long batch of this process: wait for
+        // it only until the deadline (a std mutex has no timed lock).
+        let conn = loop {
+            match self.conn.try_lock() {
+                Ok(c) => break c,
+                Err(std::sync::TryLockError::Poisoned(poisoned)) => {
+                    self.conn.clear_poison();
+                    let c = poisoned.into_inner();
+                    drop(RollbackGuard(&c));
+                    break c;
+                }
+                Err(std::sync::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(std::sync::TryLockError::WouldBlock) => {
+                    return Err(Error::internal(format!("the database writer stayed busy for {} ms", bound.as_millis())));
+                }
+            }
+        };
+        // Another process holding the write lock fails the probe within what
+        // is left of the bound, not the requests' busy timeout.
+        conn.busy_timeout(deadline.saturating_duration_since(std::time::Instant::now()).max(Duration::from_millis(1)))?;
+        let probed = (|| -> Result<()> {
+            conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
+            let _rollback = RollbackGuard(&conn);
+            conn.prepare_cached(
+                "INSERT INTO settings (key, value) VALUES ('readiness-probe', ?1) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            )?
+            .execute([now().to_string().into_bytes()])?;
+            conn.prepare_cached("COMMIT")?.execute([])?;
+            Ok(())
+        })();
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        probed
+    }
 }
 
 impl TenantStore for SqliteStore {
@@ -655,9 +693,12 @@ const ORDER_AUTHORIZATION_IDS: &str = "SELECT id FROM (
      ) ORDER BY part, seq";
 
 /// Settings every connection of the store's gets.
+/// How long a statement waits for another process's write lock.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
 fn tune(c: &Connection) -> Result<()> {
     // The CLI writes while the server runs.
-    c.busy_timeout(Duration::from_secs(10))?;
+    c.busy_timeout(BUSY_TIMEOUT)?;
     // Hot statements are prepared once per connection (parsing one costs
     // as much as running it); the default cache of 16 is too small.
     c.set_prepared_statement_cache_capacity(128);
@@ -1116,6 +1157,75 @@ mod reprepare_tests {
             assert!(!searches.is_empty() && searches.iter().all(|p| !p.contains("challenges_by_status")), "{sql}: {plan:?}");
             assert!(!plan.iter().any(|p| p.starts_with("SCAN") && !p.contains("subquery")), "{sql}: {plan:?}");
         }
+    }
+
+    /// The backlog gauges count in the partial indexes the sweep and the
+    /// outbox read (scraped every few seconds, never a table scan), and count
+    /// what is due and pending only.
+    #[test]
+    fn backlog_counts_go_by_their_partial_indexes() {
+        let s = SqliteStore::open_in_memory().unwrap();
+        for (sql, index) in [
+            ("SELECT COUNT(*) FROM certificates WHERE renewal = 'scheduled' AND renew_at < ?1", "certificates_due"),
+            ("SELECT COUNT(*) FROM deliveries WHERE state = 'pending'", "deliveries_pending"),
+        ] {
+            let plan: Vec<String> = s
+                .read(|c| {
+                    let mut st = c.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))?;
+                    let n = st.parameter_count() as i64;
+                    let rows = st.query_map(rusqlite::params_from_iter(1..=n), |r| r.get::<_, String>(3))?;
+                    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+                })
+                .unwrap();
+            assert!(plan.iter().all(|p| p.contains(index)), "{sql}: {plan:?}");
+        }
+        assert_eq!((s.renewals_due(now()).unwrap(), s.deliveries_pending().unwrap()), (0, 0));
+        s.with(|c| {
+            c.execute_batch(
+                "INSERT INTO issuers (id, role, tenant, cert_der, key_pkcs8, created_at) VALUES (1, 'root', NULL, x'00', x'00', 1);
+                 INSERT INTO tenants (name, permits, issuer_id, created_at) VALUES ('corp', '[]', 1, 1);
+                 INSERT INTO resources (id, tenant, kind, names, zones, addresses, state, attributes, anchor, created_at, updated_at)
+                     VALUES ('r1', 'corp', 'vm', '[]', '[]', '[]', 'active', '{}', NULL, 1, 1);
+                 INSERT INTO certificates (serial, tenant, issuer_id, der, identifiers, not_before, not_after, created_at, renewal, renew_at)
+                     VALUES ('due1', 'corp', 1, x'30', '[]', 1, 2, 1, 'scheduled', 5),
+                            ('due2', 'corp', 1, x'30', '[]', 1, 2, 1, 'scheduled', 9),
+                            ('later', 'corp', 1, x'30', '[]', 1, 2, 1, 'scheduled', 50),
+                            ('client', 'corp', 1, x'30', '[]', 1, 2, 1, 'client', 5),
+                            ('renewed', 'corp', 1, x'30', '[]', 1, 2, 1, 'renewed', 5);
+                 INSERT INTO deliveries (event, serial, resource_id, kind, target, state, next_attempt, created_at)
+                     VALUES ('e', NULL, 'r1', 'file', '/x', 'pending', 1, 1),
+                            ('e', NULL, 'r1', 'file', '/x', 'pending', 99999999999, 1),
+                            ('e', NULL, 'r1', 'file', '/x', 'delivered', 1, 1),
+                            ('e', NULL, 'r1', 'file', '/x', 'failed', 1, 1);",
+            )?;
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(s.renewals_due(10).unwrap(), 2);
+        assert_eq!(s.renewals_due(100).unwrap(), 3);
+        // Pending, due now or backing off.
+        assert_eq!(s.deliveries_pending().unwrap(), 2);
+    }
+
+    /// The readiness probe commits its row, and a write lock another
+    /// connection holds fails it within its bound, leaving the writer's own
+    /// busy timeout as it was.
+    #[test]
+    fn the_probe_write_is_bounded_by_a_held_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let s = SqliteStore::open(&path).unwrap();
+        s.probe_write(Duration::from_millis(500)).unwrap();
+        assert!(s.setting("readiness-probe").unwrap().is_some());
+        let other = Connection::open(&path).unwrap();
+        other.execute_batch("BEGIN EXCLUSIVE").unwrap();
+        let t = std::time::Instant::now();
+        assert!(s.probe_write(Duration::from_millis(300)).is_err());
+        assert!(t.elapsed() < Duration::from_millis(1500), "took {:?}", t.elapsed());
+        other.execute_batch("ROLLBACK").unwrap();
+        s.probe_write(Duration::from_millis(300)).unwrap();
+        let busy: i64 = s.with(|c| Ok(c.pragma_query_value(None, "busy_timeout", |r| r.get(0))?)).unwrap();
+        assert_eq!(busy, BUSY_TIMEOUT.as_millis() as i64);
     }
 
     /// SQLite 3.54 re-plans (re-parses) `WHERE x = ?1 ORDER BY rowid` and
