@@ -1,5 +1,6 @@
-//! Builds the policy plugins (`plugins/`, a workspace of its own) for wasm32-wasip2 and
-//! leaves the components in `$OUT_DIR/plugins/`, where `policy::builtin` includes them.
+//! Builds the policy plugins (`plugins/`, a workspace of its own) for wasm32-wasip2 in
+//! `target/wasm-plugins/` of the checkout and leaves the components in `$OUT_DIR/plugins/`,
+//! where `policy::builtin` includes them.
 //! A failure fails the engine's build: there is no fallback plugin.
 
 use std::env;
@@ -80,7 +81,12 @@ fn main() {
 
     ensure_wasm_target();
     let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let target_dir = out.join("plugins-target");
+    // One nested build per checkout, not per profile: the components do not
+    // depend on the outer build's profile, features or flags (all removed
+    // below), so `cargo run --release`, the tests and the fuzz targets
+    // (fuzz/, a target directory of its own) share it instead of compiling
+    // the plugins' dependencies three times (~200 s of a cold build each).
+    let target_dir = root.join("target").join("wasm-plugins");
     let mut cmd = Command::new(&cargo);
     // The plugins' .cargo/config.toml (linker flags) is found from the working directory.
     cmd.current_dir(&plugins).args([
