@@ -390,7 +390,10 @@ fn setting(
             let mut args = Vec::new();
             let mut problems = Vec::new();
             for item in items {
-                match scalar(item.get_ref()).map_err(|m| format!("`{key}`: {m}")).and_then(|v| probe_value(probe, key, &v).map(|()| v)) {
+                match scalar(item.get_ref())
+                    .map_err(|m| format!("`{key}`: {m}"))
+                    .and_then(|v| probe_value(probe, key, &v, arg.is_hide_env_values_set()).map(|()| v))
+                {
                     Ok(v) => args.push(OsString::from(format!("{flag}={v}"))),
                     Err(message) => problems.extend(problem(value_at(item), message)),
                 }
@@ -426,8 +429,11 @@ fn article(value: &DeValue<'_>) -> &'static str {
 }
 
 /// Runs `value` through the argument's own parser (and its delimiter, if it
-/// splits values): clap's message when it refuses it.
-fn probe_value(probe: &Command, key: &str, value: &str) -> Result<(), String> {
+/// splits values): clap's message when it refuses it. For an argument whose
+/// values are `hidden` (a credential may be in them: `database`), only the
+/// parser's own message, which never repeats a password, not clap's, which
+/// quotes the value whole.
+fn probe_value(probe: &Command, key: &str, value: &str, hidden: bool) -> Result<(), String> {
     use clap::error::ErrorKind;
     match probe.clone().try_get_matches_from([format!("--{key}={value}")]) {
         Ok(_) => Ok(()),
@@ -439,6 +445,10 @@ fn probe_value(probe: &Command, key: &str, value: &str) -> Result<(), String> {
             | ErrorKind::TooManyValues
             | ErrorKind::TooFewValues
             | ErrorKind::WrongNumberOfValues => {
+                if hidden {
+                    let why = std::error::Error::source(&e).map_or_else(|| "refused".to_string(), |s| s.to_string());
+                    return Err(format!("invalid value for `--{key}` (not repeated here): {why}"));
+                }
                 let text = e.to_string();
                 let first = text.lines().next().unwrap_or_default();
                 Err(first.strip_prefix("error: ").unwrap_or(first).to_string())
@@ -665,6 +675,14 @@ mod tests {
         let args = serve_args("hsm-token = \"ca\"\nhsm-pin-file = \"/etc/pin\"\n", &["--hsm-module", "/lib/p11.so"]);
         assert_eq!(args.hsm.hsm_token.as_deref(), Some("ca"));
         assert_eq!(args.hsm.hsm_module.as_deref(), Some(Path::new("/lib/p11.so")));
+    }
+
+    #[test]
+    fn a_refused_database_url_is_not_repeated_with_its_password() {
+        let found = problems("database = \"mysql://tenure:s3cret@db.example/tenure\"\n");
+        assert_eq!(found.len(), 1, "{found:#?}");
+        assert!(found[0].message.starts_with("invalid value for `--database` (not repeated here): "), "{}", found[0].message);
+        assert!(!found[0].message.contains("s3cret"), "{}", found[0].message);
     }
 
     #[test]

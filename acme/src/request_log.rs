@@ -25,6 +25,10 @@ pub const TARGET: &str = "tenure::acme::request";
 /// The response header that names the request.
 pub const HEADER: HeaderName = HeaderName::from_static("tenure-request-id");
 
+/// The span's target, apart from [`TARGET`]: silencing the per-request lines
+/// must leave the request id on every other line.
+pub const SPAN_TARGET: &str = "tenure::acme";
+
 /// The counter of answered requests.
 pub const REQUESTS_TOTAL: &str = "tenure_acme_requests_total";
 
@@ -87,7 +91,7 @@ fn mix(mut z: u64) -> u64 {
 /// The span a request is handled in; its `account` is filled in by
 /// [`note_account`] once the request is authenticated.
 pub fn span(id: RequestId) -> tracing::Span {
-    tracing::info_span!(target: TARGET, "acme_request", id = %id, account = tracing::field::Empty)
+    tracing::info_span!(target: SPAN_TARGET, "acme_request", id = %id, account = tracing::field::Empty)
 }
 
 /// Records the request's account on the current request span (a no-op

@@ -16,6 +16,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -98,11 +99,15 @@ struct Ops {
     ready: Mutex<Option<(Instant, Arc<Readiness>)>>,
     /// The last backlog counts and when they were made.
     backlog: Mutex<Option<(Instant, Backlog)>>,
+    /// Whether a count is still running on a blocking thread: one that
+    /// outlived its deadline is not started again until it ends, so scrapes of a
+    /// hung database cannot pile up threads.
+    counting: Arc<AtomicBool>,
 }
 
 /// Serves `/metrics`, `/healthz` and `/readyz` on `listener` until the task is dropped.
 pub async fn serve_ops(engine: Engine, listener: TcpListener, metrics: PrometheusHandle) -> std::io::Result<()> {
-    let ops = Arc::new(Ops { engine, metrics, ready: Mutex::new(None), backlog: Mutex::new(None) });
+    let ops = Arc::new(Ops { engine, metrics, ready: Mutex::new(None), backlog: Mutex::new(None), counting: Arc::default() });
     let upkeep = ops.metrics.clone();
     let _upkeep = AbortOnDrop(tokio::spawn(async move {
         let mut every = tokio::time::interval(UPKEEP_INTERVAL);
@@ -144,6 +149,15 @@ pub async fn serve_ops(engine: Engine, listener: TcpListener, metrics: Prometheu
     }
 }
 
+/// Clears a "still counting" flag when dropped.
+struct Over(Arc<AtomicBool>);
+
+impl Drop for Over {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
+
 /// Aborts a background task when its owner goes.
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
@@ -179,9 +193,16 @@ async fn metrics(ops: &Ops) -> Response<Full<Bytes>> {
     {
         let mut cached = ops.backlog.lock().await;
         let fresh = cached.as_ref().is_some_and(|(at, _)| at.elapsed() < BACKLOG_CACHE);
-        if !fresh {
-            let engine = ops.engine.clone();
-            match tokio::time::timeout(BACKLOG_DEADLINE, tokio::task::spawn_blocking(move || engine.backlog())).await {
+        if !fresh && ops.counting.swap(true, Ordering::AcqRel) {
+            tracing::warn!("the previous count of the backlog for /metrics has not ended; the gauges keep their last values");
+        } else if !fresh {
+            let (engine, counting) = (ops.engine.clone(), ops.counting.clone());
+            let count = move || {
+                // Reset however the count ends, a panic included.
+                let _over = Over(counting);
+                engine.backlog()
+            };
+            match tokio::time::timeout(BACKLOG_DEADLINE, tokio::task::spawn_blocking(count)).await {
                 Ok(Ok(Ok(backlog))) => {
                     backlog.record();
                     *cached = Some((Instant::now(), backlog));

@@ -87,9 +87,18 @@ pub(crate) fn check(core: &Arc<Core>) -> Readiness {
         }
         let (probing, answers) = (core.clone(), answers.clone());
         let spawned = std::thread::Builder::new().name(format!("tenure-ready-{name}")).spawn(move || {
+            // Marks the probe over however it ends: one that panicked must not
+            // leave the server unready until it restarts.
+            struct Over<'a>(&'a Core, usize);
+            impl Drop for Over<'_> {
+                fn drop(&mut self) {
+                    self.0.probes.running.lock().unwrap_or_else(|p| p.into_inner())[self.1] = None;
+                }
+            }
+            let over = Over(&probing, i);
             let t = Instant::now();
             let outcome = run(&probing);
-            probing.probes.running.lock().unwrap_or_else(|p| p.into_inner())[i] = None;
+            drop(over);
             let _ = answers.send((i, outcome, t.elapsed()));
         });
         if let Err(e) = spawned {

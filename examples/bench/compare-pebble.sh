@@ -73,14 +73,14 @@ EOF
 stop_pebble() { kill "$P_PID" 2>/dev/null || true; wait "$P_PID" 2>/dev/null || true; }
 
 # ---- tenure: a tenant holding the zone the load asks for ----------------------
-T_PORT=$(free_port); T_ADMIN=$(free_port)
+T_PORT=$(free_port); T_ADMIN=$(free_port); T_METRICS=$(free_port)
 DATA="$WORK/tenure-data"
 "$TENURE" init --data "$DATA" >/dev/null
 CREDS=$("$TENURE" tenant add bench --permit bench.example.com --data "$DATA" --json)
 "$TENURE" resource add --tenant bench --kind lb --zone bench.example.com --data "$DATA" >/dev/null
 EAB_KID=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["eab_kid"])' "$CREDS")
 EAB_HMAC=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["eab_hmac"])' "$CREDS")
-TENURE_LOG=warn "$TENURE" serve --data "$DATA" --listen "127.0.0.1:$T_PORT" --admin-listen "127.0.0.1:$T_ADMIN" \
+TENURE_LOG=warn TENURE_METRICS_LISTEN=127.0.0.1:$T_METRICS "$TENURE" serve --data "$DATA" --listen "127.0.0.1:$T_PORT" --admin-listen "127.0.0.1:$T_ADMIN" \
     >"$WORK/tenure.out" 2>"$WORK/tenure.log" &
 T_PID=$!
 PIDS+=($T_PID)

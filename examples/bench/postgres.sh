@@ -33,7 +33,7 @@ tenure_cpu() { local t=0; for p in "${PIDS[@]}"; do t=$((t + $(awk '{print $14+$
 start() { # start DATA PORT [DB]: one server
   local data=$1 port=$2 db=${3:-}
   local env=(TENURE_LOG=warn); [ -n "$db" ] && env+=(TENURE_DATABASE="$db")
-  env "${env[@]}" $T serve --data "$data" --listen 127.0.0.1:$port --admin-listen 127.0.0.1:$(free_port) >"$data.out" 2>"$data.log" &
+  env "${env[@]}" TENURE_METRICS_LISTEN=127.0.0.1:$(free_port) $T serve --data "$data" --listen 127.0.0.1:$port --admin-listen 127.0.0.1:$(free_port) >"$data.out" 2>"$data.log" &
   PIDS+=($!)
   for i in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && return; sleep 0.1; done
   echo "server on $port did not start: $(cat "$data.log")" >&2; exit 1

@@ -22,13 +22,13 @@ T=${1:-target/release/tenure}; N=${2:-10000}; AN=${3:-3000}; MODE=${4:-platform}
 SERVE_FLAGS=${SERVE_FLAGS:-}
 W=$(mktemp -d); DATA=$W/d; DROPS=$W/drops; mkdir -p $DROPS
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-P=$(free_port); A=$(free_port)
+P=$(free_port); A=$(free_port); M=$(free_port)
 $T init --data $DATA >/dev/null
 CREDS=$($T tenant add bench --permit bench.example.com --permit prov.example.com --data $DATA --json)
 $T resource add --tenant bench --kind lb --zone bench.example.com --data $DATA >/dev/null
 K=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["eab_kid"])' "$CREDS")
 H=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["eab_hmac"])' "$CREDS")
-TENURE_LOG=warn $T serve --data $DATA --listen 127.0.0.1:$P --admin-listen 127.0.0.1:$A --delivery-root $DROPS $SERVE_FLAGS >$W/out 2>$W/log &
+TENURE_LOG=warn TENURE_METRICS_LISTEN=127.0.0.1:$M $T serve --data $DATA --listen 127.0.0.1:$P --admin-listen 127.0.0.1:$A --delivery-root $DROPS $SERVE_FLAGS >$W/out 2>$W/log &
 SP=$!
 trap "kill $SP; wait $SP 2>/dev/null; rm -rf $W" EXIT
 for i in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$A) 2>/dev/null && break; sleep 0.1; done

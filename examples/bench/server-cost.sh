@@ -12,14 +12,14 @@ set -euo pipefail
 T=${1:-target/release/tenure}; N=${2:-3000}; CS=${3:-"16 64"}
 W=$(mktemp -d); DATA=$W/d
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-P=$(free_port); A=$(free_port)
+P=$(free_port); A=$(free_port); M=$(free_port)
 # (Builds from before `tenure init` made the directory in `tenant add`.)
 $T init --data $DATA >/dev/null 2>&1 || true
 CREDS=$($T tenant add bench --permit bench.example.com --data $DATA --json)
 $T resource add --tenant bench --kind lb --zone bench.example.com --data $DATA >/dev/null
 K=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["eab_kid"])' "$CREDS")
 H=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["eab_hmac"])' "$CREDS")
-TENURE_LOG=warn $T serve --data $DATA --listen 127.0.0.1:$P --admin-listen 127.0.0.1:$A >$W/out 2>$W/log &
+TENURE_LOG=${TENURE_LOG:-warn} TENURE_METRICS_LISTEN=127.0.0.1:$M $T serve --data $DATA --listen 127.0.0.1:$P --admin-listen 127.0.0.1:$A >$W/out 2>$W/log &
 SP=$!
 trap "kill $SP; wait $SP 2>/dev/null; rm -rf $W" EXIT
 for i in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$P) 2>/dev/null && break; sleep 0.1; done

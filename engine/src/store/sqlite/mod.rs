@@ -186,29 +186,23 @@ impl SettingsStore for SqliteStore {
     }
 
     fn probe_write(&self, bound: Duration) -> Result<()> {
-        let deadline = std::time::Instant::now() + bound;
-        // The writer may be busy with a long batch of this process: wait for
-        // it only until the deadline (a std mutex has no timed lock).
-        let conn = loop {
-            match self.conn.try_lock() {
-                Ok(c) => break c,
-                Err(std::sync::TryLockError::Poisoned(poisoned)) => {
-                    self.conn.clear_poison();
-                    let c = poisoned.into_inner();
-                    drop(RollbackGuard(&c));
-                    break c;
-                }
-                Err(std::sync::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-                Err(std::sync::TryLockError::WouldBlock) => {
-                    return Err(Error::internal(format!("the database writer stayed busy for {} ms", bound.as_millis())));
-                }
+        // Queue for the writer like any request: polling `try_lock` lost the
+        // lock to waiting writers for the whole bound under write load, and a
+        // busy server is not an unready one. A writer stuck in this process
+        // leaves the probe waiting; the readiness check's own deadline (on
+        // the probe's thread) reports that.
+        let conn = match self.conn.lock() {
+            Ok(c) => c,
+            Err(poisoned) => {
+                self.conn.clear_poison();
+                let c = poisoned.into_inner();
+                drop(RollbackGuard(&c));
+                c
             }
         };
-        // Another process holding the write lock fails the probe within what
-        // is left of the bound, not the requests' busy timeout.
-        conn.busy_timeout(deadline.saturating_duration_since(std::time::Instant::now()).max(Duration::from_millis(1)))?;
+        // Another process holding the write lock fails the probe within the
+        // bound, not the requests' busy timeout.
+        conn.busy_timeout(bound.max(Duration::from_millis(1)))?;
         let probed = (|| -> Result<()> {
             conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
             let _rollback = RollbackGuard(&conn);
