@@ -593,6 +593,14 @@ mod tests {
     }
 
     #[test]
+    fn the_serve_time_rules_are_value_rules_the_check_reports() {
+        let found = problems("renewal-fraction = 2\nrenewal-interval = 0\nrenewal-rate = -1\nprovisioning-rate = 1e300\n");
+        let lines: Vec<usize> = found.iter().filter_map(|p| p.at.map(|a| a.line)).collect();
+        assert_eq!(lines, [1, 2, 3, 4], "{found:#?}");
+        assert!(found[0].message.contains("strictly between 0 and 1"), "{}", found[0].message);
+    }
+
+    #[test]
     fn the_file_cannot_name_another() {
         let found = problems("config = \"other.toml\"\n");
         assert_eq!(found.len(), 1);

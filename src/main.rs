@@ -103,6 +103,31 @@ impl DeliveryBounds {
     }
 }
 
+/// `--renewal-interval`: seconds, more than none and at most a day (a value
+/// parser, so `tenure config check` reports it with its line).
+fn sweep_interval(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if v > 0.0 && v <= 86_400.0 => Ok(v),
+        _ => Err("a number of seconds above 0 and at most 86400".into()),
+    }
+}
+
+/// `--renewal-fraction`: strictly between 0 and 1.
+fn open_fraction(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if v > 0.0 && v < 1.0 => Ok(v),
+        _ => Err("a fraction strictly between 0 and 1".into()),
+    }
+}
+
+/// `--renewal-rate`, `--provisioning-rate`: a positive, finite rate.
+fn per_second(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if v > 0.0 && v <= 1_000_000.0 => Ok(v),
+        _ => Err("a number per second above 0 and at most 1000000".into()),
+    }
+}
+
 /// `--delivery-root`: an existing directory, made absolute and free of links.
 fn existing_directory(dir: &str) -> Result<PathBuf, String> {
     let real = std::fs::canonicalize(dir).map_err(|e| format!("{dir}: {e}"))?;
@@ -480,21 +505,21 @@ struct ServeArgs {
     #[arg(long)]
     public_url: Option<String>,
     /// Seconds between renewal sweeps (also delivery retries and CRL refreshes).
-    #[arg(long, default_value_t = 30.0)]
+    #[arg(long, value_name = "SECONDS", default_value_t = 30.0, value_parser = sweep_interval)]
     renewal_interval: f64,
     /// The renewal window opens when this fraction of a certificate's lifetime is left.
-    #[arg(long, default_value_t = 1.0 / 3.0)]
+    #[arg(long, default_value_t = 1.0 / 3.0, value_parser = open_fraction)]
     renewal_fraction: f64,
     /// Certificates per renewal transaction.
     #[arg(long, default_value_t = 256)]
     renewal_batch: usize,
     /// At most this many certificates renewed per second, so a backlog of due
     /// certificates does not crowd out ACME traffic. Default: no limit.
-    #[arg(long, value_name = "PER_SECOND")]
+    #[arg(long, value_name = "PER_SECOND", value_parser = per_second)]
     renewal_rate: Option<f64>,
     /// At most this many resources provisioned per second, so a burst of new resources
     /// does not crowd out ACME traffic. Default: no limit.
-    #[arg(long, value_name = "PER_SECOND")]
+    #[arg(long, value_name = "PER_SECOND", value_parser = per_second)]
     provisioning_rate: Option<f64>,
     /// New orders one ACME account may place per hour (a token bucket, per server).
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
@@ -747,18 +772,6 @@ fn serve(args: ServeArgs) -> Result<()> {
     if let Some(file) = &args.config {
         // Its settings were merged into `args` when the command line was parsed.
         tracing::info!(file = %file.display(), "settings from the configuration file");
-    }
-    if !(args.renewal_interval > 0.0 && args.renewal_interval.is_finite()) {
-        anyhow::bail!("--renewal-interval must be a positive number of seconds");
-    }
-    if !(0.0..1.0).contains(&args.renewal_fraction) || args.renewal_fraction == 0.0 {
-        anyhow::bail!("--renewal-fraction must lie strictly between 0 and 1");
-    }
-    if args.renewal_rate.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
-        anyhow::bail!("--renewal-rate must be a positive number of certificates per second");
-    }
-    if args.provisioning_rate.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
-        anyhow::bail!("--provisioning-rate must be a positive number of resources per second");
     }
     let mut config =
         Config { eab_required: args.eab_required, reuse_valid_authorizations: args.reuse_valid_authorizations, ..args.data.config() };
