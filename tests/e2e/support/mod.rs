@@ -240,32 +240,8 @@ impl Server {
             at
         });
         cmd.args(&options.extra);
-        let mut child = cmd
-            .env("TENURE_LOG", "tenure=debug,tenure_acme=debug,tenure_engine=debug,info")
-            .stdout(Stdio::piped())
-            .stderr(log_file)
-            .spawn()
-            .expect("start tenure serve");
-        // The directory line means the listener is bound.
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if line.starts_with("ACME directory:") {
-                    let _ = tx.send(line);
-                }
-            }
-        });
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if rx.recv_timeout(Duration::from_millis(100)).is_ok() {
-                break;
-            }
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!("tenure serve exited with {status}:\n{}", std::fs::read_to_string(&log).unwrap_or_default());
-            }
-            assert!(Instant::now() < deadline, "tenure serve did not start in time");
-        }
+        cmd.env("TENURE_LOG", "tenure=debug,tenure_acme=debug,tenure_engine=debug,info");
+        let child = spawn_until_listening(cmd, log_file, &log);
         Server { child, data: data.to_path_buf(), listen, admin, options, metrics, log }
     }
 
@@ -289,6 +265,32 @@ impl Server {
 
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+/// Starts `cmd` (a `tenure serve`) with its standard error in `log_file` and
+/// returns once it prints its directory line, which means the listener is bound;
+/// panics with the log (at `log`) if it exits first or takes over a minute.
+fn spawn_until_listening(mut cmd: Command, log_file: std::fs::File, log: &Path) -> Child {
+    let mut child = cmd.stdout(Stdio::piped()).stderr(log_file).spawn().expect("start tenure serve");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line.starts_with("ACME directory:") {
+                let _ = tx.send(line);
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if rx.recv_timeout(Duration::from_millis(100)).is_ok() {
+            return child;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("tenure serve exited with {status}:\n{}", std::fs::read_to_string(log).unwrap_or_default());
+        }
+        assert!(Instant::now() < deadline, "tenure serve did not start in time");
     }
 }
 
@@ -336,35 +338,13 @@ impl Server {
         let in_file =
             args.windows(2).any(|w| w[0] == "--config" && std::fs::read_to_string(w[1]).is_ok_and(|text| text.contains("metrics-listen")));
         let metrics = (!args.iter().any(named) && !in_file).then(|| SocketAddr::from(([127, 0, 0, 1], free_port())));
-        let mut child = tenure_command(data)
-            .arg("serve")
+        let mut cmd = tenure_command(data);
+        cmd.arg("serve")
             .args(args)
             .args(metrics.map(|at| format!("--metrics-listen={at}")))
             .env(PLUGIN_DEADLINE.0, PLUGIN_DEADLINE.1)
-            .env("TENURE_LOG", "tenure=debug,info")
-            .stdout(Stdio::piped())
-            .stderr(log_file)
-            .spawn()
-            .expect("start tenure serve");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if line.starts_with("ACME directory:") {
-                    let _ = tx.send(line);
-                }
-            }
-        });
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if rx.recv_timeout(Duration::from_millis(100)).is_ok() {
-                break;
-            }
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!("tenure serve exited with {status}:\n{}", std::fs::read_to_string(&log).unwrap_or_default());
-            }
-            assert!(Instant::now() < deadline, "tenure serve did not start in time");
-        }
+            .env("TENURE_LOG", "tenure=debug,info");
+        let child = spawn_until_listening(cmd, log_file, &log);
         let options = ServeOptions { http01_port: 0, tlsalpn01_port: 0, dns_resolver: None, extra: Vec::new() };
         Server { child, data: data.to_path_buf(), listen, admin, options, metrics, log }
     }

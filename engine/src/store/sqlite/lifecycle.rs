@@ -222,6 +222,12 @@ pub(super) fn stop_certificates_of_resource(tx: &Tx<'_>, resource_id: &str, reas
     Ok(revoked)
 }
 
+/// The renewal gauge: counted in `certificates_due`, the partial index the
+/// sweep reads (a test pins the plan).
+pub(super) const RENEWALS_DUE: &str = "SELECT COUNT(*) FROM certificates WHERE renewal = 'scheduled' AND renew_at < ?1";
+/// The outbox gauge: counted in `deliveries_pending`, the outbox's partial index.
+pub(super) const DELIVERIES_PENDING: &str = "SELECT COUNT(*) FROM deliveries WHERE state = 'pending'";
+
 impl CertificateStore for SqliteStore {
     fn certificate(&self, serial: &str) -> Result<Option<Certificate>> {
         self.read(|c| {
@@ -292,11 +298,7 @@ impl CertificateStore for SqliteStore {
     }
 
     fn renewals_due(&self, before: UnixTime) -> Result<i64> {
-        // Counted in `certificates_due`, the partial index the sweep reads.
-        self.read(|c| {
-            Ok(c.prepare_cached("SELECT COUNT(*) FROM certificates WHERE renewal = 'scheduled' AND renew_at < ?1")?
-                .query_row([before], |r| r.get(0))?)
-        })
+        self.read(|c| Ok(c.prepare_cached(RENEWALS_DUE)?.query_row([before], |r| r.get(0))?))
     }
 
     /// The scheduled certificates bound to a resource, due or not.
@@ -503,8 +505,7 @@ impl DeliveryStore for SqliteStore {
     }
 
     fn deliveries_pending(&self) -> Result<i64> {
-        // Counted in `deliveries_pending`, the partial index of the outbox.
-        self.read(|c| Ok(c.prepare_cached("SELECT COUNT(*) FROM deliveries WHERE state = 'pending'")?.query_row([], |r| r.get(0))?))
+        self.read(|c| Ok(c.prepare_cached(DELIVERIES_PENDING)?.query_row([], |r| r.get(0))?))
     }
 
     fn deliveries_of_resource(&self, resource_id: &str, limit: i64) -> Result<Vec<Delivery>> {

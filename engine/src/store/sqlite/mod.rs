@@ -1135,18 +1135,22 @@ mod reprepare_tests {
 
     /// The reads reuse of authorizations adds go by index, never a scan (the
     /// tables grow with every order).
+    /// SQLite's plan for `sql`, one line per step (its parameters bound to 1, 2, …).
+    fn query_plan(s: &SqliteStore, sql: &str) -> Vec<String> {
+        s.read(|c| {
+            let mut st = c.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))?;
+            let n = st.parameter_count() as i64;
+            let rows = st.query_map(rusqlite::params_from_iter(1..=n), |r| r.get::<_, String>(3))?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .unwrap()
+    }
+
     #[test]
     fn reuse_reads_use_indexes() {
         let s = SqliteStore::open_in_memory().unwrap();
         for sql in [REUSABLE_AUTHORIZATION, ORDER_AUTHORIZATION_IDS] {
-            let plan: Vec<String> = s
-                .read(|c| {
-                    let mut st = c.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))?;
-                    let n = st.parameter_count() as i64;
-                    let rows = st.query_map(rusqlite::params_from_iter(1..=n), |r| r.get::<_, String>(3))?;
-                    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
-                })
-                .unwrap();
+            let plan = query_plan(&s, sql);
             let searches: Vec<&String> = plan.iter().filter(|p| p.starts_with("SEARCH")).collect();
             assert!(!searches.is_empty() && searches.iter().all(|p| !p.contains("challenges_by_status")), "{sql}: {plan:?}");
             assert!(!plan.iter().any(|p| p.starts_with("SCAN") && !p.contains("subquery")), "{sql}: {plan:?}");
@@ -1159,18 +1163,9 @@ mod reprepare_tests {
     #[test]
     fn backlog_counts_go_by_their_partial_indexes() {
         let s = SqliteStore::open_in_memory().unwrap();
-        for (sql, index) in [
-            ("SELECT COUNT(*) FROM certificates WHERE renewal = 'scheduled' AND renew_at < ?1", "certificates_due"),
-            ("SELECT COUNT(*) FROM deliveries WHERE state = 'pending'", "deliveries_pending"),
-        ] {
-            let plan: Vec<String> = s
-                .read(|c| {
-                    let mut st = c.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))?;
-                    let n = st.parameter_count() as i64;
-                    let rows = st.query_map(rusqlite::params_from_iter(1..=n), |r| r.get::<_, String>(3))?;
-                    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
-                })
-                .unwrap();
+        // The store's own statements, so the test follows them if they change.
+        for (sql, index) in [(lifecycle::RENEWALS_DUE, "certificates_due"), (lifecycle::DELIVERIES_PENDING, "deliveries_pending")] {
+            let plan = query_plan(&s, sql);
             assert!(plan.iter().all(|p| p.contains(index)), "{sql}: {plan:?}");
         }
         assert_eq!((s.renewals_due(now()).unwrap(), s.deliveries_pending().unwrap()), (0, 0));
