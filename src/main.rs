@@ -21,6 +21,10 @@ mod cli_help_tests;
 mod hsm;
 mod lifecycle;
 mod output;
+mod plugin_signing;
+mod tenant_intermediates;
+mod tenant_removal;
+mod tenant_token;
 
 #[derive(Parser)]
 #[command(name = "tenure", version, about = "An ACME certificate authority for platforms that already know who controls which resource")]
@@ -270,8 +274,30 @@ enum PluginCommand {
         file: PathBuf,
         #[command(flatten)]
         scope: ScopeArgs,
+        /// A tenant plugin's detached signature over FILE's exact bytes, made with
+        /// one of the tenant's keys (`tenant key add`): Ed25519 raw (`openssl pkeyutl
+        /// -sign -rawin`) or ECDSA P-256 over SHA-256, DER (`openssl dgst -sha256
+        /// -sign`). Verified now; the operator's plugin takes none.
+        #[arg(long, value_name = "FILE")]
+        signature: Option<PathBuf>,
         #[command(flatten)]
         data: DataDir,
+    },
+    /// Whether tenant plugins must be signed by one of their tenant's keys (`tenant
+    /// key add`): set with --require or --optional, or print it. Plugins installed
+    /// already stay either way; a signature given is always verified.
+    Signatures {
+        /// From now on, install a tenant's plugin only with a signature that verifies.
+        #[arg(long, conflicts_with = "optional")]
+        require: bool,
+        /// From now on, accept unsigned tenant plugins too (the default).
+        #[arg(long)]
+        optional: bool,
+        #[command(flatten)]
+        data: DataDir,
+        /// Print the result as one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
     },
     /// Remove the operator's plugin (the built-in default decides again) or a tenant's.
     Remove {
@@ -280,7 +306,7 @@ enum PluginCommand {
         #[command(flatten)]
         data: DataDir,
     },
-    /// List installed plugins (scope, digest, when installed).
+    /// List installed plugins (scope, digest, the tenant key that signed it, when installed).
     List {
         #[command(flatten)]
         data: DataDir,
@@ -504,6 +530,11 @@ struct ServeArgs {
     /// distribution points under it. Default: https://<first --hostname or localhost>:<port>.
     #[arg(long)]
     public_url: Option<String>,
+    /// Days before a tenant's intermediate expires that the scheduler replaces it
+    /// (a new key, the same permits; the old one's certificates stay valid). More
+    /// than the longest certificate lifetime, less than an intermediate's five years.
+    #[arg(long, value_name = "DAYS", default_value_t = 90, value_parser = clap::value_parser!(u64).range(8..=1460))]
+    intermediate_rotate_before: u64,
     /// Seconds between renewal sweeps (also delivery retries and CRL refreshes).
     #[arg(long, value_name = "SECONDS", default_value_t = 30.0, value_parser = sweep_interval)]
     renewal_interval: f64,
@@ -599,6 +630,13 @@ enum TenantCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Replace a tenant's permits: a new intermediate constrained to them, and its
+    /// certificates naming what they leave out revoked. Resources outside them must
+    /// be released or transferred first.
+    Update(tenant_intermediates::UpdateArgs),
+    /// Replace a tenant's intermediate with a new key and the same permits; the old
+    /// one's certificates stay valid until they expire (renewals come from the new one).
+    Rotate(tenant_intermediates::RotateArgs),
     /// Print the secret the tenant's webhooks are signed with (the HMAC-SHA256
     /// key is this text); with --rotate, replace it first.
     WebhookSecret {
@@ -612,6 +650,17 @@ enum TenantCommand {
         /// Print the result as one JSON object instead of text.
         #[arg(long)]
         json: bool,
+    },
+    /// Issue the tenant's admin-API token (printed once; only its hash is kept); with
+    /// --rotate, replace it. The tenant's API sees and changes only what is its own.
+    Token(tenant_token::TokenArgs),
+    /// Remove a tenant for good: resources released, certificates and intermediates
+    /// revoked, accounts deactivated, HSM tokens zeroized; its history stays.
+    Remove(tenant_removal::RemoveArgs),
+    /// The public keys that sign a tenant's plugins (see `plugin signatures`).
+    Key {
+        #[command(subcommand)]
+        command: plugin_signing::TenantKeyCommand,
     },
 }
 
@@ -698,7 +747,7 @@ fn run(cli: Cli) -> Result<()> {
             let mut table = output::Table::new(&["SEQ", "AT", "HOOK", "TENANT", "OUTCOME", "DURATION", "PLUGINS", "REASON"]);
             for r in records {
                 // The first 12 hex digits name a plugin well enough on screen; --json has them whole.
-                let plugins: Vec<&str> = r.plugins.iter().map(|d| &d[..d.len().min(12)]).collect();
+                let plugins = plugin_signing::audit_plugins(&r);
                 table.row(vec![
                     r.seq.to_string(),
                     output::rfc3339(r.at),
@@ -706,7 +755,7 @@ fn run(cli: Cli) -> Result<()> {
                     r.tenant,
                     r.outcome,
                     format!("{}µs", r.duration_us),
-                    plugins.join(","),
+                    plugins,
                     r.reason.unwrap_or_default(),
                 ]);
             }
@@ -782,6 +831,7 @@ fn serve(args: ServeArgs) -> Result<()> {
     config.lifecycle.batch = args.renewal_batch.max(1);
     config.lifecycle.renewal_rate = args.renewal_rate;
     config.lifecycle.provisioning_rate = args.provisioning_rate;
+    config.lifecycle.intermediate_rotate_before = Duration::from_secs(args.intermediate_rotate_before * 86_400);
     config.rate_limits = tenure_engine::config::RateLimits {
         orders_per_hour: args.max_orders_per_hour,
         pending_authorizations: usize::try_from(args.max_pending_authorizations).unwrap_or(usize::MAX),
@@ -975,18 +1025,20 @@ fn tenant(command: TenantCommand) -> Result<()> {
             let tenants = open_existing(&data)?.registry.tenants()?;
             if json {
                 for t in &tenants {
-                    println!("{}", serde_json::json!({ "tenant": t.name, "permits": t.permits }));
+                    println!("{}", serde_json::json!({ "tenant": t.name, "permits": t.permits, "removed_at": t.removed_at }));
                 }
                 return Ok(());
             }
-            let mut table = output::Table::new(&["TENANT", "PERMITS"]);
+            let mut table = output::Table::new(&["TENANT", "PERMITS", "REMOVED"]);
             for t in tenants {
                 let permits = if t.permits.is_empty() { "(unconstrained, challenges required)".to_string() } else { t.permits.join(" ") };
-                table.row(vec![t.name, permits]);
+                table.row(vec![t.name, permits, output::rfc3339_or_dash(t.removed_at)]);
             }
             table.print_or("no tenants");
             Ok(())
         }
+        TenantCommand::Update(args) => tenant_intermediates::update(args),
+        TenantCommand::Rotate(args) => tenant_intermediates::rotate(args),
         TenantCommand::WebhookSecret { name, rotate, data, json } => {
             let registry = open_existing(&data)?.registry;
             let secret = if rotate { registry.rotate_webhook_secret(&name)? } else { registry.webhook_secret(&name)? };
@@ -997,6 +1049,9 @@ fn tenant(command: TenantCommand) -> Result<()> {
             }
             Ok(())
         }
+        TenantCommand::Token(args) => tenant_token::run(args),
+        TenantCommand::Remove(args) => tenant_removal::run(args),
+        TenantCommand::Key { command } => plugin_signing::tenant_key(command),
     }
 }
 
@@ -1192,10 +1247,10 @@ fn read_component(file: &PathBuf) -> Result<Vec<u8>> {
 fn plugin(command: PluginCommand) -> Result<()> {
     let read = read_component;
     match command {
-        PluginCommand::Install { file, scope, data } => {
-            let scope = scope.scope("install");
-            println!("{}", open_existing(&data)?.policies.install_plugin(scope, &read(&file)?)?);
+        PluginCommand::Install { file, scope, signature, data } => {
+            plugin_signing::install(&file, scope.scope("install"), signature.as_deref(), &data)?;
         }
+        PluginCommand::Signatures { require, optional, data, json } => plugin_signing::signatures(require, optional, &data, json)?,
         PluginCommand::Remove { scope, data } => {
             let scope = scope.scope("remove");
             let key = scope.key();
@@ -1204,24 +1259,7 @@ fn plugin(command: PluginCommand) -> Result<()> {
             }
             println!("removed {key}");
         }
-        PluginCommand::List { data, json } => {
-            let plugins = open_existing(&data)?.policies.plugins()?;
-            if json {
-                for (scope, digest, at) in &plugins {
-                    println!("{}", serde_json::json!({ "scope": scope, "digest": digest, "installed_at": at }));
-                }
-                return Ok(());
-            }
-            let operator = plugins.iter().any(|(scope, _, _)| scope == "operator");
-            let mut table = output::Table::new(&["SCOPE", "DIGEST", "INSTALLED"]);
-            for (scope, digest, at) in plugins {
-                table.row(vec![scope, digest, output::rfc3339(at)]);
-            }
-            table.print_or(&format!("no plugins installed; defaults: {DEFAULT_PLUGINS}"));
-            if !operator && !table.is_empty() {
-                println!("no operator plugin: every chain starts with the default ({DEFAULT_PLUGINS})");
-            }
-        }
+        PluginCommand::List { data, json } => plugin_signing::list(&data, json)?,
         PluginCommand::Check { file, data: _ } => {
             // Checking needs no data directory (--data is accepted, as by every
             // command, and unused): a host without a disk cache.

@@ -1,13 +1,15 @@
 //! The admin API: the platform's authenticated way to write the registry and
-//! manage tenants and plugins while the CA runs. HTTPS, a bearer token from
-//! `DIR/admin-token`, JSON in and out, problem documents (RFC 7807) on error.
+//! manage tenants and plugins while the CA runs. HTTPS, a bearer token (the
+//! operator's from `DIR/admin-token`, or a tenant's, which reaches only that
+//! tenant's own things), JSON in and out, problem documents (RFC 7807) on error.
 //!
 //! It is the platform's API, not a protocol with extensions: request bodies
 //! and query strings are typed and refuse unknown members, so a typo is a 400
 //! that names it instead of a setting silently not applied.
 //!
-//! - [`auth`]: the bearer token.
-//! - [`routes`]: the route table (method, path, handler), 404 and 405.
+//! - [`auth`]: who is calling: the operator's bearer token, or a tenant's.
+//! - [`routes`]: the route table (method, path, who may call it, handler),
+//!   404, 405, and 403 for a tenant outside its own things.
 //! - [`handlers`]: one function per operation, each one engine call.
 //! - [`input`]: the body and query string, parsed into the types of [`requests`].
 //! - [`ops`]: the operations listener (`/metrics`, `/healthz`, `/readyz`), plain HTTP.
@@ -37,10 +39,14 @@ pub use tenure_engine::Registry;
 /// The engine service that holds the installed plugins.
 pub use tenure_engine::Policies;
 
+/// The engine service that holds issued certificates and renews them.
+pub use tenure_engine::Lifecycle;
+
 /// What every admin request can reach: the engine services and the token.
 pub struct Admin {
     registry: Registry,
     policies: Policies,
+    lifecycle: Lifecycle,
     token: auth::Token,
 }
 
@@ -54,6 +60,16 @@ impl Admin {
     {
         let registry = self.registry.clone();
         blocking(move || f(&registry)).await
+    }
+
+    /// Runs a lifecycle call on a blocking thread (a renewal signs).
+    async fn lifecycle<T, F>(&self, f: F) -> Result<T, Problem>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Lifecycle) -> tenure_engine::Result<T> + Send + 'static,
+    {
+        let lifecycle = self.lifecycle.clone();
+        blocking(move || f(&lifecycle)).await
     }
 
     /// Runs a policies call on a blocking thread (plugin loading compiles wasm).
@@ -85,7 +101,7 @@ pub async fn serve_admin(
     limits: tenure_acme::ConnectionLimits,
 ) -> std::io::Result<()> {
     let token = auth::Token::new(engine.admin_token().map_err(|e| std::io::Error::other(e.detail))?);
-    let admin = Arc::new(Admin { registry: engine.registry, policies: engine.policies, token });
+    let admin = Arc::new(Admin { registry: engine.registry, policies: engine.policies, lifecycle: engine.lifecycle, token });
     tenure_acme::server::serve_https(listener, tls, limits, move |req, peer| {
         let admin = admin.clone();
         async move { handle(admin, req, peer).await }
@@ -144,5 +160,35 @@ pub struct Refusal {
 impl From<Problem> for Refusal {
     fn from(problem: Problem) -> Self {
         Refusal { problem, header: None }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A data directory removed when dropped.
+    pub(crate) struct Scratch(std::path::PathBuf);
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// An admin over a fresh engine with these tenants (each permitted `<name>.example`).
+    pub(crate) fn test_admin(tenants: &[&str]) -> (Arc<Admin>, Scratch) {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("tenure-admin-test-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let scratch = Scratch(dir.clone());
+        let engine = tenure_engine::Engine::open(&dir, tenure_engine::Config::default()).unwrap();
+        for t in tenants {
+            engine.registry.create_tenant(t, Some(&[format!("{t}.example")])).unwrap();
+        }
+        let token = auth::Token::new(engine.admin_token().unwrap());
+        let admin = Admin { registry: engine.registry, policies: engine.policies, lifecycle: engine.lifecycle, token };
+        (Arc::new(admin), scratch)
     }
 }

@@ -96,3 +96,79 @@ pub struct AuditQuery {
     /// At most this many of the newest records (default 1000).
     pub limit: Option<u32>,
 }
+
+/// `POST /v1/tenants/{name}/token`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenRequest {
+    /// Replace the tenant's token (without: refused if it has one).
+    #[serde(default)]
+    pub rotate: bool,
+}
+
+/// `GET /v1/certificates?tenant=&resource=&limit=`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertificatesQuery {
+    /// Only this tenant's certificates.
+    pub tenant: Option<String>,
+    /// Only those bound to this resource.
+    pub resource: Option<String>,
+    /// At most this many of the newest (default 100, at most 1000).
+    pub limit: Option<u32>,
+}
+
+/// `POST /v1/plugins/tenant/{tenant}/eval`: one decision against the live
+/// registry, as `tenure plugin eval` runs it; nothing is stored.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvalRequest {
+    /// The decision: `issuance`, `renewal` or `distribution`.
+    pub hook: String,
+    /// The hook's request (its schema: plugins/README.md); its tenant must be the path's.
+    pub request: serde_json::Value,
+    /// Run the tenant's whole chain, as the server would (with `wasm`, if
+    /// given, in place of the tenant's own plugin).
+    #[serde(default)]
+    pub chain: bool,
+    /// A candidate plugin, base64: evaluated alone, or in the chain.
+    #[serde(default)]
+    pub wasm: Option<String>,
+}
+
+/// `POST /v1/certificates/{serial}/revoke`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Revoke {
+    /// The RFC 5280 reason code: 0 (unspecified, the default), 1 (key
+    /// compromise), 3 (affiliation changed), 4 (superseded) or 5 (cessation of operation).
+    #[serde(default)]
+    pub reason: Option<u8>,
+}
+
+/// `PUT /v1/tenants/{name}/permits`: the tenant's permits from now on.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdatePermits {
+    /// Domains (each permits itself and every name under it) and address ranges (CIDR).
+    pub permits: Vec<String>,
+    /// Accept permits that overlap another tenant's (refused otherwise).
+    #[serde(default)]
+    pub allow_overlap: bool,
+}
+
+/// `DELETE /v1/tenants/{name}/keys?key_id=`: the signing key to remove.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyQuery {
+    /// The key's id (`sha256:` and 32 hex digits).
+    pub key_id: String,
+}
+
+/// `PUT /v1/plugins/signatures`: whether tenant plugins must be signed.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginSignatures {
+    /// True: a tenant plugin needs a signature by one of its tenant's keys.
+    pub required: bool,
+}

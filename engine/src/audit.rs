@@ -18,6 +18,11 @@ pub struct AuditRecord {
     pub account: Option<String>,
     /// SHA-256 digests of the plugins of the chain, in order.
     pub plugins: Vec<String>,
+    /// Beside each of `plugins`: the id of the tenant key whose signature was
+    /// verified when that plugin was installed; None for a built-in, an
+    /// operator plugin or an unsigned one (and for every plugin of a record
+    /// written before signers were recorded).
+    pub signers: Vec<Option<String>>,
     /// SHA-256 of the input's JSON text.
     pub input_digest: String,
     /// The input as the plugins saw it.
@@ -30,4 +35,13 @@ pub struct AuditRecord {
     pub grant: Option<serde_json::Value>,
     /// How long the decision took.
     pub duration_us: i64,
+}
+
+/// The signers of a stored record, beside its `plugins` (`count` of them):
+/// as stored, or all None for a record from before they were (NULL); cut or
+/// padded to `count` so the two lists always pair up.
+pub(crate) fn signers_read(stored: Option<Vec<Option<String>>>, count: usize) -> Vec<Option<String>> {
+    let mut signers = stored.unwrap_or_default();
+    signers.resize(count, None);
+    signers
 }

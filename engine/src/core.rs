@@ -145,9 +145,13 @@ impl Core {
         Ok(material)
     }
 
-    /// A tenant that must exist (it is named by an account, a resource or a certificate).
+    /// A tenant that must exist (it is named by an account, a resource or a
+    /// certificate) and is to be issued for: a removed tenant's intermediates
+    /// are revoked, so nothing is ever signed for it again.
     pub(crate) fn tenant_of(&self, name: &str) -> Result<Tenant> {
-        self.store.tenant(name)?.ok_or_else(|| Error::internal(format!("tenant {name:?} is missing")))
+        let tenant = self.store.tenant(name)?.ok_or_else(|| Error::internal(format!("tenant {name:?} is missing")))?;
+        crate::registry::removal::refuse_removed(&tenant)?;
+        Ok(tenant)
     }
 
     /// The PEM chain a client downloads: leaf, then its intermediate.

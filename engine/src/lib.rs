@@ -23,6 +23,7 @@ mod issuance;
 pub mod lifecycle;
 pub mod model;
 pub mod observe;
+pub mod plugin_signing;
 pub mod policies;
 pub mod policy;
 pub mod ra;

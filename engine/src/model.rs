@@ -129,6 +129,9 @@ pub struct Tenant {
     /// the public tenant, whose intermediate is unconstrained.
     pub permits: Vec<String>,
     pub issuer_id: i64,
+    /// When `tenant remove` removed it (its row stays, so history keeps its
+    /// name); None while it is live. A removed tenant takes no new work.
+    pub removed_at: Option<UnixTime>,
 }
 
 /// A CA certificate and its key, as stored.

@@ -24,6 +24,9 @@ pub const POLICY_DECISION_SECONDS: &str = "tenure_policy_decision_seconds";
 /// Counter: PKCS#11 operations, by `operation` (`login`, `sign`, `generate`,
 /// `copy`, `destroy`, `initialize`) and `outcome` (`ok`, `error`).
 pub const HSM_OPERATIONS: &str = "tenure_hsm_operations_total";
+/// Counter: a tenant's intermediate replaced by a new one, by `trigger`
+/// (`update`: new permits; `rotate`: by hand; `schedule`: near its expiry).
+pub const INTERMEDIATES_REPLACED: &str = "tenure_intermediates_replaced_total";
 /// Gauge: scheduled certificates whose renewal window has opened.
 pub const RENEWALS_DUE: &str = "tenure_renewals_due";
 /// Gauge: outbox messages (certificates, notices) not yet delivered.
@@ -43,6 +46,7 @@ pub fn describe() {
     describe_counter!(POLICY_DECISIONS, "Plugin-chain decisions, by hook and outcome (allow, deny, error).");
     describe_histogram!(POLICY_DECISION_SECONDS, Unit::Seconds, "Time one plugin-chain decision took, by hook.");
     describe_counter!(HSM_OPERATIONS, "PKCS#11 operations on HSM tokens, by operation and outcome (ok, error).");
+    describe_counter!(INTERMEDIATES_REPLACED, "Tenant intermediates replaced, by trigger (update, rotate, schedule).");
     describe_gauge!(RENEWALS_DUE, "Scheduled certificates whose renewal window has opened, counted at scrape time.");
     describe_gauge!(DELIVERIES_PENDING, "Outbox messages not yet delivered, counted at scrape time.");
     describe_gauge!(PROVISIONING_PENDING, "Resources waiting in the provisioning queue, counted at scrape time.");

@@ -209,7 +209,10 @@ async fn admin_api_suspends_and_resumes_resources_and_removes_plugins() {
     let (status, p) = api.call(M::DELETE, "/v1/plugins/tenant/a", None).await;
     assert_eq!((status, p["scope"].as_str(), p["removed"].as_bool()), (200, Some("tenant:a"), Some(true)), "{p}");
     let (_, list) = api.call(M::GET, "/v1/plugins", None).await;
-    assert_eq!(list, json!([{ "scope": "operator", "digest": list[0]["digest"], "installed_at": list[0]["installed_at"] }]));
+    assert_eq!(
+        list,
+        json!([{ "scope": "operator", "digest": list[0]["digest"], "installed_at": list[0]["installed_at"], "signed_by": null }])
+    );
     let (status, _) = api.call(M::DELETE, "/v1/plugins/tenant/a", None).await;
     assert_eq!(status, 404);
     let (status, p) = api.call(M::DELETE, "/v1/plugins/operator", None).await;

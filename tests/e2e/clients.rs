@@ -11,7 +11,8 @@ use support::dns::TestDns;
 use support::{ServeOptions, Server};
 use tokio::process::Command;
 
-fn ok(out: &Output, what: &str, server: &Server) {
+/// Fails the test with the client's output and the server's log unless the client succeeded.
+pub(crate) fn ok(out: &Output, what: &str, server: &Server) {
     assert!(
         out.status.success(),
         "{what} failed\nstdout:\n{}\nstderr:\n{}\nserver log:\n{}",
@@ -36,7 +37,9 @@ fn certbot(server: &Server, work: &Path) -> Command {
     cmd
 }
 
-fn lego(server: &Server, work: &Path, domain: &str) -> Command {
+/// lego against the server, for `domain`, keeping its state in `work`; the caller adds
+/// the challenge, account options and the command.
+pub(crate) fn lego(server: &Server, work: &Path, domain: &str) -> Command {
     let mut cmd = Command::new("lego");
     cmd.env("LEGO_CA_CERTIFICATES", server.root_pem())
         .arg("--server")

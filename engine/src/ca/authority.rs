@@ -10,7 +10,8 @@ use super::util::{add_days, now, random_serial, rcgen_err};
 use crate::error::Error;
 
 const ROOT_DAYS: i64 = 3653; // ten years
-const INTERMEDIATE_DAYS: i64 = 1827; // five years
+/// How long an intermediate lasts: five years.
+pub(crate) const INTERMEDIATE_DAYS: i64 = 1827;
 /// CA certificates start a little in the past so a client whose clock lags
 /// does not see a brand-new CA as not yet valid.
 const BACKDATE: time::Duration = time::Duration::hours(1);
@@ -45,6 +46,54 @@ pub fn new_intermediate(root: &CaMaterial, common_name: &str, permits: Option<&[
 
 /// `new_intermediate` with a key from elsewhere (an HSM).
 pub fn new_intermediate_with(root: &CaMaterial, common_name: &str, permits: Option<&[Permit]>, ca_key: CaKey) -> Result<CaMaterial, Error> {
+    let mut subject = DistinguishedName::new();
+    subject.push(DnType::CommonName, common_name);
+    intermediate(root, common_name, subject, permits, ca_key, INTERMEDIATE_DAYS)
+}
+
+/// The common name of a tenant's `generation`th intermediate (its first is
+/// 1): `tenure NAME CA`, then `tenure NAME CA 2`, … Every generation has a
+/// subject of its own, since relying parties match chains and CRLs by the
+/// issuer's name: two CRLs under one name with different keys fail
+/// `openssl verify -crl_check_all`.
+pub(crate) fn tenant_ca_name(tenant: &str, generation: i64) -> String {
+    if generation <= 1 { format!("tenure {tenant} CA") } else { format!("tenure {tenant} CA {generation}") }
+}
+
+/// A tenant's `generation`th intermediate ([`tenant_ca_name`]), valid for
+/// `days` (five years unless a test asks for less). When the numbered name is
+/// longer than a common name may be, the first generation's name stays and
+/// an organizationalUnitName `generation N` tells the subjects apart.
+pub(crate) fn new_tenant_intermediate(
+    root: &CaMaterial,
+    tenant: &str,
+    generation: i64,
+    permits: Option<&[Permit]>,
+    ca_key: CaKey,
+    days: i64,
+) -> Result<CaMaterial, Error> {
+    let numbered = tenant_ca_name(tenant, generation);
+    let mut subject = DistinguishedName::new();
+    let common_name = if numbered.chars().count() <= 64 {
+        subject.push(DnType::CommonName, numbered.as_str());
+        numbered
+    } else {
+        let first = tenant_ca_name(tenant, 1);
+        subject.push(DnType::CommonName, first.as_str());
+        subject.push(DnType::OrganizationalUnitName, format!("generation {generation}"));
+        first
+    };
+    intermediate(root, &common_name, subject, permits, ca_key, days.clamp(1, INTERMEDIATE_DAYS))
+}
+
+fn intermediate(
+    root: &CaMaterial,
+    common_name: &str,
+    subject: DistinguishedName,
+    permits: Option<&[Permit]>,
+    ca_key: CaKey,
+    days: i64,
+) -> Result<CaMaterial, Error> {
     if permits.is_some_and(|p| p.is_empty()) {
         return Err(Error::malformed("a constrained intermediate needs at least one permit (None makes an unconstrained one)"));
     }
@@ -55,10 +104,11 @@ pub fn new_intermediate_with(root: &CaMaterial, common_name: &str, permits: Opti
         return Err(Error::internal("the root certificate is not currently valid"));
     }
     let not_before = (start - BACKDATE).max(signer.not_before);
-    let not_after = add_days(start, INTERMEDIATE_DAYS)?.min(root_not_after);
+    let not_after = add_days(start, days)?.min(root_not_after);
 
     let key = ca_key.signing_key()?;
     let mut params = ca_params(common_name, not_before, not_after)?;
+    params.distinguished_name = subject;
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     params.use_authority_key_identifier_extension = true;
     // Restricting the intermediate to TLS servers, as the CA/B Forum asks of
@@ -165,6 +215,30 @@ mod tests {
         assert!(parse(&public.cert_der).name_constraints().unwrap().is_none());
 
         assert!(new_intermediate(&root, "nothing", Some(&[])).is_err());
+    }
+
+    /// Each generation of a tenant's intermediate has a subject of its own;
+    /// the first keeps the name tenure always gave it; a name too long for a
+    /// numbered common name is told apart by its organizationalUnitName.
+    #[test]
+    fn tenant_intermediates_have_a_subject_per_generation() {
+        let root = new_root("tenure test root").unwrap();
+        let permits = [Permit::parse("corp.example").unwrap()];
+        let subject = |tenant: &str, generation: i64| {
+            let m = new_tenant_intermediate(&root, tenant, generation, Some(&permits), CaKey::generate_software().unwrap(), 30).unwrap();
+            let c = parse(&m.cert_der);
+            let days = (c.validity().not_after.timestamp() - c.validity().not_before.timestamp()) / 86400;
+            assert!((30..=31).contains(&days), "{days}");
+            c.subject().to_string()
+        };
+        assert_eq!(subject("corp", 1), "CN=tenure corp CA");
+        assert_eq!(subject("corp", 2), "CN=tenure corp CA 2");
+        assert_eq!(subject("corp", 12), "CN=tenure corp CA 12");
+        let long = "l".repeat(54);
+        assert_eq!(subject(&long, 1), format!("CN=tenure {long} CA"));
+        let second = subject(&long, 2);
+        assert!(second.contains(&format!("CN=tenure {long} CA")) && second.contains("OU=generation 2"), "{second}");
+        assert_ne!(second, subject(&long, 3));
     }
 
     #[test]

@@ -46,7 +46,7 @@ pub struct IssuedLeaf {
 ///
 /// Refuses (RejectedIdentifier) any identifier outside the nameConstraints of
 /// the issuer certificate itself, whatever the caller believes the permits
-/// are; refuses (Internal) a validity ending after the issuer's.
+/// are; a validity ending after the issuer's ends with the issuer's.
 ///
 /// Only the issuance path may call it: it demands the [`LeafSigning`]
 /// capability, which only `issuance` can make.
@@ -62,7 +62,9 @@ pub(crate) fn issue_leaf(_capability: &LeafSigning, issuer: &CaMaterial, req: &L
             identifiers: req.identifiers,
             key_type,
             not_before: to_datetime(req.not_before)?,
-            not_after: to_datetime(req.not_after)?,
+            // A leaf never outlives its issuer: one asked for longer ends with
+            // it (the scheduler rotates intermediates long before this bites).
+            not_after: to_datetime(req.not_after)?.min(signer.not_after),
             crl_url: req.crl_url.as_deref(),
             public_names_only: true,
         },
@@ -372,7 +374,11 @@ pub(super) mod tests {
         let ids = [dns("example.com")];
         let mut req = request(&spki, &ids);
         req.not_after = SystemTime::now() + Duration::from_secs(10 * 365 * 86400);
-        assert_eq!(issue_leaf(&LeafSigning::for_tests(), &inter, &req).unwrap_err().kind, ErrorKind::Internal);
+        // A leaf asked to outlive its issuer ends with it.
+        let clamped = issue_leaf(&LeafSigning::for_tests(), &inter, &req).unwrap();
+        let issuer_end = X509Certificate::from_der(&inter.cert_der).unwrap().1.validity().not_after.timestamp();
+        let leaf_end = X509Certificate::from_der(&clamped.der).unwrap().1.validity().not_after.timestamp();
+        assert_eq!(leaf_end, issuer_end);
         let mut req = request(&spki, &ids);
         req.not_after = req.not_before;
         assert_eq!(issue_leaf(&LeafSigning::for_tests(), &inter, &req).unwrap_err().kind, ErrorKind::Internal);

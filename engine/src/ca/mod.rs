@@ -23,6 +23,7 @@ mod openssl_tests;
 #[cfg(test)]
 mod testdata;
 
+pub(crate) use authority::{INTERMEDIATE_DAYS, new_tenant_intermediate, tenant_ca_name};
 pub use authority::{new_intermediate, new_intermediate_with, new_root, new_root_with};
 pub use constraints::{Permit, permitted};
 pub use crl::{CrlEntry, sign_crl};

@@ -157,7 +157,7 @@ impl Custody {
         if let Some(k) = attributes.keys().find(|k| RESERVED_ATTRIBUTES.contains(&k.as_str())) {
             return Err(Error::malformed(format!("attribute {k:?} of an hsm resource is tenure's own")));
         }
-        self.core.store.tenant(tenant)?.ok_or_else(|| Error::not_found(format!("no tenant {tenant:?}")))?;
+        crate::registry::removal::live_tenant(&*self.core.store, tenant)?;
         let slot = self
             .core
             .store

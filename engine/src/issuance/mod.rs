@@ -21,7 +21,6 @@
 mod signer;
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use crate::audit::AuditRecord;
@@ -30,8 +29,8 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::identifier::Identifier;
 use crate::model::*;
 use crate::observe;
-use crate::policies::Decided;
-use crate::policy::{self, Decision, Grant, Plugin};
+use crate::policies::{Decided, PluginChain};
+use crate::policy::{self, Decision, Grant};
 use crate::registry::{Resource, ResourceState};
 use crate::store::{Claim, IssuedRecord, ProvisioningOutcome, ProvisioningTally, RenewalOutcome, RenewalTally};
 
@@ -198,7 +197,11 @@ impl Signed {
             // a name proven by challenge is the client's to renew.
             renewal: if from.binding.all_held { RenewalState::Scheduled } else { RenewalState::Client },
             resources: from.binding.resources,
-            renew_at: Some(core.config.lifecycle.renew_at(issued_at, allowed.lifetime)),
+            // The lifetime the leaf got: shorter than allowed when it ends with its issuer.
+            renew_at: Some(core.config.lifecycle.renew_at(
+                issued_at,
+                allowed.lifetime.min(std::time::Duration::from_secs(unix(leaf.not_after).saturating_sub(issued_at).max(1) as u64)),
+            )),
             note: None,
             predecessor: from.predecessor,
             successor: None,
@@ -319,7 +322,7 @@ pub(crate) struct Renewing<'a> {
 /// decide-renewal through `chain` (looked up once per sweep batch): the grant
 /// may narrow the names (never widen them) and shorten the lifetime; a grant
 /// that keeps none of them, or names an unknown profile, is a denial.
-pub(crate) fn decide_renewal(core: &Core, chain: &[Arc<Plugin>], ask: &Ask<'_>, renewing: &Renewing<'_>) -> Result<Verdict> {
+pub(crate) fn decide_renewal(core: &Core, chain: &PluginChain, ask: &Ask<'_>, renewing: &Renewing<'_>) -> Result<Verdict> {
     let request = renewal_request(ask, renewing);
     let decided = core.decide_renewal_by(chain, &ask.tenant.name, ask.account, &request)?;
     narrowed(core, ask, decided, "the renewal grant names none of the certificate's identifiers")

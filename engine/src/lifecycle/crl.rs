@@ -1,6 +1,8 @@
 //! Each issuer's CRL: regenerated when a revocation came in since the last
 //! one (checked on every fetch, so a release by the CLI shows at once) and
 //! at least every `crl_refresh`; numbered in sequence (RFC 5280 §5.2.3).
+//! The root's CRL lists the intermediates revoked by `tenant remove`; their
+//! count is part of the root's revocation mark, so a removal shows at once.
 
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -8,7 +10,7 @@ use crate::ca::{self, CrlEntry};
 use crate::core::Core;
 use crate::error::{Error, Result};
 use crate::model::*;
-use crate::store::StoredCrl;
+use crate::store::{RevokedEntry, RevokedIssuer, StoredCrl};
 
 impl Core {
     /// The current CRL (DER) of an issuer.
@@ -17,8 +19,13 @@ impl Core {
             return Err(Error::not_found(format!("no issuer {issuer_id}")));
         }
         // Read the mark before the list: a revocation racing with us makes the
-        // stored mark low, so the next fetch regenerates.
-        let mark = self.store.revocation_mark(issuer_id)?;
+        // stored mark low, so the next fetch regenerates. Intermediates are
+        // revoked, never un-revoked, so their count only grows too.
+        let intermediates = match self.store.root()? {
+            Some(root) if root.id == issuer_id => self.store.revoked_intermediates()?,
+            _ => Vec::new(),
+        };
+        let mark = self.store.revocation_mark(issuer_id)? + intermediates.len() as i64;
         let at = now();
         let refresh = self.config.lifecycle.crl_refresh.as_secs() as i64;
         let previous = self.store.crl(issuer_id)?;
@@ -29,7 +36,8 @@ impl Core {
         {
             return Ok(c.der.clone());
         }
-        let revoked = self.store.revoked_certificates(issuer_id, at)?;
+        let mut revoked = self.store.revoked_certificates(issuer_id, at)?;
+        revoked.extend(revoked_intermediate_entries(&intermediates, at)?);
         let entries: Vec<CrlEntry<'_>> = revoked
             .iter()
             .map(|r| CrlEntry {
@@ -61,4 +69,20 @@ impl Core {
         }
         Ok(n)
     }
+}
+
+/// The CRL entries of revoked intermediates not yet expired (an expired
+/// certificate may leave the CRL, RFC 5280 §3.3): serial and expiry read from
+/// each certificate.
+fn revoked_intermediate_entries(revoked: &[RevokedIssuer], at: UnixTime) -> Result<Vec<RevokedEntry>> {
+    let mut out = Vec::new();
+    for r in revoked {
+        let (_, cert) = x509_parser::parse_x509_certificate(&r.cert_der)
+            .map_err(|e| Error::internal(format!("stored intermediate {} does not parse: {e}", r.issuer_id)))?;
+        if cert.validity().not_after.timestamp() <= at {
+            continue;
+        }
+        out.push(RevokedEntry { serial: hex::encode(cert.raw_serial()), revoked_at: r.revoked_at, reason: r.reason });
+    }
+    Ok(out)
 }

@@ -84,6 +84,9 @@ pub struct LifecycleConfig {
     pub delivery_root: Option<PathBuf>,
     /// Destinations webhooks may reach beyond https to public addresses.
     pub webhook_allow: Vec<WebhookAllow>,
+    /// A tenant's intermediate is replaced (a new key, the same permits) by
+    /// the scheduler once it expires within this long.
+    pub intermediate_rotate_before: Duration,
 }
 
 impl Default for LifecycleConfig {
@@ -101,6 +104,7 @@ impl Default for LifecycleConfig {
             delivery_backoff: Duration::from_secs(5),
             delivery_root: None,
             webhook_allow: Vec::new(),
+            intermediate_rotate_before: Duration::from_secs(90 * 24 * 3600),
         }
     }
 }
@@ -186,5 +190,24 @@ impl Lifecycle {
     /// The PEM chain of a certificate: leaf, then its intermediate.
     pub fn certificate_chain_pem(&self, cert: &Certificate) -> Result<String> {
         self.core.chain_pem(cert)
+    }
+
+    /// Revokes a certificate for its tenant or the operator (the admin API),
+    /// with a subscriber's reason only (RFC 5280 §5.3.1: 0, 1, 3, 4 or 5; 0
+    /// if none). The store stops its renewal and queues its notice in the same
+    /// transaction; the next CRL lists it.
+    pub fn revoke_certificate(&self, serial: &str, reason: Option<u8>) -> Result<Certificate> {
+        use crate::error::{Error, ErrorKind};
+        let reason = reason.unwrap_or(0);
+        if !matches!(reason, 0 | 1 | 3 | 4 | 5) {
+            let detail = format!("revocation reason {reason} is not accepted; use 0, 1, 3, 4 or 5");
+            return Err(Error::new(ErrorKind::BadRevocationReason, detail));
+        }
+        let cert = self.core.store.certificate(serial)?.ok_or_else(|| Error::not_found(format!("no certificate {serial}")))?;
+        if cert.revoked_at.is_some() || !self.core.store.revoke_certificate(serial, reason)? {
+            return Err(Error::new(ErrorKind::AlreadyRevoked, format!("certificate {serial} is already revoked")));
+        }
+        tracing::info!(serial, reason, tenant = %cert.tenant, "certificate revoked through the admin API");
+        self.core.store.certificate(serial)?.ok_or_else(|| Error::internal("certificate vanished"))
     }
 }

@@ -687,6 +687,7 @@ mod tests {
             tenant: "corp".into(),
             account: None,
             plugins: vec![],
+            signers: vec![],
             input_digest: String::new(),
             input: serde_json::json!({}),
             outcome: "deny".into(),

@@ -9,7 +9,6 @@
 //! after a restart (or two processes sweeping at once) never issues twice.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::Lifecycle;
@@ -17,7 +16,7 @@ use crate::ca;
 use crate::error::Result;
 use crate::issuance::{self, Ask, Binding, Provenance, Renewing, Verdict};
 use crate::model::*;
-use crate::policy::{Plugin, Trigger as PolicyTrigger};
+use crate::policy::Trigger as PolicyTrigger;
 use crate::store::{Claim, RenewalOutcome, RenewalTally};
 
 /// What one sweep did.
@@ -46,7 +45,7 @@ impl SweepReport {
 /// What a batch's certificates share, looked up once.
 struct Batch {
     tenants: HashMap<String, Result<Tenant>>,
-    chains: HashMap<String, Result<Vec<Arc<Plugin>>>>,
+    chains: HashMap<String, Result<crate::policies::PluginChain>>,
     targets: HashMap<String, Vec<(DeliveryKind, String)>>,
     /// For certificates whose key tenure generated and sent encrypted: the
     /// recipient a new key goes to, as the resource names it now.

@@ -108,6 +108,15 @@ fn provision_once(lifecycle: &Lifecycle, webhooks: &dyn WebhookSender) {
 /// One pass; failures are logged and retried on the next pass. The sweep
 /// waits (and may be stopped) through `pause`.
 fn run_once(lifecycle: &Lifecycle, webhooks: &dyn WebhookSender, pause: &mut dyn FnMut(Duration) -> bool) {
+    // Intermediates near their end are replaced before the sweep, which then
+    // renews from the new one.
+    match lifecycle.rotate_expiring_intermediates() {
+        Ok(r) if r.rotated.len() + r.blocked + r.failed > 0 => {
+            tracing::info!(rotated = r.rotated.len(), raced = r.raced, blocked = r.blocked, failed = r.failed, "intermediate rotation")
+        }
+        Ok(_) => {}
+        Err(e) => tracing::error!(error = %e, "intermediate rotation pass failed"),
+    }
     // Leases first: a resource suspended now is not renewed by the sweep below.
     match lifecycle.expire_leases() {
         Ok(r) if r.suspended > 0 => tracing::info!(suspended = r.suspended, "leases expired"),

@@ -362,8 +362,9 @@ impl PolicyHost {
         HostStats { compiled: self.compiled.load(Ordering::Relaxed), disk_cache_hits: self.disk_hits.load(Ordering::Relaxed) }
     }
 
-    /// Compiles (or finds in the disk cache) and inspects a component.
-    fn component(&self, digest: &str, bytes: &[u8]) -> Result<(Component, PluginInfo, bool), PolicyError> {
+    /// Compiles (or finds in the disk cache) and inspects a component; with
+    /// `persist`, keeps the compiled artefact in the disk cache.
+    fn component(&self, digest: &str, bytes: &[u8], persist: bool) -> Result<(Component, PluginInfo, bool), PolicyError> {
         let digest8 = digest[..8].to_owned();
         let cached = self.cache.as_ref().and_then(|c| c.get(&self.engine, digest));
         let from_cache = cached.is_some();
@@ -402,16 +403,18 @@ impl PolicyHost {
             return Err(PolicyError::ForbiddenImports { digest8, forbidden, imports });
         }
         // Cache only what passed the import check: the cache never holds a refused plugin.
-        if let (false, Some(cache)) = (from_cache, &self.cache) {
+        if let (false, true, Some(cache)) = (from_cache, persist, &self.cache) {
             cache.put(digest, &component);
         }
         Ok((component, PluginInfo { digest: digest.to_owned(), imports, exports }, from_cache))
     }
 
-    /// Reports a component's digest, imports and exports; refuses what `load` refuses.
+    /// Reports a component's digest, imports and exports; refuses what `load`
+    /// refuses. Nothing is written to the disk cache: a check is not an
+    /// install, and a tenant's token may check any bytes it likes.
     pub fn check(&self, bytes: &[u8]) -> Result<PluginInfo, PolicyError> {
         let digest = sha256_hex(bytes);
-        let (component, info, _) = self.component(&digest, bytes)?;
+        let (component, info, _) = self.component(&digest, bytes, false)?;
         self.prepare(&digest, &component)?;
         Ok(info)
     }
@@ -481,11 +484,21 @@ impl PolicyHost {
     /// has them. Refuses a component importing anything outside the `policy` world, or
     /// not exporting its three functions.
     pub fn load(&self, bytes: &[u8]) -> Result<Arc<Plugin>, PolicyError> {
+        self.load_as(bytes, true)
+    }
+
+    /// [`PolicyHost::load`] for a candidate that is evaluated, not installed:
+    /// compiled without writing the disk cache.
+    pub fn load_candidate(&self, bytes: &[u8]) -> Result<Arc<Plugin>, PolicyError> {
+        self.load_as(bytes, false)
+    }
+
+    fn load_as(&self, bytes: &[u8], persist: bool) -> Result<Arc<Plugin>, PolicyError> {
         let digest = sha256_hex(bytes);
         if let Some(p) = self.loaded_plugin(&digest) {
             return Ok(p);
         }
-        let (component, info, from_disk_cache) = self.component(&digest, bytes)?;
+        let (component, info, from_disk_cache) = self.component(&digest, bytes, persist)?;
         let (pre, exports) = self.prepare(&digest, &component)?;
         let plugin = Arc::new(Plugin { digest8: digest[..8].into(), digest: digest.clone(), info, from_disk_cache, pre, exports });
         let mut loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());

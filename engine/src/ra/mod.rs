@@ -124,6 +124,9 @@ impl Ra {
                     Error::new(ErrorKind::Unauthorized, format!("unknown External Account Binding key id {:?}", binding.kid))
                 })?;
                 verify_external_binding(binding, &self.core.ca_keys.open_eab_key(&stored_key)?, &req.thumbprint)?;
+                // Removal deletes a tenant's EAB keys; a removed tenant takes no account all the same.
+                crate::registry::removal::live_tenant(&*self.core.store, &tenant)
+                    .map_err(|e| Error::new(ErrorKind::Unauthorized, e.detail))?;
                 tenant
             }
             None if self.core.config.eab_required => {

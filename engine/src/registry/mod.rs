@@ -8,7 +8,11 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
+mod intermediates;
+pub mod removal;
 mod service;
+pub use intermediates::{RotationReport, TenantRotated, TenantUpdated};
+pub mod tokens;
 pub use service::{PermitOverlap, Registry, TenantCreated};
 
 use crate::error::{Error, ErrorKind, Result};

@@ -56,9 +56,10 @@ pub enum PermitOverlap {
 }
 
 /// Refuses permits that share a name or address with another tenant's.
-fn permits_apart(name: &str, permits: &[Permit]) -> impl Fn(&[Tenant]) -> Result<()> {
+pub(super) fn permits_apart(name: &str, permits: &[Permit]) -> impl Fn(&[Tenant]) -> Result<()> {
     move |tenants| {
-        for other in tenants.iter().filter(|t| t.name != name && t.name != PUBLIC_TENANT) {
+        // A removed tenant's intermediates are revoked: its names are free again.
+        for other in tenants.iter().filter(|t| t.name != name && t.name != PUBLIC_TENANT && t.removed_at.is_none()) {
             for theirs in &other.permits {
                 let Ok(theirs_parsed) = Permit::parse(theirs) else { continue };
                 if let Some(mine) = permits.iter().find(|p| p.overlaps(&theirs_parsed)) {
@@ -104,6 +105,7 @@ impl Registry {
     /// [`Registry::create_tenant`], with the operator's word on overlapping permits.
     pub fn create_tenant_with(&self, name: &str, permits: Option<&[String]>, overlap: PermitOverlap) -> Result<TenantCreated> {
         validate_tenant_name(name)?;
+        super::removal::refuse_reused_name(&*self.core.store, name)?;
         let parsed = match permits {
             Some(list) => {
                 if list.is_empty() {
@@ -317,7 +319,7 @@ impl Registry {
     }
 
     fn check_inside_permits(&self, tenant: &str, r: &NewResource) -> Result<()> {
-        let t = self.core.store.tenant(tenant)?.ok_or_else(|| Error::not_found(format!("no tenant {tenant:?}")))?;
+        let t = super::removal::live_tenant(&*self.core.store, tenant)?;
         if t.name == PUBLIC_TENANT {
             return Err(Error::malformed("the public tenant holds no resources; create a tenant first"));
         }

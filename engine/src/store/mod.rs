@@ -38,6 +38,10 @@ pub trait Storage:
     + AuditStore
     + CustodyStore
     + ReplayStore
+    + TenantRemovalStore
+    + TokenStore
+    + IntermediateStore
+    + TenantKeyStore
 {
 }
 
@@ -83,6 +87,17 @@ pub struct Overlap {
     pub item: String,
     /// The live resource already holding it, or something inside or above it.
     pub holder: Resource,
+}
+
+/// What a plugin install was decided on, checked again inside its
+/// transaction, so a removal or a change of the signature requirement that
+/// commits meanwhile is not overtaken by it.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct InstallGuard<'a> {
+    /// The tenant whose plugin it is: it must exist and not be removed.
+    pub tenant: Option<&'a str>,
+    /// A setting the decision read (key, value as read): it must be unchanged.
+    pub setting: Option<(&'a str, Option<&'a [u8]>)>,
 }
 
 /// The registry's conflict rule, run inside the store's transaction.
@@ -265,6 +280,21 @@ pub trait SettingsStore: Send + Sync {
     fn probe_write(&self, bound: std::time::Duration) -> Result<()>;
 }
 
+/// Tenants' admin-API tokens (`tenants.token_hash`): only the SHA-256 of each
+/// token's secret is stored, and only a tenant that is not removed has one
+/// that counts.
+pub trait TokenStore: Send + Sync {
+    /// The token hash of a live (not removed) tenant; None if it has none, or
+    /// there is no such live tenant.
+    fn tenant_token_hash(&self, tenant: &str) -> Result<Option<Vec<u8>>>;
+
+    /// Stores a live tenant's token hash: with `replace`, in place of the
+    /// current one; without, only if it has none. Returns whether it was
+    /// stored (false: it has one and `replace` was not given). NotFound if
+    /// there is no such live tenant.
+    fn store_tenant_token_hash(&self, tenant: &str, hash: &[u8], replace: bool) -> Result<bool>;
+}
+
 /// The CA hierarchy (root and per-tenant intermediates), tenants and their EAB keys.
 pub trait TenantStore: Send + Sync {
     fn root(&self) -> Result<Option<IssuerRecord>>;
@@ -313,6 +343,87 @@ pub trait TenantStore: Send + Sync {
     /// Rewrites EAB HMAC keys `f` wants changed (sealing the plain keys of an
     /// older data directory), all in one transaction. Returns how many changed.
     fn reseal_eab_keys(&self, f: Reseal<'_>) -> Result<usize>;
+}
+
+/// A tenant's intermediate replaced (`tenant update`, `tenant rotate`, the
+/// automatic rotation): what [`IntermediateStore::swap_intermediate`] writes.
+pub struct IntermediateSwap<'a> {
+    /// The tenant.
+    pub tenant: &'a str,
+    /// The issuer the caller read as the tenant's current one: the swap
+    /// happens only if it still is (two servers cannot both swap).
+    pub expected_issuer: i64,
+    /// The tenant's permits from now on (normalized).
+    pub permits: &'a [String],
+    /// The new intermediate.
+    pub cert_der: &'a [u8],
+    /// Its key, as stored (sealed, or a reference into an HSM).
+    pub key: &'a [u8],
+    /// Its notAfter.
+    pub not_after: UnixTime,
+    /// Run inside the transaction over every tenant: the permits rule, as at create.
+    pub tenants_rule: TenantRule<'a>,
+    /// Run inside the transaction over the tenant's live (not released)
+    /// resources, as (id, names and zones and addresses): refuses a change
+    /// that would leave one outside the permits.
+    pub held_rule: HeldRule<'a>,
+    /// Whether an unexpired, unrevoked certificate of the tenant naming these
+    /// identifiers is revoked (privilegeWithdrawn) with the swap.
+    pub withdrawn: &'a dyn Fn(&[Identifier]) -> bool,
+    /// The note the revoked certificates and their notices carry.
+    pub note: &'a str,
+}
+
+/// The rule a tenant's live resources must pass, as (resource id, its
+/// names, zones and addresses), run inside the transaction that changes the
+/// tenant's permits.
+pub type HeldRule<'a> = &'a dyn Fn(&[(String, Vec<Identifier>)]) -> Result<()>;
+
+/// What a swap did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IntermediateSwapped {
+    /// The new issuer's id.
+    pub issuer_id: i64,
+    /// Serials of the certificates revoked with it.
+    pub revoked: Vec<String>,
+    /// Notices queued about them.
+    pub notices: usize,
+}
+
+/// A live tenant's current intermediate.
+#[derive(Debug, Clone)]
+pub struct TenantIntermediate {
+    /// The tenant.
+    pub tenant: String,
+    /// The issuer.
+    pub issuer_id: i64,
+    /// Its certificate.
+    pub cert_der: Vec<u8>,
+    /// Its notAfter as stored; None on rows from before it was (read the certificate).
+    pub not_after: Option<UnixTime>,
+}
+
+/// Tenants' intermediates as they change: swapped in one compare-and-swap
+/// transaction with what the change implies.
+pub trait IntermediateStore: Send + Sync {
+    /// Inserts the new intermediate and makes it the tenant's, with its
+    /// permits; revokes what `withdrawn` selects (reason 9), stopping its
+    /// renewal and queueing the notices a revocation queues; all in one
+    /// transaction, and only if the tenant is live and its issuer is still
+    /// `expected_issuer` (otherwise a Conflict, and nothing changes).
+    fn swap_intermediate(&self, swap: &IntermediateSwap<'_>) -> Result<IntermediateSwapped>;
+
+    /// The current intermediate of every live (not removed) tenant that ends
+    /// by `before`, or whose end is not stored (rows from before it was), by
+    /// tenant name.
+    fn current_intermediates_ending(&self, before: UnixTime) -> Result<Vec<TenantIntermediate>>;
+
+    /// How many intermediates the tenant has had (its first is 1).
+    fn intermediate_count(&self, tenant: &str) -> Result<i64>;
+
+    /// Records an issuer's expiry read from its certificate (rows from
+    /// before the column, and those `insert_tenant` made), so each is parsed once.
+    fn set_issuer_not_after(&self, issuer_id: i64, not_after: UnixTime) -> Result<()>;
 }
 
 /// ACME accounts (RFC 8555 §7.3).
@@ -588,6 +699,48 @@ pub trait PluginStore: Send + Sync {
     fn plugin_generation(&self) -> Result<i64>;
 }
 
+/// A tenant's plugin signing key as stored: (key id, SubjectPublicKeyInfo DER, created at).
+pub type StoredTenantKey = (String, Vec<u8>, UnixTime);
+
+/// An installed plugin with its signer: (scope, digest, installed at, id of the key that signed it).
+pub type SignedPluginRow = (String, String, UnixTime, Option<String>);
+
+/// A scope's installed plugin: (digest, component, id of the key that signed it).
+pub type SignedPlugin = (String, Vec<u8>, Option<String>);
+
+/// Keys tenants register to sign their plugins (`tenant_keys`), and plugins
+/// installed with the key that signed them (`plugins.signed_by`).
+pub trait TenantKeyStore: Send + Sync {
+    /// Registers a tenant's key; returns when. NotFound without the tenant;
+    /// Conflict if the key is registered already or the tenant holds `max_keys`.
+    fn insert_tenant_key(&self, tenant: &str, key_id: &str, spki_der: &[u8], max_keys: usize) -> Result<UnixTime>;
+
+    /// The tenant's keys, oldest first.
+    fn tenant_keys(&self, tenant: &str) -> Result<Vec<StoredTenantKey>>;
+
+    /// Deletes a tenant's key (plugins it signed stay installed); false if it had none of that id.
+    fn delete_tenant_key(&self, tenant: &str, key_id: &str) -> Result<bool>;
+
+    /// Installs (or replaces) the plugin of a scope with its signer (tenant,
+    /// key id), or none, and bumps the plugin generation, in one transaction;
+    /// Conflict if the signing key is no longer registered, or what `guard`
+    /// holds no longer holds, when it commits.
+    fn install_signed_plugin(
+        &self,
+        scope: &str,
+        digest: &str,
+        wasm: &[u8],
+        signer: Option<(&str, &str)>,
+        guard: &InstallGuard<'_>,
+    ) -> Result<()>;
+
+    /// Every installed plugin with its signer, by scope.
+    fn signed_plugins(&self) -> Result<Vec<SignedPluginRow>>;
+
+    /// A scope's plugin: (digest, component, signer), read together so the signer matches the bytes.
+    fn signed_plugin_wasm(&self, scope: &str) -> Result<Option<SignedPlugin>>;
+}
+
 /// The append-only audit log of decisions.
 pub trait AuditStore: Send + Sync {
     fn audit(&self, tenant: Option<&str>, limit: i64) -> Result<Vec<AuditRecord>>;
@@ -652,6 +805,68 @@ pub trait CustodyStore: Send + Sync {
 
     /// The custody log of a slot, oldest first.
     fn hsm_events(&self, slot_id: &str) -> Result<Vec<CustodyEvent>>;
+}
+
+/// What one run of [`TenantRemovalStore::remove_tenant`] changed. A run on a
+/// tenant removed before changes only what was left, so each count is of
+/// this run's changes alone.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct TenantRemoval {
+    /// When the tenant was removed (the first run's time).
+    pub removed_at: UnixTime,
+    /// Whether an earlier run had removed it already.
+    pub already_removed: bool,
+    /// Resources released (as `resource release` does).
+    pub resources_released: usize,
+    /// Certificates revoked (cessationOfOperation), those of the released
+    /// resources included.
+    pub certificates_revoked: usize,
+    /// Intermediates revoked (listed in the root's CRL from now on).
+    pub intermediates_revoked: usize,
+    /// ACME accounts deactivated.
+    pub accounts_deactivated: usize,
+    /// EAB keys deleted.
+    pub eab_keys_deleted: usize,
+    /// Provisioning requests taken out of the queue.
+    pub provisioning_settled: usize,
+    /// Whether the tenant's plugin was removed (the plugin generation bumped).
+    pub plugin_removed: bool,
+    /// Keys registered to sign the tenant's plugins, deleted.
+    pub signing_keys_deleted: usize,
+    /// Whether an admin API token was cleared.
+    pub token_cleared: bool,
+}
+
+/// A revoked intermediate, as the root's CRL lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RevokedIssuer {
+    /// The issuer.
+    pub issuer_id: i64,
+    /// Its certificate (the serial and expiry are read from it).
+    pub cert_der: Vec<u8>,
+    /// When it was revoked.
+    pub revoked_at: UnixTime,
+    /// The RFC 5280 reason code.
+    pub reason: u8,
+}
+
+/// Removing a tenant, and what the root's CRL lists because of it.
+pub trait TenantRemovalStore: Send + Sync {
+    /// Removes `name` in one transaction: every live resource released as
+    /// `set_resource_state` releases (event, certificates revoked and their
+    /// renewals stopped, notices); every other unexpired, unrevoked
+    /// certificate of the tenant revoked with `reason`; every intermediate
+    /// of the tenant revoked with `reason`; its accounts deactivated (with
+    /// their pending authorizations and orders); its EAB keys, plugin (the
+    /// plugin generation bumped), plugin-signing keys and token deleted; its
+    /// resources' provisioning requests settled; `removed_at` set (kept from
+    /// the first run). The audit log, resource events and certificates stay.
+    /// NotFound if there is no such tenant.
+    fn remove_tenant(&self, name: &str, reason: u8) -> Result<TenantRemoval>;
+
+    /// Every revoked intermediate, expired or not (the caller leaves expired
+    /// ones off the CRL but counts them in the root's revocation mark).
+    fn revoked_intermediates(&self) -> Result<Vec<RevokedIssuer>>;
 }
 
 /// Nonces spent by servers that share one database (RFC 8555 §6.5: each is

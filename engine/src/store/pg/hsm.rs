@@ -486,6 +486,7 @@ mod tests {
             tenant: "a".into(),
             account: None,
             plugins: vec!["p1".into()],
+            signers: vec![None],
             input_digest: "d".into(),
             input: serde_json::json!({}),
             outcome: "allow".into(),

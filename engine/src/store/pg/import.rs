@@ -23,6 +23,7 @@ const TABLES: &[&str] = &[
     "issuers",
     "tenants",
     "eab_keys",
+    "tenant_keys",
     "accounts",
     "orders",
     "authorizations",
@@ -45,7 +46,8 @@ const TABLES: &[&str] = &[
 ];
 
 /// Tables SQLite keeps WITHOUT ROWID (by primary key).
-const WITHOUT_ROWID: &[&str] = &["order_reused_authorizations", "resource_names", "resource_addresses", "certificate_resources"];
+const WITHOUT_ROWID: &[&str] =
+    &["order_reused_authorizations", "resource_names", "resource_addresses", "certificate_resources", "tenant_keys"];
 
 /// Identity columns copied with their values (`table`, `column`).
 const IDENTITIES: &[(&str, &str)] =

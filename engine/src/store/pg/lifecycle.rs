@@ -119,6 +119,16 @@ pub(super) fn record_issued(tx: &mut Tx<'_>, issued: &IssuedRecord, at: UnixTime
     let serial = &issued.cert.serial;
     match &issued.claim {
         Claim::Order { order_id } => {
+            // An order's names are the client's: its issuer must still be the
+            // tenant's (see the SQLite store; SERIALIZABLE makes a concurrent
+            // swap abort one of the two).
+            let current = tx
+                .query_opt("SELECT issuer_id, removed_at FROM tenants WHERE name = $1", &[&issued.cert.tenant])?
+                .map(|r| Ok::<_, Error>((get::<i64>(&r, 0)?, get::<Option<i64>>(&r, 1)?)))
+                .transpose()?;
+            if current != Some((issued.cert.issuer_id, None)) {
+                return Ok(false);
+            }
             // The certificate row goes first: the order points at it.
             insert_certificate(tx, &issued.cert, &issued.life, at)?;
             let n =
@@ -332,7 +342,7 @@ impl CertificateStore for PgStore {
             Err(match &issued.claim {
                 Claim::Order { .. } => Error::new(
                     crate::ErrorKind::OrderNotReady,
-                    "the order changed while its certificate was being signed; nothing was issued",
+                    "the order, or its tenant's intermediate, changed while its certificate was being signed; nothing was issued",
                 ),
                 Claim::Renewal { predecessor } => Error::conflict(
                     crate::Conflict::ResourceState,
@@ -605,6 +615,7 @@ pub(in crate::store::pg) mod tests {
             tenant: "t".into(),
             account: None,
             plugins: Vec::new(),
+            signers: Vec::new(),
             input_digest: "d".into(),
             input: serde_json::json!({}),
             outcome: "allow".into(),

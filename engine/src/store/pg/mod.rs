@@ -20,10 +20,14 @@
 
 mod hsm;
 pub(crate) mod import;
+mod intermediates;
 mod lifecycle;
 mod provisioning;
 mod registry;
+mod removal;
 mod schema;
+mod tenant_keys;
+mod tokens;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -462,12 +466,12 @@ fn issuer_row(r: &Row) -> Result<IssuerRecord> {
 }
 
 fn tenant_row(r: &Row) -> Result<Tenant> {
-    Ok(Tenant { name: get(r, 0)?, permits: from_json(&get::<String>(r, 1)?)?, issuer_id: get(r, 2)? })
+    Ok(Tenant { name: get(r, 0)?, permits: from_json(&get::<String>(r, 1)?)?, issuer_id: get(r, 2)?, removed_at: get(r, 3)? })
 }
 
 /// Every tenant, by name.
 fn all_tenants<C: Db>(c: &mut C) -> Result<Vec<Tenant>> {
-    rows(c, "SELECT name, permits, issuer_id FROM tenants ORDER BY name", &[], tenant_row)
+    rows(c, "SELECT name, permits, issuer_id, removed_at FROM tenants ORDER BY name", &[], tenant_row)
 }
 
 impl TenantStore for PgStore {
@@ -530,12 +534,12 @@ impl TenantStore for PgStore {
             if let Some((kid, key)) = eab {
                 tx.execute("INSERT INTO eab_keys (kid, tenant, hmac_key, created_at) VALUES ($1, $2, $3, $4)", &[&kid, &name, &key, &t])?;
             }
-            Ok(Tenant { name: name.to_string(), permits: permits.to_vec(), issuer_id })
+            Ok(Tenant { name: name.to_string(), permits: permits.to_vec(), issuer_id, removed_at: None })
         })
     }
 
     fn tenant(&self, name: &str) -> Result<Option<Tenant>> {
-        self.read(|c| row(c, "SELECT name, permits, issuer_id FROM tenants WHERE name = $1", &[&name], tenant_row))
+        self.read(|c| row(c, "SELECT name, permits, issuer_id, removed_at FROM tenants WHERE name = $1", &[&name], tenant_row))
     }
 
     fn tenants(&self) -> Result<Vec<Tenant>> {

@@ -309,7 +309,8 @@ impl PluginStore for PgStore {
         self.tx(|tx| {
             tx.execute(
                 "INSERT INTO plugins (scope, digest, wasm, installed_at) VALUES ($1, $2, $3, $4)
-                 ON CONFLICT (scope) DO UPDATE SET digest = excluded.digest, wasm = excluded.wasm, installed_at = excluded.installed_at",
+                 ON CONFLICT (scope) DO UPDATE SET digest = excluded.digest, wasm = excluded.wasm, installed_at = excluded.installed_at,
+                                                   signed_by = NULL",
                 &[&scope, &digest, &wasm, &now()],
             )?;
             bump_generation(tx)
@@ -344,17 +345,21 @@ impl PluginStore for PgStore {
 impl AuditStore for PgStore {
     fn audit(&self, tenant: Option<&str>, limit: i64) -> Result<Vec<AuditRecord>> {
         self.read(|c| {
-            let sql = "SELECT seq, at, hook, tenant, account, plugins, input_digest, input, outcome, reason, grant_json, duration_us
+            let sql = "SELECT seq, at, hook, tenant, account, plugins, input_digest, input, outcome, reason, grant_json, duration_us,
+                              signers
                        FROM audit WHERE ($1::TEXT IS NULL OR tenant = $1) ORDER BY seq DESC LIMIT $2";
             let mut out = rows(c, sql, &[&tenant, &limit], |r| {
                 let grant: Option<String> = get(r, 10)?;
+                let plugins: Vec<String> = from_json(&get::<String>(r, 5)?)?;
+                let signers: Option<String> = get(r, 12)?;
                 Ok(AuditRecord {
+                    signers: crate::audit::signers_read(signers.as_deref().map(from_json).transpose()?, plugins.len()),
                     seq: get(r, 0)?,
                     at: get(r, 1)?,
                     hook: get(r, 2)?,
                     tenant: get(r, 3)?,
                     account: get(r, 4)?,
-                    plugins: from_json(&get::<String>(r, 5)?)?,
+                    plugins,
                     input_digest: get(r, 6)?,
                     input: from_json(&get::<String>(r, 7)?)?,
                     outcome: get(r, 8)?,
@@ -378,8 +383,9 @@ impl AuditStore for PgStore {
 /// logged exactly when the state change it allowed (or refused) is.
 pub(crate) fn append_audit(tx: &mut Tx<'_>, rec: &AuditRecord) -> Result<()> {
     tx.execute(
-        "INSERT INTO audit (at, hook, tenant, account, plugins, input_digest, input, outcome, reason, grant_json, duration_us)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        "INSERT INTO audit (at, hook, tenant, account, plugins, input_digest, input, outcome, reason, grant_json, duration_us,
+                            signers)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
         &[
             &rec.at,
             &rec.hook,
@@ -392,6 +398,7 @@ pub(crate) fn append_audit(tx: &mut Tx<'_>, rec: &AuditRecord) -> Result<()> {
             &rec.reason,
             &rec.grant.as_ref().map(|g| g.to_string()),
             &rec.duration_us,
+            &json(&rec.signers),
         ],
     )?;
     Ok(())
@@ -405,7 +412,7 @@ fn generation<C: Db>(c: &mut C) -> Result<i64> {
 
 /// Read and write in one SERIALIZABLE transaction: two servers bumping at
 /// once collide, and the one retried counts on from the other's value.
-fn bump_generation(tx: &mut Tx<'_>) -> Result<()> {
+pub(super) fn bump_generation(tx: &mut Tx<'_>) -> Result<()> {
     let next = (generation(tx)? + 1).to_string().into_bytes();
     tx.execute(
         "INSERT INTO settings (key, value) VALUES ('plugin_generation', $1)
@@ -512,7 +519,7 @@ fn has_live_certificate(tx: &mut Tx<'_>, id: &str) -> Result<bool> {
     )
 }
 
-fn event(tx: &mut Tx<'_>, id: &str, tenant: &str, kind: EventKind, detail: serde_json::Value) -> Result<()> {
+pub(super) fn event(tx: &mut Tx<'_>, id: &str, tenant: &str, kind: EventKind, detail: serde_json::Value) -> Result<()> {
     tx.execute(
         "INSERT INTO resource_events (resource_id, tenant, kind, at, detail) VALUES ($1, $2, $3, $4, $5)",
         &[&id, &tenant, &kind.as_str(), &now(), &detail.to_string()],
@@ -840,6 +847,7 @@ mod tests {
             tenant: tenant.into(),
             account: None,
             plugins: vec!["p".into()],
+            signers: vec![Some(format!("k{n}"))],
             input_digest: format!("digest-{n}"),
             input: serde_json::json!({ "n": n }),
             outcome: "deny".into(),

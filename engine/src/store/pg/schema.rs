@@ -287,4 +287,22 @@ pub(super) const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX spent_nonces_by_expiry ON spent_nonces(expires);
     "#,
+    // 2: SQLite's migration 12 (issue 16): tenant tokens, plugin signing
+    // keys, intermediates that change, tenants that are removed.
+    r#"
+    ALTER TABLE tenants ADD COLUMN token_hash BYTEA;
+    ALTER TABLE tenants ADD COLUMN removed_at BIGINT;
+    CREATE TABLE tenant_keys (
+        tenant     TEXT NOT NULL REFERENCES tenants(name),
+        key_id     TEXT NOT NULL,
+        public_key BYTEA NOT NULL,
+        created_at BIGINT NOT NULL,
+        PRIMARY KEY (tenant, key_id)
+    );
+    ALTER TABLE plugins ADD COLUMN signed_by TEXT;
+    ALTER TABLE audit ADD COLUMN signers TEXT;
+    ALTER TABLE issuers ADD COLUMN revoked_at BIGINT;
+    ALTER TABLE issuers ADD COLUMN revocation_reason BIGINT;
+    ALTER TABLE issuers ADD COLUMN not_after BIGINT;
+    "#,
 ];

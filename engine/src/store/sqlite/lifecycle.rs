@@ -108,6 +108,18 @@ pub(super) fn record_issued(tx: &Tx<'_>, issued: &IssuedRecord, at: UnixTime) ->
     let serial = &issued.cert.serial;
     match &issued.claim {
         Claim::Order { order_id } => {
+            // An order's names are the client's, not the registry's: if a
+            // `tenant update` (names withdrawn), `rotate` or `remove` committed
+            // while this certificate was being decided and signed, its issuer
+            // is no longer the tenant's, and finalizing again re-checks the
+            // names against the current intermediate.
+            let current = tx
+                .prepare_cached("SELECT issuer_id, removed_at FROM tenants WHERE name = ?1")?
+                .query_row([&issued.cert.tenant], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Option<i64>>(1)?)))
+                .optional()?;
+            if current != Some((issued.cert.issuer_id, None)) {
+                return Ok(false);
+            }
             // The certificate row goes first: the order points at it.
             insert_certificate(tx, &issued.cert, &issued.life, at)?;
             let n = tx
@@ -319,9 +331,10 @@ impl CertificateStore for SqliteStore {
             }
             // Returning an error rolls back whatever was written with it.
             Err(match &issued.claim {
-                Claim::Order { .. } => {
-                    Error::new(ErrorKind::OrderNotReady, "the order changed while its certificate was being signed; nothing was issued")
-                }
+                Claim::Order { .. } => Error::new(
+                    ErrorKind::OrderNotReady,
+                    "the order, or its tenant's intermediate, changed while its certificate was being signed; nothing was issued",
+                ),
                 Claim::Renewal { predecessor } => Error::conflict(
                     crate::Conflict::ResourceState,
                     format!("certificate {predecessor} is no longer scheduled for renewal; nothing was issued"),

@@ -6,10 +6,14 @@
 
 mod checkpoint;
 mod hsm;
+mod intermediates;
 mod lifecycle;
 mod provisioning;
 mod registry;
+mod removal;
 mod schema;
+mod tenant_keys;
+mod tokens;
 
 use lifecycle::stop_certificates_of_resource;
 use registry::append_audit;
@@ -286,16 +290,16 @@ impl TenantStore for SqliteStore {
             if let Some((kid, key)) = eab {
                 tx.execute("INSERT INTO eab_keys (kid, tenant, hmac_key, created_at) VALUES (?1, ?2, ?3, ?4)", params![kid, name, key, t])?;
             }
-            Ok(Tenant { name: name.to_string(), permits: permits.to_vec(), issuer_id })
+            Ok(Tenant { name: name.to_string(), permits: permits.to_vec(), issuer_id, removed_at: None })
         })
     }
 
     fn tenant(&self, name: &str) -> Result<Option<Tenant>> {
         self.read(|c| {
-            c.prepare_cached("SELECT name, permits, issuer_id FROM tenants WHERE name = ?1")?
-                .query_row([name], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?)))
+            c.prepare_cached("SELECT name, permits, issuer_id, removed_at FROM tenants WHERE name = ?1")?
+                .query_row([name], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?, r.get(3)?)))
                 .optional()?
-                .map(|(name, permits, issuer_id)| Ok(Tenant { name, permits: from_json(&permits)?, issuer_id }))
+                .map(|(name, permits, issuer_id, removed_at)| Ok(Tenant { name, permits: from_json(&permits)?, issuer_id, removed_at }))
                 .transpose()
         })
     }
@@ -367,11 +371,13 @@ fn reseal_rows(tx: &Connection, select: &str, update: &str, f: Reseal<'_>) -> Re
 
 /// Every tenant, by name.
 fn all_tenants(c: &Connection) -> Result<Vec<Tenant>> {
-    let mut st = c.prepare("SELECT name, permits, issuer_id FROM tenants ORDER BY name")?;
+    let mut st = c.prepare("SELECT name, permits, issuer_id, removed_at FROM tenants ORDER BY name")?;
     let rows = st
-        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?)))?
+        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?, r.get(3)?)))?
         .collect::<rusqlite::Result<Vec<_>>>()?;
-    rows.into_iter().map(|(name, permits, issuer_id)| Ok(Tenant { name, permits: from_json(&permits)?, issuer_id })).collect()
+    rows.into_iter()
+        .map(|(name, permits, issuer_id, removed_at)| Ok(Tenant { name, permits: from_json(&permits)?, issuer_id, removed_at }))
+        .collect()
 }
 
 impl ReplayStore for SqliteStore {

@@ -313,7 +313,8 @@ impl PluginStore for SqliteStore {
         self.tx(|tx| {
             tx.execute(
                 "INSERT INTO plugins (scope, digest, wasm, installed_at) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (scope) DO UPDATE SET digest = excluded.digest, wasm = excluded.wasm, installed_at = excluded.installed_at",
+                 ON CONFLICT (scope) DO UPDATE SET digest = excluded.digest, wasm = excluded.wasm, installed_at = excluded.installed_at,
+                                                   signed_by = NULL",
                 params![scope, digest, wasm, now()],
             )?;
             bump_generation(tx)
@@ -356,7 +357,8 @@ impl PluginStore for SqliteStore {
 impl AuditStore for SqliteStore {
     fn audit(&self, tenant: Option<&str>, limit: i64) -> Result<Vec<AuditRecord>> {
         self.with(|c| {
-            let sql = "SELECT seq, at, hook, tenant, account, plugins, input_digest, input, outcome, reason, grant_json, duration_us
+            let sql = "SELECT seq, at, hook, tenant, account, plugins, input_digest, input, outcome, reason, grant_json, duration_us,
+                              signers
                        FROM audit WHERE (?1 IS NULL OR tenant = ?1) ORDER BY seq DESC LIMIT ?2";
             let mut st = c.prepare_cached(sql)?;
             let rows = st
@@ -374,19 +376,22 @@ impl AuditStore for SqliteStore {
                         r.get::<_, Option<String>>(9)?,
                         r.get::<_, Option<String>>(10)?,
                         r.get::<_, i64>(11)?,
+                        r.get::<_, Option<String>>(12)?,
                     ))
                 })?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             let mut out = rows
                 .into_iter()
-                .map(|(seq, at, hook, tenant, account, plugins, input_digest, input, outcome, reason, grant, duration_us)| {
+                .map(|(seq, at, hook, tenant, account, plugins, input_digest, input, outcome, reason, grant, duration_us, signers)| {
+                    let plugins: Vec<String> = from_json(&plugins)?;
                     Ok(AuditRecord {
                         seq,
                         at,
                         hook,
                         tenant,
                         account,
-                        plugins: from_json(&plugins)?,
+                        signers: crate::audit::signers_read(signers.as_deref().map(from_json).transpose()?, plugins.len()),
+                        plugins,
                         input_digest,
                         input: from_json(&input)?,
                         outcome,
@@ -411,8 +416,9 @@ impl AuditStore for SqliteStore {
 /// logged exactly when the state change it allowed (or refused) is.
 pub(crate) fn append_audit(tx: &Tx<'_>, rec: &AuditRecord) -> Result<()> {
     tx.prepare_cached(
-        "INSERT INTO audit (at, hook, tenant, account, plugins, input_digest, input, outcome, reason, grant_json, duration_us)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+        "INSERT INTO audit (at, hook, tenant, account, plugins, input_digest, input, outcome, reason, grant_json, duration_us,
+                            signers)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
     )?
     .execute(params![
         rec.at,
@@ -425,12 +431,13 @@ pub(crate) fn append_audit(tx: &Tx<'_>, rec: &AuditRecord) -> Result<()> {
         rec.outcome,
         rec.reason,
         rec.grant.as_ref().map(|g| g.to_string()),
-        rec.duration_us
+        rec.duration_us,
+        json(&rec.signers)
     ])?;
     Ok(())
 }
 
-fn bump_generation(tx: &Tx<'_>) -> Result<()> {
+pub(super) fn bump_generation(tx: &Tx<'_>) -> Result<()> {
     let current: i64 = tx
         .query_row("SELECT value FROM settings WHERE key = 'plugin_generation'", [], |r| r.get::<_, Vec<u8>>(0))
         .optional()?
@@ -539,7 +546,7 @@ fn has_live_certificate(tx: &Tx<'_>, id: &str) -> Result<bool> {
         .query_row([id], |r| r.get(0))?)
 }
 
-fn event(tx: &Tx<'_>, id: &str, tenant: &str, kind: EventKind, detail: serde_json::Value) -> Result<()> {
+pub(super) fn event(tx: &Tx<'_>, id: &str, tenant: &str, kind: EventKind, detail: serde_json::Value) -> Result<()> {
     tx.prepare_cached("INSERT INTO resource_events (resource_id, tenant, kind, at, detail) VALUES (?1, ?2, ?3, ?4, ?5)")?
         .execute(params![id, tenant, kind.as_str(), now(), detail.to_string()])?;
     Ok(())

@@ -415,4 +415,27 @@ pub const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;
     CREATE INDEX spent_nonces_by_expiry ON spent_nonces(expires);
     "#,
+    // 12: tenants help themselves (issue 16). Each tenant may hold one admin
+    // API token, stored only as the SHA-256 of its secret; keys registered to
+    // sign the tenant's plugins, and which key signed each installed plugin
+    // (copied into every audit record beside the digests); intermediates that
+    // are replaced (`tenant update`, `tenant rotate`) stay for their leaves
+    // and CRLs, and one revoked by `tenant remove` is listed in the root's
+    // CRL; a removed tenant's row stays, so its history keeps its name.
+    r#"
+    ALTER TABLE tenants ADD COLUMN token_hash BLOB;
+    ALTER TABLE tenants ADD COLUMN removed_at INTEGER;
+    CREATE TABLE tenant_keys (
+        tenant     TEXT NOT NULL REFERENCES tenants(name),
+        key_id     TEXT NOT NULL,
+        public_key BLOB NOT NULL,          -- SubjectPublicKeyInfo, DER
+        created_at INTEGER NOT NULL,
+        PRIMARY KEY (tenant, key_id)
+    ) WITHOUT ROWID;
+    ALTER TABLE plugins ADD COLUMN signed_by TEXT;
+    ALTER TABLE audit ADD COLUMN signers TEXT;         -- JSON array beside `plugins`: key id or null
+    ALTER TABLE issuers ADD COLUMN revoked_at INTEGER;
+    ALTER TABLE issuers ADD COLUMN revocation_reason INTEGER;
+    ALTER TABLE issuers ADD COLUMN not_after INTEGER;  -- NULL for rows from before: read from cert_der
+    "#,
 ];
