@@ -5,7 +5,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use serde_json::json;
-use tenure_engine::model::{Certificate, CertificateLifecycle, now};
+use tenure_engine::lifecycle::{certificate_json, certificate_status};
 
 use crate::output::{self, Progress, Table};
 use crate::{DataDir, Decisions, DeliveryBounds, open_existing, open_existing_with};
@@ -65,49 +65,13 @@ pub struct RenewArgs {
     json: bool,
 }
 
-fn status(c: &Certificate) -> &'static str {
-    if c.revoked_at.is_some() {
-        "revoked"
-    } else if c.not_after <= now() {
-        "expired"
-    } else {
-        "valid"
-    }
-}
-
-fn to_json(c: &Certificate, l: &CertificateLifecycle) -> serde_json::Value {
-    json!({
-        "serial": c.serial,
-        "tenant": c.tenant,
-        "status": status(c),
-        "identifiers": c.identifiers.iter().map(|i| i.value.as_str()).collect::<Vec<_>>(),
-        "not_before": c.not_before,
-        "not_after": c.not_after,
-        "revoked_at": c.revoked_at,
-        "revocation_reason": c.revocation_reason,
-        "profile": l.profile,
-        "resources": l.resources,
-        "renewal": l.renewal.as_str(),
-        "renew_at": l.renew_at,
-        "renewal_note": l.note,
-        "predecessor": l.predecessor,
-        "successor": l.successor,
-        "account": c.account_id,
-        "order": c.order_id,
-        "trigger": l.trigger.as_str(),
-        "generation": l.generation,
-        "key_source": l.key_source.as_str(),
-        "policy": l.policy,
-    })
-}
-
 pub fn cert(command: CertCommand) -> Result<()> {
     match command {
         CertCommand::List { tenant, resource, limit, data, json } => {
             let listed = open_existing(&data)?.lifecycle.certificates(tenant.as_deref(), resource.as_deref(), limit)?;
             if json {
                 for (c, l) in &listed {
-                    println!("{}", to_json(c, l));
+                    println!("{}", certificate_json(c, l));
                 }
                 return Ok(());
             }
@@ -117,7 +81,7 @@ pub fn cert(command: CertCommand) -> Result<()> {
                 table.row(vec![
                     c.serial.clone(),
                     c.tenant.clone(),
-                    status(c).to_string(),
+                    certificate_status(c).to_string(),
                     l.renewal.as_str().to_string(),
                     l.generation.to_string(),
                     output::rfc3339(c.not_after),
@@ -140,7 +104,7 @@ pub fn cert(command: CertCommand) -> Result<()> {
             let (c, l) = lifecycle.certificate_record(&serial)?.with_context(|| format!("no certificate with serial {serial}"))?;
             let deliveries = lifecycle.deliveries_of(&serial)?;
             if json {
-                let mut v = to_json(&c, &l);
+                let mut v = certificate_json(&c, &l);
                 v["deliveries"] = deliveries
                     .iter()
                     .map(|d| json!({ "event": d.event, "kind": d.kind.as_str(), "target": d.target, "state": d.state.as_str(), "attempts": d.attempts, "last_error": d.last_error }))
@@ -150,7 +114,7 @@ pub fn cert(command: CertCommand) -> Result<()> {
                 }
                 println!("{v}");
             } else {
-                let v = to_json(&c, &l);
+                let v = certificate_json(&c, &l);
                 if let Some(o) = v.as_object() {
                     for (k, val) in o {
                         // Times for people; --json keeps Unix seconds.

@@ -581,19 +581,43 @@ struct ServeArgs {
     hsm: hsm::ServeHsmArgs,
 }
 
+/// The names a tenant's intermediate permits, as `tenant add` and `tenant update` take them.
+#[derive(Args)]
+pub struct PermitArgs {
+    /// A domain (permits it and every name under it) or an address range (CIDR).
+    #[arg(long = "permit", required = true, num_args = 1..)]
+    pub permits: Vec<String>,
+    /// Accept permits that overlap another tenant's (refused by default: both
+    /// intermediates could then certify the names they share).
+    #[arg(long)]
+    pub allow_overlap: bool,
+}
+
+impl PermitArgs {
+    /// What `--allow-overlap` says.
+    pub fn overlap(&self) -> PermitOverlap {
+        if self.allow_overlap { PermitOverlap::Allow } else { PermitOverlap::Refuse }
+    }
+}
+
+/// An engine refusal, with the flag that would accept overlapping permits when that was the reason.
+pub fn overlap_hint(e: tenure_engine::Error) -> anyhow::Error {
+    let hint = if matches!(e.conflict, Some(tenure_engine::Conflict::PermitsOverlap { .. })) {
+        " (give --allow-overlap if both tenants should hold it)"
+    } else {
+        ""
+    };
+    anyhow::anyhow!("{}{hint}", e.detail)
+}
+
 #[derive(Subcommand)]
 enum TenantCommand {
     /// Create a tenant with an intermediate CA constrained to its names, and an EAB key.
     Add {
         /// The tenant's name.
         name: String,
-        /// A domain (permits it and every name under it) or an address range (CIDR).
-        #[arg(long = "permit", required = true, num_args = 1..)]
-        permits: Vec<String>,
-        /// Accept permits that overlap another tenant's (refused by default: both
-        /// intermediates could then certify the names they share).
-        #[arg(long)]
-        allow_overlap: bool,
+        #[command(flatten)]
+        permits: PermitArgs,
         #[command(flatten)]
         data: DataDir,
         /// Print the result as one JSON object instead of text.
@@ -967,17 +991,9 @@ async fn shutdown_signal() {
 
 fn tenant(command: TenantCommand) -> Result<()> {
     match command {
-        TenantCommand::Add { name, permits, allow_overlap, data, json } => {
+        TenantCommand::Add { name, permits, data, json } => {
             let authority = open_existing(&data)?;
-            let overlap = if allow_overlap { PermitOverlap::Allow } else { PermitOverlap::Refuse };
-            let created = authority.registry.create_tenant_with(&name, Some(&permits), overlap).map_err(|e| {
-                let hint = if matches!(e.conflict, Some(tenure_engine::Conflict::PermitsOverlap { .. })) {
-                    " (give --allow-overlap if both tenants should hold it)"
-                } else {
-                    ""
-                };
-                anyhow::anyhow!("{}{hint}", e.detail)
-            })?;
+            let created = authority.registry.create_tenant_with(&name, Some(&permits.permits), permits.overlap()).map_err(overlap_hint)?;
             let hmac = base64_url(&created.eab_hmac);
             if json {
                 println!(

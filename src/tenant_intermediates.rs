@@ -3,10 +3,9 @@
 
 use anyhow::Result;
 use clap::Args;
-use tenure_engine::registry::PermitOverlap;
 
 use crate::output;
-use crate::{DataDir, open_existing};
+use crate::{DataDir, PermitArgs, open_existing, overlap_hint};
 
 /// Serials listed at most by the human output (`--json` lists them all).
 const SHOWN_MAX: usize = 20;
@@ -15,14 +14,8 @@ const SHOWN_MAX: usize = 20;
 pub struct UpdateArgs {
     /// The tenant.
     name: String,
-    /// The tenant's permits from now on: a domain (permits it and every name under
-    /// it) or an address range (CIDR); these replace the current ones.
-    #[arg(long = "permit", required = true, num_args = 1..)]
-    permits: Vec<String>,
-    /// Accept permits that overlap another tenant's (refused by default: both
-    /// intermediates could then certify the names they share).
-    #[arg(long)]
-    allow_overlap: bool,
+    #[command(flatten)]
+    permits: PermitArgs,
     #[command(flatten)]
     data: DataDir,
     /// Print the result as one JSON object instead of text.
@@ -45,15 +38,7 @@ pub struct RotateArgs {
 /// constrained to them, and the tenant's certificates outside them revoked.
 pub fn update(args: UpdateArgs) -> Result<()> {
     let engine = open_existing(&args.data)?;
-    let overlap = if args.allow_overlap { PermitOverlap::Allow } else { PermitOverlap::Refuse };
-    let updated = engine.registry.update_tenant(&args.name, &args.permits, overlap).map_err(|e| {
-        let hint = if matches!(e.conflict, Some(tenure_engine::Conflict::PermitsOverlap { .. })) {
-            " (give --allow-overlap if both tenants should hold it)"
-        } else {
-            ""
-        };
-        anyhow::anyhow!("{}{hint}", e.detail)
-    })?;
+    let updated = engine.registry.update_tenant(&args.name, &args.permits.permits, args.permits.overlap()).map_err(overlap_hint)?;
     if args.json {
         println!("{}", serde_json::to_string(&updated)?);
         return Ok(());

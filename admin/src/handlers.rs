@@ -10,7 +10,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::json;
 use tenure_acme::problem::Problem;
-use tenure_engine::model::{Certificate, CertificateLifecycle, now};
+use tenure_engine::lifecycle::certificate_json;
 use tenure_engine::policies::PluginScope;
 use tenure_engine::ra::TenantLimits;
 use tenure_engine::registry::PermitOverlap;
@@ -506,39 +506,5 @@ pub fn revoke_certificate(admin: Arc<Admin>, call: Call) -> Handled {
             })
             .await?;
         Ok(Answer::ok(certificate_json(&c, &l)))
-    })
-}
-
-/// A certificate and its lifecycle, with the members `tenure cert list --json` prints.
-fn certificate_json(c: &Certificate, l: &CertificateLifecycle) -> serde_json::Value {
-    let status = if c.revoked_at.is_some() {
-        "revoked"
-    } else if c.not_after <= now() {
-        "expired"
-    } else {
-        "valid"
-    };
-    json!({
-        "serial": c.serial,
-        "tenant": c.tenant,
-        "status": status,
-        "identifiers": c.identifiers.iter().map(|i| i.value.as_str()).collect::<Vec<_>>(),
-        "not_before": c.not_before,
-        "not_after": c.not_after,
-        "revoked_at": c.revoked_at,
-        "revocation_reason": c.revocation_reason,
-        "profile": l.profile,
-        "resources": l.resources,
-        "renewal": l.renewal.as_str(),
-        "renew_at": l.renew_at,
-        "renewal_note": l.note,
-        "predecessor": l.predecessor,
-        "successor": l.successor,
-        "account": c.account_id,
-        "order": c.order_id,
-        "trigger": l.trigger.as_str(),
-        "generation": l.generation,
-        "key_source": l.key_source.as_str(),
-        "policy": l.policy,
     })
 }

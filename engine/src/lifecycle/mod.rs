@@ -211,3 +211,43 @@ impl Lifecycle {
         self.core.store.certificate(serial)?.ok_or_else(|| Error::internal("certificate vanished"))
     }
 }
+
+/// Where a certificate stands now: `revoked`, `expired` or `valid`.
+pub fn certificate_status(cert: &Certificate) -> &'static str {
+    if cert.revoked_at.is_some() {
+        "revoked"
+    } else if cert.not_after <= now() {
+        "expired"
+    } else {
+        "valid"
+    }
+}
+
+/// A certificate and its lifecycle as one JSON object: the form `tenure cert
+/// list --json` prints and the admin API answers, kept in one place so the
+/// two never drift apart.
+pub fn certificate_json(c: &Certificate, l: &CertificateLifecycle) -> serde_json::Value {
+    serde_json::json!({
+        "serial": c.serial,
+        "tenant": c.tenant,
+        "status": certificate_status(c),
+        "identifiers": c.identifiers.iter().map(|i| i.value.as_str()).collect::<Vec<_>>(),
+        "not_before": c.not_before,
+        "not_after": c.not_after,
+        "revoked_at": c.revoked_at,
+        "revocation_reason": c.revocation_reason,
+        "profile": l.profile,
+        "resources": l.resources,
+        "renewal": l.renewal.as_str(),
+        "renew_at": l.renew_at,
+        "renewal_note": l.note,
+        "predecessor": l.predecessor,
+        "successor": l.successor,
+        "account": c.account_id,
+        "order": c.order_id,
+        "trigger": l.trigger.as_str(),
+        "generation": l.generation,
+        "key_source": l.key_source.as_str(),
+        "policy": l.policy,
+    })
+}
