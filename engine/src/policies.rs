@@ -28,6 +28,12 @@ use crate::store::{InstallGuard, Storage};
 /// must be signed: `required` or `optional` (unset: optional).
 const SIGNATURES_SETTING: &str = "tenant-plugin-signatures";
 
+/// What the stored signature setting means: unset is optional, and a value
+/// this version does not know counts as required (fail closed).
+fn signatures_required(stored: Option<&[u8]>) -> bool {
+    stored.is_some_and(|v| v != b"optional")
+}
+
 /// Keys of the built-in defaults among the loaded plugins (no installed scope
 /// looks like these: installed ones are `operator` or `tenant:<name>`).
 const BUILTIN_PUBLIC: &str = "builtin:public-challenge";
@@ -414,7 +420,7 @@ impl Policies {
         let plugin = self.core.policy_host()?.load(wasm).map_err(|e| Error::malformed(e.to_string()))?;
         // Read once: the install commits only if it is still what it was.
         let setting = self.core.store.setting(SIGNATURES_SETTING)?;
-        let required = setting.as_deref().is_some_and(|v| v != b"optional");
+        let required = signatures_required(setting.as_deref());
         let signed_by = match tenant {
             Some(t) => self.verified_signer(t, wasm, signature, required)?,
             None => None,
@@ -521,7 +527,7 @@ impl Policies {
     /// Whether tenant plugins must be signed (unset: no). A value this
     /// version does not know counts as required: fail closed.
     pub fn tenant_plugin_signatures_required(&self) -> Result<bool> {
-        Ok(self.core.store.setting(SIGNATURES_SETTING)?.as_deref().is_some_and(|v| v != b"optional"))
+        Ok(signatures_required(self.core.store.setting(SIGNATURES_SETTING)?.as_deref()))
     }
 
     pub fn remove_plugin(&self, scope: PluginScope) -> Result<bool> {

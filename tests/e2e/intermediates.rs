@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::Output;
 
 use crate::clients::ok;
-use support::crl::{crl_url, fetch, openssl_crl_verify};
+use support::crl::{crl_pem_file, crl_url, fetch, openssl_crl_verify, openssl_verify_with_crls};
 use support::dns::TestDns;
 use support::{ServeOptions, Server, TenantCreds};
 
@@ -169,43 +169,12 @@ async fn rotate_issues_from_a_new_intermediate_and_the_old_leaf_still_verifies()
     support::openssl_verify(&server.root_pem(), &old, dir.path());
     let (old_url, new_url) = (crl_url(&old), crl_url(&new));
     let root_url = format!("{}/1", old_url.rsplit_once('/').unwrap().0);
-    let mut crls = String::new();
-    for url in [&root_url, &old_url, &new_url] {
-        let der = fetch(&server, url).await;
-        crls.push_str(&crl_pem(&der, dir.path()));
+    let mut crls = Vec::new();
+    for (i, url) in [&root_url, &old_url, &new_url].into_iter().enumerate() {
+        crls.push(crl_pem_file(&fetch(&server, url).await, dir.path(), &format!("crl-{i}")));
     }
     for (name, chain) in [("old", &old), ("new", &new)] {
-        let (passed, said) = crl_check_all(&server, chain, &crls, dir.path());
+        let (passed, said) = openssl_verify_with_crls(&server, chain, &crls, true, dir.path());
         assert!(passed, "the {name} leaf passes -crl_check_all with every issuer's CRL: {said}");
     }
-}
-
-fn crl_pem(der: &[u8], work: &Path) -> String {
-    let (input, output) = (work.join("one.crl.der"), work.join("one.crl.pem"));
-    std::fs::write(&input, der).unwrap();
-    let out =
-        std::process::Command::new("openssl").args(["crl", "-inform", "DER", "-in"]).arg(&input).arg("-out").arg(&output).output().unwrap();
-    assert!(out.status.success(), "openssl crl: {}", String::from_utf8_lossy(&out.stderr));
-    std::fs::read_to_string(&output).unwrap()
-}
-
-/// `openssl verify -crl_check_all` of a leaf-first chain with the CRLs (PEM).
-fn crl_check_all(server: &Server, chain: &str, crls_pem: &str, work: &Path) -> (bool, String) {
-    let certs: Vec<&str> = chain.split_inclusive("-----END CERTIFICATE-----\n").collect();
-    std::fs::write(work.join("all.leaf.pem"), certs[0]).unwrap();
-    std::fs::write(work.join("all.inter.pem"), certs[1..].concat()).unwrap();
-    std::fs::write(work.join("all.crls.pem"), crls_pem).unwrap();
-    let out = std::process::Command::new("openssl")
-        .arg("verify")
-        .arg("-crl_check_all")
-        .arg("-CAfile")
-        .arg(server.root_pem())
-        .arg("-untrusted")
-        .arg(work.join("all.inter.pem"))
-        .arg("-CRLfile")
-        .arg(work.join("all.crls.pem"))
-        .arg(work.join("all.leaf.pem"))
-        .output()
-        .unwrap();
-    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
 }

@@ -10,7 +10,7 @@ use std::process::Command;
 use crate::lifecycle::{account, add_resource, issue, serial_of, server_with};
 use crate::support;
 use support::Server;
-use support::crl::{crl_url, fetch};
+use support::crl::{crl_pem_file, crl_url, fetch, openssl_verify_with_crls};
 
 /// The root's CRL URL beside an intermediate's (`…/crl/{issuer}`).
 fn root_crl_url(intermediate_crl: &str, root: i64) -> String {
@@ -22,32 +22,10 @@ fn root_crl_url(intermediate_crl: &str, root: i64) -> String {
 /// intermediate's CRLs (DER, as served): (passed, what openssl said, the root
 /// CRL as text).
 fn verify_all(server: &Server, chain: &str, root_crl: &[u8], inter_crl: &[u8], work: &Path) -> (bool, String, String) {
-    let pem = |der: &[u8], name: &str| {
-        let (input, output) = (work.join(format!("{name}.der")), work.join(format!("{name}.pem")));
-        std::fs::write(&input, der).unwrap();
-        let out = Command::new("openssl").args(["crl", "-inform", "DER", "-in"]).arg(&input).arg("-out").arg(&output).output().unwrap();
-        assert!(out.status.success(), "openssl crl refused {name}: {}", String::from_utf8_lossy(&out.stderr));
-        output
-    };
-    let (root, inter) = (pem(root_crl, "root-crl"), pem(inter_crl, "inter-crl"));
+    let (root, inter) = (crl_pem_file(root_crl, work, "root-crl"), crl_pem_file(inter_crl, work, "inter-crl"));
     let text = Command::new("openssl").args(["crl", "-noout", "-text", "-in"]).arg(&root).output().unwrap();
-    let certs: Vec<&str> = chain.split_inclusive("-----END CERTIFICATE-----\n").collect();
-    std::fs::write(work.join("leaf.pem"), certs[0]).unwrap();
-    std::fs::write(work.join("inter.pem"), certs[1..].concat()).unwrap();
-    let out = Command::new("openssl")
-        .args(["verify", "-crl_check_all", "-CAfile"])
-        .arg(server.root_pem())
-        .arg("-untrusted")
-        .arg(work.join("inter.pem"))
-        .arg("-CRLfile")
-        .arg(&root)
-        .arg("-CRLfile")
-        .arg(&inter)
-        .arg(work.join("leaf.pem"))
-        .output()
-        .unwrap();
-    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    (out.status.success(), said, String::from_utf8_lossy(&text.stdout).into_owned())
+    let (passed, said) = openssl_verify_with_crls(server, chain, &[root, inter], true, work);
+    (passed, said, String::from_utf8_lossy(&text.stdout).into_owned())
 }
 
 /// The serial of the chain's intermediate (second certificate), hex as openssl prints it.

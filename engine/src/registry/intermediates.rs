@@ -14,6 +14,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use serde::Serialize;
 
+use super::removal::live_tenant;
 use super::service::permits_apart;
 use super::{PermitOverlap, Registry, ResourceState};
 use crate::PUBLIC_TENANT;
@@ -86,7 +87,7 @@ impl Registry {
     /// first), and, unless `overlap` allows it, when they overlap another
     /// tenant's. The same permits change nothing.
     pub fn update_tenant(&self, name: &str, permits: &[String], overlap: PermitOverlap) -> Result<TenantUpdated> {
-        let tenant = live_tenant(&self.core, name)?;
+        let tenant = live_tenant(&*self.core.store, name)?;
         if tenant.name == PUBLIC_TENANT {
             return Err(Error::malformed("the public tenant's intermediate is unconstrained: it has no permits to change"));
         }
@@ -177,7 +178,7 @@ impl Registry {
     /// permits). The old one is not revoked: its leaves verify until they
     /// expire and the renewal sweep renews them from the new one.
     pub fn rotate_intermediate(&self, name: &str) -> Result<TenantRotated> {
-        let tenant = live_tenant(&self.core, name)?;
+        let tenant = live_tenant(&*self.core.store, name)?;
         let rotated = rotate(&self.core, &tenant, ca::INTERMEDIATE_DAYS)?;
         metrics::counter!(crate::observe::INTERMEDIATES_REPLACED, "trigger" => "rotate").increment(1);
         tracing::info!(tenant = name, issuer = rotated.issuer_id, previous = rotated.previous_issuer_id, "intermediate rotated");
@@ -311,15 +312,6 @@ fn replace(core: &Core, tenant: &Tenant, r: Replacement<'_>) -> Result<(Intermed
         note: r.note,
     })?;
     Ok((swapped, not_after))
-}
-
-/// The tenant, unless there is none or it was removed.
-fn live_tenant(core: &Core, name: &str) -> Result<Tenant> {
-    let tenant = core.store.tenant(name)?.ok_or_else(|| Error::not_found(format!("no tenant {name}")))?;
-    if tenant.removed_at.is_some() {
-        return Err(Error::conflict(crate::Conflict::ResourceState, format!("tenant {name} is removed")));
-    }
-    Ok(tenant)
 }
 
 /// Refuses while a live resource of the tenant holds something outside

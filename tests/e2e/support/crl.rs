@@ -1,7 +1,7 @@
 //! CRLs as a relying party checks them: fetched from the URL in the leaf's
 //! CRL distribution point, and `openssl verify -crl_check`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use super::Server;
@@ -40,39 +40,39 @@ pub fn crl_url(chain: &str) -> String {
     panic!("the certificate has no CRL distribution point");
 }
 
-/// `openssl verify -crl_check` of the leaf with the CRL (DER from the server).
+/// `openssl verify -crl_check` of the leaf with the CRL (DER from the server);
+/// what openssl said includes the CRL as text.
 pub fn openssl_crl_verify(server: &Server, chain: &str, crl_der: &[u8], work: &Path) -> (bool, String) {
-    std::fs::write(work.join("crl.der"), crl_der).unwrap();
-    let text = Command::new("openssl")
-        .args(["crl", "-inform", "DER", "-in"])
-        .arg(work.join("crl.der"))
-        .args(["-out"])
-        .arg(work.join("crl.pem"))
-        .output()
-        .unwrap();
-    assert!(text.status.success(), "openssl crl refused the CRL: {}", String::from_utf8_lossy(&text.stderr));
-    let text = Command::new("openssl").args(["crl", "-noout", "-text", "-in"]).arg(work.join("crl.pem")).output().unwrap();
+    let crl = crl_pem_file(crl_der, work, "crl");
+    let text = Command::new("openssl").args(["crl", "-noout", "-text", "-in"]).arg(&crl).output().unwrap();
     assert!(text.status.success(), "openssl crl -text: {}", String::from_utf8_lossy(&text.stderr));
+    let (passed, said) = openssl_verify_with_crls(server, chain, &[crl], false, work);
+    (passed, format!("{}{said}", String::from_utf8_lossy(&text.stdout)))
+}
+
+/// A CRL as served (DER) written as `work/NAME.pem`, which openssl refuses unless it is one.
+pub fn crl_pem_file(crl_der: &[u8], work: &Path, name: &str) -> PathBuf {
+    let (der, pem) = (work.join(format!("{name}.der")), work.join(format!("{name}.pem")));
+    std::fs::write(&der, crl_der).unwrap();
+    let out = Command::new("openssl").args(["crl", "-inform", "DER", "-in"]).arg(&der).arg("-out").arg(&pem).output().unwrap();
+    assert!(out.status.success(), "openssl crl refused {name}: {}", String::from_utf8_lossy(&out.stderr));
+    pem
+}
+
+/// `openssl verify` of a leaf-first chain's leaf, trusting only the server's
+/// root, the rest of the chain untrusted, with the CRL files given:
+/// `-crl_check_all` (every issuer's CRL) with `all`, else `-crl_check` (the
+/// leaf's issuer's). (passed, what openssl said)
+pub fn openssl_verify_with_crls(server: &Server, chain: &str, crls: &[PathBuf], all: bool, work: &Path) -> (bool, String) {
     let certs: Vec<&str> = chain.split_inclusive("-----END CERTIFICATE-----\n").collect();
     std::fs::write(work.join("leaf.pem"), certs[0]).unwrap();
     std::fs::write(work.join("inter.pem"), certs[1..].concat()).unwrap();
-    let out = Command::new("openssl")
-        .arg("verify")
-        .arg("-crl_check")
-        .arg("-CAfile")
-        .arg(server.root_pem())
-        .arg("-untrusted")
-        .arg(work.join("inter.pem"))
-        .arg("-CRLfile")
-        .arg(work.join("crl.pem"))
-        .arg(work.join("leaf.pem"))
-        .output()
-        .unwrap();
-    let said = format!(
-        "{}{}{}",
-        String::from_utf8_lossy(&text.stdout),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), said)
+    let mut verify = Command::new("openssl");
+    verify.arg("verify").arg(if all { "-crl_check_all" } else { "-crl_check" }).arg("-CAfile").arg(server.root_pem());
+    verify.arg("-untrusted").arg(work.join("inter.pem"));
+    for crl in crls {
+        verify.arg("-CRLfile").arg(crl);
+    }
+    let out = verify.arg(work.join("leaf.pem")).output().unwrap();
+    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
 }
