@@ -170,6 +170,17 @@ impl Core {
         URL_SAFE_NO_PAD.encode(buf)
     }
 
+    /// An id for a row of a hot table (orders, authorizations, challenges):
+    /// `bytes` random bytes as `random_id` has them, after the time in
+    /// milliseconds as 11 hex digits, so ids sort by creation. Their index
+    /// entries then land at the end of the index, on pages the previous
+    /// inserts already touched, instead of a random page each (which SQLite
+    /// writes to the WAL whole, and PostgreSQL to its own).
+    pub(crate) fn time_ordered_id(&self, bytes: usize) -> String {
+        let millis = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
+        format!("{:011x}{}", millis & 0xfff_ffff_ffff, self.random_id(bytes))
+    }
+
     /// Fills `buf` with random bytes.
     pub(crate) fn fill_random(&self, buf: &mut [u8]) -> Result<()> {
         self.rng.fill(buf).map_err(|_| Error::internal("no randomness"))

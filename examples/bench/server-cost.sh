@@ -8,6 +8,9 @@
 # the server's CPU ms per issuance (/proc/PID/stat), the load generator's CPU ms per
 # issuance (including its setup) and the server's voluntary context switches per
 # issuance. Alternate the two builds (A B A B): this machine's speed drifts.
+# PERF=FILE records a flat perf profile of the server during each load
+# (FILE.c16, FILE.c64; `perf report -i FILE.c64 --no-children --sort dso,sym`);
+# PERF_ARGS adds to perf record's arguments (e.g. "-g").
 set -euo pipefail
 T=${1:-target/release/tenure}; N=${2:-3000}; CS=${3:-"16 64"}
 W=$(mktemp -d); DATA=$W/d
@@ -26,8 +29,11 @@ for i in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$P) 2>/dev/null && break; sl
 tick=$(getconf CLK_TCK)
 for c in $CS; do
   s0=$(awk '{print $14+$15}' /proc/$SP/stat); x0=$(cat /proc/$SP/task/*/status | awk '/voluntary_ctxt/ {s+=$2} END {print s}')
+  PP=
+  if [ -n "${PERF:-}" ]; then perf record -q -F 2999 ${PERF_ARGS:-} -p $SP -o $PERF.c$c 2>/dev/null & PP=$!; sleep 0.5; fi
   /usr/bin/time -f "%U %S" -o $W/ct $T bench issue --n $N --concurrency $c --accounts 16 --challenge none --timeout 30s --json \
      --directory https://127.0.0.1:$P/directory --root $DATA/root.pem --eab-kid $K --eab-hmac $H --domain bench.example.com > $W/b.json
+  if [ -n "$PP" ]; then kill -INT $PP; wait $PP 2>/dev/null || true; fi
   s1=$(awk '{print $14+$15}' /proc/$SP/stat); x1=$(cat /proc/$SP/task/*/status | awk '/voluntary_ctxt/ {s+=$2} END {print s}')
   rate=$(tail -1 $W/b.json | python3 -c 'import json,sys; d=json.load(sys.stdin); print(round(d["rate"],1), d.get("p50_ms",d.get("p50","")))')
   cl=$(awk '{print $1+$2}' $W/ct)

@@ -249,7 +249,7 @@ impl Ra {
 
         let t = now();
         let expires = t + self.core.config.order_lifetime.as_secs() as i64;
-        let order_id = self.core.random_id(12);
+        let order_id = self.core.time_ordered_id(9);
         // One authorization per name to prove: a wildcard and its base share one
         // target but need different challenges, so they stay separate.
         let mut targets: Vec<(Identifier, bool)> = identifiers.iter().map(|i| (i.authorization_target(), i.is_wildcard())).collect();
@@ -265,7 +265,7 @@ impl Ra {
         let authzs: Vec<Authorization> = targets
             .into_iter()
             .map(|(identifier, wildcard)| {
-                let authz_id = self.core.random_id(12);
+                let authz_id = self.core.time_ordered_id(9);
                 let kinds: &[&str] = match (identifier.kind, wildcard) {
                     (_, true) => &[DNS_01],
                     (IdentifierKind::Dns, false) => &[HTTP_01, DNS_01, TLS_ALPN_01],
@@ -274,7 +274,7 @@ impl Ra {
                 let challenges = kinds
                     .iter()
                     .map(|k| Challenge {
-                        id: self.core.random_id(12),
+                        id: self.core.time_ordered_id(9),
                         authz_id: authz_id.clone(),
                         kind: k.to_string(),
                         token: self.core.random_id(32),
@@ -793,6 +793,42 @@ pub(crate) fn tenant_account_holding_corp_example(a: &crate::Engine) -> Account 
 mod finalize_tests {
     use super::*;
     use rcgen::{CertificateParams, KeyPair};
+
+    /// Order, authorization and challenge ids sort by creation (their index
+    /// grows at its end) and still carry 72 random bits each.
+    #[test]
+    fn hot_ids_sort_by_creation_and_stay_unguessable() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = crate::Engine::open(dir.path(), crate::Config::default()).unwrap();
+        let (account, _) =
+            e.ra.create_account(NewAccount {
+                jwk: "{}".into(),
+                thumbprint: "ids".into(),
+                contact: vec![],
+                tos_agreed: true,
+                eab: None,
+                source: None,
+            })
+            .unwrap();
+        let mut orders = Vec::new();
+        for name in ["a.example", "b.example", "c.example"] {
+            std::thread::sleep(std::time::Duration::from_millis(2));
+            orders.push(
+                e.ra.new_order(&account, NewOrder { identifiers: vec![Identifier::dns(name)], profile: None, replaces: None }).unwrap(),
+            );
+        }
+        let ids: Vec<&str> = orders.iter().map(|o| o.id.as_str()).collect();
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+        let authzs: Vec<String> = orders.iter().map(|o| o.authorizations[0].clone()).collect();
+        assert!(authzs.windows(2).all(|w| w[0] < w[1]), "{authzs:?}");
+        for id in ids.iter().copied().chain(authzs.iter().map(String::as_str)) {
+            // 11 hex digits of milliseconds, then 9 random octets in base64url.
+            assert_eq!(id.len(), 23, "{id}");
+            assert!(id[..11].bytes().all(|b| b.is_ascii_hexdigit()), "{id}");
+        }
+        let suffixes: std::collections::BTreeSet<&str> = ids.iter().map(|id| &id[11..]).collect();
+        assert_eq!(suffixes.len(), 3);
+    }
 
     /// One account cannot fill the database: new orders per hour and pending
     /// authorizations are bounded, with a rateLimited error saying which.

@@ -25,6 +25,8 @@ use std::time::Duration;
 
 use rusqlite::Connection;
 
+use super::writer::Writer;
+
 use crate::error::Result;
 
 /// How often the WAL is checkpointed when idle or lightly written.
@@ -63,8 +65,8 @@ pub(super) struct Checkpointer {
 
 impl Checkpointer {
     /// Starts checkpointing the database at `path`; `writer` is the store's
-    /// writer connection, locked (never used) to keep commits out during a restart.
-    pub(super) fn start(path: &Path, writer: Arc<Mutex<Connection>>) -> Result<Checkpointer> {
+    /// writer, locked (its connection never used) to keep commits out during a restart.
+    pub(super) fn start(path: &Path, writer: Arc<Writer>) -> Result<Checkpointer> {
         let conn = Connection::open(path)?;
         // The sync flags of a checkpoint are those of the connection running it.
         conn.pragma_update(None, "synchronous", "NORMAL")?;
@@ -115,7 +117,7 @@ impl Drop for Checkpointer {
     }
 }
 
-fn run(conn: &Connection, writer: &Mutex<Connection>, shared: &Shared) {
+fn run(conn: &Connection, writer: &Writer, shared: &Shared) {
     let page_size: i64 = conn.pragma_query_value(None, "page_size", |r| r.get(0)).unwrap_or(4096);
     // A WAL frame is a page and a 24-byte header.
     let truncate_frames = TRUNCATE_BYTES / (page_size + 24);
@@ -150,8 +152,8 @@ fn run(conn: &Connection, writer: &Mutex<Connection>, shared: &Shared) {
         if log >= RESTART_FRAMES {
             let mode = if log > truncate_frames { TRUNCATE } else { RESTART };
             // No commit may land between copying the last frames and the
-            // next write; a poisoned lock still guards the same connection.
-            let _writer = writer.lock().unwrap_or_else(|p| p.into_inner());
+            // next write (an open group of transactions commits first).
+            let Ok(_writer) = writer.lock_idle() else { continue };
             match checkpoint(conn, mode) {
                 Ok((log, done)) if log == done => {
                     shared.restarts.fetch_add(1, Ordering::Relaxed);
@@ -198,7 +200,7 @@ mod tests {
         assert!(size(&wal) > 4 << 20, "the commit is in the WAL");
         // The committing request does not checkpoint: the writer's auto-checkpoint is off.
         // (Not read off the file sizes: this thread's first pass may already have run.)
-        let auto: i64 = store.conn.lock().unwrap().query_row("PRAGMA wal_autocheckpoint", [], |r| r.get(0)).unwrap();
+        let auto: i64 = store.writer.lock_idle().unwrap().query_row("PRAGMA wal_autocheckpoint", [], |r| r.get(0)).unwrap();
         assert_eq!(auto, 0, "the writer checkpoints on commit");
 
         let cp = store.checkpointer.as_ref().unwrap();

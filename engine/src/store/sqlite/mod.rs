@@ -1,8 +1,8 @@
 //! The embedded store: SQLite in WAL mode, implementing every store trait.
-//! One writer connection behind a mutex (`tx`: cached `BEGIN IMMEDIATE`/
-//! `COMMIT`, rolled back on error or panic); hot reads on a pool of read-only
-//! connections (`read`) that never wait for the writer; WAL checkpoints on a
-//! thread of their own (`checkpoint`).
+//! One writer connection (`writer`: `tx` runs a write transaction, committed
+//! together with those queued behind it, rolled back alone on error);
+//! hot reads on a pool of read-only connections (`read`) that never wait for
+//! the writer; WAL checkpoints on a thread of their own (`checkpoint`).
 
 mod checkpoint;
 mod hsm;
@@ -14,6 +14,7 @@ mod removal;
 mod schema;
 mod tenant_keys;
 mod tokens;
+mod writer;
 
 use lifecycle::stop_certificates_of_resource;
 use registry::append_audit;
@@ -37,8 +38,8 @@ impl From<rusqlite::Error> for Error {
 
 /// The SQLite store of one data directory.
 pub struct SqliteStore {
-    /// The one connection that writes (and serves `with`).
-    conn: Arc<Mutex<Connection>>,
+    /// The one connection that writes (and serves `with`), with group commit.
+    writer: Arc<writer::Writer>,
     /// Idle read-only connections for the hot reads (`read`). WAL readers
     /// never wait for the writer, so reads no longer queue behind commits and
     /// checkpoints. The pool grows to the number of concurrent readers.
@@ -109,16 +110,28 @@ impl SqliteStore {
         if path.is_some() {
             conn.pragma_update(None, "wal_autocheckpoint", 0)?;
         }
-        let conn = Arc::new(Mutex::new(conn));
+        let writer = Arc::new(writer::Writer::new(conn));
         let checkpointer = match &path {
-            Some(p) => Some(checkpoint::Checkpointer::start(p, conn.clone())?),
+            Some(p) => Some(checkpoint::Checkpointer::start(p, writer.clone())?),
             None => None,
         };
-        Ok(SqliteStore { conn, readers: Mutex::new(Vec::new()), path, checkpointer })
+        Ok(SqliteStore { writer, readers: Mutex::new(Vec::new()), path, checkpointer })
     }
-    /// Runs a read on a pooled read-only connection (the writer's, in memory).
-    /// Each statement sees the latest commit, as on the writer.
+    /// Runs a read on a pooled read-only connection (the writer's, in memory),
+    /// in one read transaction: every statement of `f` sees the same, latest
+    /// commit. One transaction instead of one per statement also saves the
+    /// WAL read lock's system calls and, after another connection's commit,
+    /// re-reading the pages of each statement (a connection's page cache is
+    /// dropped when it starts a read transaction on a changed database): a
+    /// registry lookup runs a statement per enclosing zone and per resource.
     fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        let f = |c: &Connection| {
+            c.prepare_cached("BEGIN")?.execute([])?;
+            let _rollback = RollbackGuard(c);
+            let out = f(c)?;
+            c.prepare_cached("COMMIT")?.execute([])?;
+            Ok(out)
+        };
         let Some(path) = &self.path else { return self.with(|c| f(c)) };
         let pooled = self.readers.lock().map_err(|_| Error::internal("storage lock poisoned"))?.pop();
         let conn = match pooled {
@@ -137,38 +150,23 @@ impl SqliteStore {
         }
         out
     }
+    /// Runs `f` on the writer connection outside any transaction (a group
+    /// of write transactions still open is committed first).
     fn with<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T>) -> Result<T> {
-        let mut conn = match self.conn.lock() {
-            Ok(c) => c,
-            // A panic while writing: `tx` rolled its transaction back, and
-            // anything else left open is rolled back here, so the
-            // connection is sound again and the store stays usable.
-            Err(poisoned) => {
-                self.conn.clear_poison();
-                let c = poisoned.into_inner();
-                drop(RollbackGuard(&c));
-                c
-            }
-        };
+        let mut conn = self.writer.lock_idle()?;
         f(&mut conn)
     }
-    /// Runs `f` in one write transaction. BEGIN IMMEDIATE, since this
-    /// connection is the only writer (behind the mutex) and would take the
-    /// write lock anyway; BEGIN and COMMIT are cached statements, which
-    /// rusqlite's `Transaction` (parsing both each time) is not.
+    /// Runs `f` in one write transaction, committed before this returns,
+    /// possibly together with other requests' (see `writer`).
     fn tx<T>(&self, f: impl FnOnce(&Tx<'_>) -> Result<T>) -> Result<T> {
-        self.with(|conn| {
-            conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
-            let _rollback = RollbackGuard(conn);
-            let out = f(&Tx(conn))?;
-            conn.prepare_cached("COMMIT")?.execute([])?;
-            Ok(out)
-        })
+        self.writer.transaction(|conn| f(&Tx(conn)))
     }
 }
 impl SettingsStore for SqliteStore {
     fn setting(&self, key: &str) -> Result<Option<Vec<u8>>> {
-        self.with(|c| Ok(c.prepare_cached("SELECT value FROM settings WHERE key = ?1")?.query_row([key], |r| r.get(0)).optional()?))
+        // A reader: newOrder reads the tenant's limits here, and the writer
+        // would make it wait for (and end) the group of commits in flight.
+        self.read(|c| Ok(c.prepare_cached("SELECT value FROM settings WHERE key = ?1")?.query_row([key], |r| r.get(0)).optional()?))
     }
 
     /// Sets `key` only if it is not set yet; returns the value that holds afterwards.
@@ -195,15 +193,7 @@ impl SettingsStore for SqliteStore {
         // busy server is not an unready one. A writer stuck in this process
         // leaves the probe waiting; the readiness check's own deadline (on
         // the probe's thread) reports that.
-        let conn = match self.conn.lock() {
-            Ok(c) => c,
-            Err(poisoned) => {
-                self.conn.clear_poison();
-                let c = poisoned.into_inner();
-                drop(RollbackGuard(&c));
-                c
-            }
-        };
+        let conn = self.writer.lock_idle()?;
         // Another process holding the write lock fails the probe within the
         // bound, not the requests' busy timeout.
         conn.busy_timeout(bound.max(Duration::from_millis(1)))?;
@@ -248,7 +238,11 @@ impl TenantStore for SqliteStore {
     }
 
     fn issuer(&self, id: i64) -> Result<Option<IssuerRecord>> {
-        self.with(|c| Ok(c.query_row("SELECT id, tenant, cert_der, key_pkcs8 FROM issuers WHERE id = ?1", [id], issuer_row).optional()?))
+        self.read(|c| {
+            Ok(c.prepare_cached("SELECT id, tenant, cert_der, key_pkcs8 FROM issuers WHERE id = ?1")?
+                .query_row([id], issuer_row)
+                .optional()?)
+        })
     }
 
     fn issuers(&self) -> Result<Vec<IssuerRecord>> {
