@@ -126,6 +126,21 @@ pub fn enclosing_zones(name: &str) -> Vec<&str> {
     out
 }
 
+/// A DNS name's labels in reverse order (`www.corp.example` →
+/// `example.corp.www`): the registry indexes names this way too, so the names
+/// under a zone are one range of that index instead of a scan of every name.
+pub fn reversed_labels(name: &str) -> String {
+    name.rsplit('.').collect::<Vec<_>>().join(".")
+}
+
+/// The range of [`reversed_labels`] keys of the names strictly under `zone`:
+/// from `<reversed zone>.` (inclusive) to `<reversed zone>/` (exclusive; `/`
+/// follows `.` in every collation the stores use, byte order).
+pub fn under_zone_range(zone: &str) -> (String, String) {
+    let reversed = reversed_labels(zone);
+    (format!("{reversed}."), format!("{reversed}/"))
+}
+
 /// What `tenure resource add` asks for.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct NewResource {

@@ -86,10 +86,7 @@ impl RegistryStore for PgStore {
 
     fn resources_under(&self, zone: &str) -> Result<Vec<Resource>> {
         self.read(|c| {
-            // Names are normalized DNS names (letters, digits, '-', '.'), but
-            // escape LIKE's wildcards all the same.
-            let pattern = format!("%.{}", zone.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"));
-            let found = ids(c, "SELECT DISTINCT resource_id FROM resource_names WHERE name LIKE $1 ESCAPE '\\'", &[&pattern])?;
+            let found = names_under(c, zone)?;
             collect_live(c, None, found)
         })
     }
@@ -435,6 +432,13 @@ fn conflict_items(r: &NewResource) -> Vec<(bool, String)> {
 /// zone, anything inside it or a zone above it: the facts the registry's
 /// conflict rule judges. Read inside the caller's SERIALIZABLE transaction,
 /// so a concurrent add of an overlapping resource makes one of them retry.
+/// The resources with a name or zone strictly under `zone`: one range of the
+/// reversed-name index.
+fn names_under<C: Db>(c: &mut C, zone: &str) -> Result<Vec<String>> {
+    let (from, to) = crate::registry::under_zone_range(zone);
+    ids(c, "SELECT DISTINCT resource_id FROM resource_names WHERE reversed >= $1 AND reversed < $2", &[&from, &to])
+}
+
 fn overlaps<C: Db>(c: &mut C, items: &[(bool, String)], except: Option<&str>) -> Result<Vec<Overlap>> {
     let mut out = Vec::new();
     for (is_zone, item) in items {
@@ -443,8 +447,7 @@ fn overlaps<C: Db>(c: &mut C, items: &[(bool, String)], except: Option<&str>) ->
         } else {
             let mut h = holding_name(c, None, item)?;
             if *is_zone {
-                let like = format!("%.{item}");
-                for id in ids(c, "SELECT DISTINCT resource_id FROM resource_names WHERE name LIKE $1", &[&like])? {
+                for id in names_under(c, item)? {
                     if let Some(r) = resource_by_id(c, &id)?
                         && r.state != ResourceState::Released
                     {
@@ -461,12 +464,12 @@ fn overlaps<C: Db>(c: &mut C, items: &[(bool, String)], except: Option<&str>) ->
 }
 
 fn index_resource(tx: &mut Tx<'_>, id: &str, r: &NewResource) -> Result<()> {
-    let names = "INSERT INTO resource_names (name, zone, resource_id) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING";
+    let names = "INSERT INTO resource_names (name, zone, resource_id, reversed) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING";
     for n in &r.names {
-        tx.execute(names, &[n, &false, &id])?;
+        tx.execute(names, &[n, &false, &id, &crate::registry::reversed_labels(n)])?;
     }
     for z in &r.zones {
-        tx.execute(names, &[z, &true, &id])?;
+        tx.execute(names, &[z, &true, &id, &crate::registry::reversed_labels(z)])?;
     }
     let addrs = "INSERT INTO resource_addresses (address, resource_id) VALUES ($1, $2) ON CONFLICT DO NOTHING";
     for a in &r.addresses {

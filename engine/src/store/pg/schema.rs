@@ -305,4 +305,12 @@ pub(super) const MIGRATIONS: &[&str] = &[
     ALTER TABLE issuers ADD COLUMN revocation_reason BIGINT;
     ALTER TABLE issuers ADD COLUMN not_after BIGINT;
     "#,
+    // 3: SQLite's migration 13, names under a zone by an index: each name
+    // with its labels reversed, in byte order (C collation) for range scans.
+    r#"
+    ALTER TABLE resource_names ADD COLUMN reversed TEXT COLLATE "C";
+    UPDATE resource_names SET reversed = array_to_string(ARRAY(
+        SELECT label FROM unnest(string_to_array(name, '.')) WITH ORDINALITY AS l(label, n) ORDER BY n DESC), '.');
+    CREATE INDEX resource_names_reversed ON resource_names(reversed);
+    "#,
 ];

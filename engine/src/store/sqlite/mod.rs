@@ -740,6 +740,16 @@ fn migrate(conn: &mut Connection) -> Result<()> {
                 continue;
             }
             tx.execute_batch(sql)?;
+            if i + 1 == schema::REVERSED_NAMES {
+                let names: Vec<String> = tx
+                    .prepare("SELECT DISTINCT name FROM resource_names")?
+                    .query_map([], |r| r.get(0))?
+                    .collect::<rusqlite::Result<_>>()?;
+                let mut fill = tx.prepare("UPDATE resource_names SET reversed = ?2 WHERE name = ?1")?;
+                for name in &names {
+                    fill.execute(params![name, crate::registry::reversed_labels(name)])?;
+                }
+            }
             let broken: Option<String> =
                 tx.query_row("SELECT \"table\" FROM pragma_foreign_key_check LIMIT 1", [], |r| r.get(0)).optional()?;
             if let Some(table) = broken {
@@ -1043,6 +1053,47 @@ mod tests {
     /// A data directory of schema 8: its resources and events are kept, none
     /// has a lease, the new event kinds are accepted, and expired leases are
     /// found through the partial index (not a scan of every resource).
+    #[test]
+    fn migration_13_indexes_names_under_a_zone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        {
+            let mut c = Connection::open(&path).unwrap();
+            let tx = c.transaction().unwrap();
+            for sql in &schema::MIGRATIONS[..12] {
+                tx.execute_batch(sql).unwrap();
+            }
+            tx.pragma_update(None, "user_version", 12).unwrap();
+            tx.execute_batch(
+                "INSERT INTO issuers (id, role, tenant, cert_der, key_pkcs8, created_at) VALUES (1, 'root', NULL, x'00', x'00', 1);
+                 INSERT INTO tenants (name, permits, issuer_id, created_at) VALUES ('corp', '[]', 1, 1);
+                 INSERT INTO resources (id, tenant, kind, names, zones, addresses, state, attributes, anchor, created_at, updated_at)
+                     VALUES ('r1', 'corp', 'vm', '[\"www.corp.example\"]', '[]', '[]', 'active', '{}', NULL, 1, 1),
+                            ('r2', 'corp', 'lb', '[]', '[\"dev.corp.example\"]', '[]', 'active', '{}', NULL, 1, 1),
+                            ('r3', 'corp', 'vm', '[\"corp.example.org\"]', '[]', '[]', 'active', '{}', NULL, 1, 1);
+                 INSERT INTO resource_names (name, zone, resource_id) VALUES ('www.corp.example', 0, 'r1'),
+                     ('dev.corp.example', 1, 'r2'), ('corp.example.org', 0, 'r3');",
+            )
+            .unwrap();
+            tx.commit().unwrap();
+        }
+        let s = SqliteStore::open(&path).unwrap();
+        let ids = |zone: &str| s.resources_under(zone).unwrap().into_iter().map(|r| r.id).collect::<Vec<_>>();
+        assert_eq!(ids("corp.example"), ["r1", "r2"], "rows from before the migration are found");
+        assert_eq!(ids("example"), ["r1", "r2"]);
+        assert_eq!(ids("www.corp.example"), Vec::<String>::new(), "strictly under, not the name itself");
+        assert_eq!(ids("example.org"), ["r3"]);
+        let plan: Vec<String> = s
+            .read(|c| {
+                let mut st = c.prepare(
+                    "EXPLAIN QUERY PLAN SELECT DISTINCT resource_id FROM resource_names WHERE reversed >= 'a.' AND reversed < 'a/'",
+                )?;
+                Ok(st.query_map([], |r| r.get::<_, String>(3))?.collect::<rusqlite::Result<Vec<_>>>()?)
+            })
+            .unwrap();
+        assert!(plan.iter().any(|p| p.starts_with("SEARCH") && p.contains("INDEX resource_names_reversed")), "{plan:?}");
+    }
+
     #[test]
     fn migration_9_adds_leases_and_event_kinds() {
         let dir = tempfile::tempdir().unwrap();

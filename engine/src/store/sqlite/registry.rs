@@ -93,11 +93,7 @@ impl RegistryStore for SqliteStore {
 
     fn resources_under(&self, zone: &str) -> Result<Vec<Resource>> {
         self.read(|c| {
-            let mut st = c.prepare_cached("SELECT DISTINCT resource_id FROM resource_names WHERE name LIKE ?1 ESCAPE '\\'")?;
-            // Names are normalized DNS names (letters, digits, '-', '.'), but
-            // escape LIKE's wildcards all the same.
-            let pattern = format!("%.{}", zone.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"));
-            let ids = st.query_map([pattern], |r| r.get::<_, String>(0))?.collect::<rusqlite::Result<Vec<_>>>()?;
+            let ids = names_under(c, zone)?;
             collect_live(c, None, ids)
         })
     }
@@ -472,10 +468,7 @@ fn overlaps(c: &Connection, items: &[(bool, String)], except: Option<&str>) -> R
         } else {
             let mut h = holding_name(c, None, item)?;
             if *is_zone {
-                let like = format!("%.{item}");
-                let mut st = c.prepare_cached("SELECT DISTINCT resource_id FROM resource_names WHERE name LIKE ?1")?;
-                let ids = st.query_map([like], |r| r.get::<_, String>(0))?.collect::<rusqlite::Result<Vec<_>>>()?;
-                for id in ids {
+                for id in names_under(c, item)? {
                     if let Some(r) = resource_by_id(c, &id)?
                         && r.state != ResourceState::Released
                     {
@@ -492,12 +485,13 @@ fn overlaps(c: &Connection, items: &[(bool, String)], except: Option<&str>) -> R
 }
 
 fn index_resource(tx: &Tx<'_>, id: &str, r: &NewResource) -> Result<()> {
-    let mut names = tx.prepare_cached("INSERT OR IGNORE INTO resource_names (name, zone, resource_id) VALUES (?1, ?2, ?3)")?;
+    let mut names =
+        tx.prepare_cached("INSERT OR IGNORE INTO resource_names (name, zone, resource_id, reversed) VALUES (?1, ?2, ?3, ?4)")?;
     for n in &r.names {
-        names.execute(params![n, false, id])?;
+        names.execute(params![n, false, id, crate::registry::reversed_labels(n)])?;
     }
     for z in &r.zones {
-        names.execute(params![z, true, id])?;
+        names.execute(params![z, true, id, crate::registry::reversed_labels(z)])?;
     }
     let mut addrs = tx.prepare_cached("INSERT OR IGNORE INTO resource_addresses (address, resource_id) VALUES (?1, ?2)")?;
     for a in &r.addresses {
@@ -550,6 +544,14 @@ pub(super) fn event(tx: &Tx<'_>, id: &str, tenant: &str, kind: EventKind, detail
     tx.prepare_cached("INSERT INTO resource_events (resource_id, tenant, kind, at, detail) VALUES (?1, ?2, ?3, ?4, ?5)")?
         .execute(params![id, tenant, kind.as_str(), now(), detail.to_string()])?;
     Ok(())
+}
+
+/// The resources with a name or zone strictly under `zone`: one range of the
+/// reversed-name index.
+fn names_under(c: &Connection, zone: &str) -> Result<Vec<String>> {
+    let (from, to) = crate::registry::under_zone_range(zone);
+    let mut st = c.prepare_cached("SELECT DISTINCT resource_id FROM resource_names WHERE reversed >= ?1 AND reversed < ?2")?;
+    Ok(st.query_map([from, to], |r| r.get::<_, String>(0))?.collect::<rusqlite::Result<Vec<_>>>()?)
 }
 
 fn holding_name(c: &Connection, tenant: Option<&str>, name: &str) -> Result<Vec<Resource>> {
