@@ -485,7 +485,8 @@ mod tests {
         assert!(matches!(err.unwrap_err().conflict, Some(crate::Conflict::PermitsOverlap { .. })));
         let names: Vec<String> = a.registry.tenants().unwrap().into_iter().map(|t| t.name).collect();
         assert!(!names.iter().any(|n| ["c", "d", "e", "f"].contains(&n.as_str())), "a refused batch left {names:?}");
-        let err = a.registry.create_tenants_with(&[("g", Some(&permits("g.example"))), ("g", Some(&permits("h.example")))], PermitOverlap::Allow);
+        let err =
+            a.registry.create_tenants_with(&[("g", Some(&permits("g.example"))), ("g", Some(&permits("h.example")))], PermitOverlap::Allow);
         assert!(matches!(err.unwrap_err().conflict, Some(crate::Conflict::TenantExists)));
         assert!(a.registry.tenant("g").unwrap().is_none());
     }

@@ -588,6 +588,14 @@ pub trait CertificateStore: Send + Sync {
 
     fn crl(&self, issuer_id: i64) -> Result<Option<StoredCrl>>;
 
+    /// The issuers whose stored CRL may need making again: none stored, made
+    /// at or before `made_by`, running out at or before `at`, or counting
+    /// another number of revocations than the issuer's certificates have now;
+    /// and the root always (its mark counts revoked intermediates too). One
+    /// query for the scheduler's pass, where reading each issuer's CRL and
+    /// mark costs ~1.3 s of CPU every pass with 100,000 tenants (issue 17).
+    fn issuers_with_crl_due(&self, made_by: UnixTime, at: UnixTime) -> Result<Vec<i64>>;
+
     /// Stores a CRL unless one with the same or a higher number is there (two
     /// processes regenerating at once); returns whether it was stored.
     fn put_crl(&self, crl: &StoredCrl) -> Result<bool>;
