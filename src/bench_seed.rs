@@ -114,12 +114,12 @@ fn resource(k: usize, tenants: usize, domain: &str, zone_every: usize) -> NewRes
         attributes: [("team".to_string(), format!("team-{}", k % 97)), ("seed".to_string(), "1".to_string())].into(),
         ..NewResource::default()
     };
-    if zone_every > 0 && k % zone_every == 0 {
+    if zone_every > 0 && k.is_multiple_of(zone_every) {
         r.zones = vec![format!("z{k}.t{i}.{domain}")];
     } else {
         r.names = vec![format!("r{k}.t{i}.{domain}")];
     }
-    if k % 4 == 0 {
+    if k.is_multiple_of(4) {
         // The n-th resource of the tenant gets host (n/4 mod 62) + 1 of its block.
         let [a, b, c, d] = tenant_block(i);
         let host = ((k / tenants / 4) % 62) as u8 + 1;

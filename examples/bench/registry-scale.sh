@@ -11,6 +11,11 @@
 # directory via SEED_DATA) at each concurrency, and the renewal sweep
 # (engine/benches/sweep.rs, TENURE_SWEEP_N certificates, TENURE_SWEEP_DATA a
 # copy of the seeded directory). Prints each run, then a table of means.
+#
+# PG=1 measures the ACME path on PostgreSQL instead (no sweep): a throwaway
+# cluster (scripts/postgres), the seeded registry moved into a template
+# database once (`tenure migrate`), and each run on a fresh database, empty or
+# a copy of the template; tenure's and PostgreSQL's CPU per issuance.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 T=${1:-target/release/tenure}; N=${2:-3000}; CS=${3:-"16 64"}; ROUNDS=${4:-2}
@@ -23,12 +28,62 @@ if [ ! -f "$SEED_DIR/tenure.db" ]; then
     $T bench seed --data "$SEED_DIR" --tenants "$SEED_TENANTS" --resources "$SEED_RESOURCES" --zone-every "$SEED_ZONE_EVERY" --json
 fi
 echo "seeded directory $SEED_DIR: $(du -sh "$SEED_DIR" | cut -f1)"
+others() { while pgrep -f 'bench issue' >/dev/null; do sleep 5; done; }
+if [ "${PG:-0}" = 1 ]; then
+  chmod 0711 "$W"
+  eval "$(scripts/postgres "$W/pg" "${PGPORT_BENCH:-55499}")"
+  trap 'kill $SP 2>/dev/null; wait 2>/dev/null; scripts/postgres --stop "$W/pg"; rm -rf "$W"' EXIT
+  DB=${TENURE_TEST_POSTGRES%/*}; PM=$(head -1 "$W/pg/data/postmaster.pid"); SP=
+  psql "$TENURE_TEST_POSTGRES" -qc "CREATE DATABASE seed_tpl"
+  cp -a "$SEED_DIR" "$W/tpl"
+  /usr/bin/time -f "migrate: %e s" $T migrate --from "$W/tpl" --to "$DB/seed_tpl" >/dev/null
+  tick=$(getconf CLK_TCK)
+  free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+  pg_cpu() { local t; t=$(awk '{print $14+$15+$16+$17}' /proc/$PM/stat)
+    for c in $(pgrep -P "$PM"); do t=$((t + $(awk '{print $14+$15}' /proc/$c/stat 2>/dev/null || echo 0))); done; echo "$t"; }
+  run=0
+  for r in $(seq "$ROUNDS"); do
+    for mode in empty seeded; do
+      others; run=$((run + 1)); d=$W/d$run; db=$DB/r$run
+      if [ $mode = seeded ]; then
+        psql "$TENURE_TEST_POSTGRES" -qc "CREATE DATABASE r$run TEMPLATE seed_tpl"
+        install -d -m 0700 "$d"; install -m 0600 "$W/tpl/ca-key.kek" "$W/tpl/admin-token" "$d/"; cp "$W/tpl/root.pem" "$d/"
+      else
+        psql "$TENURE_TEST_POSTGRES" -qc "CREATE DATABASE r$run"
+        TENURE_DATABASE=$db $T init --data "$d" >/dev/null
+      fi
+      creds=$(TENURE_DATABASE=$db $T tenant add bench --permit bench.example.com --data "$d" --json)
+      TENURE_DATABASE=$db $T resource add --tenant bench --kind lb --zone bench.example.com --data "$d" >/dev/null
+      k=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["eab_kid"])' "$creds")
+      h=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["eab_hmac"])' "$creds")
+      P=$(free_port)
+      TENURE_LOG=warn TENURE_DATABASE=$db $T serve --data "$d" --listen 127.0.0.1:$P --admin-listen 127.0.0.1:$(free_port) >"$d.out" 2>"$d.log" &
+      SP=$!
+      for i in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$P) 2>/dev/null && break; sleep 0.1; done
+      for i in $(seq 600); do a=$(awk '{print $14+$15}' /proc/$SP/stat); sleep 1; [ $(( $(awk '{print $14+$15}' /proc/$SP/stat) - a )) -le $((tick / 20)) ] && break; done
+      for c in $CS; do
+        s0=$(awk '{print $14+$15}' /proc/$SP/stat); p0=$(pg_cpu)
+        $T bench issue --n $N --concurrency $c --accounts 16 --challenge none --timeout 30s --json --directory https://127.0.0.1:$P/directory \
+          --root "$d/root.pem" --eab-kid "$k" --eab-hmac "$h" --domain bench.example.com > "$W/b.json"
+        s1=$(awk '{print $14+$15}' /proc/$SP/stat); p1=$(pg_cpu)
+        python3 - "$mode" "$c" "$W/b.json" $((s1 - s0)) $((p1 - p0)) "$tick" "$N" <<'PY'
+import json, sys
+mode, c, path, s, p, tick, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6]), int(sys.argv[7])
+d = json.loads(open(path).read().strip().splitlines()[-1])
+print(f"pg {mode:6} c={c:<3} {d['rate']:7.1f}/s  p50 {d.get('p50_ms', 0):.1f} ms  tenure {s*1000/tick/n:.3f} ms/iss  postgres {p*1000/tick/n:.3f} ms/iss  total {(s+p)*1000/tick/n:.3f} ms/iss")
+PY
+      done
+      kill $SP; wait $SP 2>/dev/null || true; SP=
+      psql "$TENURE_TEST_POSTGRES" -qc "DROP DATABASE r$run"
+    done
+  done
+  exit 0
+fi
 # The sweep benchmark, built once (release; it links the engine only).
 cargo bench -p tenure-engine --bench sweep --no-run 2>&1 | tail -1
 SWEEP=$(ls -t target/release/deps/sweep-* | grep -v '\.d$' | head -1)
 : > "$W/results"
-# The machine is shared: a load generator someone else runs would be measured too.
-others() { while pgrep -f 'bench issue' >/dev/null; do sleep 5; done; }
+# The machine is shared: a load generator someone else runs would be measured too (others).
 for r in $(seq "$ROUNDS"); do
   for mode in empty seeded; do
     others

@@ -49,7 +49,7 @@ impl Core {
         let number = previous.as_ref().map_or(1, |c| c.number + 1);
         let this_update = UNIX_EPOCH + Duration::from_secs(at.max(0) as u64);
         let validity = self.config.lifecycle.crl_validity;
-        let der = ca::sign_crl(&*self.issuer_once(issuer_id)?.0, number as u64, this_update, this_update + validity, &entries)?;
+        let der = ca::sign_crl(&self.issuer_once(issuer_id)?.0, number as u64, this_update, this_update + validity, &entries)?;
         let stored =
             StoredCrl { issuer_id, number, this_update: at, next_update: at + validity.as_secs() as i64, revocation_mark: mark, der };
         if self.store.put_crl(&stored)? {
