@@ -15,16 +15,15 @@ use crate::store::{RevokedEntry, RevokedIssuer, StoredCrl};
 impl Core {
     /// The current CRL (DER) of an issuer.
     pub(crate) fn crl(&self, issuer_id: i64) -> Result<Vec<u8>> {
-        if self.store.issuer(issuer_id)?.is_none() {
+        let Some(issuer) = self.store.issuer(issuer_id)? else {
             return Err(Error::not_found(format!("no issuer {issuer_id}")));
-        }
+        };
         // Read the mark before the list: a revocation racing with us makes the
         // stored mark low, so the next fetch regenerates. Intermediates are
-        // revoked, never un-revoked, so their count only grows too.
-        let intermediates = match self.store.root()? {
-            Some(root) if root.id == issuer_id => self.store.revoked_intermediates()?,
-            _ => Vec::new(),
-        };
+        // revoked, never un-revoked, so their count only grows too. The root
+        // is the core's (never made again): no query for it per CRL, which on
+        // PostgreSQL scanned every issuer (issue 17).
+        let intermediates = if issuer.cert_der == self.root.cert_der { self.store.revoked_intermediates()? } else { Vec::new() };
         let mark = self.store.revocation_mark(issuer_id)? + intermediates.len() as i64;
         let at = now();
         let refresh = self.config.lifecycle.crl_refresh.as_secs() as i64;
