@@ -44,6 +44,9 @@ pub enum BenchCommand {
     /// Add a burst of N resources with certificate=auto through tenure's admin API and time
     /// until every one is provisioned.
     Provision(crate::provision_bench::ProvisionArgs),
+    /// Fill a data directory's registry with many tenants and resources (each tenant with
+    /// its own permitted zone), to measure the ACME path and the sweep against it.
+    Seed(crate::bench_seed::SeedArgs),
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -143,6 +146,7 @@ pub fn run(command: BenchCommand) -> Result<()> {
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             runtime.block_on(crate::provision_bench::provision(&args))
         }
+        BenchCommand::Seed(args) => crate::bench_seed::seed(&args),
     }
 }
 

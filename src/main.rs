@@ -1,6 +1,7 @@
 //! `tenure`: the command line. Thin wiring over `tenure_engine` and `tenure_acme`.
 
 mod bench;
+mod bench_seed;
 mod config_file;
 mod provision_bench;
 

@@ -8,6 +8,10 @@
 //!     cargo bench -p tenure-engine --bench sweep            # N = 100000
 //!     TENURE_SWEEP_N=10000 cargo bench -p tenure-engine --bench sweep
 //!
+//! `TENURE_SWEEP_DATA=DIR` runs it in DIR instead of an empty temporary
+//! directory: a copy of a registry seeded by `tenure bench seed` (issue 17,
+//! `examples/bench/registry-scale.sh`). The directory is written to.
+//!
 //! Target (issue 4): 100,000 due certificates in under 60 s on the 2-core machine.
 
 use std::sync::Arc;
@@ -38,12 +42,13 @@ fn issue(ra: &Ra, account: &Account, csr: &[u8], name: &str) -> Order {
 fn main() {
     let n: usize = std::env::var("TENURE_SWEEP_N").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000);
     let dir = tempfile::tempdir().expect("tempdir");
+    let data = std::env::var_os("TENURE_SWEEP_DATA").map_or_else(|| dir.path().to_path_buf(), std::path::PathBuf::from);
     let mut config = Config::default();
     // Due the moment they are issued: the whole seed is one sweep's work.
     config.lifecycle.renewal_fraction = 1.0;
     // Seeding places N orders from one account within seconds: no hourly bound here.
     config.rate_limits.orders_per_hour = u32::MAX;
-    let authority = Arc::new(Engine::open(dir.path(), config).expect("open"));
+    let authority = Arc::new(Engine::open(&data, config).expect("open"));
     // As `serve` does: certificates carry a CRL distribution point under it.
     authority.lifecycle.set_public_url("https://ca.bench.example:14000").expect("public url");
     let tenant = authority.registry.create_tenant("bench", Some(&["bench.example".to_string()])).expect("tenant");

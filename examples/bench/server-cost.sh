@@ -8,14 +8,21 @@
 # the server's CPU ms per issuance (/proc/PID/stat), the load generator's CPU ms per
 # issuance (including its setup) and the server's voluntary context switches per
 # issuance. Alternate the two builds (A B A B): this machine's speed drifts.
-# PERF=FILE records a flat perf profile of the server during each load
+#
+# SEED_DATA=DIR starts from a copy of DIR (a registry seeded by `tenure bench
+# seed`, issue 17) instead of an empty directory. Either way the load starts
+# once the server's first background pass is over (its CPU below 5% for a
+# second; the wait and its CPU are printed), so what is measured is requests.
+#
+# PERF=FILE records a perf profile of the server during each load
 # (FILE.c16, FILE.c64; `perf report -i FILE.c64 --no-children --sort dso,sym`);
-# PERF_ARGS adds to perf record's arguments (e.g. "-g").
+# PERF_ARGS adds to perf record's arguments (e.g. "--call-graph dwarf,16384 -F 499").
 set -euo pipefail
 T=${1:-target/release/tenure}; N=${2:-3000}; CS=${3:-"16 64"}
 W=$(mktemp -d); DATA=$W/d
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 P=$(free_port); A=$(free_port); M=$(free_port)
+if [ -n "${SEED_DATA:-}" ]; then cp -a "$SEED_DATA" $DATA; fi
 # (Builds from before `tenure init` made the directory in `tenant add`.)
 $T init --data $DATA >/dev/null 2>&1 || true
 CREDS=$($T tenant add bench --permit bench.example.com --data $DATA --json)
@@ -27,6 +34,10 @@ SP=$!
 trap "kill $SP; wait $SP 2>/dev/null; rm -rf $W" EXIT
 for i in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$P) 2>/dev/null && break; sleep 0.1; done
 tick=$(getconf CLK_TCK)
+cpu() { awk '{print $14+$15}' /proc/$SP/stat; }
+w0=$(cpu); t0=$(date +%s.%N)
+for i in $(seq 600); do a=$(cpu); sleep 1; [ $(( $(cpu) - a )) -le $((tick / 20)) ] && break; done
+python3 -c "print('settled after %.1f s, server CPU meanwhile %.2f s' % ($(date +%s.%N) - $t0, ($(cpu) - $w0) / $tick))"
 for c in $CS; do
   s0=$(awk '{print $14+$15}' /proc/$SP/stat); x0=$(cat /proc/$SP/task/*/status | awk '/voluntary_ctxt/ {s+=$2} END {print s}')
   PP=

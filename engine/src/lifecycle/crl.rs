@@ -15,16 +15,15 @@ use crate::store::{RevokedEntry, RevokedIssuer, StoredCrl};
 impl Core {
     /// The current CRL (DER) of an issuer.
     pub(crate) fn crl(&self, issuer_id: i64) -> Result<Vec<u8>> {
-        if self.store.issuer(issuer_id)?.is_none() {
+        let Some(issuer) = self.store.issuer(issuer_id)? else {
             return Err(Error::not_found(format!("no issuer {issuer_id}")));
-        }
+        };
         // Read the mark before the list: a revocation racing with us makes the
         // stored mark low, so the next fetch regenerates. Intermediates are
-        // revoked, never un-revoked, so their count only grows too.
-        let intermediates = match self.store.root()? {
-            Some(root) if root.id == issuer_id => self.store.revoked_intermediates()?,
-            _ => Vec::new(),
-        };
+        // revoked, never un-revoked, so their count only grows too. The root
+        // is the core's (never made again): no query for it per CRL, which on
+        // PostgreSQL scanned every issuer (issue 17).
+        let intermediates = if issuer.cert_der == self.root.cert_der { self.store.revoked_intermediates()? } else { Vec::new() };
         let mark = self.store.revocation_mark(issuer_id)? + intermediates.len() as i64;
         let at = now();
         let refresh = self.config.lifecycle.crl_refresh.as_secs() as i64;
@@ -49,7 +48,7 @@ impl Core {
         let number = previous.as_ref().map_or(1, |c| c.number + 1);
         let this_update = UNIX_EPOCH + Duration::from_secs(at.max(0) as u64);
         let validity = self.config.lifecycle.crl_validity;
-        let der = ca::sign_crl(&*self.issuer(issuer_id)?, number as u64, this_update, this_update + validity, &entries)?;
+        let der = ca::sign_crl(&self.issuer_once(issuer_id)?.0, number as u64, this_update, this_update + validity, &entries)?;
         let stored =
             StoredCrl { issuer_id, number, this_update: at, next_update: at + validity.as_secs() as i64, revocation_mark: mark, der };
         if self.store.put_crl(&stored)? {
@@ -60,14 +59,17 @@ impl Core {
         }
     }
 
-    /// Brings every issuer's CRL up to date (the scheduler's periodic pass).
+    /// Brings every issuer's CRL up to date (the scheduler's periodic pass):
+    /// those the store finds due, each judged again by [`Core::crl`]. Returns
+    /// how many were looked at.
     pub(crate) fn refresh_crls(&self) -> Result<usize> {
-        let mut n = 0;
-        for issuer in self.store.issuers()? {
-            self.crl(issuer.id)?;
-            n += 1;
+        let at = now();
+        let made_by = at.saturating_sub(self.config.lifecycle.crl_refresh.as_secs() as i64);
+        let due = self.store.issuers_with_crl_due(made_by, at)?;
+        for &id in &due {
+            self.crl(id)?;
         }
-        Ok(n)
+        Ok(due.len())
     }
 }
 
@@ -85,4 +87,44 @@ fn revoked_intermediate_entries(revoked: &[RevokedIssuer], at: UnixTime) -> Resu
         out.push(RevokedEntry { serial: hex::encode(cert.raw_serial()), revoked_at: r.revoked_at, reason: r.reason });
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use rcgen::{CertificateParams, KeyPair};
+
+    use crate::config::Config;
+    use crate::ra::NewOrder;
+    use crate::{Engine, Identifier};
+
+    /// The scheduler's pass makes what is missing, then looks again only at
+    /// the root and at an issuer whose certificates were revoked since.
+    #[test]
+    fn the_pass_takes_only_issuers_whose_crl_is_due() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = Engine::open(dir.path(), Config::default()).unwrap();
+        let account = crate::ra::tenant_account_holding_corp_example(&a);
+        a.registry.create_tenant("other", Some(&["other.example".to_string()])).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let csr = CertificateParams::new(vec!["www.corp.example".to_string()]).unwrap().serialize_request(&key).unwrap();
+        let order =
+            a.ra.new_order(&account, NewOrder { identifiers: vec![Identifier::dns("www.corp.example")], profile: None, replaces: None })
+                .unwrap();
+        let serial = a.ra.finalize(&account, &order, csr.der(), b"account key").unwrap().certificate.unwrap();
+        let issuers = a.core.store.issuers().unwrap();
+        let root = a.core.store.root().unwrap().unwrap().id;
+        let corp = a.core.store.tenant("corp").unwrap().unwrap().issuer_id;
+
+        assert_eq!(a.lifecycle.refresh_crls().unwrap(), issuers.len(), "every CRL is made at first");
+        assert_eq!(a.lifecycle.refresh_crls().unwrap(), 1, "then only the root is looked at");
+        let before = a.core.store.crl(corp).unwrap().unwrap().number;
+        a.lifecycle.revoke_certificate(&serial, Some(4)).unwrap();
+        let at = super::now();
+        assert_eq!(a.core.store.issuers_with_crl_due(at - 3600, at).unwrap(), [root, corp]);
+        a.lifecycle.refresh_crls().unwrap();
+        assert_eq!(a.core.store.crl(corp).unwrap().unwrap().number, before + 1);
+        assert_eq!(a.core.store.issuers_with_crl_due(at - 3600, at).unwrap(), [root]);
+        // Made an hour ago or more, or running out: due again.
+        assert_eq!(a.core.store.issuers_with_crl_due(at + 1, at).unwrap().len(), issuers.len());
+    }
 }

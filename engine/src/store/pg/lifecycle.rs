@@ -442,6 +442,20 @@ impl CertificateStore for PgStore {
         })
     }
 
+    fn issuers_with_crl_due(&self, made_by: UnixTime, at: UnixTime) -> Result<Vec<i64>> {
+        self.read(|c| {
+            rows(
+                c,
+                "SELECT i.id FROM issuers i LEFT JOIN crls c ON c.issuer_id = i.id
+                 WHERE i.role = 'root' OR c.issuer_id IS NULL OR c.this_update <= $1 OR c.next_update <= $2
+                    OR c.revocation_mark <> (SELECT COUNT(*) FROM certificates x WHERE x.issuer_id = i.id AND x.revoked_at IS NOT NULL)
+                 ORDER BY i.id",
+                &[&made_by, &at],
+                |r| get(r, 0),
+            )
+        })
+    }
+
     fn crl(&self, issuer_id: i64) -> Result<Option<StoredCrl>> {
         self.read(|c| {
             row(

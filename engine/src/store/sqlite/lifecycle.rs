@@ -432,6 +432,19 @@ impl CertificateStore for SqliteStore {
         })
     }
 
+    fn issuers_with_crl_due(&self, made_by: UnixTime, at: UnixTime) -> Result<Vec<i64>> {
+        self.read(|c| {
+            let mut st = c.prepare_cached(
+                "SELECT i.id FROM issuers i LEFT JOIN crls c ON c.issuer_id = i.id
+                 WHERE i.role = 'root' OR c.issuer_id IS NULL OR c.this_update <= ?1 OR c.next_update <= ?2
+                    OR c.revocation_mark <> (SELECT COUNT(*) FROM certificates x WHERE x.issuer_id = i.id AND x.revoked_at IS NOT NULL)
+                 ORDER BY i.id",
+            )?;
+            let ids = st.query_map(params![made_by, at], |r| r.get(0))?.collect::<rusqlite::Result<Vec<i64>>>()?;
+            Ok(ids)
+        })
+    }
+
     fn crl(&self, issuer_id: i64) -> Result<Option<StoredCrl>> {
         self.read(|c| {
             Ok(c.prepare_cached("SELECT issuer_id, number, this_update, next_update, revocation_mark, der FROM crls WHERE issuer_id = ?1")?

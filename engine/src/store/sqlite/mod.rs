@@ -265,26 +265,49 @@ impl TenantStore for SqliteStore {
         eab: Option<(&str, &[u8])>,
         rule: TenantRule<'_>,
     ) -> Result<Tenant> {
+        let row = NewTenantRow { name, permits, intermediate_der, intermediate_key, webhook_secret_sealed, eab, rule };
+        let mut made = self.insert_tenants(std::slice::from_ref(&row))?;
+        made.pop().ok_or_else(|| Error::internal("no tenant made"))
+    }
+
+    /// In one transaction; every tenant is read once for the batch (the rules
+    /// see the batch's earlier tenants too).
+    fn insert_tenants(&self, batch: &[NewTenantRow<'_>]) -> Result<Vec<Tenant>> {
         self.tx(|tx| {
-            let exists: Option<String> = tx.query_row("SELECT name FROM tenants WHERE name = ?1", [name], |r| r.get(0)).optional()?;
-            if exists.is_some() {
-                return Err(Error::conflict(crate::Conflict::TenantExists, format!("tenant {name:?} already exists")));
+            let mut existing: Option<Vec<Tenant>> = None;
+            let mut made = Vec::with_capacity(batch.len());
+            for row in batch {
+                let name = row.name;
+                let exists: Option<String> = tx.query_row("SELECT name FROM tenants WHERE name = ?1", [name], |r| r.get(0)).optional()?;
+                if exists.is_some() {
+                    return Err(Error::conflict(crate::Conflict::TenantExists, format!("tenant {name:?} already exists")));
+                }
+                let all = match &mut existing {
+                    Some(all) => all,
+                    None => existing.insert(all_tenants(tx)?),
+                };
+                (row.rule)(all)?;
+                let t = now();
+                tx.execute(
+                    "INSERT INTO issuers (role, tenant, cert_der, key_pkcs8, created_at) VALUES ('intermediate', ?1, ?2, ?3, ?4)",
+                    params![name, row.intermediate_der, row.intermediate_key, t],
+                )?;
+                let issuer_id = tx.last_insert_rowid();
+                tx.execute(
+                    "INSERT INTO tenants (name, permits, issuer_id, created_at, webhook_secret) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![name, json(&row.permits), issuer_id, t, row.webhook_secret_sealed],
+                )?;
+                if let Some((kid, key)) = row.eab {
+                    tx.execute(
+                        "INSERT INTO eab_keys (kid, tenant, hmac_key, created_at) VALUES (?1, ?2, ?3, ?4)",
+                        params![kid, name, key, t],
+                    )?;
+                }
+                let tenant = Tenant { name: name.to_string(), permits: row.permits.to_vec(), issuer_id, removed_at: None };
+                all.push(tenant.clone());
+                made.push(tenant);
             }
-            rule(&all_tenants(tx)?)?;
-            let t = now();
-            tx.execute(
-                "INSERT INTO issuers (role, tenant, cert_der, key_pkcs8, created_at) VALUES ('intermediate', ?1, ?2, ?3, ?4)",
-                params![name, intermediate_der, intermediate_key, t],
-            )?;
-            let issuer_id = tx.last_insert_rowid();
-            tx.execute(
-                "INSERT INTO tenants (name, permits, issuer_id, created_at, webhook_secret) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![name, json(&permits), issuer_id, t, webhook_secret_sealed],
-            )?;
-            if let Some((kid, key)) = eab {
-                tx.execute("INSERT INTO eab_keys (kid, tenant, hmac_key, created_at) VALUES (?1, ?2, ?3, ?4)", params![kid, name, key, t])?;
-            }
-            Ok(Tenant { name: name.to_string(), permits: permits.to_vec(), issuer_id, removed_at: None })
+            Ok(made)
         })
     }
 
