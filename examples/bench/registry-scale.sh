@@ -15,7 +15,8 @@
 # PG=1 measures the ACME path on PostgreSQL instead (no sweep): a throwaway
 # cluster (scripts/postgres), the seeded registry moved into a template
 # database once (`tenure migrate`), and each run on a fresh database, empty or
-# a copy of the template; tenure's and PostgreSQL's CPU per issuance.
+# a copy of the template; tenure's and PostgreSQL's CPU per issuance (LOGS=DIR
+# keeps each server's log).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 T=${1:-target/release/tenure}; N=${2:-3000}; CS=${3:-"16 64"}; ROUNDS=${4:-2}
@@ -72,7 +73,7 @@ if [ "${PG:-0}" = 1 ]; then
       for c in $CS; do
         s0=$(awk '{print $14+$15}' /proc/$SP/stat); p0=$(pg_cpu)
         $T bench issue --n $N --concurrency $c --accounts 16 --challenge none --timeout 30s --json --directory https://127.0.0.1:$P/directory \
-          --root "$d/root.pem" --eab-kid "$k" --eab-hmac "$h" --domain bench.example.com > "$W/b.json"
+          --root "$d/root.pem" --eab-kid "$k" --eab-hmac "$h" --domain bench.example.com > "$W/b.json" || true
         s1=$(awk '{print $14+$15}' /proc/$SP/stat); p1=$(pg_cpu)
         python3 - "$mode" "$c" "$W/b.json" $((s1 - s0)) $((p1 - p0)) "$tick" "$N" <<'PY'
 import json, sys
@@ -82,6 +83,7 @@ print(f"pg {mode:6} c={c:<3} {d['rate']:7.1f}/s  p50 {d.get('p50_ms', 0):.1f} ms
 PY
       done
       kill $SP; wait $SP 2>/dev/null || true; SP=
+      [ -z "${LOGS:-}" ] || cp "$d.log" "$LOGS/pg-$run-$mode.log"
       psql "$TENURE_TEST_POSTGRES" -qc "DROP DATABASE r$run"
     done
   done
