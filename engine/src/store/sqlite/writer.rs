@@ -144,7 +144,11 @@ impl Writer {
         self.queued.fetch_sub(1, Ordering::SeqCst);
         let joined = g.group.is_some();
         if joined {
-            g.conn.prepare_cached("SAVEPOINT member")?.execute([])?;
+            if let Err(e) = g.conn.prepare_cached("SAVEPOINT member").and_then(|mut s| s.execute([])) {
+                // The members before this one are waiting: their writes commit without it.
+                let _ = commit(&mut g);
+                return Err(e.into());
+            }
         } else {
             g.conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
             g.group = Some(Group { members: 0, outcome: Arc::new(Outcome::default()) });
