@@ -428,10 +428,6 @@ fn conflict_items(r: &NewResource) -> Vec<(bool, String)> {
     v
 }
 
-/// The live resources (other than `except`) that hold each item, or, for a
-/// zone, anything inside it or a zone above it: the facts the registry's
-/// conflict rule judges. Read inside the caller's SERIALIZABLE transaction,
-/// so a concurrent add of an overlapping resource makes one of them retry.
 /// The resources with a name or zone strictly under `zone`: one range of the
 /// reversed-name index.
 fn names_under<C: Db>(c: &mut C, zone: &str) -> Result<Vec<String>> {
@@ -439,6 +435,10 @@ fn names_under<C: Db>(c: &mut C, zone: &str) -> Result<Vec<String>> {
     ids(c, "SELECT DISTINCT resource_id FROM resource_names WHERE reversed >= $1 AND reversed < $2", &[&from, &to])
 }
 
+/// The live resources (other than `except`) that hold each item, or, for a
+/// zone, anything inside it or a zone above it: the facts the registry's
+/// conflict rule judges. Read inside the caller's SERIALIZABLE transaction,
+/// so a concurrent add of an overlapping resource makes one of them retry.
 fn overlaps<C: Db>(c: &mut C, items: &[(bool, String)], except: Option<&str>) -> Result<Vec<Overlap>> {
     let mut out = Vec::new();
     for (is_zone, item) in items {

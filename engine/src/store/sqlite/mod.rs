@@ -1073,9 +1073,8 @@ mod tests {
         assert_eq!(err.kind, crate::ErrorKind::NotFound);
     }
 
-    /// A data directory of schema 8: its resources and events are kept, none
-    /// has a lease, the new event kinds are accepted, and expired leases are
-    /// found through the partial index (not a scan of every resource).
+    /// A data directory of schema 12: its names are given their reversed form,
+    /// and the names under a zone are found through the new index.
     #[test]
     fn migration_13_indexes_names_under_a_zone() {
         let dir = tempfile::tempdir().unwrap();
@@ -1117,6 +1116,9 @@ mod tests {
         assert!(plan.iter().any(|p| p.starts_with("SEARCH") && p.contains("INDEX resource_names_reversed")), "{plan:?}");
     }
 
+    /// A data directory of schema 8: its resources and events are kept, none
+    /// has a lease, the new event kinds are accepted, and expired leases are
+    /// found through the partial index (not a scan of every resource).
     #[test]
     fn migration_9_adds_leases_and_event_kinds() {
         let dir = tempfile::tempdir().unwrap();

@@ -39,8 +39,6 @@ pub(super) struct Writer {
     /// Requests waiting for `state`: while any are, a finished member leaves
     /// the group open for them.
     queued: AtomicUsize,
-    /// At most this many members per group (1: every transaction commits alone).
-    max_group: usize,
 }
 
 /// What the writer's mutex guards.
@@ -111,7 +109,7 @@ impl Drop for PanicGuard<'_, '_> {
 
 impl Writer {
     pub(super) fn new(conn: Connection) -> Writer {
-        Writer { state: Mutex::new(State { conn, group: None }), queued: AtomicUsize::new(0), max_group: MAX_GROUP }
+        Writer { state: Mutex::new(State { conn, group: None }), queued: AtomicUsize::new(0) }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -144,13 +142,13 @@ impl Writer {
         self.queued.fetch_sub(1, Ordering::SeqCst);
         let joined = g.group.is_some();
         if joined {
-            if let Err(e) = g.conn.prepare_cached("SAVEPOINT member").and_then(|mut s| s.execute([])) {
+            if let Err(e) = run(&g.conn, "SAVEPOINT member") {
                 // The members before this one are waiting: their writes commit without it.
                 let _ = commit(&mut g);
                 return Err(e.into());
             }
         } else {
-            g.conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
+            run(&g.conn, "BEGIN IMMEDIATE")?;
             g.group = Some(Group { members: 0, outcome: Arc::new(Outcome::default()) });
         }
         let out = {
@@ -161,15 +159,11 @@ impl Writer {
             Ok(v) => v,
             Err(e) => {
                 let undone = if joined {
-                    g.conn
-                        .prepare_cached("ROLLBACK TO member")
-                        .and_then(|mut s| s.execute([]))
-                        .and_then(|_| g.conn.prepare_cached("RELEASE member").and_then(|mut s| s.execute([])))
-                        .map(|_| ())
+                    run(&g.conn, "ROLLBACK TO member").and_then(|()| run(&g.conn, "RELEASE member"))
                 } else {
                     // The group holds no one else's writes yet.
                     g.group = None;
-                    g.conn.prepare_cached("ROLLBACK").and_then(|mut s| s.execute([])).map(|_| ())
+                    run(&g.conn, "ROLLBACK")
                 };
                 if let Err(undo) = undone {
                     abandon(&mut g, &format!("the write transaction was rolled back: {undo}"));
@@ -180,7 +174,7 @@ impl Writer {
                 return Err(e);
             }
         };
-        if joined && let Err(e) = g.conn.prepare_cached("RELEASE member").and_then(|mut s| s.execute([])) {
+        if joined && let Err(e) = run(&g.conn, "RELEASE member") {
             abandon(&mut g, &format!("the write transaction was rolled back: {e}"));
             return Err(e.into());
         }
@@ -188,7 +182,7 @@ impl Writer {
             return Err(Error::internal("the write transaction vanished"));
         };
         group.members += 1;
-        if group.members < self.max_group && self.queued.load(Ordering::SeqCst) > 0 {
+        if group.members < MAX_GROUP && self.queued.load(Ordering::SeqCst) > 0 {
             // Someone is queued: they commit for us (or hand on further).
             let outcome = group.outcome.clone();
             drop(g);
@@ -202,17 +196,23 @@ impl Writer {
     }
 }
 
+/// Runs one of the transaction statements, prepared once per connection.
+fn run(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([])?;
+    Ok(())
+}
+
 /// Commits the open group, if any, and tells its members how it went.
 fn commit(g: &mut MutexGuard<'_, State>) -> Result<()> {
     let Some(group) = g.group.take() else { return Ok(()) };
-    match g.conn.prepare_cached("COMMIT").and_then(|mut s| s.execute([])) {
-        Ok(_) => {
+    match run(&g.conn, "COMMIT") {
+        Ok(()) => {
             group.outcome.settle(Ok(()));
             Ok(())
         }
         Err(e) => {
             if !g.conn.is_autocommit() {
-                let _ = g.conn.prepare_cached("ROLLBACK").and_then(|mut s| s.execute([]));
+                let _ = run(&g.conn, "ROLLBACK");
             }
             group.outcome.settle(Err(format!("commit failed: {e}")));
             Err(e.into())
@@ -223,7 +223,7 @@ fn commit(g: &mut MutexGuard<'_, State>) -> Result<()> {
 /// Rolls back whatever is open and fails the group's waiting members.
 fn abandon(g: &mut MutexGuard<'_, State>, why: &str) {
     if !g.conn.is_autocommit() {
-        let _ = g.conn.prepare_cached("ROLLBACK").and_then(|mut s| s.execute([]));
+        let _ = run(&g.conn, "ROLLBACK");
     }
     if let Some(group) = g.group.take() {
         group.outcome.settle(Err(why.to_string()));
@@ -239,7 +239,7 @@ mod tests {
     fn writer() -> Arc<Writer> {
         let conn = Connection::open_in_memory().unwrap();
         conn.execute_batch("CREATE TABLE t (v TEXT PRIMARY KEY)").unwrap();
-        Arc::new(Writer { state: Mutex::new(State { conn, group: None }), queued: AtomicUsize::new(0), max_group: MAX_GROUP })
+        Arc::new(Writer { state: Mutex::new(State { conn, group: None }), queued: AtomicUsize::new(0) })
     }
 
     fn insert(c: &Connection, v: &str) -> Result<()> {
